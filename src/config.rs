@@ -1,0 +1,343 @@
+//! Configuration of an MoE block: routing, expert activation, shared experts.
+//!
+//! Every knob of the supported model families has a field here, and [`MoeConfig::validate`] rejects every
+//! combination the stages cannot compute. Which family uses which setting:
+//!
+//! | family | scoring | selection | renormalise | scaling | shared experts |
+//! |---|---|---|---|---|---|
+//! | Mixtral | softmax | top-k | yes | 1.0 | none |
+//! | Qwen2-MoE (Qwen1.5-MoE) | softmax | top-k | no (`norm_topk_prob=false`) | 1.0 | one, sigmoid-gated |
+//! | Qwen3-MoE | softmax | top-k | yes (`norm_topk_prob=true`) | 1.0 | none |
+//! | OLMoE | softmax | top-k | no | 1.0 | none |
+//! | DeepSeek-V2 | softmax | top-k, or group-limited greedy (group score = max) | no | `routed_scaling_factor` | `n_shared_experts`, ungated |
+//! | DeepSeek-V3 | sigmoid + correction bias | grouped top-k (group score = sum of top-2 biased scores) | yes | 2.5 | one, ungated |
+//!
+//! All of them use gated SiLU experts (SwiGLU); gated GELU (tanh) and the non-gated forms serve other
+//! families (Switch-style experts, GeGLU models).
+
+use crate::error::{MoeError, Result};
+
+/// How router logits become expert scores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScoringFunc {
+    /// `softmax` over all experts (Mixtral, Qwen, OLMoE, DeepSeek-V2).
+    Softmax,
+    /// Element-wise `sigmoid` (DeepSeek-V3).
+    Sigmoid,
+}
+
+/// How a group of experts is scored in grouped (group-limited) top-k.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GroupScore {
+    /// The group's best expert score (DeepSeek-V2 `group_limited_greedy`).
+    Max,
+    /// The sum of the group's two best (bias-corrected) scores; a group of one expert scores that expert
+    /// (DeepSeek-V3 `noaux_tc`).
+    SumTop2,
+}
+
+/// Grouped top-k: experts are split into `n_group` equal contiguous groups; only the experts of the
+/// `topk_group` best groups can be chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupedTopK {
+    /// Number of expert groups; must divide the expert count.
+    pub n_group: usize,
+    /// Number of groups kept per token.
+    pub topk_group: usize,
+    /// How a group is scored.
+    pub score: GroupScore,
+}
+
+/// Everything that decides which experts a token goes to, and with what weights.
+///
+/// Selection: scores `s = scoring(logits)`; choice scores `c = s + bias` when a correction bias is given
+/// (it changes which experts are chosen, never their weights); optional grouped restriction; then the `k`
+/// experts with the largest choice scores, in descending order, **equal scores resolved in favour of the
+/// lower expert index**. Weights: the chosen experts' scores `s`, divided by their sum when
+/// `renormalize`, then multiplied by `routed_scaling_factor`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RoutingConfig {
+    /// Number of routed experts `E` (>= 1).
+    pub num_experts: usize,
+    /// Experts per token `k` (1 <= k <= E). `k = E` with softmax scoring and no renormalisation is the
+    /// plain dense mixture.
+    pub top_k: usize,
+    /// Softmax or sigmoid scoring.
+    pub scoring: ScoringFunc,
+    /// Whether a per-expert score correction bias (DeepSeek-V3 `e_score_correction_bias`) is part of the
+    /// weights. The bias itself is a learned tensor and lives with the weights.
+    pub correction_bias: bool,
+    /// Grouped top-k, when the model uses it.
+    pub grouping: Option<GroupedTopK>,
+    /// Divide the `k` chosen weights by their sum (`norm_topk_prob`).
+    pub renormalize: bool,
+    /// Multiply the final weights by this factor (`routed_scaling_factor`; 1.0 for most families).
+    pub routed_scaling_factor: f32,
+}
+
+impl RoutingConfig {
+    /// Plain softmax top-k over `num_experts` experts, with or without renormalisation.
+    pub fn softmax_topk(num_experts: usize, top_k: usize, renormalize: bool) -> Self {
+        RoutingConfig {
+            num_experts,
+            top_k,
+            scoring: ScoringFunc::Softmax,
+            correction_bias: false,
+            grouping: None,
+            renormalize,
+            routed_scaling_factor: 1.0,
+        }
+    }
+
+    /// The dense mixture: every expert, weighted by its softmax score (`k = E`, no renormalisation).
+    pub fn dense_mixture(num_experts: usize) -> Self {
+        Self::softmax_topk(num_experts, num_experts, false)
+    }
+
+    /// Check every routing setting, naming the first one that is invalid.
+    pub fn validate(&self) -> Result<()> {
+        let e = self.num_experts;
+        if e == 0 {
+            return Err(MoeError::InvalidConfig(
+                "num_experts must be at least 1".into(),
+            ));
+        }
+        if self.top_k == 0 || self.top_k > e {
+            return Err(MoeError::InvalidConfig(format!(
+                "top_k must satisfy 1 <= k <= num_experts, got k = {} with {e} experts",
+                self.top_k
+            )));
+        }
+        if e > i32::MAX as usize {
+            return Err(MoeError::InvalidConfig(format!(
+                "num_experts {e} does not fit the i32 expert ids"
+            )));
+        }
+        if !self.routed_scaling_factor.is_finite() || self.routed_scaling_factor <= 0.0 {
+            return Err(MoeError::InvalidConfig(format!(
+                "routed_scaling_factor must be finite and positive, got {}",
+                self.routed_scaling_factor
+            )));
+        }
+        if let Some(g) = &self.grouping {
+            if g.n_group == 0 || e % g.n_group != 0 {
+                return Err(MoeError::InvalidConfig(format!(
+                    "n_group = {} must be at least 1 and divide num_experts = {e}",
+                    g.n_group
+                )));
+            }
+            if g.topk_group == 0 || g.topk_group > g.n_group {
+                return Err(MoeError::InvalidConfig(format!(
+                    "topk_group must satisfy 1 <= topk_group <= n_group, got {} with n_group = {}",
+                    g.topk_group, g.n_group
+                )));
+            }
+            let eligible = g.topk_group * (e / g.n_group);
+            if self.top_k > eligible {
+                return Err(MoeError::InvalidConfig(format!(
+                    "top_k = {} exceeds the {eligible} experts in the {} kept groups of {} experts",
+                    self.top_k,
+                    g.topk_group,
+                    e / g.n_group
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The element-wise nonlinearity of an expert MLP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActivationKind {
+    /// `silu(x) = x * sigmoid(x)` (SwiGLU when gated).
+    Silu,
+    /// The tanh approximation of GELU (GeGLU when gated).
+    GeluTanh,
+}
+
+impl ActivationKind {
+    /// Apply the nonlinearity to one value.
+    #[inline]
+    pub fn apply(self, x: f32) -> f32 {
+        match self {
+            ActivationKind::Silu => x * crate::cpu::sigmoid(x),
+            ActivationKind::GeluTanh => {
+                const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+                0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x)).tanh())
+            }
+        }
+    }
+}
+
+/// An expert MLP's activation: the nonlinearity and whether it is gated.
+///
+/// Gated experts have a fused gate-up projection `[2I, H]` (gate rows first, then up rows) and compute
+/// `act(gate) * up`; non-gated (Switch-style) experts have an up projection `[I, H]` and compute `act(up)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Activation {
+    /// The nonlinearity.
+    pub kind: ActivationKind,
+    /// Whether the expert is gated (GLU form).
+    pub gated: bool,
+}
+
+impl Activation {
+    /// SwiGLU: gated SiLU, the activation of every family this crate names.
+    pub const SWIGLU: Activation = Activation {
+        kind: ActivationKind::Silu,
+        gated: true,
+    };
+    /// GeGLU with the tanh GELU.
+    pub const GEGLU: Activation = Activation {
+        kind: ActivationKind::GeluTanh,
+        gated: true,
+    };
+
+    /// Rows of the up projection for intermediate size `i`: `2i` when gated, `i` otherwise.
+    pub fn up_rows(self, i: usize) -> usize {
+        if self.gated {
+            2 * i
+        } else {
+            i
+        }
+    }
+}
+
+/// One shared (always-on) expert.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SharedExpertConfig {
+    /// Its intermediate size (DeepSeek folds `n_shared_experts` experts into one of size
+    /// `n_shared_experts * moe_intermediate_size`).
+    pub intermediate_size: usize,
+    /// Whether its output is scaled by `sigmoid(x . w_gate)` per token (Qwen2-MoE `shared_expert_gate`).
+    pub sigmoid_gate: bool,
+}
+
+/// A whole MoE block.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MoeConfig {
+    /// Model width `H`.
+    pub hidden_size: usize,
+    /// Routed experts' intermediate size `I` (`moe_intermediate_size` or `intermediate_size`).
+    pub intermediate_size: usize,
+    /// Routing.
+    pub routing: RoutingConfig,
+    /// Expert activation (shared experts use the same one).
+    pub activation: Activation,
+    /// Shared experts, added to every token's output.
+    pub shared_experts: Vec<SharedExpertConfig>,
+}
+
+impl MoeConfig {
+    /// Check every setting, naming the first one that is invalid.
+    pub fn validate(&self) -> Result<()> {
+        if self.hidden_size == 0 {
+            return Err(MoeError::InvalidConfig(
+                "hidden_size must be at least 1".into(),
+            ));
+        }
+        if self.intermediate_size == 0 {
+            return Err(MoeError::InvalidConfig(
+                "intermediate_size must be at least 1".into(),
+            ));
+        }
+        for (i, s) in self.shared_experts.iter().enumerate() {
+            if s.intermediate_size == 0 {
+                return Err(MoeError::InvalidConfig(format!(
+                    "shared expert {i} has intermediate_size 0"
+                )));
+            }
+        }
+        self.routing.validate()
+    }
+
+    /// Mixtral-8x7B: H 4096, I 14336, 8 experts, top-2, softmax, renormalised.
+    pub fn mixtral_8x7b() -> Self {
+        MoeConfig {
+            hidden_size: 4096,
+            intermediate_size: 14336,
+            routing: RoutingConfig::softmax_topk(8, 2, true),
+            activation: Activation::SWIGLU,
+            shared_experts: vec![],
+        }
+    }
+
+    /// Qwen1.5-MoE-A2.7B (`qwen2_moe`): H 2048, I 1408, 60 experts, top-4, not renormalised, one
+    /// sigmoid-gated shared expert of size 5632.
+    pub fn qwen2_moe_a2_7b() -> Self {
+        MoeConfig {
+            hidden_size: 2048,
+            intermediate_size: 1408,
+            routing: RoutingConfig::softmax_topk(60, 4, false),
+            activation: Activation::SWIGLU,
+            shared_experts: vec![SharedExpertConfig {
+                intermediate_size: 5632,
+                sigmoid_gate: true,
+            }],
+        }
+    }
+
+    /// Qwen3-30B-A3B: H 2048, I 768, 128 experts, top-8, renormalised.
+    pub fn qwen3_30b_a3b() -> Self {
+        MoeConfig {
+            hidden_size: 2048,
+            intermediate_size: 768,
+            routing: RoutingConfig::softmax_topk(128, 8, true),
+            activation: Activation::SWIGLU,
+            shared_experts: vec![],
+        }
+    }
+
+    /// DeepSeek-V2-Lite: H 2048, I 1408, 64 experts, top-6, softmax, greedy, not renormalised, two shared
+    /// experts folded into one of size 2816.
+    pub fn deepseek_v2_lite() -> Self {
+        MoeConfig {
+            hidden_size: 2048,
+            intermediate_size: 1408,
+            routing: RoutingConfig::softmax_topk(64, 6, false),
+            activation: Activation::SWIGLU,
+            shared_experts: vec![SharedExpertConfig {
+                intermediate_size: 2 * 1408,
+                sigmoid_gate: false,
+            }],
+        }
+    }
+
+    /// DeepSeek-V3: H 7168, I 2048, 256 experts, top-8, sigmoid with correction bias, 8 groups keep 4
+    /// (group score = sum of top-2), renormalised, scaling 2.5, one shared expert of size 2048.
+    pub fn deepseek_v3() -> Self {
+        MoeConfig {
+            hidden_size: 7168,
+            intermediate_size: 2048,
+            routing: RoutingConfig {
+                num_experts: 256,
+                top_k: 8,
+                scoring: ScoringFunc::Sigmoid,
+                correction_bias: true,
+                grouping: Some(GroupedTopK {
+                    n_group: 8,
+                    topk_group: 4,
+                    score: GroupScore::SumTop2,
+                }),
+                renormalize: true,
+                routed_scaling_factor: 2.5,
+            },
+            activation: Activation::SWIGLU,
+            shared_experts: vec![SharedExpertConfig {
+                intermediate_size: 2048,
+                sigmoid_gate: false,
+            }],
+        }
+    }
+
+    /// OLMoE-1B-7B: H 2048, I 1024, 64 experts, top-8, not renormalised.
+    pub fn olmoe_1b_7b() -> Self {
+        MoeConfig {
+            hidden_size: 2048,
+            intermediate_size: 1024,
+            routing: RoutingConfig::softmax_topk(64, 8, false),
+            activation: Activation::SWIGLU,
+            shared_experts: vec![],
+        }
+    }
+}

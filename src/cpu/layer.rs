@@ -1,0 +1,308 @@
+//! The whole MoE block on the CPU: routing, permutation, grouped GEMMs with the activation, combine and
+//! shared experts, from a [`MoeConfig`] and a [`MoeWeights`].
+//!
+//! Rounding points (where a `bf16`/`f16` forward rounds, matching the GPU pipeline): the activated
+//! intermediate `[rows, I]`, the down projection `[rows, H]`, and the final output. Router logits, routing
+//! weights, the shared experts' sum and every accumulator stay `f32`.
+
+use crate::config::MoeConfig;
+use crate::dtype::Element;
+use crate::error::{MoeError, Result};
+use crate::view::{checked_mul, expect_len, ExpertsRef, MatMut, MatRef};
+
+use super::activation::activate_row;
+use super::sigmoid;
+use super::combine::combine;
+use super::gemm::{grouped_gemm, grouped_gemm_rows};
+use super::permute::{gather, permute};
+use super::routing::{route, router_logits, Routing};
+
+/// Weights of one shared expert.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SharedExpertWeights<W> {
+    /// Fused gate-up projection `[2 * Is, H]` (gate rows first) for gated activations, `[Is, H]` otherwise.
+    pub gate_up: Vec<W>,
+    /// Down projection `[H, Is]`.
+    pub down: Vec<W>,
+    /// Sigmoid gate `[H]` (Qwen2-MoE `shared_expert_gate`), present exactly when the config asks for it.
+    pub gate: Option<Vec<W>>,
+}
+
+/// Weights of one MoE block, in the crate's fused layout.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MoeWeights<W> {
+    /// Router `[E, H]`.
+    pub router: Vec<W>,
+    /// Score correction bias `[E]` (DeepSeek-V3), present exactly when the routing config uses one.
+    pub correction_bias: Option<Vec<f32>>,
+    /// Routed experts' fused gate-up projections `[E, 2I, H]` (gate rows first; `[E, I, H]` when the
+    /// activation is not gated).
+    pub gate_up: Vec<W>,
+    /// Routed experts' down projections `[E, H, I]`.
+    pub down: Vec<W>,
+    /// Shared experts, one per entry of [`MoeConfig::shared_experts`].
+    pub shared: Vec<SharedExpertWeights<W>>,
+}
+
+/// The output of a forward pass.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MoeOutput<X> {
+    /// The block's output `[T, H]`.
+    pub hidden: Vec<X>,
+    /// The routing decision that produced it.
+    pub routing: Routing,
+}
+
+/// A validated MoE block ready to run on the CPU.
+#[derive(Clone, Debug)]
+pub struct CpuMoeLayer<W> {
+    config: MoeConfig,
+    weights: MoeWeights<W>,
+}
+
+impl<W: Element> CpuMoeLayer<W> {
+    /// Validate `config` and every weight's shape against it.
+    pub fn new(config: MoeConfig, weights: MoeWeights<W>) -> Result<Self> {
+        config.validate()?;
+        let (h, i, e) = (
+            config.hidden_size,
+            config.intermediate_size,
+            config.routing.num_experts,
+        );
+        let up = config.activation.up_rows(i);
+        expect_len("router weight", weights.router.len(), &[e, h])?;
+        expect_len("expert gate_up weights", weights.gate_up.len(), &[e, up, h])?;
+        expect_len("expert down weights", weights.down.len(), &[e, h, i])?;
+        match (&weights.correction_bias, config.routing.correction_bias) {
+            (Some(b), true) => expect_len("correction bias", b.len(), &[e])?,
+            (None, false) => {}
+            (None, true) => {
+                return Err(MoeError::InvalidConfig(
+                    "the routing config uses a score correction bias but the weights have none".into(),
+                ))
+            }
+            (Some(_), false) => {
+                return Err(MoeError::InvalidConfig(
+                    "the weights have a score correction bias but the routing config does not use one"
+                        .into(),
+                ))
+            }
+        }
+        check_shared(&config, &weights.shared)?;
+        Ok(CpuMoeLayer { config, weights })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &MoeConfig {
+        &self.config
+    }
+
+    /// The weights.
+    pub fn weights(&self) -> &MoeWeights<W> {
+        &self.weights
+    }
+
+    /// Router logits `[T, E]` for hidden states `x` `[T, H]`.
+    pub fn router_logits<X: Element>(&self, x: MatRef<'_, X>) -> Result<Vec<f32>> {
+        let (e, h) = (self.config.routing.num_experts, self.config.hidden_size);
+        x.expect_shape("hidden states", x.rows(), h)?;
+        let mut logits = vec![0f32; checked_mul(x.rows(), e, "router logits")?];
+        let w = MatRef::new("router weight", &self.weights.router, e, h)?;
+        router_logits(
+            x,
+            w,
+            &mut MatMut::new("router logits", &mut logits, x.rows(), e)?,
+        )?;
+        Ok(logits)
+    }
+
+    /// The full forward: route `x` `[T, H]` with the router, then run the experts.
+    pub fn forward<X: Element>(&self, x: MatRef<'_, X>) -> Result<MoeOutput<X>> {
+        let logits = self.router_logits(x)?;
+        let logits = MatRef::new(
+            "router logits",
+            &logits,
+            x.rows(),
+            self.config.routing.num_experts,
+        )?;
+        self.forward_with_logits(x, logits)
+    }
+
+    /// The forward from caller-given router logits `[T, E]`.
+    pub fn forward_with_logits<X: Element>(
+        &self,
+        x: MatRef<'_, X>,
+        logits: MatRef<'_, f32>,
+    ) -> Result<MoeOutput<X>> {
+        logits.expect_shape(
+            "router logits",
+            x.rows(),
+            self.config.routing.num_experts,
+        )?;
+        let routing = route(
+            &self.config.routing,
+            logits,
+            self.weights.correction_bias.as_deref(),
+        )?;
+        let hidden = self.forward_routed(x, &routing)?;
+        Ok(MoeOutput { hidden, routing })
+    }
+
+    /// The experts' part of the forward for a routing decision made elsewhere: returns `[T, H]`.
+    pub fn forward_routed<X: Element>(&self, x: MatRef<'_, X>, routing: &Routing) -> Result<Vec<X>> {
+        let cfg = &self.config;
+        let (h, i, e, k) = (
+            cfg.hidden_size,
+            cfg.intermediate_size,
+            cfg.routing.num_experts,
+            cfg.routing.top_k,
+        );
+        let t = x.rows();
+        x.expect_shape("hidden states", t, h)?;
+        routing.validate(e)?;
+        if routing.num_tokens != t || routing.top_k != k {
+            return Err(MoeError::shape(
+                "routing",
+                format!("[{t}, {k}] (tokens, top_k)"),
+                format!("[{}, {}]", routing.num_tokens, routing.top_k),
+            ));
+        }
+        let perm = permute(routing.ids_view(), e, 1)?;
+        let rows = perm.num_rows();
+        let offsets = perm.expert_offsets();
+
+        let mut gathered = vec![X::default(); checked_mul(rows, h, "gathered activations")?];
+        gather(
+            x,
+            &perm,
+            &mut MatMut::new("gathered activations", &mut gathered, rows, h)?,
+        )?;
+        let gathered = MatRef::new("gathered activations", &gathered, rows, h)?;
+
+        let mut act = vec![X::default(); checked_mul(rows, i, "expert intermediate")?];
+        let gate_up = ExpertsRef::new(
+            "expert gate_up weights",
+            &self.weights.gate_up,
+            e,
+            cfg.activation.up_rows(i),
+            h,
+        )?;
+        grouped_gemm_rows(gathered, offsets, gate_up, |r, acc| {
+            activate_row(cfg.activation, acc, &mut act[r * i..(r + 1) * i]);
+        })?;
+        let act = MatRef::new("expert intermediate", &act, rows, i)?;
+
+        let mut down = vec![X::default(); checked_mul(rows, h, "expert outputs")?];
+        let down_w = ExpertsRef::new("expert down weights", &self.weights.down, e, h, i)?;
+        grouped_gemm(
+            act,
+            offsets,
+            down_w,
+            &mut MatMut::new("expert outputs", &mut down, rows, h)?,
+        )?;
+
+        let shared = if cfg.shared_experts.is_empty() {
+            None
+        } else {
+            Some(shared_experts(cfg, x, &self.weights.shared)?)
+        };
+        let mut out = vec![X::default(); checked_mul(t, h, "output")?];
+        combine(
+            MatRef::new("expert outputs", &down, rows, h)?,
+            &perm,
+            routing.weights_view(),
+            shared
+                .as_deref()
+                .map(|s| MatRef::new("shared expert output", s, t, h))
+                .transpose()?,
+            &mut MatMut::new("output", &mut out, t, h)?,
+        )?;
+        Ok(out)
+    }
+}
+
+/// The summed output `[T, H]` (`f32`) of the shared experts of `cfg` on `x` `[T, H]`: for each shared
+/// expert, `down(act(gate_up(x)))`, times `sigmoid(x . gate)` per token when it has a gate.
+///
+/// The intermediate is rounded to `X` like the routed experts'; the sum stays `f32`.
+pub fn shared_experts<X: Element, W: Element>(
+    cfg: &MoeConfig,
+    x: MatRef<'_, X>,
+    shared: &[SharedExpertWeights<W>],
+) -> Result<Vec<f32>> {
+    let (t, h) = (x.rows(), cfg.hidden_size);
+    x.expect_shape("hidden states", t, h)?;
+    check_shared(cfg, shared)?;
+    let mut sum = vec![0f32; checked_mul(t, h, "shared expert output")?];
+    let all_rows = [0, t];
+    for (n, (sw, sc)) in shared.iter().zip(&cfg.shared_experts).enumerate() {
+        let is = sc.intermediate_size;
+        let gate_up = ExpertsRef::new(
+            &format!("shared expert {n} gate_up weight"),
+            &sw.gate_up,
+            1,
+            cfg.activation.up_rows(is),
+            h,
+        )?;
+        let down = ExpertsRef::new(&format!("shared expert {n} down weight"), &sw.down, 1, h, is)?;
+        let gate = match &sw.gate {
+            Some(g) => {
+                let g = MatRef::new(&format!("shared expert {n} gate"), g, 1, h)?;
+                let mut logit = vec![0f32; t];
+                router_logits(x, g, &mut MatMut::new("shared gate logits", &mut logit, t, 1)?)?;
+                Some(logit.into_iter().map(sigmoid).collect::<Vec<f32>>())
+            }
+            None => None,
+        };
+        let mut mid = vec![X::default(); checked_mul(t, is, "shared expert intermediate")?];
+        grouped_gemm_rows(x, &all_rows, gate_up, |r, acc| {
+            activate_row(cfg.activation, acc, &mut mid[r * is..(r + 1) * is]);
+        })?;
+        let mid = MatRef::new("shared expert intermediate", &mid, t, is)?;
+        grouped_gemm_rows(mid, &all_rows, down, |r, acc| {
+            let g = gate.as_ref().map_or(1.0, |g| g[r]);
+            for (s, &a) in sum[r * h..(r + 1) * h].iter_mut().zip(acc) {
+                *s += g * a;
+            }
+        })?;
+    }
+    Ok(sum)
+}
+
+/// Check the shared experts' weights against the config: count, shapes, and a gate exactly where the
+/// config asks for one.
+fn check_shared<W>(cfg: &MoeConfig, shared: &[SharedExpertWeights<W>]) -> Result<()> {
+    if shared.len() != cfg.shared_experts.len() {
+        return Err(MoeError::shape(
+            "shared experts",
+            format!("{} (from the config)", cfg.shared_experts.len()),
+            shared.len(),
+        ));
+    }
+    let h = cfg.hidden_size;
+    for (n, (sw, sc)) in shared.iter().zip(&cfg.shared_experts).enumerate() {
+        let is = sc.intermediate_size;
+        expect_len(
+            &format!("shared expert {n} gate_up weight"),
+            sw.gate_up.len(),
+            &[cfg.activation.up_rows(is), h],
+        )?;
+        expect_len(
+            &format!("shared expert {n} down weight"),
+            sw.down.len(),
+            &[h, is],
+        )?;
+        match (&sw.gate, sc.sigmoid_gate) {
+            (Some(g), true) => expect_len(&format!("shared expert {n} gate"), g.len(), &[h])?,
+            (None, false) => {}
+            (gate, _) => {
+                return Err(MoeError::InvalidConfig(format!(
+                    "shared expert {n}: the config {} a sigmoid gate but the weights {} one",
+                    if sc.sigmoid_gate { "asks for" } else { "has no" },
+                    if gate.is_some() { "have" } else { "lack" },
+                )))
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,189 @@
+//! Shared test support: seeded random data (the seed is printed, and `MOE_TEST_SEED` replays it) and an
+//! independent float64 oracle of every MoE stage, written from the definitions, not from the crate's code.
+#![allow(dead_code)]
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A seeded generator for one test. The seed comes from `MOE_TEST_SEED` when set (to replay a failure),
+/// otherwise from the clock, and is printed either way.
+pub fn rng(test: &str) -> StdRng {
+    let base = match std::env::var("MOE_TEST_SEED") {
+        Ok(s) => s.parse::<u64>().expect("MOE_TEST_SEED must be a u64"),
+        Err(_) => SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0x5eed),
+    };
+    eprintln!("[{test}] seed = {base} (replay with MOE_TEST_SEED={base})");
+    StdRng::seed_from_u64(base)
+}
+
+/// `n` values uniform in `[lo, hi)`.
+pub fn uniform(rng: &mut StdRng, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(lo..hi)).collect()
+}
+
+/// `n` values with standard deviation about `scale` (uniform, zero mean).
+pub fn randn(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
+    let a = scale * 3f32.sqrt();
+    uniform(rng, n, -a, a)
+}
+
+/// Relative L2 error `|got - want| / |want|` (absolute when `want` is zero).
+pub fn rel_l2(got: &[f64], want: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len(), "rel_l2 of different lengths");
+    let num: f64 = got.iter().zip(want).map(|(g, w)| (g - w) * (g - w)).sum();
+    let den: f64 = want.iter().map(|w| w * w).sum();
+    if den == 0.0 {
+        num.sqrt()
+    } else {
+        (num / den).sqrt()
+    }
+}
+
+/// Widen to f64.
+pub fn f64s<T: Copy + Into<f64>>(v: &[T]) -> Vec<f64> {
+    v.iter().map(|&x| x.into()).collect()
+}
+
+/// Widen any crate element to f64.
+pub fn el64<T: moe_kernels::Element>(v: &[T]) -> Vec<f64> {
+    v.iter().map(|x| x.to_f32() as f64).collect()
+}
+
+/// Assert every element is finite and the relative L2 error is within `tol`.
+pub fn assert_close(what: &str, got: &[f64], want: &[f64], tol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, g) in got.iter().enumerate() {
+        assert!(g.is_finite(), "{what}: element {i} is {g}");
+    }
+    let e = rel_l2(got, want);
+    assert!(e <= tol, "{what}: relative L2 error {e:e} > {tol:e}");
+}
+
+pub mod oracle {
+    //! Float64 definitions of each stage.
+
+    /// Routing settings, mirrored here so the oracle does not read the crate's logic.
+    #[derive(Clone, Debug)]
+    pub struct Route {
+        pub e: usize,
+        pub k: usize,
+        pub sigmoid: bool,
+        pub bias: Option<Vec<f64>>,
+        /// (n_group, topk_group, sum_top2)
+        pub groups: Option<(usize, usize, bool)>,
+        pub renorm: bool,
+        pub scale: f64,
+    }
+
+    /// One token's routing: chosen ids (descending choice, ties to the lower index), weights, and every
+    /// expert's score and choice score (for near-tie decisions and for re-weighting another selection).
+    #[derive(Clone, Debug)]
+    pub struct RowRoute {
+        pub ids: Vec<usize>,
+        pub weights: Vec<f64>,
+        pub scores: Vec<f64>,
+        pub choice: Vec<f64>,
+    }
+
+    pub fn scores(r: &Route, logits: &[f64]) -> Vec<f64> {
+        if r.sigmoid {
+            logits.iter().map(|&l| 1.0 / (1.0 + (-l).exp())).collect()
+        } else {
+            let m = logits.iter().cloned().fold(f64::MIN, f64::max);
+            let ex: Vec<f64> = logits.iter().map(|&l| (l - m).exp()).collect();
+            let s: f64 = ex.iter().sum();
+            ex.iter().map(|v| v / s).collect()
+        }
+    }
+
+    /// The weights the routing rule gives to the selection `ids`.
+    pub fn weights_for(r: &Route, scores: &[f64], ids: &[usize]) -> Vec<f64> {
+        let mut w: Vec<f64> = ids.iter().map(|&i| scores[i]).collect();
+        if r.renorm {
+            let s: f64 = w.iter().sum();
+            if s > 0.0 {
+                w.iter_mut().for_each(|v| *v /= s);
+            }
+        }
+        w.iter().map(|v| v * r.scale).collect()
+    }
+
+    /// Indices sorted by descending value, ties to the lower index.
+    fn ranked(vals: &[f64], cand: &[usize]) -> Vec<usize> {
+        let mut c = cand.to_vec();
+        c.sort_by(|&a, &b| vals[b].partial_cmp(&vals[a]).unwrap().then(a.cmp(&b)));
+        c
+    }
+
+    pub fn route_row(r: &Route, logits: &[f64]) -> RowRoute {
+        let scores = scores(r, logits);
+        let choice: Vec<f64> = (0..r.e)
+            .map(|i| scores[i] + r.bias.as_ref().map_or(0.0, |b| b[i]))
+            .collect();
+        let eligible: Vec<usize> = match r.groups {
+            None => (0..r.e).collect(),
+            Some((ng, kg, sum2)) => {
+                let gs = r.e / ng;
+                let gscore: Vec<f64> = (0..ng)
+                    .map(|g| {
+                        let mut m: Vec<f64> = choice[g * gs..(g + 1) * gs].to_vec();
+                        m.sort_by(|a, b| b.partial_cmp(a).unwrap());
+                        if sum2 && gs >= 2 {
+                            m[0] + m[1]
+                        } else {
+                            m[0]
+                        }
+                    })
+                    .collect();
+                let all: Vec<usize> = (0..ng).collect();
+                let keep = &ranked(&gscore, &all)[..kg];
+                (0..r.e).filter(|i| keep.contains(&(i / gs))).collect()
+            }
+        };
+        let ids: Vec<usize> = ranked(&choice, &eligible)[..r.k].to_vec();
+        let weights = weights_for(r, &scores, &ids);
+        RowRoute {
+            ids,
+            weights,
+            scores,
+            choice,
+        }
+    }
+
+    pub fn silu(x: f64) -> f64 {
+        x / (1.0 + (-x).exp())
+    }
+
+    pub fn gelu_tanh(x: f64) -> f64 {
+        0.5 * x * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh())
+    }
+
+    /// `y = w x` for `w` `[n, k]` row-major.
+    pub fn matvec(w: &[f64], n: usize, k: usize, x: &[f64]) -> Vec<f64> {
+        (0..n)
+            .map(|j| (0..k).map(|c| w[j * k + c] * x[c]).sum())
+            .collect()
+    }
+
+    /// One expert MLP on one token: `down(act(gate) * up)` (gated) or `down(act(up))`.
+    pub fn mlp(
+        x: &[f64],
+        gate_up: &[f64],
+        down: &[f64],
+        h: usize,
+        i: usize,
+        gated: bool,
+        gelu: bool,
+    ) -> Vec<f64> {
+        let act = |v: f64| if gelu { gelu_tanh(v) } else { silu(v) };
+        let up = matvec(gate_up, if gated { 2 * i } else { i }, h, x);
+        let mid: Vec<f64> = (0..i)
+            .map(|j| if gated { act(up[j]) * up[i + j] } else { act(up[j]) })
+            .collect();
+        matvec(down, h, i, &mid)
+    }
+}
