@@ -41,3 +41,8 @@ pub use dtype::{DType, Element};
 pub use error::{MoeError, Result};
 pub use tensor::{HostTensor, TensorData};
 pub use view::{ExpertsRef, MatMut, MatRef};
+
+/// The README's Rust examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
