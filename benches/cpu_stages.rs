@@ -24,7 +24,11 @@ fn to_bf16(v: Vec<f32>) -> Vec<bf16> {
 
 fn stages(c: &mut Criterion) {
     let cfg = MoeConfig::qwen3_30b_a3b();
-    let (h, i, e, k) = (cfg.hidden_size, cfg.intermediate_size, cfg.routing.num_experts, cfg.routing.top_k);
+    let (h, i, e) = (
+        cfg.hidden_size,
+        cfg.intermediate_size,
+        cfg.routing.num_experts,
+    );
     let mut rng = rand::rngs::StdRng::seed_from_u64(30);
     let s_h = 1.0 / (h as f32).sqrt();
     let weights = MoeWeights {
@@ -52,7 +56,12 @@ fn stages(c: &mut Criterion) {
             b.iter(|| {
                 let p = permute(routing.ids_view(), e, 1).unwrap();
                 let mut out = vec![bf16::ZERO; p.num_rows() * h];
-                gather(xv, &p, &mut MatMut::new("g", &mut out, p.num_rows(), h).unwrap()).unwrap();
+                gather(
+                    xv,
+                    &p,
+                    &mut MatMut::new("g", &mut out, p.num_rows(), h).unwrap(),
+                )
+                .unwrap();
                 out
             })
         });

@@ -17,7 +17,11 @@ const TOKENS: usize = 4;
 
 fn main() -> Result<()> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
-    let mut randn = |n: usize, s: f32| (0..n).map(|_| rng.random_range(-s..s)).collect::<Vec<f32>>();
+    let mut randn = |n: usize, s: f32| {
+        (0..n)
+            .map(|_| rng.random_range(-s..s))
+            .collect::<Vec<f32>>()
+    };
     let x = randn(TOKENS * HIDDEN, 1.0);
     let router = randn(EXPERTS * HIDDEN, 0.05);
     let experts = randn(EXPERTS * HIDDEN, 0.05); // [E, N = 1, K = 768]
@@ -65,13 +69,18 @@ fn main() -> Result<()> {
     for t in 0..TOKENS {
         let xt = &x[t * HIDDEN..(t + 1) * HIDDEN];
         let dot = |w: &[f32]| w.iter().zip(xt).map(|(a, b)| (a * b) as f64).sum::<f64>();
-        let l: Vec<f64> = (0..EXPERTS).map(|e| dot(&router[e * HIDDEN..(e + 1) * HIDDEN])).collect();
+        let l: Vec<f64> = (0..EXPERTS)
+            .map(|e| dot(&router[e * HIDDEN..(e + 1) * HIDDEN]))
+            .collect();
         let m = l.iter().cloned().fold(f64::MIN, f64::max);
         let z: f64 = l.iter().map(|v| (v - m).exp()).sum();
         let direct: f64 = (0..EXPERTS)
             .map(|e| (l[e] - m).exp() / z * dot(&experts[e * HIDDEN..(e + 1) * HIDDEN]))
             .sum();
-        println!("token {t}: mixture = {:+.6}   direct = {direct:+.6}", out[t]);
+        println!(
+            "token {t}: mixture = {:+.6}   direct = {direct:+.6}",
+            out[t]
+        );
         anyhow::ensure!((out[t] as f64 - direct).abs() < 1e-5, "token {t} disagrees");
     }
     Ok(())

@@ -18,10 +18,18 @@ fn main() -> Result<()> {
         cfg.hidden_size = 512;
         cfg.intermediate_size = 1792;
     }
-    let (h, i, e) = (cfg.hidden_size, cfg.intermediate_size, cfg.routing.num_experts);
+    let (h, i, e) = (
+        cfg.hidden_size,
+        cfg.intermediate_size,
+        cfg.routing.num_experts,
+    );
     let tokens = 16;
     let mut rng = rand::rngs::StdRng::seed_from_u64(8);
-    let mut randn = |n: usize, s: f32| (0..n).map(|_| rng.random_range(-s..s)).collect::<Vec<f32>>();
+    let mut randn = |n: usize, s: f32| {
+        (0..n)
+            .map(|_| rng.random_range(-s..s))
+            .collect::<Vec<f32>>()
+    };
     let s_h = 1.0 / (h as f32).sqrt();
     let weights = MoeWeights {
         router: randn(e * h, s_h),
@@ -54,11 +62,30 @@ fn main() -> Result<()> {
         num += (a.to_f64() - *b as f64).powi(2);
         den += (*b as f64).powi(2);
     }
-    let agree = out16.routing.ids.iter().zip(&out32.routing.ids).filter(|(a, b)| a == b).count();
+    let agree = out16
+        .routing
+        .ids
+        .iter()
+        .zip(&out32.routing.ids)
+        .filter(|(a, b)| a == b)
+        .count();
     println!("Mixtral-shaped layer: H {h}, I {i}, E {e}, k 2, {tokens} tokens");
-    println!("  bf16 forward on the CPU: {:.1} ms", t16.as_secs_f64() * 1e3);
-    println!("  bf16 vs f32: relative L2 error {:.2e}", (num / den).sqrt());
-    println!("  routing agreement: {agree}/{} slots", out32.routing.ids.len());
-    println!("  token 0 experts {:?}, weights {:?}", &out16.routing.ids[..2], &out16.routing.weights[..2]);
+    println!(
+        "  bf16 forward on the CPU: {:.1} ms",
+        t16.as_secs_f64() * 1e3
+    );
+    println!(
+        "  bf16 vs f32: relative L2 error {:.2e}",
+        (num / den).sqrt()
+    );
+    println!(
+        "  routing agreement: {agree}/{} slots",
+        out32.routing.ids.len()
+    );
+    println!(
+        "  token 0 experts {:?}, weights {:?}",
+        &out16.routing.ids[..2],
+        &out16.routing.weights[..2]
+    );
     Ok(())
 }

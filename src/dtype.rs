@@ -46,7 +46,9 @@ impl std::str::FromStr for DType {
             "f32" | "float32" | "float" => Ok(DType::F32),
             "bf16" | "bfloat16" => Ok(DType::BF16),
             "f16" | "float16" | "half" => Ok(DType::F16),
-            other => Err(format!("unknown dtype `{other}` (expected f32, bf16 or f16)")),
+            other => Err(format!(
+                "unknown dtype `{other}` (expected f32, bf16 or f16)"
+            )),
         }
     }
 }

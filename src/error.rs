@@ -39,7 +39,9 @@ pub enum MoeError {
     InvalidConfig(String),
 
     /// A routing decision names an expert that does not exist.
-    #[error("expert id {id} at token {token}, slot {slot} is out of range for {num_experts} experts")]
+    #[error(
+        "expert id {id} at token {token}, slot {slot} is out of range for {num_experts} experts"
+    )]
     ExpertIdOutOfRange {
         /// Token (row of `topk_ids`).
         token: usize,
@@ -52,7 +54,9 @@ pub enum MoeError {
     },
 
     /// The same expert is chosen twice for one token.
-    #[error("expert {id} is chosen twice for token {token} (slots {first_slot} and {second_slot})")]
+    #[error(
+        "expert {id} is chosen twice for token {token} (slots {first_slot} and {second_slot})"
+    )]
     DuplicateExpert {
         /// Token (row of `topk_ids`).
         token: usize,
@@ -99,6 +103,96 @@ pub enum MoeError {
     /// An error reported by the CUDA driver.
     #[error("CUDA driver error: {0}")]
     Cuda(#[from] cudarc::driver::DriverError),
+
+    /// A file could not be opened, read, mapped or written. The message includes the operating system's
+    /// reason.
+    #[error("cannot access {}: {error}", path.display())]
+    Io {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The operating system's error.
+        error: std::io::Error,
+    },
+
+    /// A file exists but its contents cannot be parsed (malformed JSON, a truncated or corrupt safetensors
+    /// header, an index whose `weight_map` is not a map of strings).
+    #[error("{} is malformed: {message}", path.display())]
+    MalformedFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
+
+    /// A model directory holds neither `model.safetensors` nor `model.safetensors.index.json`.
+    #[error(
+        "no checkpoint in {}: it holds neither model.safetensors nor model.safetensors.index.json",
+        dir.display()
+    )]
+    NoCheckpoint {
+        /// The model directory.
+        dir: std::path::PathBuf,
+    },
+
+    /// A tensor the model needs is not in the checkpoint.
+    #[error("tensor `{key}` is missing from {file}")]
+    MissingTensor {
+        /// The tensor's key (Hugging Face name).
+        key: String,
+        /// The file that should hold it (the shard, or the index that does not list it).
+        file: String,
+    },
+
+    /// A checkpoint tensor has a different shape than the model config implies.
+    #[error("tensor `{key}` in {file} has shape {found:?}, expected {expected:?}")]
+    TensorShape {
+        /// The tensor's key.
+        key: String,
+        /// The file holding it.
+        file: String,
+        /// The shape the config implies.
+        expected: Vec<usize>,
+        /// The shape stored in the file.
+        found: Vec<usize>,
+    },
+
+    /// A checkpoint tensor is stored in an element type the crate cannot read (anything but BF16, F16
+    /// and F32, for example I64 or the FP8 types).
+    #[error("tensor `{key}` in {file} is stored as {found}; only BF16, F16 and F32 can be loaded")]
+    TensorDType {
+        /// The tensor's key.
+        key: String,
+        /// The file holding it.
+        file: String,
+        /// The stored element type, as the safetensors header names it.
+        found: String,
+    },
+
+    /// A model (its `model_type`, activation, routing method or scoring function) that the crate does
+    /// not implement.
+    #[error("unsupported model: {0}")]
+    UnsupportedModel(String),
+
+    /// A layer index past the model's last layer.
+    #[error(
+        "layer {layer} is out of range: the model has {num_layers} layers (0 to {})",
+        num_layers.saturating_sub(1)
+    )]
+    LayerOutOfRange {
+        /// The layer asked for.
+        layer: usize,
+        /// The model's `num_hidden_layers`.
+        num_layers: usize,
+    },
+
+    /// A dense (non-MoE) layer was asked for as an MoE layer.
+    #[error("layer {layer} is a dense layer, not an MoE layer ({reason})")]
+    NotMoeLayer {
+        /// The layer asked for.
+        layer: usize,
+        /// Which config setting makes it dense.
+        reason: String,
+    },
 }
 
 impl MoeError {

@@ -30,6 +30,7 @@ pub mod cpu;
 pub mod dtype;
 pub mod error;
 pub mod gpu;
+pub mod hf;
 pub mod tensor;
 pub mod view;
 

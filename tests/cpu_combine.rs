@@ -30,7 +30,9 @@ fn combine_matches_oracle_with_scaled_experts_and_shared_output() {
         let weights = common::randn(&mut rng, t * k, 1.0);
         let x = common::randn(&mut rng, t * h, 1.0);
         let scale = common::randn(&mut rng, e, 2.0);
-        let shared = rng.random_bool(0.5).then(|| common::randn(&mut rng, t * h, 1.0));
+        let shared = rng
+            .random_bool(0.5)
+            .then(|| common::randn(&mut rng, t * h, 1.0));
 
         // Expert e multiplies its input by scale[e]: apply it to the gathered rows segment by segment.
         let p = permute(MatRef::new("ids", &ids, t, k).unwrap(), e, block).unwrap();
@@ -42,16 +44,17 @@ fn combine_matches_oracle_with_scaled_experts_and_shared_output() {
             &mut MatMut::new("y", &mut y, rows, h).unwrap(),
         )
         .unwrap();
-        for ex in 0..e {
-            let (a, b) = (p.expert_offsets()[ex], p.expert_offsets()[ex + 1]);
-            y[a * h..b * h].iter_mut().for_each(|v| *v *= scale[ex]);
+        for (seg, &c) in p.expert_offsets().windows(2).zip(&scale) {
+            y[seg[0] * h..seg[1] * h].iter_mut().for_each(|v| *v *= c);
         }
         let mut out = vec![f32::NAN; t * h];
         combine(
             MatRef::new("y", &y, rows, h).unwrap(),
             &p,
             MatRef::new("w", &weights, t, k).unwrap(),
-            shared.as_deref().map(|s| MatRef::new("s", s, t, h).unwrap()),
+            shared
+                .as_deref()
+                .map(|s| MatRef::new("s", s, t, h).unwrap()),
             &mut MatMut::new("out", &mut out, t, h).unwrap(),
         )
         .unwrap();
@@ -66,7 +69,12 @@ fn combine_matches_oracle_with_scaled_experts_and_shared_output() {
                 want[tok * h + c] = acc;
             }
         }
-        common::assert_close(&format!("combine case {case}"), &common::f64s(&out), &want, 1e-5);
+        common::assert_close(
+            &format!("combine case {case}"),
+            &common::f64s(&out),
+            &want,
+            1e-5,
+        );
     }
 }
 
@@ -74,12 +82,22 @@ fn combine_matches_oracle_with_scaled_experts_and_shared_output() {
 fn identity_experts_reproduce_the_weighted_input() {
     let mut rng = common::rng("identity_experts_reproduce_the_weighted_input");
     let (t, e, k, h) = (300, 8, 3, 17);
-    let ids: Vec<i32> = (0..t).flat_map(|tok| (0..k).map(move |s| ((tok + 2 * s) % e) as i32)).collect();
+    let ids: Vec<i32> = (0..t)
+        .flat_map(|tok| (0..k).map(move |s| ((tok + 2 * s) % e) as i32))
+        .collect();
     let weights = common::uniform(&mut rng, t * k, 0.0, 1.0);
-    let x: Vec<half::bf16> = common::randn(&mut rng, t * h, 1.0).into_iter().map(half::bf16::from_f32).collect();
+    let x: Vec<half::bf16> = common::randn(&mut rng, t * h, 1.0)
+        .into_iter()
+        .map(half::bf16::from_f32)
+        .collect();
     let p = permute(MatRef::new("ids", &ids, t, k).unwrap(), e, 1).unwrap();
     let mut y = vec![half::bf16::ZERO; p.num_rows() * h];
-    gather(MatRef::new("x", &x, t, h).unwrap(), &p, &mut MatMut::new("y", &mut y, p.num_rows(), h).unwrap()).unwrap();
+    gather(
+        MatRef::new("x", &x, t, h).unwrap(),
+        &p,
+        &mut MatMut::new("y", &mut y, p.num_rows(), h).unwrap(),
+    )
+    .unwrap();
     let mut out = vec![f32::NAN; t * h];
     combine(
         MatRef::new("y", &y, p.num_rows(), h).unwrap(),
@@ -90,10 +108,16 @@ fn identity_experts_reproduce_the_weighted_input() {
     )
     .unwrap();
     for tok in 0..t {
-        let wsum: f64 = weights[tok * k..(tok + 1) * k].iter().map(|&w| w as f64).sum();
+        let wsum: f64 = weights[tok * k..(tok + 1) * k]
+            .iter()
+            .map(|&w| w as f64)
+            .sum();
         for c in 0..h {
             let want = wsum * x[tok * h + c].to_f64();
-            assert!((out[tok * h + c] as f64 - want).abs() <= 1e-6 * (1.0 + want.abs()), "token {tok} col {c}");
+            assert!(
+                (out[tok * h + c] as f64 - want).abs() <= 1e-6 * (1.0 + want.abs()),
+                "token {tok} col {c}"
+            );
         }
     }
 }

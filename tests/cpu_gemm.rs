@@ -14,7 +14,13 @@ fn run_gemm<X: Element, W: Element>(rng: &mut rand::rngs::StdRng, tol: f64) {
         let (n, k) = (rng.random_range(1..70), rng.random_range(1..90));
         // Random segment sizes, with empty experts and sometimes everything on one expert.
         let mut counts: Vec<usize> = (0..e)
-            .map(|_| if rng.random_bool(0.3) { 0 } else { rng.random_range(0..40) })
+            .map(|_| {
+                if rng.random_bool(0.3) {
+                    0
+                } else {
+                    rng.random_range(0..40)
+                }
+            })
             .collect();
         if case % 5 == 0 {
             counts.iter_mut().for_each(|c| *c = 0);
@@ -25,8 +31,14 @@ fn run_gemm<X: Element, W: Element>(rng: &mut rand::rngs::StdRng, tol: f64) {
             offsets.push(offsets.last().unwrap() + c);
         }
         let rows = offsets[e];
-        let x: Vec<X> = common::randn(rng, rows * k, 1.0).into_iter().map(X::from_f32).collect();
-        let w: Vec<W> = common::randn(rng, e * n * k, 0.3).into_iter().map(W::from_f32).collect();
+        let x: Vec<X> = common::randn(rng, rows * k, 1.0)
+            .into_iter()
+            .map(X::from_f32)
+            .collect();
+        let w: Vec<W> = common::randn(rng, e * n * k, 0.3)
+            .into_iter()
+            .map(W::from_f32)
+            .collect();
         let mut out = vec![f32::NAN; rows * n];
         grouped_gemm(
             MatRef::new("x", &x, rows, k).unwrap(),
@@ -39,11 +51,21 @@ fn run_gemm<X: Element, W: Element>(rng: &mut rand::rngs::StdRng, tol: f64) {
         let mut want = vec![0f64; rows * n];
         for ex in 0..e {
             for r in offsets[ex]..offsets[ex + 1] {
-                let y = oracle::matvec(&w64[ex * n * k..(ex + 1) * n * k], n, k, &x64[r * k..(r + 1) * k]);
+                let y = oracle::matvec(
+                    &w64[ex * n * k..(ex + 1) * n * k],
+                    n,
+                    k,
+                    &x64[r * k..(r + 1) * k],
+                );
                 want[r * n..(r + 1) * n].copy_from_slice(&y);
             }
         }
-        common::assert_close(&format!("grouped gemm case {case}"), &common::f64s(&out), &want, tol);
+        common::assert_close(
+            &format!("grouped gemm case {case}"),
+            &common::f64s(&out),
+            &want,
+            tol,
+        );
     }
 }
 
@@ -55,8 +77,14 @@ fn grouped_gemm_matches_oracle_f32() {
 #[test]
 fn grouped_gemm_matches_oracle_bf16_inputs() {
     // Inputs are bf16, accumulation and output f32: only summation order differs from the oracle.
-    run_gemm::<half::bf16, half::bf16>(&mut common::rng("grouped_gemm_matches_oracle_bf16_inputs"), 1e-5);
-    run_gemm::<half::f16, half::bf16>(&mut common::rng("grouped_gemm_matches_oracle_f16_x_bf16_w"), 1e-5);
+    run_gemm::<half::bf16, half::bf16>(
+        &mut common::rng("grouped_gemm_matches_oracle_bf16_inputs"),
+        1e-5,
+    );
+    run_gemm::<half::f16, half::bf16>(
+        &mut common::rng("grouped_gemm_matches_oracle_f16_x_bf16_w"),
+        1e-5,
+    );
 }
 
 #[test]
@@ -76,12 +104,24 @@ fn activations_match_oracle() {
             )
             .unwrap();
             let gelu = kind == ActivationKind::GeluTanh;
-            let f = |v: f64| if gelu { oracle::gelu_tanh(v) } else { oracle::silu(v) };
+            let f = |v: f64| {
+                if gelu {
+                    oracle::gelu_tanh(v)
+                } else {
+                    oracle::silu(v)
+                }
+            };
             let want: Vec<f64> = (0..rows)
                 .flat_map(|r| {
                     let row = common::f64s(&x[r * cols..(r + 1) * cols]);
                     (0..i)
-                        .map(|j| if gated { f(row[j]) * row[i + j] } else { f(row[j]) })
+                        .map(|j| {
+                            if gated {
+                                f(row[j]) * row[i + j]
+                            } else {
+                                f(row[j])
+                            }
+                        })
                         .collect::<Vec<_>>()
                 })
                 .collect();

@@ -6,28 +6,43 @@ mod common;
 use common::oracle::{self, Route};
 use moe_kernels::cpu::layer::{CpuMoeLayer, MoeWeights, SharedExpertWeights};
 use moe_kernels::{
-    Activation, ActivationKind, Element, GroupScore, GroupedTopK, MatRef, MoeConfig,
-    RoutingConfig, ScoringFunc, SharedExpertConfig,
+    Activation, ActivationKind, Element, GroupScore, GroupedTopK, MatRef, MoeConfig, RoutingConfig,
+    ScoringFunc, SharedExpertConfig,
 };
 use rand::rngs::StdRng;
 use rand::Rng;
 
 fn random_weights<W: Element>(rng: &mut StdRng, cfg: &MoeConfig) -> MoeWeights<W> {
-    let (h, i, e) = (cfg.hidden_size, cfg.intermediate_size, cfg.routing.num_experts);
+    let (h, i, e) = (
+        cfg.hidden_size,
+        cfg.intermediate_size,
+        cfg.routing.num_experts,
+    );
     let up = cfg.activation.up_rows(i);
     let conv = |v: Vec<f32>| v.into_iter().map(W::from_f32).collect::<Vec<W>>();
     let hs = 1.0 / (h as f32).sqrt();
     MoeWeights {
         router: conv(common::randn(rng, e * h, hs)),
-        correction_bias: cfg.routing.correction_bias.then(|| common::randn(rng, e, 0.05)),
+        correction_bias: cfg
+            .routing
+            .correction_bias
+            .then(|| common::randn(rng, e, 0.05)),
         gate_up: conv(common::randn(rng, e * up * h, hs)),
         down: conv(common::randn(rng, e * h * i, 1.0 / (i as f32).sqrt())),
         shared: cfg
             .shared_experts
             .iter()
             .map(|s| SharedExpertWeights {
-                gate_up: conv(common::randn(rng, cfg.activation.up_rows(s.intermediate_size) * h, hs)),
-                down: conv(common::randn(rng, h * s.intermediate_size, 1.0 / (s.intermediate_size as f32).sqrt())),
+                gate_up: conv(common::randn(
+                    rng,
+                    cfg.activation.up_rows(s.intermediate_size) * h,
+                    hs,
+                )),
+                down: conv(common::randn(
+                    rng,
+                    h * s.intermediate_size,
+                    1.0 / (s.intermediate_size as f32).sqrt(),
+                )),
                 gate: s.sigmoid_gate.then(|| conv(common::randn(rng, h, hs))),
             })
             .collect(),
@@ -36,9 +51,17 @@ fn random_weights<W: Element>(rng: &mut StdRng, cfg: &MoeConfig) -> MoeWeights<W
 
 /// Run the layer and compare with the oracle at relative L2 tolerance `tol`.
 fn check_layer<X: Element, W: Element>(rng: &mut StdRng, cfg: &MoeConfig, t: usize, tol: f64) {
-    let (h, i, e, k) = (cfg.hidden_size, cfg.intermediate_size, cfg.routing.num_experts, cfg.routing.top_k);
+    let (h, i, e, k) = (
+        cfg.hidden_size,
+        cfg.intermediate_size,
+        cfg.routing.num_experts,
+        cfg.routing.top_k,
+    );
     let weights = random_weights::<W>(rng, cfg);
-    let x: Vec<X> = common::randn(rng, t * h, 1.0).into_iter().map(X::from_f32).collect();
+    let x: Vec<X> = common::randn(rng, t * h, 1.0)
+        .into_iter()
+        .map(X::from_f32)
+        .collect();
     let layer = CpuMoeLayer::new(cfg.clone(), weights.clone()).unwrap();
     let out = layer.forward(MatRef::new("x", &x, t, h).unwrap()).unwrap();
     assert_eq!(out.hidden.len(), t * h);
@@ -49,7 +72,9 @@ fn check_layer<X: Element, W: Element>(rng: &mut StdRng, cfg: &MoeConfig, t: usi
         k,
         sigmoid: r.scoring == ScoringFunc::Sigmoid,
         bias: weights.correction_bias.as_deref().map(common::f64s),
-        groups: r.grouping.map(|g| (g.n_group, g.topk_group, g.score == GroupScore::SumTop2)),
+        groups: r
+            .grouping
+            .map(|g| (g.n_group, g.topk_group, g.score == GroupScore::SumTop2)),
         renorm: r.renormalize,
         scale: r.routed_scaling_factor as f64,
     };
@@ -62,7 +87,10 @@ fn check_layer<X: Element, W: Element>(rng: &mut StdRng, cfg: &MoeConfig, t: usi
     for tok in 0..t {
         let xt = &x64[tok * h..(tok + 1) * h];
         let o = oracle::route_row(&route, &oracle::matvec(&router, e, h, xt));
-        let ids: Vec<usize> = out.routing.ids[tok * k..(tok + 1) * k].iter().map(|&v| v as usize).collect();
+        let ids: Vec<usize> = out.routing.ids[tok * k..(tok + 1) * k]
+            .iter()
+            .map(|&v| v as usize)
+            .collect();
         for (g, w) in ids.iter().zip(&o.ids) {
             let (cg, cw) = (o.choice[*g], o.choice[*w]);
             assert!(
@@ -86,7 +114,15 @@ fn check_layer<X: Element, W: Element>(rng: &mut StdRng, cfg: &MoeConfig, t: usi
             acc.iter_mut().zip(&y).for_each(|(a, v)| *a += w * v);
         }
         for (sc, sw) in cfg.shared_experts.iter().zip(&weights.shared) {
-            let y = oracle::mlp(xt, &common::el64(&sw.gate_up), &common::el64(&sw.down), h, sc.intermediate_size, cfg.activation.gated, gelu);
+            let y = oracle::mlp(
+                xt,
+                &common::el64(&sw.gate_up),
+                &common::el64(&sw.down),
+                h,
+                sc.intermediate_size,
+                cfg.activation.gated,
+                gelu,
+            );
             let g = sw.gate.as_ref().map_or(1.0, |g| {
                 let l: f64 = common::el64(g).iter().zip(xt).map(|(a, b)| a * b).sum();
                 1.0 / (1.0 + (-l).exp())
@@ -95,7 +131,11 @@ fn check_layer<X: Element, W: Element>(rng: &mut StdRng, cfg: &MoeConfig, t: usi
         }
     }
     common::assert_close(
-        &format!("layer T={t} H={h} I={i} E={e} k={k} {:?} {}", cfg.activation, X::DTYPE),
+        &format!(
+            "layer T={t} H={h} I={i} E={e} k={k} {:?} {}",
+            cfg.activation,
+            X::DTYPE
+        ),
         &common::el64(&out.hidden),
         &want,
         tol,
@@ -155,7 +195,11 @@ fn random_layers_match_oracle_f32() {
             GroupedTopK {
                 n_group,
                 topk_group: rng.random_range(1..=n_group),
-                score: if rng.random_bool(0.5) { GroupScore::SumTop2 } else { GroupScore::Max },
+                score: if rng.random_bool(0.5) {
+                    GroupScore::SumTop2
+                } else {
+                    GroupScore::Max
+                },
             }
         });
         let eligible = grouping.map_or(e, |g| g.topk_group * (e / g.n_group));
@@ -166,14 +210,22 @@ fn random_layers_match_oracle_f32() {
             routing: RoutingConfig {
                 num_experts: e,
                 top_k: rng.random_range(1..=eligible.min(10)),
-                scoring: if sigmoid { ScoringFunc::Sigmoid } else { ScoringFunc::Softmax },
+                scoring: if sigmoid {
+                    ScoringFunc::Sigmoid
+                } else {
+                    ScoringFunc::Softmax
+                },
                 correction_bias: sigmoid && rng.random_bool(0.5),
                 grouping,
                 renormalize: rng.random_bool(0.5),
                 routed_scaling_factor: if rng.random_bool(0.5) { 1.0 } else { 2.5 },
             },
             activation: Activation {
-                kind: if rng.random_bool(0.5) { ActivationKind::Silu } else { ActivationKind::GeluTanh },
+                kind: if rng.random_bool(0.5) {
+                    ActivationKind::Silu
+                } else {
+                    ActivationKind::GeluTanh
+                },
                 gated: rng.random_bool(0.7),
             },
             shared_experts: (0..rng.random_range(0..3))

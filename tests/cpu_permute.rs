@@ -13,7 +13,11 @@ fn random_ids(rng: &mut StdRng, t: usize, e: usize, k: usize, hot: bool) -> Vec<
     for _ in 0..t {
         let mut pool: Vec<i32> = (0..e as i32).collect();
         for j in 0..k {
-            let pick = if hot && j == 0 { 0 } else { rng.random_range(j..e) };
+            let pick = if hot && j == 0 {
+                0
+            } else {
+                rng.random_range(j..e)
+            };
             pool.swap(j, pick);
             ids.push(pool[j]);
         }
@@ -54,15 +58,31 @@ fn permutation_invariants_on_random_routings() {
             for r in off[x]..off[x + 1] {
                 match p.source(r) {
                     Some((tok, slot)) => {
-                        assert_eq!(ids[tok * k + slot] as usize, x, "row {r} in expert {x}'s segment");
-                        assert!(!seen[tok * k + slot], "(token {tok}, slot {slot}) appears twice");
+                        assert_eq!(
+                            ids[tok * k + slot] as usize,
+                            x,
+                            "row {r} in expert {x}'s segment"
+                        );
+                        assert!(
+                            !seen[tok * k + slot],
+                            "(token {tok}, slot {slot}) appears twice"
+                        );
                         seen[tok * k + slot] = true;
                         assert_eq!(p.row_of(tok, slot), r, "inverse map of row {r}");
-                        assert!(last_token < Some(tok), "expert {x}: rows not in token order");
+                        assert!(
+                            last_token < Some(tok),
+                            "expert {x}: rows not in token order"
+                        );
                         last_token = Some(tok);
-                        assert!(r - off[x] < p.expert_counts()[x], "real rows come before padding");
+                        assert!(
+                            r - off[x] < p.expert_counts()[x],
+                            "real rows come before padding"
+                        );
                     }
-                    None => assert!(r - off[x] >= p.expert_counts()[x], "padding only at the end"),
+                    None => assert!(
+                        r - off[x] >= p.expert_counts()[x],
+                        "padding only at the end"
+                    ),
                 }
             }
         }

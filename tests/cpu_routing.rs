@@ -114,9 +114,7 @@ fn routing_matches_oracle_on_random_configs() {
         let t = [0usize, 1, 7, 33, 1025][rng.random_range(0..5)];
         let t = if e >= 128 && t > 100 { 130 } else { t };
         let logits = common::randn(&mut rng, t * e, 2.0);
-        let bias = cfg
-            .correction_bias
-            .then(|| common::randn(&mut rng, e, 0.1));
+        let bias = cfg.correction_bias.then(|| common::randn(&mut rng, e, 0.1));
         let got = route(
             &cfg,
             MatRef::new("logits", &logits, t, e).unwrap(),
@@ -191,7 +189,11 @@ fn bias_changes_choice_but_not_weights() {
     let bias = vec![0.0f32, 0.0, 1.0, 0.0];
     let r = route(&cfg, MatRef::new("l", &logits, 1, 4).unwrap(), Some(&bias)).unwrap();
     assert_eq!(r.ids, vec![2]);
-    assert!((r.weights[0] - 0.5).abs() < 1e-7, "weight is sigmoid(0) = 0.5, got {}", r.weights[0]);
+    assert!(
+        (r.weights[0] - 0.5).abs() < 1e-7,
+        "weight is sigmoid(0) = 0.5, got {}",
+        r.weights[0]
+    );
 }
 
 #[test]
@@ -207,7 +209,10 @@ fn renormalised_weights_sum_to_one_and_scale_multiplies() {
         let logits = common::randn(&mut rng, t * e, 3.0);
         let r = route(&cfg, MatRef::new("l", &logits, t, e).unwrap(), None).unwrap();
         for tok in 0..t {
-            let s: f64 = r.weights[tok * k..(tok + 1) * k].iter().map(|&w| w as f64).sum();
+            let s: f64 = r.weights[tok * k..(tok + 1) * k]
+                .iter()
+                .map(|&w| w as f64)
+                .sum();
             assert!((s - 1.0).abs() < 1e-5, "token {tok}: weights sum to {s}");
         }
         let scaled = RoutingConfig {
@@ -234,10 +239,9 @@ fn dense_mixture_weights_every_expert_by_its_softmax_score() {
         let m = row.iter().cloned().fold(f64::MIN, f64::max);
         let z: f64 = row.iter().map(|l| (l - m).exp()).sum();
         let mut ids = r.ids[tok * e..(tok + 1) * e].to_vec();
-        for j in 0..e {
-            let id = ids[j] as usize;
-            let want = (row[id] - m).exp() / z;
-            assert!((r.weights[tok * e + j] as f64 - want).abs() < 1e-6);
+        for (&id, &w) in ids.iter().zip(&r.weights[tok * e..(tok + 1) * e]) {
+            let want = (row[id as usize] - m).exp() / z;
+            assert!((w as f64 - want).abs() < 1e-6);
         }
         ids.sort();
         assert_eq!(ids, (0..e as i32).collect::<Vec<_>>());
@@ -247,7 +251,12 @@ fn dense_mixture_weights_every_expert_by_its_softmax_score() {
 #[test]
 fn router_logits_match_oracle() {
     let mut rng = common::rng("router_logits_match_oracle");
-    for (t, h, e) in [(0usize, 7usize, 3usize), (1, 33, 8), (77, 129, 60), (1030, 17, 5)] {
+    for (t, h, e) in [
+        (0usize, 7usize, 3usize),
+        (1, 33, 8),
+        (77, 129, 60),
+        (1030, 17, 5),
+    ] {
         let x = common::randn(&mut rng, t * h, 1.0);
         let w = common::randn(&mut rng, e * h, 0.2);
         let xb: Vec<half::bf16> = x.iter().map(|&v| half::bf16::from_f32(v)).collect();

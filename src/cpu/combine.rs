@@ -28,7 +28,12 @@ pub fn combine<Y: Element, S: Element, O: Element>(
         s.expect_shape("shared expert output", t, h)?;
     }
     out.expect_shape("combined output", t, h)?;
-    if let Some((i, &value)) = weights.data().iter().enumerate().find(|(_, w)| !w.is_finite()) {
+    if let Some((i, &value)) = weights
+        .data()
+        .iter()
+        .enumerate()
+        .find(|(_, w)| !w.is_finite())
+    {
         return Err(MoeError::NonFinite {
             what: "routing weight",
             token: i / k,

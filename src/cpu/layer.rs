@@ -11,11 +11,11 @@ use crate::error::{MoeError, Result};
 use crate::view::{checked_mul, expect_len, ExpertsRef, MatMut, MatRef};
 
 use super::activation::activate_row;
-use super::sigmoid;
 use super::combine::combine;
 use super::gemm::{grouped_gemm, grouped_gemm_rows};
 use super::permute::{gather, permute};
 use super::routing::{route, router_logits, Routing};
+use super::sigmoid;
 
 /// Weights of one shared expert.
 #[derive(Clone, Debug, PartialEq)]
@@ -78,15 +78,14 @@ impl<W: Element> CpuMoeLayer<W> {
             (None, false) => {}
             (None, true) => {
                 return Err(MoeError::InvalidConfig(
-                    "the routing config uses a score correction bias but the weights have none".into(),
-                ))
-            }
-            (Some(_), false) => {
-                return Err(MoeError::InvalidConfig(
-                    "the weights have a score correction bias but the routing config does not use one"
+                    "the routing config uses a score correction bias but the weights have none"
                         .into(),
                 ))
             }
+            (Some(_), false) => return Err(MoeError::InvalidConfig(
+                "the weights have a score correction bias but the routing config does not use one"
+                    .into(),
+            )),
         }
         check_shared(&config, &weights.shared)?;
         Ok(CpuMoeLayer { config, weights })
@@ -134,11 +133,7 @@ impl<W: Element> CpuMoeLayer<W> {
         x: MatRef<'_, X>,
         logits: MatRef<'_, f32>,
     ) -> Result<MoeOutput<X>> {
-        logits.expect_shape(
-            "router logits",
-            x.rows(),
-            self.config.routing.num_experts,
-        )?;
+        logits.expect_shape("router logits", x.rows(), self.config.routing.num_experts)?;
         let routing = route(
             &self.config.routing,
             logits,
@@ -149,7 +144,11 @@ impl<W: Element> CpuMoeLayer<W> {
     }
 
     /// The experts' part of the forward for a routing decision made elsewhere: returns `[T, H]`.
-    pub fn forward_routed<X: Element>(&self, x: MatRef<'_, X>, routing: &Routing) -> Result<Vec<X>> {
+    pub fn forward_routed<X: Element>(
+        &self,
+        x: MatRef<'_, X>,
+        routing: &Routing,
+    ) -> Result<Vec<X>> {
         let cfg = &self.config;
         let (h, i, e, k) = (
             cfg.hidden_size,
@@ -244,12 +243,22 @@ pub fn shared_experts<X: Element, W: Element>(
             cfg.activation.up_rows(is),
             h,
         )?;
-        let down = ExpertsRef::new(&format!("shared expert {n} down weight"), &sw.down, 1, h, is)?;
+        let down = ExpertsRef::new(
+            &format!("shared expert {n} down weight"),
+            &sw.down,
+            1,
+            h,
+            is,
+        )?;
         let gate = match &sw.gate {
             Some(g) => {
                 let g = MatRef::new(&format!("shared expert {n} gate"), g, 1, h)?;
                 let mut logit = vec![0f32; t];
-                router_logits(x, g, &mut MatMut::new("shared gate logits", &mut logit, t, 1)?)?;
+                router_logits(
+                    x,
+                    g,
+                    &mut MatMut::new("shared gate logits", &mut logit, t, 1)?,
+                )?;
                 Some(logit.into_iter().map(sigmoid).collect::<Vec<f32>>())
             }
             None => None,
@@ -298,7 +307,11 @@ fn check_shared<W>(cfg: &MoeConfig, shared: &[SharedExpertWeights<W>]) -> Result
             (gate, _) => {
                 return Err(MoeError::InvalidConfig(format!(
                     "shared expert {n}: the config {} a sigmoid gate but the weights {} one",
-                    if sc.sigmoid_gate { "asks for" } else { "has no" },
+                    if sc.sigmoid_gate {
+                        "asks for"
+                    } else {
+                        "has no"
+                    },
                     if gate.is_some() { "have" } else { "lack" },
                 )))
             }

@@ -36,6 +36,11 @@ pub(crate) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     for i in chunks * 8..a.len() {
         tail += a[i] * b[i];
     }
-    let s4 = [acc[0] + acc[4], acc[1] + acc[5], acc[2] + acc[6], acc[3] + acc[7]];
+    let s4 = [
+        acc[0] + acc[4],
+        acc[1] + acc[5],
+        acc[2] + acc[6],
+        acc[3] + acc[7],
+    ];
     (s4[0] + s4[2]) + (s4[1] + s4[3]) + tail
 }

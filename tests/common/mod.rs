@@ -182,7 +182,13 @@ pub mod oracle {
         let act = |v: f64| if gelu { gelu_tanh(v) } else { silu(v) };
         let up = matvec(gate_up, if gated { 2 * i } else { i }, h, x);
         let mid: Vec<f64> = (0..i)
-            .map(|j| if gated { act(up[j]) * up[i + j] } else { act(up[j]) })
+            .map(|j| {
+                if gated {
+                    act(up[j]) * up[i + j]
+                } else {
+                    act(up[j])
+                }
+            })
             .collect();
         matvec(down, h, i, &mid)
     }

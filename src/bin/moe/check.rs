@@ -1,0 +1,147 @@
+//! `moe check`: a layer on seeded random input, candidate path against the CPU f32 reference.
+//!
+//! With a GPU path the candidate is the GPU; until that path is built (and on a machine without a GPU) it
+//! is the CPU layer in bf16, which measures how far bf16 rounding moves this layer.
+
+use anyhow::{bail, Context, Result};
+use half::bf16;
+use moe_kernels::cpu::routing::Routing;
+use moe_kernels::hf::HfModel;
+use moe_kernels::{Element, MatRef};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::common::{resolve_device, Backend, DeviceArg, ModelArgs};
+
+/// `moe check` arguments.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The decoder layer whose MoE block is checked (0-based).
+    #[arg(long, value_name = "N")]
+    layer: usize,
+    /// Number of random tokens.
+    #[arg(long, value_name = "T", default_value_t = 64)]
+    tokens: usize,
+    /// Seed of the random input (default: from the clock; printed either way).
+    #[arg(long, value_name = "S")]
+    seed: Option<u64>,
+    /// Where to run the candidate.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    device: DeviceArg,
+}
+
+/// Run the command.
+pub fn main(args: Args) -> Result<()> {
+    let (backend, note) = resolve_device(args.device, "check")?;
+    if args.tokens == 0 {
+        bail!("--tokens must be at least 1");
+    }
+    let model = args.model.open()?;
+    let layer = args.layer;
+    let cfg = model.config();
+    cfg.check_moe_layer(layer)?;
+    let (t, h) = (args.tokens, cfg.moe.hidden_size);
+    let seed = args.seed.unwrap_or_else(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0x5eed)
+    });
+    let x = random_input(seed, t * h);
+
+    let (reference, candidate_name, candidate) = match backend {
+        Backend::Cpu => (
+            forward::<f32>(&model, layer, &x, t)?,
+            "CPU bf16",
+            forward::<bf16>(&model, layer, &x, t)?,
+        ),
+    };
+
+    let err = rel_l2(&candidate.0, &reference.0);
+    if !err.is_finite() {
+        bail!("the {candidate_name} output is not finite (relative L2 error {err})");
+    }
+    let (same_choices, same_tokens) = agreement(&reference.1, &candidate.1);
+    println!(
+        "layer:             {layer} ({}), {t} random tokens, seed {seed}",
+        cfg.family
+    );
+    match note {
+        Some(n) => println!("GPU:               {n}; comparing CPU bf16 instead"),
+        None => println!("GPU:               not used (--device cpu); comparing CPU bf16 instead"),
+    }
+    println!("reference:         CPU f32");
+    println!("candidate:         {candidate_name}");
+    println!("relative L2 error: {err:.3e}");
+    println!(
+        "routing agreement: {:.2}% of expert choices; {same_tokens} of {t} tokens chose the same experts",
+        100.0 * same_choices
+    );
+    Ok(())
+}
+
+/// The layer with weights and activations of type `T` on `x` `[t, H]`: output (widened) and routing.
+fn forward<T: Element>(
+    model: &HfModel,
+    layer: usize,
+    x: &[f32],
+    t: usize,
+) -> Result<(Vec<f32>, Routing)> {
+    let cpu = model
+        .cpu_layer::<T>(layer)
+        .with_context(|| format!("cannot load layer {layer} in {}", T::DTYPE))?;
+    let h = cpu.config().hidden_size;
+    let xt: Vec<T> = x.iter().map(|&v| T::from_f32(v)).collect();
+    let out = cpu
+        .forward(MatRef::new("hidden_states", &xt, t, h)?)
+        .with_context(|| format!("layer {layer} failed in {}", T::DTYPE))?;
+    Ok((out.hidden.iter().map(|v| v.to_f32()).collect(), out.routing))
+}
+
+/// `n` values, zero mean and unit variance (uniform), from a splitmix64 stream seeded with `seed`.
+fn random_input(seed: u64, n: usize) -> Vec<f32> {
+    let mut s = seed;
+    let a = 3f32.sqrt();
+    (0..n)
+        .map(|_| {
+            s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = s;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            let u = (z >> 40) as f32 / (1u64 << 24) as f32; // [0, 1)
+            (2.0 * u - 1.0) * a
+        })
+        .collect()
+}
+
+/// `|got - want| / |want|` in f64 (absolute when `want` is zero).
+fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
+    let (mut num, mut den) = (0f64, 0f64);
+    for (&g, &w) in got.iter().zip(want) {
+        let d = g as f64 - w as f64;
+        num += d * d;
+        den += w as f64 * w as f64;
+    }
+    if den == 0.0 {
+        num.sqrt()
+    } else {
+        (num / den).sqrt()
+    }
+}
+
+/// The fraction of (token, chosen expert) pairs both routings share, and the number of tokens whose
+/// chosen expert sets are identical.
+fn agreement(a: &Routing, b: &Routing) -> (f64, usize) {
+    let k = a.top_k.max(1);
+    let (mut shared, mut same_tokens) = (0usize, 0usize);
+    for (ra, rb) in a.ids.chunks(k).zip(b.ids.chunks(k)) {
+        let common = ra.iter().filter(|id| rb.contains(id)).count();
+        shared += common;
+        if common == k {
+            same_tokens += 1;
+        }
+    }
+    (shared as f64 / a.ids.len().max(1) as f64, same_tokens)
+}

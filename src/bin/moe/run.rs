@@ -1,0 +1,98 @@
+//! `moe run`: one layer's MoE block on hidden states read from a file.
+
+use anyhow::{Context, Result};
+use half::{bf16, f16};
+use moe_kernels::cpu::routing::Routing;
+use moe_kernels::hf::HfModel;
+use moe_kernels::{DType, Element, HostTensor, MatRef};
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use super::common::{check_output_path, resolve_device, Backend, DTypeArg, DeviceArg, ModelArgs};
+use super::tensors::{read_hidden_states, write_atomic, OutTensor, HIDDEN};
+
+/// `moe run` arguments.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The decoder layer whose MoE block runs (0-based).
+    #[arg(long, value_name = "N")]
+    layer: usize,
+    /// Safetensors file with `hidden_states` [T, H] (f32, bf16 or f16).
+    #[arg(long, value_name = "IN.safetensors")]
+    input: PathBuf,
+    /// Safetensors file to write: `hidden_states` [T, H] f32, `topk_ids` [T, k] i32, `topk_weights` [T, k]
+    /// f32.
+    #[arg(long, value_name = "OUT.safetensors")]
+    output: PathBuf,
+    /// Where to run.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    device: DeviceArg,
+    /// Element type of the weights and activations (default: the checkpoint's stored type).
+    #[arg(long, value_enum)]
+    dtype: Option<DTypeArg>,
+}
+
+/// Run the command.
+pub fn main(args: Args) -> Result<()> {
+    let (backend, note) = resolve_device(args.device, "run")?;
+    check_output_path(&args.output)?;
+    let model = args.model.open()?;
+    let layer = args.layer;
+    let cfg = model.config();
+    cfg.check_moe_layer(layer)?;
+    let (h, k) = (cfg.moe.hidden_size, cfg.moe.routing.top_k);
+    let input = read_hidden_states(&args.input, h)?;
+    let t = input.shape()[0];
+    let dtype = match args.dtype {
+        Some(d) => DType::from(d),
+        None => model.stored_dtype(layer)?,
+    };
+
+    let (hidden, routing) = match backend {
+        Backend::Cpu => match dtype {
+            DType::F32 => forward::<f32>(&model, layer, &input)?,
+            DType::BF16 => forward::<bf16>(&model, layer, &input)?,
+            DType::F16 => forward::<f16>(&model, layer, &input)?,
+        },
+    };
+
+    let outputs = [
+        OutTensor::f32(HIDDEN, vec![t, h], &hidden),
+        OutTensor::i32("topk_ids", vec![t, k], &routing.ids),
+        OutTensor::f32("topk_weights", vec![t, k], &routing.weights),
+    ];
+    let metadata = HashMap::from([
+        ("model".to_string(), args.model.model.display().to_string()),
+        ("layer".to_string(), layer.to_string()),
+        ("device".to_string(), "cpu".to_string()),
+        ("dtype".to_string(), dtype.to_string()),
+    ]);
+    write_atomic(&args.output, &outputs, metadata)?;
+    eprintln!(
+        "moe: ran layer {layer} ({}) on the CPU in {dtype}: {t} tokens -> {}{}",
+        cfg.family,
+        args.output.display(),
+        note.map(|n| format!(" (--device auto: {n})"))
+            .unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// Load the layer with weights of type `T`, run it on `input` converted to `T`, and widen the output.
+fn forward<T: Element>(
+    model: &HfModel,
+    layer: usize,
+    input: &HostTensor,
+) -> Result<(Vec<f32>, Routing)> {
+    let cpu = model
+        .cpu_layer::<T>(layer)
+        .with_context(|| format!("cannot load layer {layer}"))?;
+    let (t, h) = (input.shape()[0], input.shape()[1]);
+    let x: Vec<T> = input.to_vec();
+    let out = cpu
+        .forward(MatRef::new(HIDDEN, &x, t, h)?)
+        .with_context(|| format!("layer {layer} failed"))?;
+    Ok((out.hidden.iter().map(|v| v.to_f32()).collect(), out.routing))
+}

@@ -1,0 +1,124 @@
+//! Opening a CUDA device and loading the embedded kernels on it.
+
+use super::{FATBINS, KERNELS_BUILT};
+use crate::error::{MoeError, Result};
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, DeviceSlice};
+use cudarc::nvrtc::Ptx;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+/// Oldest GPU architecture the embedded kernels run on (sm_80, Ampere); newer ones JIT the PTX.
+const MIN_COMPUTE_CAPABILITY: (i32, i32) = (8, 0);
+
+/// A CUDA device with this crate's kernels: a context, the stream every launch goes to, and the
+/// kernel modules, each loaded on first use.
+///
+/// Every launch wrapper takes a `&Device` and enqueues work on [`Device::stream`] without waiting
+/// for it; buffers may be allocated on any stream of the same context (cudarc orders the accesses).
+#[derive(Debug)]
+pub struct Device {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    /// Loaded kernel functions by name, and the modules (kernel families) they come from.
+    loaded: Mutex<Loaded>,
+}
+
+#[derive(Debug, Default)]
+struct Loaded {
+    modules: HashMap<&'static str, Arc<CudaModule>>,
+    functions: HashMap<&'static str, CudaFunction>,
+}
+
+impl Device {
+    /// Open CUDA device `ordinal` (0 for the first GPU).
+    ///
+    /// Errors, never panics: [`MoeError::KernelsNotBuilt`] when this build has no kernels (nvcc was
+    /// missing at build time), [`MoeError::NoCudaDevice`] when the CUDA driver library is missing or
+    /// the device cannot be opened, [`MoeError::Unsupported`] for a GPU older than sm_80.
+    pub fn new(ordinal: usize) -> Result<Self> {
+        if !KERNELS_BUILT {
+            return Err(MoeError::KernelsNotBuilt);
+        }
+        // SAFETY: `is_culib_present` only tries to open the driver library by name with
+        // libloading and drops it again; no symbol of it is called.
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return Err(MoeError::NoCudaDevice(
+                "the CUDA driver library (libcuda) was not found".into(),
+            ));
+        }
+        let ctx = CudaContext::new(ordinal).map_err(|e| {
+            MoeError::NoCudaDevice(format!("cannot open CUDA device {ordinal}: {e}"))
+        })?;
+        let cc = ctx.compute_capability()?;
+        if cc < MIN_COMPUTE_CAPABILITY {
+            return Err(MoeError::Unsupported(format!(
+                "CUDA device {ordinal} has compute capability {}.{}; the kernels need {}.{} or newer",
+                cc.0, cc.1, MIN_COMPUTE_CAPABILITY.0, MIN_COMPUTE_CAPABILITY.1
+            )));
+        }
+        let stream = ctx.new_stream()?;
+        Ok(Device {
+            ctx,
+            stream,
+            loaded: Mutex::new(Loaded::default()),
+        })
+    }
+
+    /// The CUDA context.
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+
+    /// The stream kernels are launched on; allocate and copy buffers with it (`clone_htod`,
+    /// `clone_dtoh`, `alloc_zeros`, ...).
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// Wait until all work enqueued on [`Device::stream`] has finished.
+    pub fn synchronize(&self) -> Result<()> {
+        Ok(self.stream.synchronize()?)
+    }
+
+    /// Check that `buffer` was allocated in this device's context, naming it as `what` otherwise.
+    pub(crate) fn check_owns<T>(&self, what: &str, buffer: &impl DeviceSlice<T>) -> Result<()> {
+        if **buffer.stream().context() == *self.ctx {
+            Ok(())
+        } else {
+            Err(MoeError::Unsupported(format!(
+                "`{what}` was allocated in another CUDA context than the device it is used on"
+            )))
+        }
+    }
+
+    /// Kernel `name` from the kernel family (`kernels/<family>.cu`) that defines it, loading the
+    /// family's module on first use.
+    pub(crate) fn function(
+        &self,
+        family: &'static str,
+        name: &'static str,
+    ) -> Result<CudaFunction> {
+        let mut loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(f) = loaded.functions.get(name) {
+            return Ok(f.clone());
+        }
+        let module = match loaded.modules.get(family) {
+            Some(m) => m.clone(),
+            None => {
+                let image = FATBINS
+                    .iter()
+                    .find(|(n, _)| *n == family)
+                    .map(|(_, bytes)| *bytes)
+                    .ok_or(MoeError::KernelsNotBuilt)?;
+                // cuModuleLoadData takes a fatbin image as well as PTX text; cudarc's loader wants
+                // an owned copy of it.
+                let module = self.ctx.load_module(Ptx::from_binary(image.to_vec()))?;
+                loaded.modules.insert(family, module.clone());
+                module
+            }
+        };
+        let f = module.load_function(name)?;
+        loaded.functions.insert(name, f.clone());
+        Ok(f)
+    }
+}

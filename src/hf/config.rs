@@ -1,0 +1,610 @@
+//! `config.json` of a Hugging Face MoE model, parsed into the crate's [`MoeConfig`] plus which layers are
+//! MoE layers.
+//!
+//! Field mapping, per family (defaults are those of the `transformers` config classes and, for DeepSeek,
+//! of the models' own `configuration_deepseek.py`; fields marked *required* have no safe default):
+//!
+//! | setting | Mixtral | Qwen2-MoE | Qwen3-MoE | OLMoE | DeepSeek-V2 | DeepSeek-V3 |
+//! |---|---|---|---|---|---|---|
+//! | experts `E` (required) | `num_local_experts` | `num_experts` | `num_experts` | `num_experts` | `n_routed_experts` | `n_routed_experts` |
+//! | expert size `I` (required) | `intermediate_size` | `moe_intermediate_size` | `moe_intermediate_size` | `intermediate_size` | `moe_intermediate_size` | `moe_intermediate_size` |
+//! | renormalise | always | `norm_topk_prob` (false) | `norm_topk_prob` (false) | `norm_topk_prob` (false) | `norm_topk_prob` (false) and `k > 1` | `norm_topk_prob` (false) and `k > 1` |
+//! | scaling | 1 | 1 | 1 | 1 | `routed_scaling_factor` (1) when not renormalised, else 1 | `routed_scaling_factor` (1) |
+//! | scoring | softmax | softmax | softmax | softmax | `scoring_func` (softmax) | `scoring_func` (sigmoid) |
+//! | selection | top-k | top-k | top-k | top-k | `topk_method` (greedy) | `topk_method` (noaux_tc) |
+//! | shared experts | none | one of `shared_expert_intermediate_size` (required; 0 = none), sigmoid-gated | none | none | `n_shared_experts` (none) folded into one of `n_shared_experts * I` | same as V2 |
+//! | MoE layers | all | not in `mlp_only_layers` ([]) and `(l + 1) % decoder_sparse_step` (1) `== 0` | as Qwen2-MoE | all | `l >= first_k_dense_replace` (0) and `l % moe_layer_freq` (1) `== 0` | as V2 |
+//!
+//! `topk_method`: `greedy` is plain top-k; `group_limited_greedy` is grouped top-k with the group's best
+//! score ([`GroupScore::Max`]); `noaux_tc` is grouped top-k over bias-corrected scores with the sum of the
+//! group's top two ([`GroupScore::SumTop2`]) and the `e_score_correction_bias` tensor. The grouped methods
+//! need `n_group` and `topk_group`.
+//!
+//! The DeepSeek weight rules follow the models' reference code (`modeling_deepseek.py`): V2 multiplies by
+//! `routed_scaling_factor` only when it does not renormalise; V3 renormalises (when asked) and then always
+//! scales. Both renormalise only when `k > 1`.
+//!
+//! Every family also needs `hidden_size`, `num_experts_per_tok` and `num_hidden_layers`; `hidden_act`
+//! defaults to `silu`. Activations: `silu`/`swish` are gated SiLU (SwiGLU); `gelu_pytorch_tanh`,
+//! `gelu_new` and `gelu_fast` (all the tanh approximation) are gated GELU (GeGLU); anything else,
+//! including the exact (erf) `gelu`, is [`MoeError::UnsupportedModel`].
+
+use crate::config::{
+    Activation, ActivationKind, GroupScore, GroupedTopK, MoeConfig, RoutingConfig, ScoringFunc,
+    SharedExpertConfig,
+};
+use crate::error::{MoeError, Result};
+use serde_json::{Map, Value};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// The MoE block layouts (key names and routing rules) the loader knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ModelFamily {
+    /// `mixtral`: `block_sparse_moe` with experts `w1` (gate), `w3` (up), `w2` (down).
+    Mixtral,
+    /// `qwen2_moe` (Qwen1.5-MoE, Qwen2-MoE): `mlp` experts plus a sigmoid-gated `shared_expert`.
+    Qwen2Moe,
+    /// `qwen3_moe`: `mlp` experts, no shared expert.
+    Qwen3Moe,
+    /// `olmoe`: `mlp` experts, no shared expert.
+    Olmoe,
+    /// `deepseek_v2`: `mlp` experts plus `shared_experts`, softmax routing, optional group-limited greedy.
+    DeepseekV2,
+    /// `deepseek_v3`: `mlp` experts plus `shared_experts`, sigmoid routing with `e_score_correction_bias`
+    /// and grouped top-k (`noaux_tc`).
+    DeepseekV3,
+}
+
+impl ModelFamily {
+    /// Every family, in a fixed order.
+    pub const ALL: [ModelFamily; 6] = [
+        ModelFamily::Mixtral,
+        ModelFamily::Qwen2Moe,
+        ModelFamily::Qwen3Moe,
+        ModelFamily::Olmoe,
+        ModelFamily::DeepseekV2,
+        ModelFamily::DeepseekV3,
+    ];
+
+    /// The `model_type` string of the family's reference model (`mixtral`, `qwen2_moe`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelFamily::Mixtral => "mixtral",
+            ModelFamily::Qwen2Moe => "qwen2_moe",
+            ModelFamily::Qwen3Moe => "qwen3_moe",
+            ModelFamily::Olmoe => "olmoe",
+            ModelFamily::DeepseekV2 => "deepseek_v2",
+            ModelFamily::DeepseekV3 => "deepseek_v3",
+        }
+    }
+
+    /// The family of a `config.json` `model_type`: the six family names, plus `kimi_k2` and `glm4_moe`,
+    /// which use the DeepSeek-V3 block (sigmoid, `noaux_tc`, `shared_experts`, same key names). `None` for
+    /// anything else; such a model can still be loaded by naming its family explicitly
+    /// ([`HfModelConfig::from_json_str_as`]).
+    pub fn from_model_type(model_type: &str) -> Option<Self> {
+        match model_type {
+            "mixtral" => Some(ModelFamily::Mixtral),
+            "qwen2_moe" => Some(ModelFamily::Qwen2Moe),
+            "qwen3_moe" => Some(ModelFamily::Qwen3Moe),
+            "olmoe" => Some(ModelFamily::Olmoe),
+            "deepseek_v2" => Some(ModelFamily::DeepseekV2),
+            "deepseek_v3" | "kimi_k2" | "glm4_moe" => Some(ModelFamily::DeepseekV3),
+            _ => None,
+        }
+    }
+
+    fn supported_list() -> String {
+        Self::ALL.map(|f| f.name()).join(", ")
+    }
+}
+
+impl fmt::Display for ModelFamily {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for ModelFamily {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        ModelFamily::from_model_type(s).ok_or_else(|| {
+            format!(
+                "unknown model family `{s}` (expected one of {})",
+                ModelFamily::supported_list()
+            )
+        })
+    }
+}
+
+/// Which decoder layers have an MoE block (the others have a dense MLP).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LayerPlacement {
+    /// Every layer (Mixtral, OLMoE).
+    Every,
+    /// Qwen-MoE: layer `l` is an MoE layer when it is not in `mlp_only_layers` and
+    /// `(l + 1) % decoder_sparse_step == 0`.
+    SparseStep {
+        /// `decoder_sparse_step` (>= 1).
+        decoder_sparse_step: usize,
+        /// `mlp_only_layers`: layers forced dense.
+        mlp_only_layers: Vec<usize>,
+    },
+    /// DeepSeek: layer `l` is an MoE layer when `l >= first_k_dense_replace` and `l % moe_layer_freq == 0`.
+    FirstKDense {
+        /// `first_k_dense_replace`: the first layers are dense.
+        first_k_dense_replace: usize,
+        /// `moe_layer_freq` (>= 1).
+        moe_layer_freq: usize,
+    },
+}
+
+impl LayerPlacement {
+    /// Whether layer `layer` has an MoE block (ignoring the model's layer count).
+    pub fn is_moe(&self, layer: usize) -> bool {
+        self.dense_reason(layer).is_none()
+    }
+
+    /// Why layer `layer` is dense, naming the config setting; `None` for an MoE layer.
+    pub fn dense_reason(&self, layer: usize) -> Option<String> {
+        match self {
+            LayerPlacement::Every => None,
+            LayerPlacement::SparseStep {
+                decoder_sparse_step: s,
+                mlp_only_layers,
+            } => {
+                if mlp_only_layers.contains(&layer) {
+                    Some(format!(
+                        "it is listed in mlp_only_layers {mlp_only_layers:?}"
+                    ))
+                } else if (layer + 1) % s != 0 {
+                    Some(format!(
+                        "decoder_sparse_step = {s}: only layers l with (l + 1) divisible by {s} are MoE layers"
+                    ))
+                } else {
+                    None
+                }
+            }
+            LayerPlacement::FirstKDense {
+                first_k_dense_replace: f,
+                moe_layer_freq: q,
+            } => {
+                if layer < *f {
+                    Some(format!(
+                        "first_k_dense_replace = {f}: layers 0 to {} are dense",
+                        f - 1
+                    ))
+                } else if layer % q != 0 {
+                    Some(format!(
+                        "moe_layer_freq = {q}: only layers divisible by {q} are MoE layers"
+                    ))
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
+    /// A one-line description of the rule, for display.
+    pub fn describe(&self) -> String {
+        match self {
+            LayerPlacement::Every => "every layer".into(),
+            LayerPlacement::SparseStep {
+                decoder_sparse_step,
+                mlp_only_layers,
+            } => format!(
+                "decoder_sparse_step = {decoder_sparse_step}, mlp_only_layers = {mlp_only_layers:?}"
+            ),
+            LayerPlacement::FirstKDense {
+                first_k_dense_replace,
+                moe_layer_freq,
+            } => format!(
+                "first_k_dense_replace = {first_k_dense_replace}, moe_layer_freq = {moe_layer_freq}"
+            ),
+        }
+    }
+}
+
+/// The MoE-relevant part of a Hugging Face model's `config.json`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HfModelConfig {
+    /// `model_type` as written in the file (empty when the file has none and the family was given).
+    pub model_type: String,
+    /// The block layout and routing rules used.
+    pub family: ModelFamily,
+    /// `num_hidden_layers`.
+    pub num_hidden_layers: usize,
+    /// The MoE block of every MoE layer.
+    pub moe: MoeConfig,
+    /// Which layers are MoE layers.
+    pub placement: LayerPlacement,
+    /// `hidden_act` as written (or the default `silu`).
+    pub hidden_act: String,
+    /// `torch_dtype` (or `dtype`) as written, when present.
+    pub torch_dtype: Option<String>,
+}
+
+impl HfModelConfig {
+    /// Parse `dir/config.json`, choosing the family from its `model_type`.
+    pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::from_file(dir.as_ref().join("config.json"), None)
+    }
+
+    /// Parse the config file at `path`; `family` overrides the family implied by `model_type` (and
+    /// allows a `model_type` the crate does not know).
+    pub fn from_file(path: impl AsRef<Path>, family: Option<ModelFamily>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|error| MoeError::Io {
+            path: path.to_path_buf(),
+            error,
+        })?;
+        parse(&text, path, family)
+    }
+
+    /// Parse a `config.json` text (errors name the file `config.json`).
+    pub fn from_json_str(json: &str) -> Result<Self> {
+        parse(json, Path::new("config.json"), None)
+    }
+
+    /// Parse a `config.json` text with an explicit family (for a model type that reuses a known block
+    /// layout under another name).
+    pub fn from_json_str_as(json: &str, family: Option<ModelFamily>) -> Result<Self> {
+        parse(json, Path::new("config.json"), family)
+    }
+
+    /// The MoE layers, in increasing order.
+    pub fn moe_layers(&self) -> Vec<usize> {
+        (0..self.num_hidden_layers)
+            .filter(|&l| self.placement.is_moe(l))
+            .collect()
+    }
+
+    /// Whether `layer` exists and has an MoE block.
+    pub fn is_moe_layer(&self, layer: usize) -> bool {
+        layer < self.num_hidden_layers && self.placement.is_moe(layer)
+    }
+
+    /// `Ok` when `layer` exists and has an MoE block; otherwise [`MoeError::LayerOutOfRange`] or
+    /// [`MoeError::NotMoeLayer`] naming the setting that makes it dense.
+    pub fn check_moe_layer(&self, layer: usize) -> Result<()> {
+        if layer >= self.num_hidden_layers {
+            return Err(MoeError::LayerOutOfRange {
+                layer,
+                num_layers: self.num_hidden_layers,
+            });
+        }
+        match self.placement.dense_reason(layer) {
+            None => Ok(()),
+            Some(reason) => Err(MoeError::NotMoeLayer { layer, reason }),
+        }
+    }
+}
+
+/// Typed access to the fields of the config object, with errors naming the file and the field.
+struct Fields<'a> {
+    obj: &'a Map<String, Value>,
+    path: &'a Path,
+}
+
+impl Fields<'_> {
+    fn err(&self, field: &str, problem: impl fmt::Display) -> MoeError {
+        MoeError::InvalidConfig(format!("{}: `{field}` {problem}", self.path.display()))
+    }
+
+    /// The value of `field`, `None` when missing or `null`.
+    fn get(&self, field: &str) -> Option<&Value> {
+        self.obj.get(field).filter(|v| !v.is_null())
+    }
+
+    fn usize_opt(&self, field: &str) -> Result<Option<usize>> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .map(Some)
+                .ok_or_else(|| {
+                    self.err(field, format!("must be a non-negative integer, found {v}"))
+                }),
+        }
+    }
+
+    fn usize_req(&self, field: &str) -> Result<usize> {
+        self.usize_opt(field)?
+            .ok_or_else(|| self.err(field, "is missing"))
+    }
+
+    fn f32_opt(&self, field: &str) -> Result<Option<f32>> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(v) => v
+                .as_f64()
+                .map(|x| Some(x as f32))
+                .ok_or_else(|| self.err(field, format!("must be a number, found {v}"))),
+        }
+    }
+
+    fn bool_opt(&self, field: &str) -> Result<Option<bool>> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(v) => v
+                .as_bool()
+                .map(Some)
+                .ok_or_else(|| self.err(field, format!("must be true or false, found {v}"))),
+        }
+    }
+
+    fn str_opt(&self, field: &str) -> Result<Option<&str>> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(v) => v
+                .as_str()
+                .map(Some)
+                .ok_or_else(|| self.err(field, format!("must be a string, found {v}"))),
+        }
+    }
+
+    fn usize_list_opt(&self, field: &str) -> Result<Option<Vec<usize>>> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(v) => {
+                let bad = || self.err(field, format!("must be a list of layer indices, found {v}"));
+                let arr = v.as_array().ok_or_else(bad)?;
+                arr.iter()
+                    .map(|x| {
+                        x.as_u64()
+                            .and_then(|n| usize::try_from(n).ok())
+                            .ok_or_else(bad)
+                    })
+                    .collect::<Result<Vec<_>>>()
+                    .map(Some)
+            }
+        }
+    }
+
+    /// A step or frequency: at least 1.
+    fn step(&self, field: &str, default: usize) -> Result<usize> {
+        let s = self.usize_opt(field)?.unwrap_or(default);
+        if s == 0 {
+            return Err(self.err(field, "must be at least 1, found 0"));
+        }
+        Ok(s)
+    }
+}
+
+/// The activation named by `hidden_act`.
+fn activation(name: &str) -> Result<Activation> {
+    match name {
+        "silu" | "swish" => Ok(Activation::SWIGLU),
+        "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => Ok(Activation {
+            kind: ActivationKind::GeluTanh,
+            gated: true,
+        }),
+        "gelu" => Err(MoeError::UnsupportedModel(
+            "hidden_act `gelu` (the exact erf GELU) is not implemented; supported: silu, swish, \
+             gelu_pytorch_tanh, gelu_new, gelu_fast"
+                .into(),
+        )),
+        other => Err(MoeError::UnsupportedModel(format!(
+            "hidden_act `{other}` is not supported (supported: silu, swish, gelu_pytorch_tanh, gelu_new, \
+             gelu_fast)"
+        ))),
+    }
+}
+
+fn parse(text: &str, path: &Path, family_override: Option<ModelFamily>) -> Result<HfModelConfig> {
+    let malformed = |message: String| MoeError::MalformedFile {
+        path: PathBuf::from(path),
+        message,
+    };
+    let value: Value = serde_json::from_str(text).map_err(|e| malformed(e.to_string()))?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| malformed("the top level is not a JSON object".into()))?;
+    let f = Fields { obj, path };
+
+    let model_type = f.str_opt("model_type")?.unwrap_or("").to_string();
+    let family = match family_override {
+        Some(fam) => fam,
+        None if model_type.is_empty() => {
+            return Err(f.err(
+                "model_type",
+                "is missing (name the model family explicitly to load it anyway)",
+            ))
+        }
+        None => ModelFamily::from_model_type(&model_type).ok_or_else(|| {
+            MoeError::UnsupportedModel(format!(
+                "model_type `{model_type}` is not supported (supported: {}, kimi_k2, glm4_moe; a model with \
+                 one of these MoE layouts can be loaded by naming its family)",
+                ModelFamily::supported_list()
+            ))
+        })?,
+    };
+
+    let num_hidden_layers = f.usize_req("num_hidden_layers")?;
+    let hidden_size = f.usize_req("hidden_size")?;
+    let top_k = f.usize_req("num_experts_per_tok")?;
+    let hidden_act = f.str_opt("hidden_act")?.unwrap_or("silu").to_string();
+    let act = activation(&hidden_act)?;
+    let torch_dtype = match f.str_opt("torch_dtype")? {
+        Some(s) => Some(s.to_string()),
+        None => f.str_opt("dtype")?.map(str::to_string),
+    };
+
+    let (num_experts, intermediate_size, routing_rest, shared_experts, placement) = match family {
+        ModelFamily::Mixtral => (
+            f.usize_req("num_local_experts")?,
+            f.usize_req("intermediate_size")?,
+            Rest::softmax(true),
+            vec![],
+            LayerPlacement::Every,
+        ),
+        ModelFamily::Olmoe => (
+            f.usize_req("num_experts")?,
+            f.usize_req("intermediate_size")?,
+            Rest::softmax(f.bool_opt("norm_topk_prob")?.unwrap_or(false)),
+            vec![],
+            LayerPlacement::Every,
+        ),
+        ModelFamily::Qwen2Moe | ModelFamily::Qwen3Moe => {
+            let shared = if family == ModelFamily::Qwen2Moe {
+                match f.usize_req("shared_expert_intermediate_size")? {
+                    0 => vec![],
+                    is => vec![SharedExpertConfig {
+                        intermediate_size: is,
+                        sigmoid_gate: true,
+                    }],
+                }
+            } else {
+                vec![]
+            };
+            (
+                f.usize_req("num_experts")?,
+                f.usize_req("moe_intermediate_size")?,
+                Rest::softmax(f.bool_opt("norm_topk_prob")?.unwrap_or(false)),
+                shared,
+                LayerPlacement::SparseStep {
+                    decoder_sparse_step: f.step("decoder_sparse_step", 1)?,
+                    mlp_only_layers: f.usize_list_opt("mlp_only_layers")?.unwrap_or_default(),
+                },
+            )
+        }
+        ModelFamily::DeepseekV2 | ModelFamily::DeepseekV3 => {
+            let i = f.usize_req("moe_intermediate_size")?;
+            let shared = match f.usize_opt("n_shared_experts")? {
+                None | Some(0) => vec![],
+                Some(n) => vec![SharedExpertConfig {
+                    intermediate_size: n.checked_mul(i).ok_or_else(|| {
+                        MoeError::SizeOverflow(format!(
+                            "n_shared_experts * moe_intermediate_size ({n} x {i})"
+                        ))
+                    })?,
+                    sigmoid_gate: false,
+                }],
+            };
+            (
+                f.usize_req("n_routed_experts")?,
+                i,
+                deepseek_routing(&f, family, top_k)?,
+                shared,
+                LayerPlacement::FirstKDense {
+                    first_k_dense_replace: f.usize_opt("first_k_dense_replace")?.unwrap_or(0),
+                    moe_layer_freq: f.step("moe_layer_freq", 1)?,
+                },
+            )
+        }
+    };
+    if num_experts == 0 {
+        let field = match family {
+            ModelFamily::Mixtral => "num_local_experts",
+            ModelFamily::DeepseekV2 | ModelFamily::DeepseekV3 => "n_routed_experts",
+            _ => "num_experts",
+        };
+        return Err(f.err(field, "is 0: this model has no MoE layers"));
+    }
+
+    let moe = MoeConfig {
+        hidden_size,
+        intermediate_size,
+        routing: RoutingConfig {
+            num_experts,
+            top_k,
+            scoring: routing_rest.scoring,
+            correction_bias: routing_rest.correction_bias,
+            grouping: routing_rest.grouping,
+            renormalize: routing_rest.renormalize,
+            routed_scaling_factor: routing_rest.routed_scaling_factor,
+        },
+        activation: act,
+        shared_experts,
+    };
+    moe.validate().map_err(|e| match e {
+        MoeError::InvalidConfig(m) => MoeError::InvalidConfig(format!("{}: {m}", path.display())),
+        other => other,
+    })?;
+    Ok(HfModelConfig {
+        model_type,
+        family,
+        num_hidden_layers,
+        moe,
+        placement,
+        hidden_act,
+        torch_dtype,
+    })
+}
+
+/// The routing settings other than `E` and `k`.
+struct Rest {
+    scoring: ScoringFunc,
+    correction_bias: bool,
+    grouping: Option<GroupedTopK>,
+    renormalize: bool,
+    routed_scaling_factor: f32,
+}
+
+impl Rest {
+    fn softmax(renormalize: bool) -> Self {
+        Rest {
+            scoring: ScoringFunc::Softmax,
+            correction_bias: false,
+            grouping: None,
+            renormalize,
+            routed_scaling_factor: 1.0,
+        }
+    }
+}
+
+fn deepseek_routing(f: &Fields<'_>, family: ModelFamily, top_k: usize) -> Result<Rest> {
+    let v3 = family == ModelFamily::DeepseekV3;
+    let scoring = match f.str_opt("scoring_func")? {
+        None if v3 => ScoringFunc::Sigmoid,
+        None => ScoringFunc::Softmax,
+        Some("softmax") => ScoringFunc::Softmax,
+        Some("sigmoid") => ScoringFunc::Sigmoid,
+        Some(other) => {
+            return Err(MoeError::UnsupportedModel(format!(
+                "scoring_func `{other}` is not supported (supported: softmax, sigmoid)"
+            )))
+        }
+    };
+    let method = f
+        .str_opt("topk_method")?
+        .unwrap_or(if v3 { "noaux_tc" } else { "greedy" });
+    let groups = |score: GroupScore| -> Result<Option<GroupedTopK>> {
+        let need = |field: &str| {
+            f.usize_opt(field)?.ok_or_else(|| {
+                f.err(
+                    field,
+                    format!("is missing (topk_method `{method}` needs it)"),
+                )
+            })
+        };
+        Ok(Some(GroupedTopK {
+            n_group: need("n_group")?,
+            topk_group: need("topk_group")?,
+            score,
+        }))
+    };
+    let (grouping, correction_bias) = match method {
+        "greedy" => (None, false),
+        "group_limited_greedy" => (groups(GroupScore::Max)?, false),
+        "noaux_tc" => (groups(GroupScore::SumTop2)?, true),
+        other => {
+            return Err(MoeError::UnsupportedModel(format!(
+                "topk_method `{other}` is not supported (supported: greedy, group_limited_greedy, noaux_tc)"
+            )))
+        }
+    };
+    let norm = f.bool_opt("norm_topk_prob")?.unwrap_or(false);
+    let rsf = f.f32_opt("routed_scaling_factor")?.unwrap_or(1.0);
+    let renormalize = norm && top_k > 1;
+    let routed_scaling_factor = if v3 || !renormalize { rsf } else { 1.0 };
+    Ok(Rest {
+        scoring,
+        correction_bias,
+        grouping,
+        renormalize,
+        routed_scaling_factor,
+    })
+}

@@ -1,0 +1,350 @@
+//! One layer's MoE block from a Hugging Face checkpoint, packed into the crate's fused layout.
+//!
+//! Key names, with `P = model.layers.{L}.mlp` (Mixtral: `model.layers.{L}.block_sparse_moe`, or `mlp`
+//! when the checkpoint uses that name):
+//!
+//! | tensor | key | shape |
+//! |---|---|---|
+//! | router | `P.gate.weight` | `[E, H]` |
+//! | expert `e` gate / up / down | `P.experts.{e}.gate_proj` / `up_proj` / `down_proj` `.weight` (Mixtral: `w1` / `w3` / `w2`) | `[I, H]` / `[I, H]` / `[H, I]` |
+//! | or, all experts fused | `P.experts.gate_up_proj` (gate rows first), `P.experts.down_proj` | `[E, 2I, H]`, `[E, H, I]` |
+//! | correction bias (`noaux_tc`) | `P.gate.e_score_correction_bias` | `[E]` |
+//! | Qwen2-MoE shared expert | `P.shared_expert.{gate_proj,up_proj,down_proj}.weight`, `P.shared_expert_gate.weight` | `[Is, H]`, `[Is, H]`, `[H, Is]`, `[1, H]` |
+//! | DeepSeek shared experts | `P.shared_experts.{gate_proj,up_proj,down_proj}.weight` | `[Is, H]`, `[Is, H]`, `[H, Is]` |
+//!
+//! The per-expert gate and up projections are stacked into one `[2I, H]` matrix per expert, gate rows
+//! first, as [`MoeWeights::gate_up`] wants. The correction bias is always read as `f32`; everything else is
+//! converted to the weight type `W`.
+
+use super::checkpoint::Checkpoint;
+use super::config::{HfModelConfig, ModelFamily};
+use crate::cpu::layer::{CpuMoeLayer, MoeWeights, SharedExpertWeights};
+use crate::dtype::{DType, Element};
+use crate::error::{MoeError, Result};
+use crate::view::checked_mul;
+use std::path::{Path, PathBuf};
+
+/// How a checkpoint stores a layer's routed experts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExpertLayout {
+    /// One gate, up and down matrix per expert (`experts.{e}.gate_proj.weight`, ...).
+    PerExpert,
+    /// All experts in two stacked tensors (`experts.gate_up_proj` `[E, 2I, H]`, `experts.down_proj`
+    /// `[E, H, I]`).
+    Fused,
+}
+
+/// The resolved key names of one layer's MoE block in one checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MoeBlockKeys {
+    /// The layer.
+    pub layer: usize,
+    /// The family whose names are used.
+    pub family: ModelFamily,
+    /// The block's key prefix (`model.layers.3.mlp`).
+    pub prefix: String,
+    /// How the routed experts are stored.
+    pub layout: ExpertLayout,
+}
+
+impl MoeBlockKeys {
+    /// Find layer `layer`'s MoE block in `ckpt`: check that the config makes it an MoE layer, find the
+    /// block prefix from the router's key, and the expert layout from which expert keys exist.
+    pub fn resolve(ckpt: &Checkpoint, cfg: &HfModelConfig, layer: usize) -> Result<Self> {
+        cfg.check_moe_layer(layer)?;
+        let names: &[&str] = match cfg.family {
+            ModelFamily::Mixtral => &["block_sparse_moe", "mlp"],
+            _ => &["mlp"],
+        };
+        let prefixes: Vec<String> = names
+            .iter()
+            .map(|n| format!("model.layers.{layer}.{n}"))
+            .collect();
+        let prefix = prefixes
+            .iter()
+            .find(|p| ckpt.contains(&format!("{p}.gate.weight")))
+            .ok_or_else(|| missing(ckpt, &format!("{}.gate.weight", prefixes[0])))?
+            .clone();
+        let mut keys = MoeBlockKeys {
+            layer,
+            family: cfg.family,
+            prefix,
+            layout: ExpertLayout::Fused,
+        };
+        if !ckpt.contains(&keys.fused_gate_up()) {
+            keys.layout = ExpertLayout::PerExpert;
+        }
+        Ok(keys)
+    }
+
+    /// The router weight `[E, H]`.
+    pub fn router(&self) -> String {
+        format!("{}.gate.weight", self.prefix)
+    }
+
+    /// The score correction bias `[E]`.
+    pub fn correction_bias(&self) -> String {
+        format!("{}.gate.e_score_correction_bias", self.prefix)
+    }
+
+    /// The fused gate-up projections `[E, 2I, H]`.
+    pub fn fused_gate_up(&self) -> String {
+        format!("{}.experts.gate_up_proj", self.prefix)
+    }
+
+    /// The fused down projections `[E, H, I]`.
+    pub fn fused_down(&self) -> String {
+        format!("{}.experts.down_proj", self.prefix)
+    }
+
+    fn expert_names(&self) -> [&'static str; 3] {
+        match self.family {
+            ModelFamily::Mixtral => ["w1", "w3", "w2"],
+            _ => ["gate_proj", "up_proj", "down_proj"],
+        }
+    }
+
+    /// Expert `e`'s gate projection `[I, H]`.
+    pub fn expert_gate(&self, e: usize) -> String {
+        format!(
+            "{}.experts.{e}.{}.weight",
+            self.prefix,
+            self.expert_names()[0]
+        )
+    }
+
+    /// Expert `e`'s up projection `[I, H]`.
+    pub fn expert_up(&self, e: usize) -> String {
+        format!(
+            "{}.experts.{e}.{}.weight",
+            self.prefix,
+            self.expert_names()[1]
+        )
+    }
+
+    /// Expert `e`'s down projection `[H, I]`.
+    pub fn expert_down(&self, e: usize) -> String {
+        format!(
+            "{}.experts.{e}.{}.weight",
+            self.prefix,
+            self.expert_names()[2]
+        )
+    }
+
+    /// The shared expert's module prefix (`P.shared_expert` for Qwen2-MoE, `P.shared_experts` for
+    /// DeepSeek), `None` for families without shared experts.
+    pub fn shared_prefix(&self) -> Option<String> {
+        match self.family {
+            ModelFamily::Qwen2Moe => Some(format!("{}.shared_expert", self.prefix)),
+            ModelFamily::DeepseekV2 | ModelFamily::DeepseekV3 => {
+                Some(format!("{}.shared_experts", self.prefix))
+            }
+            _ => None,
+        }
+    }
+
+    /// The Qwen2-MoE shared expert's sigmoid gate `[1, H]`.
+    pub fn shared_gate(&self) -> String {
+        format!("{}.shared_expert_gate.weight", self.prefix)
+    }
+
+    /// The tensor whose stored dtype is taken as the layer's dtype: the first expert's gate (or the fused
+    /// gate-up projection).
+    pub fn representative(&self) -> String {
+        match self.layout {
+            ExpertLayout::Fused => self.fused_gate_up(),
+            ExpertLayout::PerExpert => self.expert_gate(0),
+        }
+    }
+}
+
+/// The error for a key the checkpoint lacks: the checkpoint's own, which names the file (the single file,
+/// or the index) that should have held it.
+fn missing(ckpt: &Checkpoint, key: &str) -> MoeError {
+    match ckpt.meta(key) {
+        Err(e) => e,
+        Ok(_) => MoeError::MissingTensor {
+            key: key.to_string(),
+            file: ckpt.dir().display().to_string(),
+        },
+    }
+}
+
+/// Load layer `layer`'s MoE block from `ckpt` as described by `cfg`, converted to `W`, in the crate's
+/// fused layout.
+///
+/// Errors: [`MoeError::LayerOutOfRange`] / [`MoeError::NotMoeLayer`] for a layer that has no MoE block;
+/// [`MoeError::MissingTensor`], [`MoeError::TensorShape`] and [`MoeError::TensorDType`] naming the key and
+/// file of a missing, misshapen or unreadable tensor; [`MoeError::Io`] / [`MoeError::MalformedFile`] for a
+/// shard that cannot be read.
+pub fn load_moe_weights<W: Element>(
+    ckpt: &Checkpoint,
+    cfg: &HfModelConfig,
+    layer: usize,
+) -> Result<MoeWeights<W>> {
+    let keys = MoeBlockKeys::resolve(ckpt, cfg, layer)?;
+    let m = &cfg.moe;
+    let (h, i, e) = (m.hidden_size, m.intermediate_size, m.routing.num_experts);
+    let router = ckpt.read::<W>(&keys.router(), &[e, h])?;
+    let correction_bias = if m.routing.correction_bias {
+        Some(ckpt.read::<f32>(&keys.correction_bias(), &[e])?)
+    } else {
+        None
+    };
+
+    let ih = checked_mul(i, h, "expert projection")?;
+    let (gate_up, down) = match keys.layout {
+        ExpertLayout::Fused => {
+            let gate_up = ckpt.read::<W>(&keys.fused_gate_up(), &[e, 2 * i, h])?;
+            let down = ckpt.read::<W>(&keys.fused_down(), &[e, h, i])?;
+            (gate_up, down)
+        }
+        ExpertLayout::PerExpert => {
+            let mut gate_up = vec![W::default(); checked_mul(e, 2 * ih, "expert gate_up weights")?];
+            let mut down = vec![W::default(); checked_mul(e, ih, "expert down weights")?];
+            for x in 0..e {
+                let block = &mut gate_up[x * 2 * ih..(x + 1) * 2 * ih];
+                let (g, u) = block.split_at_mut(ih);
+                ckpt.read_into(&keys.expert_gate(x), &[i, h], g)?;
+                ckpt.read_into(&keys.expert_up(x), &[i, h], u)?;
+                ckpt.read_into(
+                    &keys.expert_down(x),
+                    &[h, i],
+                    &mut down[x * ih..(x + 1) * ih],
+                )?;
+            }
+            (gate_up, down)
+        }
+    };
+
+    let mut shared = Vec::with_capacity(m.shared_experts.len());
+    if let (Some(sc), Some(sp)) = (m.shared_experts.first(), keys.shared_prefix()) {
+        let is = sc.intermediate_size;
+        let ish = checked_mul(is, h, "shared expert projection")?;
+        let mut sgu = vec![W::default(); 2 * ish];
+        let (g, u) = sgu.split_at_mut(ish);
+        ckpt.read_into(&format!("{sp}.gate_proj.weight"), &[is, h], g)?;
+        ckpt.read_into(&format!("{sp}.up_proj.weight"), &[is, h], u)?;
+        let sdown = {
+            let key = format!("{sp}.down_proj.weight");
+            let mut d = vec![W::default(); ish];
+            ckpt.read_into(&key, &[h, is], &mut d)?;
+            d
+        };
+        let gate = if sc.sigmoid_gate {
+            let key = keys.shared_gate();
+            // `Linear(H, 1)` stores `[1, H]`; accept a plain `[H]` vector too.
+            let shape = ckpt.meta(&key)?.shape;
+            let want: &[usize] = if shape == [h] { &[h] } else { &[1, h] };
+            Some(ckpt.read::<W>(&key, want)?)
+        } else {
+            None
+        };
+        shared.push(SharedExpertWeights {
+            gate_up: sgu,
+            down: sdown,
+            gate,
+        });
+    }
+    if shared.len() != m.shared_experts.len() {
+        return Err(MoeError::UnsupportedModel(format!(
+            "the config has {} shared experts but the {} layout has {}",
+            m.shared_experts.len(),
+            cfg.family,
+            shared.len()
+        )));
+    }
+
+    Ok(MoeWeights {
+        router,
+        correction_bias,
+        gate_up,
+        down,
+        shared,
+    })
+}
+
+/// A Hugging Face model directory: its parsed `config.json` and its (lazily mapped) checkpoint.
+#[derive(Debug)]
+pub struct HfModel {
+    dir: PathBuf,
+    config: HfModelConfig,
+    checkpoint: Checkpoint,
+}
+
+impl HfModel {
+    /// Open `dir`: parse `config.json` and open the checkpoint.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::open_as(dir, None)
+    }
+
+    /// Open `dir` with an explicit family (overriding `model_type`).
+    pub fn open_as(dir: impl AsRef<Path>, family: Option<ModelFamily>) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        if !dir.is_dir() {
+            return Err(MoeError::Io {
+                path: dir,
+                error: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "not an existing directory",
+                ),
+            });
+        }
+        let config = HfModelConfig::from_file(dir.join("config.json"), family)?;
+        let checkpoint = Checkpoint::open(&dir)?;
+        Ok(HfModel {
+            dir,
+            config,
+            checkpoint,
+        })
+    }
+
+    /// The model directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The parsed config.
+    pub fn config(&self) -> &HfModelConfig {
+        &self.config
+    }
+
+    /// The checkpoint.
+    pub fn checkpoint(&self) -> &Checkpoint {
+        &self.checkpoint
+    }
+
+    /// The key names of layer `layer`'s MoE block.
+    pub fn block_keys(&self, layer: usize) -> Result<MoeBlockKeys> {
+        MoeBlockKeys::resolve(&self.checkpoint, &self.config, layer)
+    }
+
+    /// The stored dtype of layer `layer`'s expert weights (of its first expert's gate projection, or of
+    /// the fused gate-up tensor).
+    pub fn stored_dtype(&self, layer: usize) -> Result<DType> {
+        let key = self.block_keys(layer)?.representative();
+        let meta = self.checkpoint.meta(&key)?;
+        meta.dtype.ok_or_else(|| MoeError::TensorDType {
+            key,
+            file: meta.file.display().to_string(),
+            found: meta.stored,
+        })
+    }
+
+    /// Layer `layer`'s MoE weights converted to `W`, in the crate's fused layout (see
+    /// [`load_moe_weights`]).
+    pub fn moe_weights<W: Element>(&self, layer: usize) -> Result<MoeWeights<W>> {
+        load_moe_weights(&self.checkpoint, &self.config, layer)
+    }
+
+    /// Layer `layer`'s MoE block as a validated CPU layer with weights of type `W`.
+    pub fn cpu_layer<W: Element>(&self, layer: usize) -> Result<CpuMoeLayer<W>> {
+        CpuMoeLayer::new(self.config.moe.clone(), self.moe_weights(layer)?)
+    }
+}
+
+/// Open the model in `dir` and load layer `layer`'s MoE block as a CPU layer with weights of type `W`:
+/// `HfModel::open(dir)?.cpu_layer(layer)`.
+pub fn load_moe_layer<W: Element>(dir: impl AsRef<Path>, layer: usize) -> Result<CpuMoeLayer<W>> {
+    HfModel::open(dir)?.cpu_layer(layer)
+}

@@ -1,0 +1,456 @@
+//! Tiny Hugging Face checkpoints built in the tests: a `config.json` per family, random weights under the
+//! hub's key names (per-expert or fused experts), written unsharded or sharded with an index, and the
+//! expected config and fused weights built independently of the crate's loader.
+#![allow(dead_code)]
+
+use half::{bf16, f16};
+use moe_kernels::config::{
+    Activation, GroupScore, GroupedTopK, MoeConfig, RoutingConfig, ScoringFunc, SharedExpertConfig,
+};
+use moe_kernels::cpu::layer::{MoeWeights, SharedExpertWeights};
+use moe_kernels::hf::ModelFamily;
+use moe_kernels::DType;
+use rand::rngs::StdRng;
+use rand::Rng;
+use safetensors::tensor::TensorView;
+use safetensors::Dtype;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A directory removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "moe-test-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Round `v` to what `dtype` stores, and back to f32.
+pub fn round_to(dtype: DType, v: &[f32]) -> Vec<f32> {
+    match dtype {
+        DType::F32 => v.to_vec(),
+        DType::BF16 => v.iter().map(|&x| bf16::from_f32(x).to_f32()).collect(),
+        DType::F16 => v.iter().map(|&x| f16::from_f32(x).to_f32()).collect(),
+    }
+}
+
+/// Little-endian bytes of `v` stored as `dtype`.
+pub fn to_bytes(dtype: DType, v: &[f32]) -> Vec<u8> {
+    match dtype {
+        DType::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        DType::BF16 => v
+            .iter()
+            .flat_map(|&x| bf16::from_f32(x).to_bits().to_le_bytes())
+            .collect(),
+        DType::F16 => v
+            .iter()
+            .flat_map(|&x| f16::from_f32(x).to_bits().to_le_bytes())
+            .collect(),
+    }
+}
+
+pub fn st_dtype(d: DType) -> Dtype {
+    match d {
+        DType::F32 => Dtype::F32,
+        DType::BF16 => Dtype::BF16,
+        DType::F16 => Dtype::F16,
+    }
+}
+
+/// One stored tensor.
+#[derive(Clone, Debug)]
+pub struct Stored {
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub bytes: Vec<u8>,
+}
+
+impl Stored {
+    pub fn float(dtype: DType, shape: Vec<usize>, v: &[f32]) -> Self {
+        assert_eq!(shape.iter().product::<usize>(), v.len());
+        Stored {
+            dtype: st_dtype(dtype),
+            shape,
+            bytes: to_bytes(dtype, v),
+        }
+    }
+}
+
+/// Write `tensors` as one safetensors file.
+pub fn write_safetensors(path: &Path, tensors: &BTreeMap<String, Stored>) {
+    let views: Vec<(String, TensorView<'_>)> = tensors
+        .iter()
+        .map(|(k, t)| {
+            (
+                k.clone(),
+                TensorView::new(t.dtype, t.shape.clone(), &t.bytes).unwrap(),
+            )
+        })
+        .collect();
+    let bytes = safetensors::serialize(views, None).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// A tiny model of one family: its config, every tensor of its checkpoint, and the expected MoE blocks.
+pub struct TinyModel {
+    pub family: ModelFamily,
+    pub dtype: DType,
+    pub fused: bool,
+    pub config: Value,
+    pub tensors: BTreeMap<String, Stored>,
+    /// The expected MoE config, written from the family's documented semantics.
+    pub moe: MoeConfig,
+    /// The expected fused weights (stored values, widened to f32) of every MoE layer.
+    pub layers: BTreeMap<usize, MoeWeights<f32>>,
+    pub num_layers: usize,
+    /// A dense layer, when the family has one.
+    pub dense_layer: Option<usize>,
+}
+
+pub const H: usize = 24;
+pub const I: usize = 16;
+pub const E: usize = 8;
+
+impl TinyModel {
+    /// Random weights for `family`, stored as `dtype`, experts per-expert or `fused`.
+    pub fn new(rng: &mut StdRng, family: ModelFamily, dtype: DType, fused: bool) -> Self {
+        let sw = |is: usize, gate: bool| SharedExpertConfig {
+            intermediate_size: is,
+            sigmoid_gate: gate,
+        };
+        let (config, moe, num_layers, moe_layers): (Value, MoeConfig, usize, Vec<usize>) =
+            match family {
+                ModelFamily::Mixtral => (
+                    json!({"model_type": "mixtral", "architectures": ["MixtralForCausalLM"],
+                       "hidden_size": H, "intermediate_size": I, "num_local_experts": E,
+                       "num_experts_per_tok": 2, "num_hidden_layers": 2, "hidden_act": "silu",
+                       "torch_dtype": "bfloat16", "vocab_size": 32}),
+                    MoeConfig {
+                        hidden_size: H,
+                        intermediate_size: I,
+                        routing: RoutingConfig::softmax_topk(E, 2, true),
+                        activation: Activation::SWIGLU,
+                        shared_experts: vec![],
+                    },
+                    2,
+                    vec![0, 1],
+                ),
+                ModelFamily::Qwen2Moe => (
+                    json!({"model_type": "qwen2_moe", "hidden_size": H, "intermediate_size": 40,
+                       "moe_intermediate_size": I, "shared_expert_intermediate_size": 20,
+                       "num_experts": E, "num_experts_per_tok": 3, "norm_topk_prob": false,
+                       "decoder_sparse_step": 1, "mlp_only_layers": [0], "num_hidden_layers": 3,
+                       "hidden_act": "silu"}),
+                    MoeConfig {
+                        hidden_size: H,
+                        intermediate_size: I,
+                        routing: RoutingConfig::softmax_topk(E, 3, false),
+                        activation: Activation::SWIGLU,
+                        shared_experts: vec![sw(20, true)],
+                    },
+                    3,
+                    vec![1, 2],
+                ),
+                ModelFamily::Qwen3Moe => (
+                    json!({"model_type": "qwen3_moe", "hidden_size": H, "intermediate_size": 40,
+                       "moe_intermediate_size": I, "num_experts": E, "num_experts_per_tok": 2,
+                       "norm_topk_prob": true, "decoder_sparse_step": 2, "mlp_only_layers": [],
+                       "num_hidden_layers": 4, "hidden_act": "silu"}),
+                    MoeConfig {
+                        hidden_size: H,
+                        intermediate_size: I,
+                        routing: RoutingConfig::softmax_topk(E, 2, true),
+                        activation: Activation::SWIGLU,
+                        shared_experts: vec![],
+                    },
+                    4,
+                    vec![1, 3],
+                ),
+                ModelFamily::Olmoe => (
+                    json!({"model_type": "olmoe", "hidden_size": H, "intermediate_size": I,
+                       "num_experts": E, "num_experts_per_tok": 2, "norm_topk_prob": false,
+                       "num_hidden_layers": 2, "hidden_act": "silu"}),
+                    MoeConfig {
+                        hidden_size: H,
+                        intermediate_size: I,
+                        routing: RoutingConfig::softmax_topk(E, 2, false),
+                        activation: Activation::SWIGLU,
+                        shared_experts: vec![],
+                    },
+                    2,
+                    vec![0, 1],
+                ),
+                ModelFamily::DeepseekV2 => (
+                    json!({"model_type": "deepseek_v2", "hidden_size": H, "intermediate_size": 40,
+                       "moe_intermediate_size": I, "n_routed_experts": E, "n_shared_experts": 2,
+                       "num_experts_per_tok": 3, "topk_method": "group_limited_greedy",
+                       "n_group": 4, "topk_group": 2, "scoring_func": "softmax",
+                       "norm_topk_prob": false, "routed_scaling_factor": 1.5,
+                       "first_k_dense_replace": 1, "moe_layer_freq": 1, "num_hidden_layers": 3,
+                       "hidden_act": "silu"}),
+                    MoeConfig {
+                        hidden_size: H,
+                        intermediate_size: I,
+                        routing: RoutingConfig {
+                            num_experts: E,
+                            top_k: 3,
+                            scoring: ScoringFunc::Softmax,
+                            correction_bias: false,
+                            grouping: Some(GroupedTopK {
+                                n_group: 4,
+                                topk_group: 2,
+                                score: GroupScore::Max,
+                            }),
+                            renormalize: false,
+                            routed_scaling_factor: 1.5,
+                        },
+                        activation: Activation::SWIGLU,
+                        shared_experts: vec![sw(2 * I, false)],
+                    },
+                    3,
+                    vec![1, 2],
+                ),
+                ModelFamily::DeepseekV3 => (
+                    json!({"model_type": "deepseek_v3", "hidden_size": H, "intermediate_size": 40,
+                       "moe_intermediate_size": I, "n_routed_experts": E, "n_shared_experts": 1,
+                       "num_experts_per_tok": 3, "topk_method": "noaux_tc", "n_group": 4,
+                       "topk_group": 2, "scoring_func": "sigmoid", "norm_topk_prob": true,
+                       "routed_scaling_factor": 2.5, "first_k_dense_replace": 1,
+                       "moe_layer_freq": 1, "num_hidden_layers": 3, "hidden_act": "silu"}),
+                    MoeConfig {
+                        hidden_size: H,
+                        intermediate_size: I,
+                        routing: RoutingConfig {
+                            num_experts: E,
+                            top_k: 3,
+                            scoring: ScoringFunc::Sigmoid,
+                            correction_bias: true,
+                            grouping: Some(GroupedTopK {
+                                n_group: 4,
+                                topk_group: 2,
+                                score: GroupScore::SumTop2,
+                            }),
+                            renormalize: true,
+                            routed_scaling_factor: 2.5,
+                        },
+                        activation: Activation::SWIGLU,
+                        shared_experts: vec![sw(I, false)],
+                    },
+                    3,
+                    vec![1, 2],
+                ),
+            };
+
+        let mut m = TinyModel {
+            family,
+            dtype,
+            fused,
+            config,
+            tensors: BTreeMap::new(),
+            moe,
+            layers: BTreeMap::new(),
+            num_layers,
+            dense_layer: (0..num_layers).find(|l| !moe_layers.contains(l)),
+        };
+        m.put_f32(rng, "model.embed_tokens.weight", vec![32, H], 1.0);
+        m.put_f32(rng, "model.norm.weight", vec![H], 1.0);
+        for l in 0..num_layers {
+            m.put_f32(
+                rng,
+                &format!("model.layers.{l}.input_layernorm.weight"),
+                vec![H],
+                1.0,
+            );
+            if moe_layers.contains(&l) {
+                let w = m.moe_layer(rng, l);
+                m.layers.insert(l, w);
+            } else {
+                for (n, s) in [
+                    ("gate_proj", [40, H]),
+                    ("up_proj", [40, H]),
+                    ("down_proj", [H, 40]),
+                ] {
+                    m.put_f32(
+                        rng,
+                        &format!("model.layers.{l}.mlp.{n}.weight"),
+                        s.to_vec(),
+                        0.2,
+                    );
+                }
+            }
+        }
+        m
+    }
+
+    /// Store random values of std `scale` under `key` (rounded to the model's dtype); return them.
+    fn put_f32(&mut self, rng: &mut StdRng, key: &str, shape: Vec<usize>, scale: f32) -> Vec<f32> {
+        let n = shape.iter().product();
+        let a = scale * 3f32.sqrt();
+        let v: Vec<f32> = (0..n).map(|_| rng.random_range(-a..a)).collect();
+        let v = round_to(self.dtype, &v);
+        self.tensors
+            .insert(key.to_string(), Stored::float(self.dtype, shape, &v));
+        v
+    }
+
+    fn moe_layer(&mut self, rng: &mut StdRng, l: usize) -> MoeWeights<f32> {
+        let fam = self.family;
+        let prefix = match (fam, self.fused) {
+            (ModelFamily::Mixtral, false) => format!("model.layers.{l}.block_sparse_moe"),
+            _ => format!("model.layers.{l}.mlp"),
+        };
+        let router = self.put_f32(rng, &format!("{prefix}.gate.weight"), vec![E, H], 0.5);
+        let correction_bias = if fam == ModelFamily::DeepseekV3 {
+            let b: Vec<f32> = (0..E).map(|_| rng.random_range(-0.1..0.1)).collect();
+            self.tensors.insert(
+                format!("{prefix}.gate.e_score_correction_bias"),
+                Stored::float(DType::F32, vec![E], &b),
+            );
+            Some(b)
+        } else {
+            None
+        };
+        let mut gate_up = Vec::with_capacity(E * 2 * I * H);
+        let mut down = Vec::with_capacity(E * H * I);
+        if self.fused {
+            // Draw per expert, store stacked: gate rows then up rows of each expert.
+            let a = 0.2 * 3f32.sqrt();
+            let gu: Vec<f32> = (0..E * 2 * I * H)
+                .map(|_| rng.random_range(-a..a))
+                .collect();
+            let dn: Vec<f32> = (0..E * H * I).map(|_| rng.random_range(-a..a)).collect();
+            let (gu, dn) = (round_to(self.dtype, &gu), round_to(self.dtype, &dn));
+            self.tensors.insert(
+                format!("{prefix}.experts.gate_up_proj"),
+                Stored::float(self.dtype, vec![E, 2 * I, H], &gu),
+            );
+            self.tensors.insert(
+                format!("{prefix}.experts.down_proj"),
+                Stored::float(self.dtype, vec![E, H, I], &dn),
+            );
+            gate_up = gu;
+            down = dn;
+        } else {
+            let names = match fam {
+                ModelFamily::Mixtral => ["w1", "w3", "w2"],
+                _ => ["gate_proj", "up_proj", "down_proj"],
+            };
+            for e in 0..E {
+                let p = format!("{prefix}.experts.{e}");
+                let g = self.put_f32(rng, &format!("{p}.{}.weight", names[0]), vec![I, H], 0.2);
+                let u = self.put_f32(rng, &format!("{p}.{}.weight", names[1]), vec![I, H], 0.2);
+                let d = self.put_f32(rng, &format!("{p}.{}.weight", names[2]), vec![H, I], 0.2);
+                gate_up.extend_from_slice(&g);
+                gate_up.extend_from_slice(&u);
+                down.extend_from_slice(&d);
+            }
+        }
+        let mut shared = vec![];
+        let shared_prefix = match fam {
+            ModelFamily::Qwen2Moe => Some(format!("{prefix}.shared_expert")),
+            ModelFamily::DeepseekV2 | ModelFamily::DeepseekV3 => {
+                Some(format!("{prefix}.shared_experts"))
+            }
+            _ => None,
+        };
+        if let Some(sp) = shared_prefix {
+            let is = self.moe.shared_experts[0].intermediate_size;
+            let g = self.put_f32(rng, &format!("{sp}.gate_proj.weight"), vec![is, H], 0.2);
+            let u = self.put_f32(rng, &format!("{sp}.up_proj.weight"), vec![is, H], 0.2);
+            let d = self.put_f32(rng, &format!("{sp}.down_proj.weight"), vec![H, is], 0.2);
+            let gate = (fam == ModelFamily::Qwen2Moe).then(|| {
+                self.put_f32(
+                    rng,
+                    &format!("{prefix}.shared_expert_gate.weight"),
+                    vec![1, H],
+                    0.3,
+                )
+            });
+            shared.push(SharedExpertWeights {
+                gate_up: [g, u].concat(),
+                down: d,
+                gate,
+            });
+        }
+        MoeWeights {
+            router,
+            correction_bias,
+            gate_up,
+            down,
+            shared,
+        }
+    }
+
+    /// The first MoE layer.
+    pub fn moe_layer_no(&self) -> usize {
+        *self.layers.keys().next().unwrap()
+    }
+
+    /// The key prefix of layer `l`'s MoE block in this checkpoint.
+    pub fn prefix(&self, l: usize) -> String {
+        match (self.family, self.fused) {
+            (ModelFamily::Mixtral, false) => format!("model.layers.{l}.block_sparse_moe"),
+            _ => format!("model.layers.{l}.mlp"),
+        }
+    }
+
+    /// Write `config.json` and the checkpoint into `dir`: one file, or `shards` shards plus an index.
+    pub fn write(&self, dir: &Path, shards: usize) {
+        std::fs::write(
+            dir.join("config.json"),
+            serde_json::to_string_pretty(&self.config).unwrap(),
+        )
+        .unwrap();
+        if shards <= 1 {
+            write_safetensors(&dir.join("model.safetensors"), &self.tensors);
+            return;
+        }
+        let mut parts: Vec<BTreeMap<String, Stored>> = vec![BTreeMap::new(); shards];
+        let mut weight_map = serde_json::Map::new();
+        for (n, (k, t)) in self.tensors.iter().enumerate() {
+            let s = n % shards;
+            parts[s].insert(k.clone(), t.clone());
+            weight_map.insert(k.clone(), json!(shard_name(s, shards)));
+        }
+        for (s, part) in parts.iter().enumerate() {
+            write_safetensors(&dir.join(shard_name(s, shards)), part);
+        }
+        let index = json!({"metadata": {"total_size": 0}, "weight_map": weight_map});
+        std::fs::write(
+            dir.join("model.safetensors.index.json"),
+            serde_json::to_string_pretty(&index).unwrap(),
+        )
+        .unwrap();
+    }
+
+    /// Build, write to a fresh directory, return it.
+    pub fn write_temp(&self, tag: &str, shards: usize) -> TempDir {
+        let d = TempDir::new(tag);
+        self.write(d.path(), shards);
+        d
+    }
+}
+
+pub fn shard_name(s: usize, n: usize) -> String {
+    format!("model-{:05}-of-{:05}.safetensors", s + 1, n)
+}
