@@ -57,6 +57,9 @@ fn main() {
     }
     println!("cargo:rerun-if-changed={ALLOW_FILE}");
 
+    // The index math of the kernels, compiled for the host so tests can check it without a GPU.
+    compile_host_math(&manifest_dir, &inputs);
+
     let Some(nvcc) = find_nvcc(&manifest_dir) else {
         no_nvcc();
         write_kernels_rs(&out_dir, &[]);
@@ -73,6 +76,36 @@ fn main() {
     write_report(&report_path, &nvcc, &reports, &allow);
     check_resources(&reports, &allow, &report_path);
     write_kernels_rs(&out_dir, &fatbins);
+}
+
+/// Compile `kernels/host/*.cpp` with the host C++ compiler (the `cc` crate) into one static library
+/// linked into the crate. Each file wraps `__host__ __device__` functions of the kernel headers in
+/// `extern "C"` entry points; `src/host_math/` declares them and tests compare them against the CPU
+/// reference, so the code that decides which GPU thread computes what is tested on every machine.
+fn compile_host_math(manifest_dir: &Path, inputs: &KernelInputs) {
+    let host_dir = manifest_dir.join(KERNEL_DIR).join("host");
+    let mut sources: Vec<PathBuf> = fs::read_dir(&host_dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "cpp"))
+                .collect()
+        })
+        .unwrap_or_default();
+    sources.sort();
+    println!("cargo:rerun-if-changed={}", host_dir.display());
+    for path in sources.iter().chain(&inputs.headers) {
+        println!("cargo:rerun-if-changed={}", path.display());
+    }
+    cc::Build::new()
+        .cpp(true)
+        .std("c++17")
+        .include(manifest_dir.join(KERNEL_DIR))
+        .warnings(true)
+        .extra_warnings(true)
+        .warnings_into_errors(true)
+        .files(&sources)
+        .compile("moe_host_math");
 }
 
 /// The kernel sources (compiled) and headers (hashed, since a header change must recompile).

@@ -31,6 +31,8 @@ pub mod dtype;
 pub mod error;
 pub mod gpu;
 pub mod hf;
+#[doc(hidden)]
+pub mod host_math;
 pub mod tensor;
 pub mod view;
 

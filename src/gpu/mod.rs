@@ -17,7 +17,7 @@
 #[rustfmt::skip]
 mod abi;
 mod device;
-mod routing;
+pub(crate) mod routing;
 mod status;
 
 pub use device::Device;

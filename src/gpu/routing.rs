@@ -125,6 +125,14 @@ pub fn route<T: GpuElement>(
     Ok(())
 }
 
+/// The ABI constant of a group-score kind.
+pub(crate) fn group_score_abi(score: GroupScore) -> i32 {
+    match score {
+        GroupScore::Max => abi::MOE_GROUP_SCORE_MAX,
+        GroupScore::SumTop2 => abi::MOE_GROUP_SCORE_SUM_TOP2,
+    }
+}
+
 /// The validated sizes of a routing launch, as the kernel's integer types.
 struct Shape {
     num_tokens: i64,
@@ -196,10 +204,7 @@ fn check_shapes(
                 // Both fit: n_group <= 12288 was just checked and topk_group < n_group.
                 n_group: g.n_group as i32,
                 topk_group: g.topk_group as i32,
-                score: match g.score {
-                    GroupScore::Max => abi::MOE_GROUP_SCORE_MAX,
-                    GroupScore::SumTop2 => abi::MOE_GROUP_SCORE_SUM_TOP2,
-                },
+                score: group_score_abi(g.score),
             })
         }
         _ => None,
