@@ -4,7 +4,7 @@ mod common;
 
 use common::oracle;
 use moe_kernels::cpu::activation::activation;
-use moe_kernels::cpu::gemm::grouped_gemm;
+use moe_kernels::cpu::gemm::{grouped_gemm, grouped_gemm_activation};
 use moe_kernels::{Activation, ActivationKind, Element, ExpertsRef, MatMut, MatRef};
 use rand::Rng;
 
@@ -126,6 +126,53 @@ fn activations_match_oracle() {
                 })
                 .collect();
             common::assert_close(&format!("{act:?}"), &common::f64s(&out), &want, 1e-6);
+        }
+    }
+}
+
+#[test]
+fn fused_activation_gemm_matches_oracle() {
+    let mut rng = common::rng("fused_activation_gemm_matches_oracle");
+    for kind in [ActivationKind::Silu, ActivationKind::GeluTanh] {
+        for gated in [true, false] {
+            let act = Activation { kind, gated };
+            let (e, i, k) = (5, rng.random_range(1..30), rng.random_range(1..50));
+            let up = act.up_rows(i);
+            let offsets = [0usize, 3, 3, 40, 41, 60];
+            let rows = offsets[e];
+            let x = common::randn(&mut rng, rows * k, 1.0);
+            let w = common::randn(&mut rng, e * up * k, 0.5);
+            let mut out = vec![f32::NAN; rows * i];
+            grouped_gemm_activation(
+                MatRef::new("x", &x, rows, k).unwrap(),
+                &offsets,
+                ExpertsRef::new("w", &w, e, up, k).unwrap(),
+                act,
+                &mut MatMut::new("out", &mut out, rows, i).unwrap(),
+            )
+            .unwrap();
+            let gelu = kind == ActivationKind::GeluTanh;
+            let f = |v: f64| {
+                if gelu {
+                    oracle::gelu_tanh(v)
+                } else {
+                    oracle::silu(v)
+                }
+            };
+            let (x64, w64) = (common::f64s(&x), common::f64s(&w));
+            let mut want = Vec::with_capacity(rows * i);
+            for ex in 0..e {
+                for r in offsets[ex]..offsets[ex + 1] {
+                    let y = oracle::matvec(
+                        &w64[ex * up * k..(ex + 1) * up * k],
+                        up,
+                        k,
+                        &x64[r * k..(r + 1) * k],
+                    );
+                    want.extend((0..i).map(|j| if gated { f(y[j]) * y[i + j] } else { f(y[j]) }));
+                }
+            }
+            common::assert_close(&format!("{act:?}"), &common::f64s(&out), &want, 1e-5);
         }
     }
 }

@@ -4,6 +4,8 @@
 //! rows are a contiguous segment of `X` given by `[E + 1]` offsets, as produced by
 //! [`permute`](super::permute::permute); an expert with no rows costs nothing.
 
+use super::activation::activate_row;
+use crate::config::Activation;
 use crate::dtype::Element;
 use crate::error::{MoeError, Result};
 use crate::view::{ExpertsRef, MatMut, MatRef};
@@ -57,9 +59,36 @@ pub fn grouped_gemm<X: Element, W: Element, Y: Element>(
     })
 }
 
+/// The up projection with the expert activation fused: for each expert `e`,
+/// `out[rows of e] = act(x[rows of e] @ w[e]^T)`, the activation applied to the `f32` accumulators and
+/// the result rounded once (the CPU twin of the GPU GEMM's activation epilogue).
+///
+/// `x` is `[rows, K]`, `w` is `[E, up, K]` with `up = act.up_rows(I)` (gate rows first when gated),
+/// `out` is `[rows, I]`.
+pub fn grouped_gemm_activation<X: Element, W: Element, Y: Element>(
+    x: MatRef<'_, X>,
+    offsets: &[usize],
+    w: ExpertsRef<'_, W>,
+    act: Activation,
+    out: &mut MatMut<'_, Y>,
+) -> Result<()> {
+    let i = out.cols();
+    if w.n() != act.up_rows(i) {
+        return Err(MoeError::shape(
+            "expert up-projection weights",
+            format!("[E, {}, K] for an output of {i} columns", act.up_rows(i)),
+            format!("[{}, {}, {}]", w.experts(), w.n(), w.k()),
+        ));
+    }
+    out.expect_shape("activated output", x.rows(), i)?;
+    grouped_gemm_rows(x, offsets, w, |r, acc| {
+        activate_row(act, acc, out.row_mut(r))
+    })
+}
+
 /// The grouped GEMM with the epilogue left to the caller: `sink(r, acc)` receives row `r`'s `f32`
 /// accumulators (all `N` columns) once, for every row of every expert.
-pub(crate) fn grouped_gemm_rows<X: Element, W: Element>(
+fn grouped_gemm_rows<X: Element, W: Element>(
     x: MatRef<'_, X>,
     offsets: &[usize],
     w: ExpertsRef<'_, W>,

@@ -10,9 +10,8 @@ use crate::dtype::Element;
 use crate::error::{MoeError, Result};
 use crate::view::{checked_mul, expect_len, ExpertsRef, MatMut, MatRef};
 
-use super::activation::activate_row;
 use super::combine::combine;
-use super::gemm::{grouped_gemm, grouped_gemm_rows};
+use super::gemm::{grouped_gemm, grouped_gemm_activation};
 use super::permute::{gather, permute};
 use super::routing::{route, router_logits, Routing};
 use super::sigmoid;
@@ -186,9 +185,13 @@ impl<W: Element> CpuMoeLayer<W> {
             cfg.activation.up_rows(i),
             h,
         )?;
-        grouped_gemm_rows(gathered, offsets, gate_up, |r, acc| {
-            activate_row(cfg.activation, acc, &mut act[r * i..(r + 1) * i]);
-        })?;
+        grouped_gemm_activation(
+            gathered,
+            offsets,
+            gate_up,
+            cfg.activation,
+            &mut MatMut::new("expert intermediate", &mut act, rows, i)?,
+        )?;
         let act = MatRef::new("expert intermediate", &act, rows, i)?;
 
         let mut down = vec![X::default(); checked_mul(rows, h, "expert outputs")?];
@@ -229,6 +232,7 @@ pub fn shared_experts<X: Element, W: Element>(
     x: MatRef<'_, X>,
     shared: &[SharedExpertWeights<W>],
 ) -> Result<Vec<f32>> {
+    cfg.validate()?;
     let (t, h) = (x.rows(), cfg.hidden_size);
     x.expect_shape("hidden states", t, h)?;
     check_shared(cfg, shared)?;
@@ -264,16 +268,27 @@ pub fn shared_experts<X: Element, W: Element>(
             None => None,
         };
         let mut mid = vec![X::default(); checked_mul(t, is, "shared expert intermediate")?];
-        grouped_gemm_rows(x, &all_rows, gate_up, |r, acc| {
-            activate_row(cfg.activation, acc, &mut mid[r * is..(r + 1) * is]);
-        })?;
+        grouped_gemm_activation(
+            x,
+            &all_rows,
+            gate_up,
+            cfg.activation,
+            &mut MatMut::new("shared expert intermediate", &mut mid, t, is)?,
+        )?;
         let mid = MatRef::new("shared expert intermediate", &mid, t, is)?;
-        grouped_gemm_rows(mid, &all_rows, down, |r, acc| {
+        let mut y = vec![0f32; checked_mul(t, h, "shared expert output")?];
+        grouped_gemm(
+            mid,
+            &all_rows,
+            down,
+            &mut MatMut::new("shared expert output", &mut y, t, h)?,
+        )?;
+        for (r, (srow, yrow)) in sum.chunks_mut(h).zip(y.chunks(h)).enumerate() {
             let g = gate.as_ref().map_or(1.0, |g| g[r]);
-            for (s, &a) in sum[r * h..(r + 1) * h].iter_mut().zip(acc) {
-                *s += g * a;
+            for (s, &v) in srow.iter_mut().zip(yrow) {
+                *s += g * v;
             }
-        })?;
+        }
     }
     Ok(sum)
 }
