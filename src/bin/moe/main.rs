@@ -4,6 +4,7 @@
 //! moe run   --model DIR --layer N --input IN.safetensors --output OUT.safetensors [--device auto|cpu|cuda] [--dtype f32|bf16|f16]
 //! moe info  --model DIR
 //! moe check --model DIR --layer N [--tokens T] [--seed S] [--device auto|cpu|cuda]
+//! moe bench [--preset P,...] [--tokens T,...] [--out DIR] [--device auto|cpu|cuda]
 //! ```
 //!
 //! Every failure prints one line, `error: ...`, on stderr and exits non-zero (2 for a bad command line,
@@ -12,6 +13,7 @@
 //! Each subcommand is a module of `src/bin/moe/` with an `Args` struct (clap) and a `main(Args)`; a new
 //! subcommand is one more module and one more variant of [`Command`].
 
+mod bench;
 mod check;
 mod common;
 mod info;
@@ -45,6 +47,11 @@ enum Command {
     /// Runs the layer on the GPU and on the CPU reference and prints the relative error and the routing
     /// agreement (without a GPU: CPU bf16 against CPU f32).
     Check(check::Args),
+    /// Benchmark every stage and the whole layer on real model shapes, against PyTorch peers and
+    /// measured hardware ceilings.
+    ///
+    /// Writes results.json, results.md and SVG plots to --out.
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +80,7 @@ fn main() -> ExitCode {
         Command::Run(a) => run::main(a),
         Command::Info(a) => info::main(a),
         Command::Check(a) => check::main(a),
+        Command::Bench(a) => bench::main(a),
     });
     match result {
         Ok(Ok(())) => ExitCode::SUCCESS,

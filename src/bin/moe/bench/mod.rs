@@ -1,0 +1,269 @@
+//! `moe bench`: how fast each stage and the whole MoE layer run, against what, and how close to the
+//! hardware, on the standard model shapes and token counts.
+//!
+//! For each preset and token count it times every stage alone (routing, permutation, up GEMM with the
+//! fused activation, down GEMM, combine) and the whole layer, reports the median and spread, useful
+//! TFLOP/s and GB/s and their percentage of ceilings measured in the same run, runs the PyTorch peers
+//! (`scripts/bench_torch.py`) on the same shapes, and writes `results.json`, `results.md` and SVG plots.
+//!
+//! On a CPU-only machine it times the CPU path (smaller token counts by default) against the Hugging
+//! Face-style block run by PyTorch on the CPU; the GPU side runs once the GPU layer is built.
+
+mod cpu;
+mod measure;
+mod presets;
+mod report;
+mod torch;
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use super::common::{resolve_device, Backend, DeviceArg};
+use measure::{Budget, Stage};
+use presets::Preset;
+use report::{Ceilings, Record, Report};
+
+/// Token counts timed on the CPU when `--tokens` is not given.
+const CPU_TOKENS: &[usize] = &[1, 4, 16];
+/// The implementation name of this crate's CPU path in the results.
+const OURS_CPU: &str = "moe-kernels cpu";
+
+/// `moe bench` arguments.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Presets to run, comma-separated (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    preset: Vec<Preset>,
+    /// Token counts, comma-separated (default on the CPU: 1,4,16).
+    #[arg(long, value_delimiter = ',')]
+    tokens: Vec<usize>,
+    /// Directory for results.json, results.md and the plots.
+    #[arg(long, value_name = "DIR", default_value = "bench-out")]
+    out: PathBuf,
+    /// Where to run.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    device: DeviceArg,
+    /// Minimum measuring time per configuration, in seconds (at least 3 runs are always timed).
+    #[arg(long, default_value_t = 0.5)]
+    min_seconds: f64,
+    /// Skip the PyTorch peers.
+    #[arg(long)]
+    no_peers: bool,
+    /// The Python interpreter for the PyTorch peers (default: MOE_BENCH_PYTHON, then
+    /// .toolchain/bench-venv/bin/python, then python3).
+    #[arg(long, value_name = "PATH")]
+    python: Option<PathBuf>,
+    /// Seed of the random weights and inputs.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+/// Run the command.
+pub fn main(args: Args) -> Result<()> {
+    let (backend, note) = resolve_device(args.device, "bench")?;
+    if let Some(note) = note {
+        eprintln!("moe bench: running on the CPU ({note})");
+    }
+    match backend {
+        Backend::Cpu => bench_cpu(&args),
+    }
+}
+
+fn bench_cpu(args: &Args) -> Result<()> {
+    let presets = if args.preset.is_empty() {
+        Preset::ALL.to_vec()
+    } else {
+        args.preset.clone()
+    };
+    let tokens = if args.tokens.is_empty() {
+        CPU_TOKENS.to_vec()
+    } else {
+        args.tokens.clone()
+    };
+    if tokens.contains(&0) {
+        bail!("--tokens values must be at least 1");
+    }
+    if !(args.min_seconds >= 0.0 && args.min_seconds.is_finite()) {
+        bail!("--min-seconds must be a finite, non-negative number");
+    }
+    let budget = Budget {
+        min_samples: 3,
+        min_seconds: args.min_seconds,
+        max_samples: 1000,
+    };
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+
+    let ceilings = cpu_ceilings();
+    let mut report = Report {
+        date: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        commit: commit(),
+        device: cpu_name(),
+        dtype: "bf16".into(),
+        ceilings,
+        records: Vec::new(),
+        notes: Vec::new(),
+        skipped: Vec::new(),
+    };
+    let peer = (!args.no_peers).then(|| torch::TorchPeer::locate(args.python.clone()));
+    let progress = ProgressBar::new((presets.len() * tokens.len()) as u64);
+    progress.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    progress.enable_steady_tick(Duration::from_millis(200));
+
+    for preset in presets {
+        let cfg = preset.config();
+        let need = cpu::weight_bytes(&cfg);
+        if let Some(avail) = available_memory() {
+            if need as f64 > 0.7 * avail as f64 {
+                report.skipped.push(format!(
+                    "{} on the CPU: its bf16 weights take {:.1} GB, more than 70% of the {:.1} GB \
+                     of memory available",
+                    preset.name(),
+                    need as f64 / 1e9,
+                    avail as f64 / 1e9
+                ));
+                progress.inc(tokens.len() as u64);
+                continue;
+            }
+        }
+        progress.set_message(format!("{}: generating weights", preset.name()));
+        let layer = moe_kernels::cpu::layer::CpuMoeLayer::new(
+            cfg.clone(),
+            cpu::random_weights(&cfg, args.seed),
+        )?;
+        for &t in &tokens {
+            progress.set_message(format!("{}: {t} tokens", preset.name()));
+            let (timings, touched) = cpu::bench_tokens(&layer, t, args.seed ^ t as u64, budget)?;
+            for (stage, stats) in timings {
+                let work = measure::work(&cfg, stage, t, touched, 2);
+                report.records.push(Record::new(
+                    preset.name(),
+                    t,
+                    OURS_CPU,
+                    stage.name(),
+                    stats,
+                    work,
+                    &report.ceilings,
+                ));
+            }
+            progress.inc(1);
+        }
+        drop(layer);
+        if let Some(peer) = &peer {
+            progress.set_message(format!("{}: PyTorch peers", preset.name()));
+            let file = args.out.join(format!("torch-{}.json", preset.name()));
+            match peer.run(&cfg, &tokens, "cpu", args.min_seconds, &file)? {
+                Ok(run) => {
+                    let note = format!(
+                        "PyTorch peers: torch {} on {}, same shapes, random bf16 weights",
+                        run.torch_version, run.device
+                    );
+                    if !report.notes.contains(&note) {
+                        report.notes.push(note);
+                    }
+                    report.skipped.extend(
+                        run.skipped
+                            .iter()
+                            .map(|s| format!("{}: {s}", preset.name())),
+                    );
+                    for r in &run.records {
+                        // The peers run the whole block; their work is the layer's, with the same
+                        // experts touched (their routing is the same function of the same shapes).
+                        let touched = cfg.routing.num_experts.min(r.tokens * cfg.routing.top_k);
+                        let work = measure::work(&cfg, Stage::Layer, r.tokens, touched, 2);
+                        report.records.push(Record::new(
+                            preset.name(),
+                            r.tokens,
+                            &r.implementation,
+                            Stage::Layer.name(),
+                            r.stats(),
+                            work,
+                            &report.ceilings,
+                        ));
+                    }
+                }
+                Err(why) => report
+                    .skipped
+                    .push(format!("PyTorch peers for {}: {why}", preset.name())),
+            }
+        }
+    }
+    progress.finish_and_clear();
+
+    report.compare_with_peers(OURS_CPU);
+    print!("{}", report.table());
+    for why in &report.skipped {
+        println!("not run: {why}");
+    }
+    let plots = report.write(&args.out)?;
+    println!(
+        "wrote {}/results.json, results.md and {} plots",
+        args.out.display(),
+        plots.len()
+    );
+    Ok(())
+}
+
+/// The CPU's copy bandwidth: a 256 MiB buffer copied repeatedly, bytes read plus written per second.
+fn cpu_ceilings() -> Ceilings {
+    const BYTES: usize = 256 << 20;
+    let src = vec![1u8; BYTES];
+    let mut dst = vec![0u8; BYTES];
+    let budget = Budget {
+        min_samples: 5,
+        min_seconds: 0.5,
+        max_samples: 50,
+    };
+    let stats = measure::time_host(budget, || {
+        dst.copy_from_slice(std::hint::black_box(&src));
+        std::hint::black_box(&mut dst);
+    });
+    Ceilings {
+        copy_gbps: 2.0 * BYTES as f64 / (stats.median_us * 1e-6) / 1e9,
+        gemm_tflops: None,
+        method: "CPU: median of 256 MiB memcpy, one thread".into(),
+    }
+}
+
+/// `MemAvailable` from /proc/meminfo, in bytes, where the system has it.
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// The CPU model and the number of threads the benchmark uses (the CPU path is single-threaded).
+fn cpu_name() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    format!("{model} ({cores} cores available; the CPU path uses one thread)")
+}
+
+/// The source commit: `MOE_BENCH_COMMIT` (set where the binary was built elsewhere), else git.
+fn commit() -> String {
+    if let Ok(c) = std::env::var("MOE_BENCH_COMMIT") {
+        return c;
+    }
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
