@@ -38,6 +38,10 @@ pub enum GroupScore {
 
 /// Grouped top-k: experts are split into `n_group` equal contiguous groups; only the experts of the
 /// `topk_group` best groups can be chosen.
+///
+/// Experts of the dropped groups are ineligible, as in vLLM and SGLang. (Hugging Face's reference
+/// DeepSeek code sets their choice scores to 0.0 instead, which picks a dropped expert over a kept one
+/// only when the kept one's bias-corrected score is negative.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GroupedTopK {
     /// Number of expert groups; must divide the expert count.
