@@ -67,9 +67,16 @@ typedef struct MoeStatus {
     uint64_t nonfinite_logit;
     /** Complemented key of the first non-finite correction-bias entry, or 0. */
     uint64_t nonfinite_bias;
+    /** Complemented key `flat << 32 | (uint32_t)id` of the lowest flat position
+     * `flat = token * top_k + slot` whose expert id is outside `0..num_experts`, or 0 (recorded by
+     * the permutation, which skips such entries). */
+    uint64_t expert_id;
+    /** `top_k << 32 | num_experts` of the permutation launch that last recorded an `expert_id`, to
+     * decode the position; 0 when none did. */
+    uint64_t expert_id_shape;
 } MoeStatus;
 
-MOE_STATIC_ASSERT(sizeof(MoeStatus) == 16, "MoeStatus must be 16 bytes without padding");
+MOE_STATIC_ASSERT(sizeof(MoeStatus) == 32, "MoeStatus must be 32 bytes without padding");
 
 /**
  * Arguments of the `moe_route_<dtype>` kernels: router logits to top-k expert ids and weights.
@@ -110,5 +117,235 @@ typedef struct MoeRoutingParams {
 } MoeRoutingParams;
 
 MOE_STATIC_ASSERT(sizeof(MoeRoutingParams) == 80, "MoeRoutingParams must be 80 bytes without padding");
+
+/* ---------------------------------------------------------------------------------------------
+ * Permutation (kernels/permute.cu): routing decisions sorted by expert, and the gather.
+ * ------------------------------------------------------------------------------------------- */
+
+/** Threads of the single-block permutation kernel and of the multi-block scan kernel. */
+#define MOE_PERMUTE_SINGLE_BLOCK_THREADS 1024
+/** Threads per block of the multi-block count and scatter kernels (one warp per chunk). */
+#define MOE_PERMUTE_BLOCK_THREADS 256
+/** Largest `num_tokens * top_k` one permutation takes (a MoeStatus key has 32 bits for it). */
+#define MOE_PERMUTE_MAX_SLOTS 4294967295
+/** Threads per block of the gather kernels (one warp per row). */
+#define MOE_GATHER_BLOCK_THREADS 256
+
+/**
+ * Arguments of the `moe_permute_*` kernels: `[num_slots]` expert ids (flat `token * top_k + slot`)
+ * to the expert-sorted row layout. Rows of expert `e` are `expert_offsets[e]..expert_offsets[e+1]`,
+ * each segment padded with empty rows to a multiple of `block_size`; within an expert, rows are in
+ * flat order (stable). Ids outside `0..num_experts` are skipped (no row, `slot_row = -1`) and
+ * recorded in `status`.
+ */
+typedef struct MoePermuteParams {
+    /** Expert ids `[num_slots]`. */
+    const int32_t* topk_ids;
+    /** Output `[num_experts + 1]`: segment starts; `expert_offsets[num_experts]` is the row total. */
+    int64_t* expert_offsets;
+    /** Output `[num_experts]`: real (unpadded) rows per expert. */
+    int64_t* expert_counts;
+    /** Output `[row_capacity]`: flat source of each row, -1 for padding and for rows past the total. */
+    int64_t* row_source;
+    /** Output `[num_slots]`: the row of each flat position, -1 for a skipped id. */
+    int64_t* slot_row;
+    /** Scratch `[num_experts * num_chunks]`, expert-major: per-chunk counts, then per-chunk cursors. */
+    uint32_t* chunk_counts;
+    /** Error record, never NULL. */
+    MoeStatus* status;
+    /** `num_tokens * top_k` (1 <= num_slots <= MOE_PERMUTE_MAX_SLOTS). */
+    int64_t num_slots;
+    /** Length of `row_source`: at least `num_slots + min(num_experts, num_slots) * (block_size - 1)`. */
+    int64_t row_capacity;
+    /** Entries per chunk, a multiple of 32; chunk `c` is `[c * chunk_size, (c+1) * chunk_size)`. */
+    int64_t chunk_size;
+    /** Number of chunks, `ceil(num_slots / chunk_size)`. */
+    int64_t num_chunks;
+    /** Segment padding (>= 1; 1 = none). */
+    int64_t block_size;
+    /** Number of experts `E` (>= 1). */
+    int32_t num_experts;
+    /** Experts per token `k` (>= 1), to decode positions in `status`. */
+    int32_t top_k;
+} MoePermuteParams;
+
+MOE_STATIC_ASSERT(sizeof(MoePermuteParams) == 104, "MoePermuteParams must be 104 bytes without padding");
+
+/**
+ * Arguments of the `moe_gather_*` kernels: `out[r] = x[row_source[r] / top_k]` for every row
+ * `r < expert_offsets[num_experts]`, zeros where `row_source[r] < 0`. Rows are moved as raw bytes in
+ * units of the kernel's width (2, 4 or 16 bytes).
+ */
+typedef struct MoeGatherParams {
+    /** Hidden states `[num_tokens, row_units]` in units. */
+    const void* x;
+    /** `[row_capacity]` flat source per row, from the permutation. */
+    const int64_t* row_source;
+    /** `[num_experts + 1]` segment starts, from the permutation. */
+    const int64_t* expert_offsets;
+    /** Output `[row_capacity, row_units]` in units. */
+    void* out;
+    /** Number of tokens `T`. */
+    int64_t num_tokens;
+    /** Units per row (`H * sizeof(T) / unit`). */
+    int64_t row_units;
+    /** Experts per token `k`. */
+    int64_t top_k;
+    /** Rows of `out` and `row_source`. */
+    int64_t row_capacity;
+    /** Number of experts `E`. */
+    int64_t num_experts;
+} MoeGatherParams;
+
+MOE_STATIC_ASSERT(sizeof(MoeGatherParams) == 72, "MoeGatherParams must be 72 bytes without padding");
+
+/* ---------------------------------------------------------------------------------------------
+ * Combine (kernels/combine.cu): expert outputs back to token order, and the shared experts' sum.
+ * ------------------------------------------------------------------------------------------- */
+
+/** Threads per block of the `moe_combine_*` kernels. */
+#define MOE_COMBINE_BLOCK_THREADS 128
+/** Columns per thread on the vector path of the `moe_combine_*` kernels (`*_v8`). */
+#define MOE_COMBINE_VEC 8
+/** Threads per block of the `moe_shared_accumulate_*` kernels. */
+#define MOE_SHARED_BLOCK_THREADS 256
+
+/**
+ * Arguments of the `moe_combine_*` kernels:
+ * `out[t] = sum over s in 0..top_k of weights[t, s] * expert_out[slot_row[t * top_k + s]] (+ shared[t])`,
+ * accumulated in f32 in slot order, rounded once. Slots whose row is outside `0..num_rows` (ids the
+ * permutation skipped) contribute nothing.
+ */
+typedef struct MoeCombineParams {
+    /** Expert outputs `[num_rows, hidden]`, permuted order. */
+    const void* expert_out;
+    /** `[num_tokens * top_k]` row of each (token, slot). */
+    const int64_t* slot_row;
+    /** Routing weights `[num_tokens, top_k]`. */
+    const float* weights;
+    /** Shared experts' output `[num_tokens, hidden]`, or NULL. */
+    const void* shared;
+    /** Output `[num_tokens, hidden]`. */
+    void* out;
+    /** Number of tokens `T`. */
+    int64_t num_tokens;
+    /** Columns `H`. */
+    int64_t hidden;
+    /** Experts per token `k`. */
+    int64_t top_k;
+    /** Rows of `expert_out`. */
+    int64_t num_rows;
+} MoeCombineParams;
+
+MOE_STATIC_ASSERT(sizeof(MoeCombineParams) == 72, "MoeCombineParams must be 72 bytes without padding");
+
+/**
+ * Arguments of the `moe_shared_accumulate_*` kernels, one shared expert's contribution:
+ * `sum[t] = (accumulate ? sum[t] : 0) + g[t] * part[t]` with `g[t] = sigmoid(x[t] . gate)` when
+ * `gate` is given, 1 otherwise.
+ */
+typedef struct MoeSharedAccumulateParams {
+    /** Hidden states `[num_tokens, hidden]` of the kernel's element type (read only with a gate). */
+    const void* x;
+    /** Sigmoid gate weight `[hidden]` of the kernel's element type, or NULL. */
+    const void* gate;
+    /** This shared expert's output `[num_tokens, hidden]`. */
+    const float* part;
+    /** The running sum `[num_tokens, hidden]`. */
+    float* sum;
+    /** Number of tokens `T`. */
+    int64_t num_tokens;
+    /** Columns `H`. */
+    int64_t hidden;
+    /** Nonzero: add to `sum`; zero: overwrite it. */
+    int64_t accumulate;
+} MoeSharedAccumulateParams;
+
+MOE_STATIC_ASSERT(sizeof(MoeSharedAccumulateParams) == 56,
+                  "MoeSharedAccumulateParams must be 56 bytes without padding");
+
+/* ---- Expert activations (kernels/activation.cuh) ---- */
+
+/** An expert nonlinearity: `silu(x) = x * sigmoid(x)`. */
+#define MOE_ACTIVATION_SILU 0
+/** An expert nonlinearity: the tanh approximation of GELU. */
+#define MOE_ACTIVATION_GELU_TANH 1
+
+/* ---- Grouped expert GEMM (kernels/grouped_gemm.cu) ---- */
+
+/** `MoeGemmParams::epilogue`: `out[r, c] = acc[r, c]`, `out` is `[rows, n]`. */
+#define MOE_GEMM_EPILOGUE_STORE 0
+/** `MoeGemmParams::epilogue`: `out[r, c] = act(acc[r, c])`, `out` is `[rows, n]`. */
+#define MOE_GEMM_EPILOGUE_ACTIVATION 1
+/** `MoeGemmParams::epilogue`: `out[r, c] = act(acc[r, c]) * acc[r, n/2 + c]` (weight rows `[0, n/2)` are
+ * the gate, `[n/2, n)` the up projection), `out` is `[rows, n/2]`. */
+#define MOE_GEMM_EPILOGUE_GATED 2
+
+/* Tile configurations of the `moe_gemm_<config>_<input>_<output>` kernels: rows (BM) and weight rows
+ * (BN) of one output tile, threads per block, and the dynamic shared memory of the cp.async pipeline.
+ * The kernels static_assert their template parameters against these. */
+
+/** `small` (decode, up to about 16 rows per expert): rows per tile. */
+#define MOE_GEMM_SMALL_BM 16
+/** `small`: weight rows per tile. */
+#define MOE_GEMM_SMALL_BN 64
+/** `small`: threads per block. */
+#define MOE_GEMM_SMALL_THREADS 128
+/** `small`: dynamic shared memory per block in bytes. */
+#define MOE_GEMM_SMALL_SMEM_BYTES 61440
+
+/** `medium` (about 16 to 64 rows per expert), also the tile of the `generic` (unaligned) kernels: rows
+ * per tile. */
+#define MOE_GEMM_MEDIUM_BM 64
+/** `medium`: weight rows per tile. */
+#define MOE_GEMM_MEDIUM_BN 128
+/** `medium`: threads per block. */
+#define MOE_GEMM_MEDIUM_THREADS 128
+/** `medium`: dynamic shared memory per block in bytes. */
+#define MOE_GEMM_MEDIUM_SMEM_BYTES 49152
+
+/** `large` (prefill): rows per tile. */
+#define MOE_GEMM_LARGE_BM 128
+/** `large`: weight rows per tile. */
+#define MOE_GEMM_LARGE_BN 128
+/** `large`: threads per block. */
+#define MOE_GEMM_LARGE_THREADS 256
+/** `large`: dynamic shared memory per block in bytes. */
+#define MOE_GEMM_LARGE_SMEM_BYTES 65536
+
+/**
+ * Arguments of the `moe_gemm_<config>_<input>_<output>` kernels: for every expert `e`,
+ * `out[rows of e] = epilogue(x[rows of e] @ w[e]^T)`, accumulated in f32.
+ *
+ * Expert `e` owns rows `[m_e, m_{e+1})` where `m_j` is the running maximum of
+ * `clamp(expert_offsets[i], 0, rows)` over `i <= j`: valid (non-decreasing, in-range) offsets are used as
+ * given, and any other content still yields disjoint in-range segments (a decreasing segment is empty).
+ * Rows outside every segment are not written. Every index is computed in 64 bits.
+ */
+typedef struct MoeGemmParams {
+    /** Activations `[rows, k]`, row-major, of the kernel's input type. */
+    const void* x;
+    /** Expert weights `[num_experts, n, k]`, `k` contiguous, of the kernel's input type. */
+    const void* w;
+    /** Segment starts `[num_experts + 1]` on the device, or NULL for one segment of all rows
+     * (then `num_experts` is 1). */
+    const int64_t* expert_offsets;
+    /** Output `[rows, n]` (`[rows, n/2]` for MOE_GEMM_EPILOGUE_GATED), of the kernel's output type. */
+    void* out;
+    /** Rows of `x` and `out` (>= 1). */
+    int64_t rows;
+    /** Weight rows per expert (>= 1, even for MOE_GEMM_EPILOGUE_GATED, < 2^31). */
+    int64_t n;
+    /** Reduction length (< 2^31; 0 gives zero accumulators). */
+    int64_t k;
+    /** Number of experts (1 <= num_experts < 2^31). */
+    int64_t num_experts;
+    /** One of the MOE_GEMM_EPILOGUE_* values. */
+    int32_t epilogue;
+    /** One of the MOE_ACTIVATION_* values; ignored by MOE_GEMM_EPILOGUE_STORE. */
+    int32_t activation;
+} MoeGemmParams;
+
+MOE_STATIC_ASSERT(sizeof(MoeGemmParams) == 72, "MoeGemmParams must be 72 bytes without padding");
 
 #endif /* MOE_ABI_H */

@@ -14,23 +14,10 @@ use moe_kernels::{GroupScore, GroupedTopK, MatRef, MoeError, RoutingConfig, Scor
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::Rng;
-use std::io::Write;
 
 /// The device, or `None` (after printing why) when this machine cannot run the GPU tests.
 fn device(test: &str) -> Option<Device> {
-    match Device::new(0) {
-        Ok(dev) => Some(dev),
-        Err(e @ (MoeError::KernelsNotBuilt | MoeError::NoCudaDevice(_))) => {
-            if std::env::var("MOE_KERNELS_REQUIRE_GPU").is_ok_and(|v| v == "1") {
-                panic!("MOE_KERNELS_REQUIRE_GPU=1 but no GPU is usable: {e}");
-            }
-            // Straight to the stderr handle, not `eprintln!`, so that the test harness does not
-            // capture it: a skip must be visible in a plain `cargo test` run.
-            let _ = writeln!(std::io::stderr(), "SKIPPED gpu_routing::{test}: {e}");
-            None
-        }
-        Err(e) => panic!("Device::new(0) failed unexpectedly: {e}"),
-    }
+    common::gpu("gpu_routing", test)
 }
 
 #[test]
@@ -321,8 +308,12 @@ fn matches_cpu_reference_on_random_configs() {
     let mut rng = common::rng("gpu_routing");
     let mut rows = 0;
     let mut tie_rows = 0;
-    for case in 0..48 {
-        let e = *[1usize, 8, 60, 128, 256, 1000].choose(&mut rng).unwrap();
+    for case in 0..60 {
+        // Every fast-path width (E <= 32, 64, 128, 256, 512) and its boundaries, and the general
+        // path beyond 512.
+        let e = *[1usize, 8, 33, 60, 128, 256, 257, 512, 513, 1000]
+            .choose(&mut rng)
+            .unwrap();
         let cfg = random_config(&mut rng, e);
         let mut t = *[1usize, 7, 1000, 4097].choose(&mut rng).unwrap();
         // Keep the CPU reference quick: dense k = E routing of big rows uses fewer tokens.
@@ -516,4 +507,123 @@ fn non_finite_inputs_are_reported_by_the_status() {
     // reset() clears the record.
     status.reset().unwrap();
     status.check().unwrap();
+}
+
+#[test]
+fn route_from_hidden_matches_cpu_router() {
+    let Some(dev) = device("route_from_hidden_matches_cpu_router") else {
+        return;
+    };
+    let mut rng = common::rng("route_from_hidden_matches_cpu_router");
+    let stream = dev.stream();
+    for (e, k, h, t) in [
+        (8usize, 2usize, 256usize, 7usize),
+        (60, 4, 128, 1000),
+        (256, 8, 512, 33),
+    ] {
+        let cfg = RoutingConfig::softmax_topk(e, k, true);
+        let x: Vec<bf16> = common::randn(&mut rng, t * h, 1.0)
+            .into_iter()
+            .map(bf16::from_f32)
+            .collect();
+        let w: Vec<bf16> = common::randn(&mut rng, e * h, 1.0 / (h as f32).sqrt())
+            .into_iter()
+            .map(bf16::from_f32)
+            .collect();
+        // The CPU router on the same bf16 values.
+        let xf: Vec<f32> = x.iter().map(|v| v.to_f32()).collect();
+        let wf: Vec<f32> = w.iter().map(|v| v.to_f32()).collect();
+        let mut logits_cpu = vec![0f32; t * e];
+        moe_kernels::cpu::routing::router_logits(
+            MatRef::new("x", &xf, t, h).unwrap(),
+            MatRef::new("w", &wf, e, h).unwrap(),
+            &mut moe_kernels::MatMut::new("logits", &mut logits_cpu, t, e).unwrap(),
+        )
+        .unwrap();
+        let cpu = cpu_route(
+            &cfg,
+            MatRef::new("logits", &logits_cpu, t, e).unwrap(),
+            None,
+        )
+        .unwrap();
+
+        let x_dev = stream.clone_htod(&x).unwrap();
+        let w_dev = stream.clone_htod(&w).unwrap();
+        let mut logits = stream.clone_htod(&vec![f32::NAN; t * e]).unwrap();
+        let mut ids = stream.clone_htod(&vec![-7i32; t * k]).unwrap();
+        let mut weights = stream.clone_htod(&vec![f32::NAN; t * k]).unwrap();
+        let mut status = DeviceStatus::new(&dev).unwrap();
+        moe_kernels::gpu::route_from_hidden(
+            &dev,
+            &cfg,
+            &x_dev.as_view(),
+            t,
+            h,
+            &w_dev.as_view(),
+            None,
+            &mut logits.as_view_mut(),
+            &mut ids.as_view_mut(),
+            &mut weights.as_view_mut(),
+            &mut status,
+        )
+        .unwrap();
+        status.check().unwrap();
+        let logits_gpu = stream.clone_dtoh(&logits).unwrap();
+        common::assert_close(
+            "router logits",
+            &common::f64s(&logits_gpu),
+            &common::f64s(&logits_cpu),
+            1e-5,
+        );
+        let gpu = GpuRouting {
+            ids: stream.clone_dtoh(&ids).unwrap(),
+            weights: stream.clone_dtoh(&weights).unwrap(),
+        };
+        // Near-ties are judged on the GPU's logits (the CPU's differ in the last bits).
+        compare(
+            &format!("route_from_hidden E = {e}"),
+            &cfg,
+            &logits_gpu,
+            None,
+            &cpu_route(
+                &cfg,
+                MatRef::new("logits", &logits_gpu, t, e).unwrap(),
+                None,
+            )
+            .unwrap(),
+            &gpu,
+        );
+        // And the routing of the CPU's logits agrees except where the logits differ.
+        let mut differing = 0;
+        for tok in 0..t {
+            if cpu.ids[tok * k..(tok + 1) * k] != gpu.ids[tok * k..(tok + 1) * k] {
+                differing += 1;
+            }
+        }
+        assert!(
+            differing <= (t / 100).max(1),
+            "E = {e}: {differing} of {t} tokens routed differently from the CPU router"
+        );
+    }
+}
+
+/// Small routings through every kernel (each fast-path width and the general path, grouped and
+/// biased), for `compute-sanitizer` (scripts/gpu-check.sh runs the `sanitizer_smoke` tests).
+#[test]
+fn sanitizer_smoke() {
+    let Some(dev) = device("sanitizer_smoke") else {
+        return;
+    };
+    let mut rng = common::rng("gpu_routing_sanitizer_smoke");
+    for (n, e) in [8usize, 60, 128, 256, 512, 1000].into_iter().enumerate() {
+        let cfg = random_config(&mut rng, e);
+        check_case(&dev, &mut rng, &cfg, 3, n % 3);
+    }
+    check_case(
+        &dev,
+        &mut rng,
+        &moe_kernels::MoeConfig::deepseek_v3().routing,
+        5,
+        1,
+    );
 }

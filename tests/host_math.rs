@@ -3,8 +3,9 @@
 
 mod common;
 
-use moe_kernels::host_math;
-use moe_kernels::GroupScore;
+use moe_kernels::cpu::routing::route;
+use moe_kernels::host_math::{self, RowSource};
+use moe_kernels::{GroupScore, GroupedTopK, MatRef, MoeError, RoutingConfig, ScoringFunc};
 use rand::Rng;
 
 #[test]
@@ -45,6 +46,185 @@ fn group_scores_match_the_definition() {
         assert!(
             (top2 - want).abs() <= 1e-6 * want.abs().max(1.0),
             "{choice:?}: {top2} vs {want}"
+        );
+    }
+}
+
+/// A random valid routing config over `e` experts (grouping, bias, scoring, renormalisation, scale).
+fn random_routing(rng: &mut rand::rngs::StdRng, e: usize) -> RoutingConfig {
+    let ks: Vec<usize> = [1, 2, 6, 8, e].into_iter().filter(|&k| k <= e).collect();
+    let mut k = ks[rng.random_range(0..ks.len())];
+    let divisors: Vec<usize> = (1..=e).filter(|d| e % d == 0 && *d <= 64).collect();
+    let grouping = (e > 1 && rng.random_bool(0.4)).then(|| {
+        let n_group = divisors[rng.random_range(0..divisors.len())];
+        let size = e / n_group;
+        GroupedTopK {
+            n_group,
+            topk_group: rng.random_range(k.div_ceil(size).min(n_group)..=n_group),
+            score: if rng.random_bool(0.5) {
+                GroupScore::Max
+            } else {
+                GroupScore::SumTop2
+            },
+        }
+    });
+    if let Some(g) = &grouping {
+        k = k.min(g.topk_group * (e / g.n_group));
+    }
+    RoutingConfig {
+        num_experts: e,
+        top_k: k,
+        scoring: if rng.random_bool(0.5) {
+            ScoringFunc::Softmax
+        } else {
+            ScoringFunc::Sigmoid
+        },
+        correction_bias: rng.random_bool(0.4),
+        grouping,
+        renormalize: rng.random_bool(0.5),
+        routed_scaling_factor: [1.0f32, 2.5, 0.3][rng.random_range(0..3)],
+    }
+}
+
+#[test]
+fn router_row_algorithm_equals_the_cpu_reference() {
+    // One serial lane computes every score with the reference's expressions in the reference's
+    // order (sequential max and sum), so both row sources must reproduce cpu::routing::route bit for
+    // bit: ids and weights.
+    let mut rng = common::rng("router_row_algorithm_equals_the_cpu_reference");
+    for case in 0..300 {
+        let e = [1usize, 2, 8, 60, 64, 128, 256, 1000][case % 8];
+        let cfg = random_routing(&mut rng, e);
+        let t = [1usize, 3, 17, 64][rng.random_range(0..4)];
+        let spread = [0.5f32, 3.0, 12.0][rng.random_range(0..3)];
+        let mut logits = common::uniform(&mut rng, t * e, -spread, spread);
+        if rng.random_bool(0.2) {
+            // Exact ties: few distinct values.
+            logits
+                .iter_mut()
+                .for_each(|v| *v = (*v * 2.0).round() / 2.0);
+        }
+        let bias = cfg
+            .correction_bias
+            .then(|| common::uniform(&mut rng, e, -0.2, 0.2));
+        let view = MatRef::new("logits", &logits, t, e).unwrap();
+        let cpu = route(&cfg, view, bias.as_deref()).unwrap();
+        for source in [RowSource::Registers, RowSource::Recomputed] {
+            let got = host_math::route(&cfg, &logits, t, bias.as_deref(), source).unwrap();
+            assert!(got.status.is_none(), "{cfg:?}: {:?}", got.status);
+            assert_eq!(got.ids, cpu.ids, "{cfg:?} {source:?}: ids");
+            let same = got
+                .weights
+                .iter()
+                .zip(&cpu.weights)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(
+                same,
+                "{cfg:?} {source:?}: {:?} vs {:?}",
+                got.weights, cpu.weights
+            );
+        }
+    }
+}
+
+#[test]
+fn router_twin_reports_non_finite_inputs_and_falls_back() {
+    let (t, e, k) = (4usize, 40usize, 3usize);
+    let cfg = RoutingConfig::softmax_topk(e, k, true);
+    let mut logits = vec![0.1f32; t * e];
+    logits[2 * e + 33] = f32::NAN;
+    logits[2 * e + 7] = f32::NEG_INFINITY;
+    logits[3 * e] = f32::INFINITY;
+    for source in [RowSource::Registers, RowSource::Recomputed] {
+        let got = host_math::route(&cfg, &logits, t, None, source).unwrap();
+        match got.status {
+            Some(MoeError::NonFinite {
+                what: "router logit",
+                token: 2,
+                expert: 7,
+                value,
+            }) if value == f32::NEG_INFINITY => {}
+            other => panic!("{source:?}: expected the non-finite logit at (2, 7), got {other:?}"),
+        }
+        for row in [2, 3] {
+            assert_eq!(&got.ids[row * k..(row + 1) * k], &[0, 1, 2]);
+            assert!(got.weights[row * k..(row + 1) * k]
+                .iter()
+                .all(|&w| w == 0.0));
+        }
+        assert!(got.weights[..2 * k]
+            .iter()
+            .all(|w| (w - 1.0 / 3.0).abs() < 1e-6));
+    }
+    let biased = RoutingConfig {
+        correction_bias: true,
+        ..cfg.clone()
+    };
+    let mut bias = vec![0f32; e];
+    bias[5] = f32::NAN;
+    let got = host_math::route(
+        &biased,
+        &vec![0.1f32; t * e],
+        t,
+        Some(&bias),
+        RowSource::Registers,
+    )
+    .unwrap();
+    assert!(matches!(
+        got.status,
+        Some(MoeError::NonFinite {
+            what: "correction bias",
+            expert: 5,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn top2_merge_is_the_top2_of_the_union() {
+    let mut rng = common::rng("top2_merge_is_the_top2_of_the_union");
+    for _ in 0..5_000 {
+        let (na, nb) = (rng.random_range(0..6), rng.random_range(0..6));
+        // Few distinct values: duplicates across and within the halves.
+        let mut draw = |n: usize| -> Vec<f32> {
+            (0..n)
+                .map(|_| rng.random_range(0..4) as f32 * 0.5)
+                .collect()
+        };
+        let (a, b) = (draw(na), draw(nb));
+        let mut all: Vec<f32> = a.iter().chain(&b).copied().collect();
+        all.sort_by(|x, y| y.total_cmp(x));
+        let want = (
+            all.first().copied().unwrap_or(f32::NEG_INFINITY),
+            all.get(1).copied().unwrap_or(f32::NEG_INFINITY),
+        );
+        assert_eq!(host_math::top2_merge(&a, &b), want, "{a:?} + {b:?}");
+    }
+}
+
+#[test]
+fn combine_decomposition_owns_every_output_element_once() {
+    for &(t, h, threads, vec) in &[
+        (1usize, 4096usize, 128usize, 8usize),
+        (3, 7168, 128, 8),
+        (5, 1000, 128, 8),
+        (2, 7, 128, 1),
+        (4, 130, 128, 1),
+        (1, 1, 128, 1),
+    ] {
+        let mut owner = vec![0u8; t * h];
+        for item in 0..host_math::combine_items(t, h, threads, vec) {
+            for thread in 0..threads {
+                let (token, col) = host_math::combine_owner(item, h, thread, threads, vec);
+                assert!(token < t, "item {item} maps to token {token}");
+                for c in col..(col + vec).min(h.max(col)) {
+                    owner[token * h + c] += 1;
+                }
+            }
+        }
+        assert!(
+            owner.iter().all(|&n| n == 1),
+            "T = {t}, H = {h}, vec = {vec}: every element owned exactly once"
         );
     }
 }

@@ -62,31 +62,7 @@ pub struct CpuMoeLayer<W> {
 impl<W: Element> CpuMoeLayer<W> {
     /// Validate `config` and every weight's shape against it.
     pub fn new(config: MoeConfig, weights: MoeWeights<W>) -> Result<Self> {
-        config.validate()?;
-        let (h, i, e) = (
-            config.hidden_size,
-            config.intermediate_size,
-            config.routing.num_experts,
-        );
-        let up = config.activation.up_rows(i);
-        expect_len("router weight", weights.router.len(), &[e, h])?;
-        expect_len("expert gate_up weights", weights.gate_up.len(), &[e, up, h])?;
-        expect_len("expert down weights", weights.down.len(), &[e, h, i])?;
-        match (&weights.correction_bias, config.routing.correction_bias) {
-            (Some(b), true) => expect_len("correction bias", b.len(), &[e])?,
-            (None, false) => {}
-            (None, true) => {
-                return Err(MoeError::InvalidConfig(
-                    "the routing config uses a score correction bias but the weights have none"
-                        .into(),
-                ))
-            }
-            (Some(_), false) => return Err(MoeError::InvalidConfig(
-                "the weights have a score correction bias but the routing config does not use one"
-                    .into(),
-            )),
-        }
-        check_shared(&config, &weights.shared)?;
+        check_weights(&config, &weights)?;
         Ok(CpuMoeLayer { config, weights })
     }
 
@@ -221,6 +197,37 @@ impl<W: Element> CpuMoeLayer<W> {
         )?;
         Ok(out)
     }
+}
+
+/// Validate `config` and every weight's shape against it: the checks of [`CpuMoeLayer::new`], also
+/// used by the GPU weights' upload.
+pub(crate) fn check_weights<W>(config: &MoeConfig, weights: &MoeWeights<W>) -> Result<()> {
+    config.validate()?;
+    let (h, i, e) = (
+        config.hidden_size,
+        config.intermediate_size,
+        config.routing.num_experts,
+    );
+    let up = config.activation.up_rows(i);
+    expect_len("router weight", weights.router.len(), &[e, h])?;
+    expect_len("expert gate_up weights", weights.gate_up.len(), &[e, up, h])?;
+    expect_len("expert down weights", weights.down.len(), &[e, h, i])?;
+    match (&weights.correction_bias, config.routing.correction_bias) {
+        (Some(b), true) => expect_len("correction bias", b.len(), &[e])?,
+        (None, false) => {}
+        (None, true) => {
+            return Err(MoeError::InvalidConfig(
+                "the routing config uses a score correction bias but the weights have none".into(),
+            ))
+        }
+        (Some(_), false) => {
+            return Err(MoeError::InvalidConfig(
+                "the weights have a score correction bias but the routing config does not use one"
+                    .into(),
+            ))
+        }
+    }
+    check_shared(config, &weights.shared)
 }
 
 /// The summed output `[T, H]` (`f32`) of the shared experts of `cfg` on `x` `[T, H]`: for each shared

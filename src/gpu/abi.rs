@@ -15,6 +15,30 @@ pub const MOE_NONFINITE_NEG_INF: i32 = 3;
 pub const MOE_ROUTING_BLOCK_THREADS: i32 = 256;
 pub const MOE_ROUTING_MAX_EXPERTS: i32 = 1073741824;
 pub const MOE_ROUTING_MAX_TOKENS: i64 = 4294967296;
+pub const MOE_PERMUTE_SINGLE_BLOCK_THREADS: i32 = 1024;
+pub const MOE_PERMUTE_BLOCK_THREADS: i32 = 256;
+pub const MOE_PERMUTE_MAX_SLOTS: i64 = 4294967295;
+pub const MOE_GATHER_BLOCK_THREADS: i32 = 256;
+pub const MOE_COMBINE_BLOCK_THREADS: i32 = 128;
+pub const MOE_COMBINE_VEC: i32 = 8;
+pub const MOE_SHARED_BLOCK_THREADS: i32 = 256;
+pub const MOE_ACTIVATION_SILU: i32 = 0;
+pub const MOE_ACTIVATION_GELU_TANH: i32 = 1;
+pub const MOE_GEMM_EPILOGUE_STORE: i32 = 0;
+pub const MOE_GEMM_EPILOGUE_ACTIVATION: i32 = 1;
+pub const MOE_GEMM_EPILOGUE_GATED: i32 = 2;
+pub const MOE_GEMM_SMALL_BM: i32 = 16;
+pub const MOE_GEMM_SMALL_BN: i32 = 64;
+pub const MOE_GEMM_SMALL_THREADS: i32 = 128;
+pub const MOE_GEMM_SMALL_SMEM_BYTES: i32 = 61440;
+pub const MOE_GEMM_MEDIUM_BM: i32 = 64;
+pub const MOE_GEMM_MEDIUM_BN: i32 = 128;
+pub const MOE_GEMM_MEDIUM_THREADS: i32 = 128;
+pub const MOE_GEMM_MEDIUM_SMEM_BYTES: i32 = 49152;
+pub const MOE_GEMM_LARGE_BM: i32 = 128;
+pub const MOE_GEMM_LARGE_BN: i32 = 128;
+pub const MOE_GEMM_LARGE_THREADS: i32 = 256;
+pub const MOE_GEMM_LARGE_SMEM_BYTES: i32 = 65536;
 #[doc = " Errors the kernels detect without a host synchronisation, read back by the host after the forward.\n\n All-zero bytes mean \"nothing recorded\", so resetting is one asynchronous memset. A recorded\n non-finite value is stored as the bitwise complement of its key\n `token << 32 | expert << 2 | kind` (`expert` < 2^30, `kind` one of the `MOE_NONFINITE_*` values;\n `token` is 0 for the bias). Kernels combine keys with `atomicMax` on the complement, so a slot ends\n up holding the lowest offending (token, expert) whatever the order in which threads find them."]
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
@@ -23,15 +47,23 @@ pub struct MoeStatus {
     pub nonfinite_logit: u64,
     #[doc = " Complemented key of the first non-finite correction-bias entry, or 0."]
     pub nonfinite_bias: u64,
+    #[doc = " Complemented key `flat << 32 | (uint32_t)id` of the lowest flat position\n `flat = token * top_k + slot` whose expert id is outside `0..num_experts`, or 0 (recorded by\n the permutation, which skips such entries)."]
+    pub expert_id: u64,
+    #[doc = " `top_k << 32 | num_experts` of the permutation launch that last recorded an `expert_id`, to\n decode the position; 0 when none did."]
+    pub expert_id_shape: u64,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of MoeStatus"][::core::mem::size_of::<MoeStatus>() - 16usize];
+    ["Size of MoeStatus"][::core::mem::size_of::<MoeStatus>() - 32usize];
     ["Alignment of MoeStatus"][::core::mem::align_of::<MoeStatus>() - 8usize];
     ["Offset of field: MoeStatus::nonfinite_logit"]
         [::core::mem::offset_of!(MoeStatus, nonfinite_logit) - 0usize];
     ["Offset of field: MoeStatus::nonfinite_bias"]
         [::core::mem::offset_of!(MoeStatus, nonfinite_bias) - 8usize];
+    ["Offset of field: MoeStatus::expert_id"]
+        [::core::mem::offset_of!(MoeStatus, expert_id) - 16usize];
+    ["Offset of field: MoeStatus::expert_id_shape"]
+        [::core::mem::offset_of!(MoeStatus, expert_id_shape) - 24usize];
 };
 #[doc = " Arguments of the `moe_route_<dtype>` kernels: router logits to top-k expert ids and weights.\n\n Semantics are those of `RoutingConfig` (src/config.rs). A token row with a non-finite logit (or any\n row when the bias has a non-finite entry) is recorded in `status` and routed to experts\n `0, 1, ..., top_k - 1` with weight 0, so that later stages stay in bounds."]
 #[repr(C)]
@@ -100,6 +132,293 @@ const _: () = {
         [::core::mem::offset_of!(MoeRoutingParams, routed_scaling_factor) - 76usize];
 };
 impl Default for MoeRoutingParams {
+    fn default() -> Self {
+        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
+#[doc = " Arguments of the `moe_permute_*` kernels: `[num_slots]` expert ids (flat `token * top_k + slot`)\n to the expert-sorted row layout. Rows of expert `e` are `expert_offsets[e]..expert_offsets[e+1]`,\n each segment padded with empty rows to a multiple of `block_size`; within an expert, rows are in\n flat order (stable). Ids outside `0..num_experts` are skipped (no row, `slot_row = -1`) and\n recorded in `status`."]
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct MoePermuteParams {
+    #[doc = " Expert ids `[num_slots]`."]
+    pub topk_ids: *const i32,
+    #[doc = " Output `[num_experts + 1]`: segment starts; `expert_offsets[num_experts]` is the row total."]
+    pub expert_offsets: *mut i64,
+    #[doc = " Output `[num_experts]`: real (unpadded) rows per expert."]
+    pub expert_counts: *mut i64,
+    #[doc = " Output `[row_capacity]`: flat source of each row, -1 for padding and for rows past the total."]
+    pub row_source: *mut i64,
+    #[doc = " Output `[num_slots]`: the row of each flat position, -1 for a skipped id."]
+    pub slot_row: *mut i64,
+    #[doc = " Scratch `[num_experts * num_chunks]`, expert-major: per-chunk counts, then per-chunk cursors."]
+    pub chunk_counts: *mut u32,
+    #[doc = " Error record, never NULL."]
+    pub status: *mut MoeStatus,
+    #[doc = " `num_tokens * top_k` (1 <= num_slots <= MOE_PERMUTE_MAX_SLOTS)."]
+    pub num_slots: i64,
+    #[doc = " Length of `row_source`: at least `num_slots + min(num_experts, num_slots) * (block_size - 1)`."]
+    pub row_capacity: i64,
+    #[doc = " Entries per chunk, a multiple of 32; chunk `c` is `[c * chunk_size, (c+1) * chunk_size)`."]
+    pub chunk_size: i64,
+    #[doc = " Number of chunks, `ceil(num_slots / chunk_size)`."]
+    pub num_chunks: i64,
+    #[doc = " Segment padding (>= 1; 1 = none)."]
+    pub block_size: i64,
+    #[doc = " Number of experts `E` (>= 1)."]
+    pub num_experts: i32,
+    #[doc = " Experts per token `k` (>= 1), to decode positions in `status`."]
+    pub top_k: i32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of MoePermuteParams"][::core::mem::size_of::<MoePermuteParams>() - 104usize];
+    ["Alignment of MoePermuteParams"][::core::mem::align_of::<MoePermuteParams>() - 8usize];
+    ["Offset of field: MoePermuteParams::topk_ids"]
+        [::core::mem::offset_of!(MoePermuteParams, topk_ids) - 0usize];
+    ["Offset of field: MoePermuteParams::expert_offsets"]
+        [::core::mem::offset_of!(MoePermuteParams, expert_offsets) - 8usize];
+    ["Offset of field: MoePermuteParams::expert_counts"]
+        [::core::mem::offset_of!(MoePermuteParams, expert_counts) - 16usize];
+    ["Offset of field: MoePermuteParams::row_source"]
+        [::core::mem::offset_of!(MoePermuteParams, row_source) - 24usize];
+    ["Offset of field: MoePermuteParams::slot_row"]
+        [::core::mem::offset_of!(MoePermuteParams, slot_row) - 32usize];
+    ["Offset of field: MoePermuteParams::chunk_counts"]
+        [::core::mem::offset_of!(MoePermuteParams, chunk_counts) - 40usize];
+    ["Offset of field: MoePermuteParams::status"]
+        [::core::mem::offset_of!(MoePermuteParams, status) - 48usize];
+    ["Offset of field: MoePermuteParams::num_slots"]
+        [::core::mem::offset_of!(MoePermuteParams, num_slots) - 56usize];
+    ["Offset of field: MoePermuteParams::row_capacity"]
+        [::core::mem::offset_of!(MoePermuteParams, row_capacity) - 64usize];
+    ["Offset of field: MoePermuteParams::chunk_size"]
+        [::core::mem::offset_of!(MoePermuteParams, chunk_size) - 72usize];
+    ["Offset of field: MoePermuteParams::num_chunks"]
+        [::core::mem::offset_of!(MoePermuteParams, num_chunks) - 80usize];
+    ["Offset of field: MoePermuteParams::block_size"]
+        [::core::mem::offset_of!(MoePermuteParams, block_size) - 88usize];
+    ["Offset of field: MoePermuteParams::num_experts"]
+        [::core::mem::offset_of!(MoePermuteParams, num_experts) - 96usize];
+    ["Offset of field: MoePermuteParams::top_k"]
+        [::core::mem::offset_of!(MoePermuteParams, top_k) - 100usize];
+};
+impl Default for MoePermuteParams {
+    fn default() -> Self {
+        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
+#[doc = " Arguments of the `moe_gather_*` kernels: `out[r] = x[row_source[r] / top_k]` for every row\n `r < expert_offsets[num_experts]`, zeros where `row_source[r] < 0`. Rows are moved as raw bytes in\n units of the kernel's width (2, 4 or 16 bytes)."]
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct MoeGatherParams {
+    #[doc = " Hidden states `[num_tokens, row_units]` in units."]
+    pub x: *const ::core::ffi::c_void,
+    #[doc = " `[row_capacity]` flat source per row, from the permutation."]
+    pub row_source: *const i64,
+    #[doc = " `[num_experts + 1]` segment starts, from the permutation."]
+    pub expert_offsets: *const i64,
+    #[doc = " Output `[row_capacity, row_units]` in units."]
+    pub out: *mut ::core::ffi::c_void,
+    #[doc = " Number of tokens `T`."]
+    pub num_tokens: i64,
+    #[doc = " Units per row (`H * sizeof(T) / unit`)."]
+    pub row_units: i64,
+    #[doc = " Experts per token `k`."]
+    pub top_k: i64,
+    #[doc = " Rows of `out` and `row_source`."]
+    pub row_capacity: i64,
+    #[doc = " Number of experts `E`."]
+    pub num_experts: i64,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of MoeGatherParams"][::core::mem::size_of::<MoeGatherParams>() - 72usize];
+    ["Alignment of MoeGatherParams"][::core::mem::align_of::<MoeGatherParams>() - 8usize];
+    ["Offset of field: MoeGatherParams::x"][::core::mem::offset_of!(MoeGatherParams, x) - 0usize];
+    ["Offset of field: MoeGatherParams::row_source"]
+        [::core::mem::offset_of!(MoeGatherParams, row_source) - 8usize];
+    ["Offset of field: MoeGatherParams::expert_offsets"]
+        [::core::mem::offset_of!(MoeGatherParams, expert_offsets) - 16usize];
+    ["Offset of field: MoeGatherParams::out"]
+        [::core::mem::offset_of!(MoeGatherParams, out) - 24usize];
+    ["Offset of field: MoeGatherParams::num_tokens"]
+        [::core::mem::offset_of!(MoeGatherParams, num_tokens) - 32usize];
+    ["Offset of field: MoeGatherParams::row_units"]
+        [::core::mem::offset_of!(MoeGatherParams, row_units) - 40usize];
+    ["Offset of field: MoeGatherParams::top_k"]
+        [::core::mem::offset_of!(MoeGatherParams, top_k) - 48usize];
+    ["Offset of field: MoeGatherParams::row_capacity"]
+        [::core::mem::offset_of!(MoeGatherParams, row_capacity) - 56usize];
+    ["Offset of field: MoeGatherParams::num_experts"]
+        [::core::mem::offset_of!(MoeGatherParams, num_experts) - 64usize];
+};
+impl Default for MoeGatherParams {
+    fn default() -> Self {
+        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
+#[doc = " Arguments of the `moe_combine_*` kernels:\n `out[t] = sum over s in 0..top_k of weights[t, s] * expert_out[slot_row[t * top_k + s]] (+ shared[t])`,\n accumulated in f32 in slot order, rounded once. Slots whose row is outside `0..num_rows` (ids the\n permutation skipped) contribute nothing."]
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct MoeCombineParams {
+    #[doc = " Expert outputs `[num_rows, hidden]`, permuted order."]
+    pub expert_out: *const ::core::ffi::c_void,
+    #[doc = " `[num_tokens * top_k]` row of each (token, slot)."]
+    pub slot_row: *const i64,
+    #[doc = " Routing weights `[num_tokens, top_k]`."]
+    pub weights: *const f32,
+    #[doc = " Shared experts' output `[num_tokens, hidden]`, or NULL."]
+    pub shared: *const ::core::ffi::c_void,
+    #[doc = " Output `[num_tokens, hidden]`."]
+    pub out: *mut ::core::ffi::c_void,
+    #[doc = " Number of tokens `T`."]
+    pub num_tokens: i64,
+    #[doc = " Columns `H`."]
+    pub hidden: i64,
+    #[doc = " Experts per token `k`."]
+    pub top_k: i64,
+    #[doc = " Rows of `expert_out`."]
+    pub num_rows: i64,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of MoeCombineParams"][::core::mem::size_of::<MoeCombineParams>() - 72usize];
+    ["Alignment of MoeCombineParams"][::core::mem::align_of::<MoeCombineParams>() - 8usize];
+    ["Offset of field: MoeCombineParams::expert_out"]
+        [::core::mem::offset_of!(MoeCombineParams, expert_out) - 0usize];
+    ["Offset of field: MoeCombineParams::slot_row"]
+        [::core::mem::offset_of!(MoeCombineParams, slot_row) - 8usize];
+    ["Offset of field: MoeCombineParams::weights"]
+        [::core::mem::offset_of!(MoeCombineParams, weights) - 16usize];
+    ["Offset of field: MoeCombineParams::shared"]
+        [::core::mem::offset_of!(MoeCombineParams, shared) - 24usize];
+    ["Offset of field: MoeCombineParams::out"]
+        [::core::mem::offset_of!(MoeCombineParams, out) - 32usize];
+    ["Offset of field: MoeCombineParams::num_tokens"]
+        [::core::mem::offset_of!(MoeCombineParams, num_tokens) - 40usize];
+    ["Offset of field: MoeCombineParams::hidden"]
+        [::core::mem::offset_of!(MoeCombineParams, hidden) - 48usize];
+    ["Offset of field: MoeCombineParams::top_k"]
+        [::core::mem::offset_of!(MoeCombineParams, top_k) - 56usize];
+    ["Offset of field: MoeCombineParams::num_rows"]
+        [::core::mem::offset_of!(MoeCombineParams, num_rows) - 64usize];
+};
+impl Default for MoeCombineParams {
+    fn default() -> Self {
+        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
+#[doc = " Arguments of the `moe_shared_accumulate_*` kernels, one shared expert's contribution:\n `sum[t] = (accumulate ? sum[t] : 0) + g[t] * part[t]` with `g[t] = sigmoid(x[t] . gate)` when\n `gate` is given, 1 otherwise."]
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct MoeSharedAccumulateParams {
+    #[doc = " Hidden states `[num_tokens, hidden]` of the kernel's element type (read only with a gate)."]
+    pub x: *const ::core::ffi::c_void,
+    #[doc = " Sigmoid gate weight `[hidden]` of the kernel's element type, or NULL."]
+    pub gate: *const ::core::ffi::c_void,
+    #[doc = " This shared expert's output `[num_tokens, hidden]`."]
+    pub part: *const f32,
+    #[doc = " The running sum `[num_tokens, hidden]`."]
+    pub sum: *mut f32,
+    #[doc = " Number of tokens `T`."]
+    pub num_tokens: i64,
+    #[doc = " Columns `H`."]
+    pub hidden: i64,
+    #[doc = " Nonzero: add to `sum`; zero: overwrite it."]
+    pub accumulate: i64,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of MoeSharedAccumulateParams"]
+        [::core::mem::size_of::<MoeSharedAccumulateParams>() - 56usize];
+    ["Alignment of MoeSharedAccumulateParams"]
+        [::core::mem::align_of::<MoeSharedAccumulateParams>() - 8usize];
+    ["Offset of field: MoeSharedAccumulateParams::x"]
+        [::core::mem::offset_of!(MoeSharedAccumulateParams, x) - 0usize];
+    ["Offset of field: MoeSharedAccumulateParams::gate"]
+        [::core::mem::offset_of!(MoeSharedAccumulateParams, gate) - 8usize];
+    ["Offset of field: MoeSharedAccumulateParams::part"]
+        [::core::mem::offset_of!(MoeSharedAccumulateParams, part) - 16usize];
+    ["Offset of field: MoeSharedAccumulateParams::sum"]
+        [::core::mem::offset_of!(MoeSharedAccumulateParams, sum) - 24usize];
+    ["Offset of field: MoeSharedAccumulateParams::num_tokens"]
+        [::core::mem::offset_of!(MoeSharedAccumulateParams, num_tokens) - 32usize];
+    ["Offset of field: MoeSharedAccumulateParams::hidden"]
+        [::core::mem::offset_of!(MoeSharedAccumulateParams, hidden) - 40usize];
+    ["Offset of field: MoeSharedAccumulateParams::accumulate"]
+        [::core::mem::offset_of!(MoeSharedAccumulateParams, accumulate) - 48usize];
+};
+impl Default for MoeSharedAccumulateParams {
+    fn default() -> Self {
+        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
+#[doc = " Arguments of the `moe_gemm_<config>_<input>_<output>` kernels: for every expert `e`,\n `out[rows of e] = epilogue(x[rows of e] @ w[e]^T)`, accumulated in f32.\n\n Expert `e` owns rows `[m_e, m_{e+1})` where `m_j` is the running maximum of\n `clamp(expert_offsets[i], 0, rows)` over `i <= j`: valid (non-decreasing, in-range) offsets are used as\n given, and any other content still yields disjoint in-range segments (a decreasing segment is empty).\n Rows outside every segment are not written. Every index is computed in 64 bits."]
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct MoeGemmParams {
+    #[doc = " Activations `[rows, k]`, row-major, of the kernel's input type."]
+    pub x: *const ::core::ffi::c_void,
+    #[doc = " Expert weights `[num_experts, n, k]`, `k` contiguous, of the kernel's input type."]
+    pub w: *const ::core::ffi::c_void,
+    #[doc = " Segment starts `[num_experts + 1]` on the device, or NULL for one segment of all rows\n (then `num_experts` is 1)."]
+    pub expert_offsets: *const i64,
+    #[doc = " Output `[rows, n]` (`[rows, n/2]` for MOE_GEMM_EPILOGUE_GATED), of the kernel's output type."]
+    pub out: *mut ::core::ffi::c_void,
+    #[doc = " Rows of `x` and `out` (>= 1)."]
+    pub rows: i64,
+    #[doc = " Weight rows per expert (>= 1, even for MOE_GEMM_EPILOGUE_GATED, < 2^31)."]
+    pub n: i64,
+    #[doc = " Reduction length (< 2^31; 0 gives zero accumulators)."]
+    pub k: i64,
+    #[doc = " Number of experts (1 <= num_experts < 2^31)."]
+    pub num_experts: i64,
+    #[doc = " One of the MOE_GEMM_EPILOGUE_* values."]
+    pub epilogue: i32,
+    #[doc = " One of the MOE_ACTIVATION_* values; ignored by MOE_GEMM_EPILOGUE_STORE."]
+    pub activation: i32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of MoeGemmParams"][::core::mem::size_of::<MoeGemmParams>() - 72usize];
+    ["Alignment of MoeGemmParams"][::core::mem::align_of::<MoeGemmParams>() - 8usize];
+    ["Offset of field: MoeGemmParams::x"][::core::mem::offset_of!(MoeGemmParams, x) - 0usize];
+    ["Offset of field: MoeGemmParams::w"][::core::mem::offset_of!(MoeGemmParams, w) - 8usize];
+    ["Offset of field: MoeGemmParams::expert_offsets"]
+        [::core::mem::offset_of!(MoeGemmParams, expert_offsets) - 16usize];
+    ["Offset of field: MoeGemmParams::out"][::core::mem::offset_of!(MoeGemmParams, out) - 24usize];
+    ["Offset of field: MoeGemmParams::rows"]
+        [::core::mem::offset_of!(MoeGemmParams, rows) - 32usize];
+    ["Offset of field: MoeGemmParams::n"][::core::mem::offset_of!(MoeGemmParams, n) - 40usize];
+    ["Offset of field: MoeGemmParams::k"][::core::mem::offset_of!(MoeGemmParams, k) - 48usize];
+    ["Offset of field: MoeGemmParams::num_experts"]
+        [::core::mem::offset_of!(MoeGemmParams, num_experts) - 56usize];
+    ["Offset of field: MoeGemmParams::epilogue"]
+        [::core::mem::offset_of!(MoeGemmParams, epilogue) - 64usize];
+    ["Offset of field: MoeGemmParams::activation"]
+        [::core::mem::offset_of!(MoeGemmParams, activation) - 68usize];
+};
+impl Default for MoeGemmParams {
     fn default() -> Self {
         let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
         unsafe {

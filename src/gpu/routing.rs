@@ -1,6 +1,8 @@
-//! Stage 1 on the GPU: router logits to top-k expert ids and weights, one kernel launch.
+//! Stage 1 on the GPU: router logits to top-k expert ids and weights, one kernel launch; and the
+//! router from the hidden states (the router GEMM, then the same launch).
 
-use super::abi::{self, MoeRoutingParams};
+use super::abi::{self, MoeRoutingParams, MoeStatus};
+use super::gemm::{grouped_gemm, GemmElement, GemmEpilogue, GroupedGemmShape};
 use super::{Device, DeviceStatus, GpuElement};
 use crate::config::{GroupScore, RoutingConfig, ScoringFunc};
 use crate::dtype::DType;
@@ -27,11 +29,40 @@ const MAX_SHARED_BYTES: usize = 48 * 1024;
 /// loop, and this many blocks already fill any current GPU many times over.
 const MAX_BLOCKS: usize = 1 << 16;
 
-fn kernel_name(dtype: DType) -> &'static str {
+/// Lanes of a warp, each owning every 32nd expert of a row.
+const WARP: usize = 32;
+
+/// Register slots per lane of the fast-path kernels (`moe_route_<dtype>_r<P>`), smallest first: the
+/// fast path covers up to `32 * 16 = 512` experts.
+const REGISTER_SLOTS: [usize; 5] = [1, 2, 4, 8, 16];
+
+/// The register slots per lane of the fast-path kernel for `num_experts`, or `None` for the general
+/// path (more than 512 experts).
+pub(crate) fn register_slots(num_experts: usize) -> Option<usize> {
+    REGISTER_SLOTS
+        .into_iter()
+        .find(|&p| num_experts <= WARP * p)
+}
+
+/// The routing kernel for logits of `dtype`: the fast path with `slots` registers per lane, or the
+/// general path for `None`.
+fn kernel_name(dtype: DType, slots: Option<usize>) -> &'static str {
+    macro_rules! names {
+        ($base:literal) => {
+            match slots {
+                None => $base,
+                Some(1) => concat!($base, "_r1"),
+                Some(2) => concat!($base, "_r2"),
+                Some(4) => concat!($base, "_r4"),
+                Some(8) => concat!($base, "_r8"),
+                Some(_) => concat!($base, "_r16"),
+            }
+        };
+    }
     match dtype {
-        DType::F32 => "moe_route_f32",
-        DType::BF16 => "moe_route_bf16",
-        DType::F16 => "moe_route_f16",
+        DType::F32 => names!("moe_route_f32"),
+        DType::BF16 => names!("moe_route_bf16"),
+        DType::F16 => names!("moe_route_f16"),
     }
 }
 
@@ -42,6 +73,10 @@ fn kernel_name(dtype: DType) -> &'static str {
 /// - `logits`: router logits `[num_tokens, E]`, row-major, `f32`, `bf16` or `f16`;
 /// - `bias`: the correction bias `[E]`, given exactly when `cfg.correction_bias` is set;
 /// - `topk_ids`, `topk_weights`: outputs `[num_tokens, k]`, each row best expert first.
+///
+/// One warp per token row. Up to 512 experts each lane keeps its `ceil(E / 32)` scores in registers
+/// (the logits are read once, and the `k` selection passes are register compares and shuffles);
+/// beyond, a general kernel recomputes scores from the logits. Both give the same bits.
 ///
 /// Every argument is validated before anything is enqueued; the launch itself is asynchronous on
 /// [`Device::stream`] (no host synchronisation), and `num_tokens = 0` launches nothing. A non-finite
@@ -80,7 +115,10 @@ pub fn route<T: GpuElement>(
         return Ok(());
     }
 
-    let func = dev.function(FAMILY, kernel_name(T::DTYPE))?;
+    let func = dev.function(
+        FAMILY,
+        kernel_name(T::DTYPE, register_slots(cfg.num_experts)),
+    )?;
     let stream = dev.stream();
     // Each guard makes the stream wait for earlier writes (and, for outputs, reads) of its buffer,
     // and records this launch's access when dropped, after the launch below.
@@ -90,29 +128,17 @@ pub fn route<T: GpuElement>(
     let (weights_ptr, _weights_guard) = topk_weights.device_ptr_mut(stream);
     let (status_ptr, _status_guard) = status.record_mut().device_ptr_mut(stream);
 
-    let grouping = shape.grouping;
-    let params = MoeRoutingParams {
-        logits: logits_ptr as *const c_void,
-        correction_bias: bias_ptr
+    let params = shape.params(
+        cfg,
+        logits_ptr as *const c_void,
+        bias_ptr
             .as_ref()
             .map_or(std::ptr::null(), |(p, _)| *p as *const f32),
-        topk_ids: ids_ptr as *mut i32,
-        topk_weights: weights_ptr as *mut f32,
-        status: status_ptr as *mut abi::MoeStatus,
-        num_tokens: shape.num_tokens,
-        num_experts: shape.num_experts,
-        top_k: shape.top_k,
-        scoring: match cfg.scoring {
-            ScoringFunc::Softmax => abi::MOE_SCORING_SOFTMAX,
-            ScoringFunc::Sigmoid => abi::MOE_SCORING_SIGMOID,
-        },
-        n_group: grouping.map_or(0, |g| g.n_group),
-        topk_group: grouping.map_or(0, |g| g.topk_group),
-        group_score: grouping.map_or(abi::MOE_GROUP_SCORE_MAX, |g| g.score),
-        renormalize: i32::from(cfg.renormalize),
-        routed_scaling_factor: cfg.routed_scaling_factor,
-    };
-    let launch = launch_config(num_tokens, grouping.map_or(0, |g| g.n_group as usize));
+        ids_ptr as *mut i32,
+        weights_ptr as *mut f32,
+        status_ptr as *mut MoeStatus,
+    );
+    let launch = launch_config(num_tokens, shape.grouping.map_or(0, |g| g.n_group as usize));
     // SAFETY: `func` is a `moe_route_*` kernel whose only parameter is a `MoeRoutingParams` by value,
     // the struct pushed here (layout checked at compile time against the C header). Its pointers
     // come from live buffers of this device's context whose lengths were checked above:
@@ -120,7 +146,8 @@ pub fn route<T: GpuElement>(
     // weights = T*k elements, status = one MoeStatus; the kernel reads and writes only within
     // those. The guards held until after this call order the launch against other accesses, and
     // the launch shape follows the kernel's contract (whole warps, at most
-    // MOE_ROUTING_BLOCK_THREADS threads, n_group floats of shared memory per warp).
+    // MOE_ROUTING_BLOCK_THREADS threads, n_group floats of shared memory per warp). The fast-path
+    // kernel was picked only for E <= 32 * its register slots per lane.
     unsafe { stream.launch_builder(&func).arg(&params).launch(launch) }?;
     Ok(())
 }
@@ -133,8 +160,78 @@ pub(crate) fn group_score_abi(score: GroupScore) -> i32 {
     }
 }
 
+/// The router from the hidden states: router logits `[T, E] = x [T, H] @ w_router [E, H]^T` with
+/// [`grouped_gemm`] (one group, `f32` output) into `logits`, then [`route`] on them. The device
+/// version of [`CpuMoeLayer::router_logits`](crate::cpu::layer::CpuMoeLayer::router_logits)
+/// followed by [`cpu::routing::route`](crate::cpu::routing::route).
+///
+/// - `x`: hidden states `[num_tokens, hidden]`; `w_router`: `[E, hidden]`;
+/// - `bias`, `topk_ids`, `topk_weights`, `status`: as for [`route`];
+/// - `logits`: caller (or [`Workspace`](super::Workspace)) scratch `[num_tokens, E]` that receives
+///   the logits.
+///
+/// Two asynchronous launches, no host synchronisation. Errors as [`route`] and [`grouped_gemm`],
+/// all checked before anything is enqueued.
+#[allow(clippy::too_many_arguments)]
+pub fn route_from_hidden<T: GemmElement>(
+    dev: &Device,
+    cfg: &RoutingConfig,
+    x: &CudaView<'_, T>,
+    num_tokens: usize,
+    hidden: usize,
+    w_router: &CudaView<'_, T>,
+    bias: Option<&CudaView<'_, f32>>,
+    logits: &mut CudaViewMut<'_, f32>,
+    topk_ids: &mut CudaViewMut<'_, i32>,
+    topk_weights: &mut CudaViewMut<'_, f32>,
+    status: &mut DeviceStatus,
+) -> Result<()> {
+    // Everything `route` checks, before the GEMM is enqueued.
+    let shape = check_shapes(cfg, num_tokens, logits.len(), bias.map(|b| b.len()))?;
+    let out_len = checked_mul(num_tokens, cfg.top_k, "topk_ids")?;
+    check_len("topk_ids", out_len, topk_ids.len())?;
+    check_len("topk_weights", out_len, topk_weights.len())?;
+    check_len(
+        "hidden states",
+        checked_mul(num_tokens, hidden, "hidden states")?,
+        x.len(),
+    )?;
+    check_len(
+        "router weight",
+        checked_mul(cfg.num_experts, hidden, "router weight")?,
+        w_router.len(),
+    )?;
+    if shape.num_tokens == 0 {
+        return Ok(());
+    }
+    grouped_gemm::<T, f32>(
+        dev,
+        x,
+        None,
+        w_router,
+        GroupedGemmShape {
+            rows: num_tokens,
+            n: cfg.num_experts,
+            k: hidden,
+            num_experts: 1,
+        },
+        GemmEpilogue::Store,
+        logits,
+    )?;
+    route::<f32>(
+        dev,
+        cfg,
+        &logits.as_view(),
+        num_tokens,
+        bias,
+        topk_ids,
+        topk_weights,
+        status,
+    )
+}
+
 /// The validated sizes of a routing launch, as the kernel's integer types.
-struct Shape {
+pub(crate) struct Shape {
     num_tokens: i64,
     num_experts: i32,
     top_k: i32,
@@ -150,8 +247,43 @@ struct Grouping {
     score: i32,
 }
 
+impl Shape {
+    /// The kernel parameters for these sizes and `cfg`, with the given buffers (device pointers for
+    /// a launch, host pointers for the host twin).
+    pub(crate) fn params(
+        &self,
+        cfg: &RoutingConfig,
+        logits: *const c_void,
+        bias: *const f32,
+        topk_ids: *mut i32,
+        topk_weights: *mut f32,
+        status: *mut MoeStatus,
+    ) -> MoeRoutingParams {
+        let grouping = self.grouping;
+        MoeRoutingParams {
+            logits,
+            correction_bias: bias,
+            topk_ids,
+            topk_weights,
+            status,
+            num_tokens: self.num_tokens,
+            num_experts: self.num_experts,
+            top_k: self.top_k,
+            scoring: match cfg.scoring {
+                ScoringFunc::Softmax => abi::MOE_SCORING_SOFTMAX,
+                ScoringFunc::Sigmoid => abi::MOE_SCORING_SIGMOID,
+            },
+            n_group: grouping.map_or(0, |g| g.n_group),
+            topk_group: grouping.map_or(0, |g| g.topk_group),
+            group_score: grouping.map_or(abi::MOE_GROUP_SCORE_MAX, |g| g.score),
+            renormalize: i32::from(cfg.renormalize),
+            routed_scaling_factor: cfg.routed_scaling_factor,
+        }
+    }
+}
+
 /// Check the config and every length that does not involve a device buffer's identity.
-fn check_shapes(
+pub(crate) fn check_shapes(
     cfg: &RoutingConfig,
     num_tokens: usize,
     logits_len: usize,
@@ -233,7 +365,6 @@ fn check_len(what: &str, expected: usize, found: usize) -> Result<()> {
 /// One warp per token row, up to `MOE_ROUTING_BLOCK_THREADS` threads per block; grouped selection
 /// needs `n_group` floats of shared memory per warp, which can lower the warps per block.
 fn launch_config(num_tokens: usize, n_group: usize) -> LaunchConfig {
-    const WARP: usize = 32;
     let max_warps = abi::MOE_ROUTING_BLOCK_THREADS as usize / WARP;
     let bytes_per_warp = n_group * std::mem::size_of::<f32>();
     let warps = match bytes_per_warp {
@@ -314,6 +445,22 @@ mod tests {
             check_shapes(&grouped(12289 * 2, 1, 12289, 1), 1, 12289 * 2, None),
             Err(MoeError::Unsupported(_))
         ));
+    }
+
+    #[test]
+    fn fast_path_covers_up_to_512_experts() {
+        assert_eq!(register_slots(1), Some(1));
+        assert_eq!(register_slots(32), Some(1));
+        assert_eq!(register_slots(33), Some(2));
+        assert_eq!(register_slots(60), Some(2));
+        assert_eq!(register_slots(128), Some(4));
+        assert_eq!(register_slots(256), Some(8));
+        assert_eq!(register_slots(257), Some(16));
+        assert_eq!(register_slots(512), Some(16));
+        assert_eq!(register_slots(513), None);
+        assert_eq!(kernel_name(DType::BF16, Some(16)), "moe_route_bf16_r16");
+        assert_eq!(kernel_name(DType::F16, None), "moe_route_f16");
+        assert_eq!(kernel_name(DType::F32, Some(2)), "moe_route_f32_r2");
     }
 
     #[test]

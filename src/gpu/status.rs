@@ -16,7 +16,9 @@ unsafe impl ValidAsZeroBits for MoeStatus {}
 /// an error without a host synchronisation.
 ///
 /// Today it records non-finite router logits and correction-bias entries seen by
-/// [`route`](super::route). Kernels only ever write to it, asynchronously, when they find a problem;
+/// [`route`](super::route), and expert ids out of range seen by [`permute`](super::permute) (which
+/// skips them). When permutations of different shapes both recorded a bad id, the lowest position is
+/// decoded with the shape (`k`, `E`) of the last one that recorded. Kernels only ever write to it, asynchronously, when they find a problem;
 /// it is sticky (it keeps the lowest offending position across launches) until [`DeviceStatus::reset`].
 /// Read it with [`DeviceStatus::check`] outside the forward pass.
 #[derive(Debug)]
@@ -25,6 +27,9 @@ pub struct DeviceStatus {
 }
 
 impl DeviceStatus {
+    /// Device memory of one record, in bytes.
+    pub const BYTES: usize = std::mem::size_of::<MoeStatus>();
+
     /// Allocate a cleared record on `dev`'s stream.
     pub fn new(dev: &Device) -> Result<Self> {
         Ok(DeviceStatus {
@@ -44,27 +49,49 @@ impl DeviceStatus {
     /// This synchronises the host with the device, so call it outside the forward pass (after a
     /// batch, or in tests). A non-finite correction-bias entry is reported before a non-finite
     /// logit, like the CPU reference, which checks the bias first; among logits the lowest
-    /// (token, expert) is reported.
+    /// (token, expert) is reported; then the lowest (token, slot) holding an out-of-range expert id.
     pub fn check(&self) -> Result<()> {
         let stream = self.record.stream();
         stream.synchronize()?;
         let record = stream.clone_dtoh(&self.record)?;
-        let Some(status) = record.first() else {
-            return Ok(());
-        };
-        if let Some(e) = nonfinite_error("correction bias", status.nonfinite_bias) {
-            return Err(e);
-        }
-        if let Some(e) = nonfinite_error("router logit", status.nonfinite_logit) {
-            return Err(e);
-        }
-        Ok(())
+        record.first().map_or(Ok(()), decode)
     }
 
     /// The record, for passing to a kernel.
     pub(crate) fn record_mut(&mut self) -> &mut CudaSlice<MoeStatus> {
         &mut self.record
     }
+}
+
+/// The error a status record holds, in the order [`DeviceStatus::check`] documents.
+pub(crate) fn decode(status: &MoeStatus) -> Result<()> {
+    if let Some(e) = nonfinite_error("correction bias", status.nonfinite_bias) {
+        return Err(e);
+    }
+    if let Some(e) = nonfinite_error("router logit", status.nonfinite_logit) {
+        return Err(e);
+    }
+    if let Some(e) = expert_id_error(status.expert_id, status.expert_id_shape) {
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Decode the out-of-range expert id slot (see `MoeStatus` in kernels/moe_abi.h): 0 is "nothing
+/// recorded", otherwise the complement of `flat << 32 | id as u32`, with `shape = k << 32 | E`.
+pub(crate) fn expert_id_error(slot: u64, shape: u64) -> Option<MoeError> {
+    if slot == 0 {
+        return None;
+    }
+    let key = !slot;
+    let flat = (key >> 32) as usize;
+    let top_k = ((shape >> 32) as usize).max(1);
+    Some(MoeError::ExpertIdOutOfRange {
+        token: flat / top_k,
+        slot: flat % top_k,
+        id: i64::from(key as u32 as i32),
+        num_experts: (shape & u64::from(u32::MAX)) as usize,
+    })
 }
 
 /// Decode one status slot (see `MoeStatus` in kernels/moe_abi.h): 0 is "nothing recorded",
@@ -123,6 +150,25 @@ mod tests {
             e,
             Some(MoeError::NonFinite { token: 4294967295, value, .. }) if value == f32::INFINITY
         ));
+    }
+
+    #[test]
+    fn decodes_expert_id_slots() {
+        assert!(expert_id_error(0, 0).is_none());
+        // flat 13 with k = 4 is token 3, slot 1; the id -5 survives the u32 round trip.
+        let slot = !((13u64 << 32) | u64::from(-5i32 as u32));
+        let e = expert_id_error(slot, (4u64 << 32) | 60).unwrap();
+        assert!(matches!(
+            e,
+            MoeError::ExpertIdOutOfRange {
+                token: 3,
+                slot: 1,
+                id: -5,
+                num_experts: 60
+            }
+        ));
+        // A lower position gives a larger complemented key, which atomicMax keeps.
+        assert!(!((12u64 << 32) | 99) > slot);
     }
 
     #[test]

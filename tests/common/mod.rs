@@ -193,3 +193,23 @@ pub mod oracle {
         matvec(down, h, i, &mid)
     }
 }
+
+/// The GPU for GPU test `module::test`, or `None` when this machine cannot run it: then
+/// `SKIPPED <module>::<test>: <reason>` goes straight to the stderr handle (so that the harness
+/// does not capture it and a skip is visible in a plain `cargo test`), unless
+/// `MOE_KERNELS_REQUIRE_GPU=1`, which turns a missing GPU into a failure (GPU runners).
+pub fn gpu(module: &str, test: &str) -> Option<moe_kernels::gpu::Device> {
+    use moe_kernels::MoeError;
+    use std::io::Write;
+    match moe_kernels::gpu::Device::new(0) {
+        Ok(dev) => Some(dev),
+        Err(e @ (MoeError::KernelsNotBuilt | MoeError::NoCudaDevice(_))) => {
+            if std::env::var("MOE_KERNELS_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+                panic!("MOE_KERNELS_REQUIRE_GPU=1 but no GPU is usable: {e}");
+            }
+            let _ = writeln!(std::io::stderr(), "SKIPPED {module}::{test}: {e}");
+            None
+        }
+        Err(e) => panic!("Device::new(0) failed unexpectedly: {e}"),
+    }
+}

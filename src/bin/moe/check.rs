@@ -7,10 +7,11 @@ use anyhow::{bail, Context, Result};
 use half::bf16;
 use moe_kernels::cpu::routing::Routing;
 use moe_kernels::hf::HfModel;
-use moe_kernels::{Element, MatRef};
+use moe_kernels::MatRef;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::common::{resolve_device, Backend, DeviceArg, ModelArgs};
+use super::common::{rel_l2, resolve_device, Backend, DeviceArg, FastRng, GpuCapable, ModelArgs};
+use moe_kernels::gpu::Device;
 
 /// `moe check` arguments.
 #[derive(clap::Args, Debug)]
@@ -48,17 +49,24 @@ pub fn main(args: Args) -> Result<()> {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0x5eed)
     });
-    let x = random_input(seed, t * h);
+    let x: Vec<f32> = FastRng::new(seed).values(t * h, 3f32.sqrt());
 
-    let (reference, candidate_name, candidate) = match backend {
-        Backend::Cpu => (
-            forward::<f32>(&model, layer, &x, t)?,
-            "CPU bf16",
-            forward::<bf16>(&model, layer, &x, t)?,
+    let reference = forward::<f32>(&model, layer, &x, t, None)?;
+    let (candidate_name, candidate) = match &backend {
+        Backend::Cpu => ("CPU bf16", forward::<bf16>(&model, layer, &x, t, None)?),
+        Backend::Cuda(dev) => (
+            "GPU bf16",
+            forward::<bf16>(&model, layer, &x, t, Some(dev))?,
         ),
     };
 
-    let err = rel_l2(&candidate.0, &reference.0);
+    let err = rel_l2(
+        candidate
+            .0
+            .iter()
+            .zip(&reference.0)
+            .map(|(&g, &w)| (g as f64, w as f64)),
+    );
     if !err.is_finite() {
         bail!("the {candidate_name} output is not finite (relative L2 error {err})");
     }
@@ -67,9 +75,17 @@ pub fn main(args: Args) -> Result<()> {
         "layer:             {layer} ({}), {t} random tokens, seed {seed}",
         cfg.family
     );
-    match note {
-        Some(n) => println!("GPU:               {n}; comparing CPU bf16 instead"),
-        None => println!("GPU:               not used (--device cpu); comparing CPU bf16 instead"),
+    match (&backend, note) {
+        (Backend::Cuda(dev), _) => println!(
+            "GPU:               {}",
+            dev.context()
+                .name()
+                .unwrap_or_else(|e| format!("(name unavailable: {e})"))
+        ),
+        (Backend::Cpu, Some(n)) => println!("GPU:               {n}; comparing CPU bf16 instead"),
+        (Backend::Cpu, None) => {
+            println!("GPU:               not used (--device cpu); comparing CPU bf16 instead")
+        }
     }
     println!("reference:         CPU f32");
     println!("candidate:         {candidate_name}");
@@ -81,54 +97,28 @@ pub fn main(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// The layer with weights and activations of type `T` on `x` `[t, H]`: output (widened) and routing.
-fn forward<T: Element>(
+/// The layer with weights and activations of type `T` on `x` `[t, H]` (on `gpu` when given, else on
+/// the CPU): output (widened) and routing.
+fn forward<T: GpuCapable>(
     model: &HfModel,
     layer: usize,
     x: &[f32],
     t: usize,
+    gpu: Option<&Device>,
 ) -> Result<(Vec<f32>, Routing)> {
     let cpu = model
         .cpu_layer::<T>(layer)
         .with_context(|| format!("cannot load layer {layer} in {}", T::DTYPE))?;
     let h = cpu.config().hidden_size;
     let xt: Vec<T> = x.iter().map(|&v| T::from_f32(v)).collect();
+    if let Some(dev) = gpu {
+        return T::gpu_forward(dev, &cpu, &xt, t)
+            .with_context(|| format!("layer {layer} failed on the GPU"));
+    }
     let out = cpu
         .forward(MatRef::new("hidden_states", &xt, t, h)?)
         .with_context(|| format!("layer {layer} failed in {}", T::DTYPE))?;
     Ok((out.hidden.iter().map(|v| v.to_f32()).collect(), out.routing))
-}
-
-/// `n` values, zero mean and unit variance (uniform), from a splitmix64 stream seeded with `seed`.
-fn random_input(seed: u64, n: usize) -> Vec<f32> {
-    let mut s = seed;
-    let a = 3f32.sqrt();
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = s;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^= z >> 31;
-            let u = (z >> 40) as f32 / (1u64 << 24) as f32; // [0, 1)
-            (2.0 * u - 1.0) * a
-        })
-        .collect()
-}
-
-/// `|got - want| / |want|` in f64 (absolute when `want` is zero).
-fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
-    let (mut num, mut den) = (0f64, 0f64);
-    for (&g, &w) in got.iter().zip(want) {
-        let d = g as f64 - w as f64;
-        num += d * d;
-        den += w as f64 * w as f64;
-    }
-    if den == 0.0 {
-        num.sqrt()
-    } else {
-        (num / den).sqrt()
-    }
 }
 
 /// The fraction of (token, chosen expert) pairs both routings share, and the number of tokens whose

@@ -2,8 +2,13 @@
 
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
+use cudarc::driver::ValidAsZeroBits;
+use moe_kernels::cpu::layer::CpuMoeLayer;
+use moe_kernels::cpu::routing::Routing;
+use moe_kernels::gpu::{Device, GemmElement, GemmOutput, GpuMoeLayer};
 use moe_kernels::hf::{HfModel, ModelFamily};
 use moe_kernels::DType;
+use moe_kernels::Element;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -61,30 +66,148 @@ impl ModelArgs {
 }
 
 /// The device a command runs on, once resolved.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
     /// The CPU reference path.
     Cpu,
+    /// The GPU kernels on CUDA device 0.
+    Cuda(Device),
 }
 
-/// Resolve `--device` for `command`. While the GPU path of the command is not built, `cuda` is an error
-/// and `auto` runs on the CPU, returning a note that says why: no usable GPU (with the reason), or a GPU
-/// that the command cannot use yet.
+/// Resolve `--device` for `command`: `cuda` opens GPU 0 or fails with the reason; `auto` uses the GPU
+/// when one can be opened and otherwise runs on the CPU, returning a note that says why.
 pub fn resolve_device(device: DeviceArg, command: &str) -> Result<(Backend, Option<String>)> {
     match device {
         DeviceArg::Cpu => Ok((Backend::Cpu, None)),
-        DeviceArg::Cuda => bail!(
-            "the GPU path of `moe {command}` is not built yet (issue 3); use --device cpu or --device auto"
-        ),
-        DeviceArg::Auto => {
-            let note = match moe_kernels::gpu::Device::new(0) {
-                Ok(_) => format!(
-                    "a GPU is present but the GPU path of `moe {command}` is not built yet (issue 3)"
-                ),
-                Err(e) => format!("no usable GPU: {e}"),
-            };
-            Ok((Backend::Cpu, Some(note)))
+        DeviceArg::Cuda => {
+            let dev = Device::new(0)
+                .with_context(|| format!("`moe {command} --device cuda` needs a usable GPU"))?;
+            Ok((Backend::Cuda(dev), None))
         }
+        DeviceArg::Auto => match Device::new(0) {
+            Ok(dev) => Ok((Backend::Cuda(dev), None)),
+            Err(e) => Ok((Backend::Cpu, Some(format!("no usable GPU: {e}")))),
+        },
+    }
+}
+
+/// Run `cpu`'s layer on the GPU: upload its weights, run one forward on `x` `[t, H]`, check the
+/// device-side status, and return the output widened to f32 with the routing decision.
+pub fn gpu_forward<T>(
+    dev: &Device,
+    cpu: &CpuMoeLayer<T>,
+    x: &[T],
+    t: usize,
+) -> Result<(Vec<f32>, Routing)>
+where
+    T: GemmElement + GemmOutput<T> + ValidAsZeroBits,
+    f32: GemmOutput<T>,
+{
+    let cfg = cpu.config();
+    let layer =
+        GpuMoeLayer::upload(dev, cfg, cpu.weights()).context("cannot upload the weights")?;
+    let stream = dev.stream();
+    let xd = stream.clone_htod(x)?;
+    let mut out = stream.alloc_zeros::<T>(x.len().max(1))?;
+    let mut ws = layer.workspace(dev, t)?;
+    layer.forward(
+        dev,
+        &xd.as_view(),
+        t,
+        &mut ws,
+        &mut out.slice_mut(..x.len()),
+    )?;
+    ws.status()
+        .check()
+        .context("the GPU forward reported bad input")?;
+    let hidden: Vec<T> = stream.clone_dtoh(&out.slice(..x.len()))?;
+    let k = cfg.routing.top_k;
+    let ids: Vec<i32> = stream.clone_dtoh(&ws.topk_ids().slice(..t * k))?;
+    let weights: Vec<f32> = stream.clone_dtoh(&ws.topk_weights().slice(..t * k))?;
+    let routing = Routing::from_parts(t, k, ids, weights, cfg.routing.num_experts)?;
+    Ok((hidden.iter().map(|v| v.to_f32()).collect(), routing))
+}
+
+/// An element type `moe` computes in, with its GPU path: bf16 and f16 run on the tensor-core kernels,
+/// f32 only on the CPU.
+pub trait GpuCapable: Element {
+    /// [`gpu_forward`] for this type, or an error saying the GPU cannot compute in it.
+    fn gpu_forward(
+        dev: &Device,
+        cpu: &CpuMoeLayer<Self>,
+        x: &[Self],
+        t: usize,
+    ) -> Result<(Vec<f32>, Routing)>;
+}
+
+impl GpuCapable for f32 {
+    fn gpu_forward(
+        _: &Device,
+        _: &CpuMoeLayer<f32>,
+        _: &[f32],
+        _: usize,
+    ) -> Result<(Vec<f32>, Routing)> {
+        bail!("the GPU kernels compute in bf16 or f16 (tensor cores); use --dtype bf16, --dtype f16 or --device cpu")
+    }
+}
+
+impl GpuCapable for half::bf16 {
+    fn gpu_forward(
+        dev: &Device,
+        cpu: &CpuMoeLayer<Self>,
+        x: &[Self],
+        t: usize,
+    ) -> Result<(Vec<f32>, Routing)> {
+        gpu_forward(dev, cpu, x, t)
+    }
+}
+
+impl GpuCapable for half::f16 {
+    fn gpu_forward(
+        dev: &Device,
+        cpu: &CpuMoeLayer<Self>,
+        x: &[Self],
+        t: usize,
+    ) -> Result<(Vec<f32>, Routing)> {
+        gpu_forward(dev, cpu, x, t)
+    }
+}
+
+/// A small, fast generator of random test data (xorshift64*): values uniform in `[-scale, scale)`.
+pub struct FastRng(u64);
+
+impl FastRng {
+    /// A generator from `seed` (any value).
+    pub fn new(seed: u64) -> Self {
+        FastRng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    /// `n` values uniform in `[-scale, scale)`, rounded to `T`.
+    pub fn values<T: Element>(&mut self, n: usize, scale: f32) -> Vec<T> {
+        (0..n).map(|_| T::from_f32(self.uniform(scale))).collect()
+    }
+
+    /// One value uniform in `[-scale, scale)`.
+    pub fn uniform(&mut self, scale: f32) -> f32 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let bits = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40;
+        (bits as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+    }
+}
+
+/// Relative L2 error `|got - want| / |want|` over `(got, want)` pairs, in f64 (absolute when `want` is
+/// zero).
+pub fn rel_l2(pairs: impl IntoIterator<Item = (f64, f64)>) -> f64 {
+    let (mut num, mut den) = (0f64, 0f64);
+    for (g, w) in pairs {
+        num += (g - w) * (g - w);
+        den += w * w;
+    }
+    if den == 0.0 {
+        num.sqrt()
+    } else {
+        (num / den).sqrt()
     }
 }
 

@@ -3,12 +3,15 @@
 use anyhow::{Context, Result};
 use half::{bf16, f16};
 use moe_kernels::cpu::routing::Routing;
+use moe_kernels::gpu::Device;
 use moe_kernels::hf::HfModel;
 use moe_kernels::{DType, Element, HostTensor, MatRef};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use super::common::{check_output_path, resolve_device, Backend, DTypeArg, DeviceArg, ModelArgs};
+use super::common::{
+    check_output_path, resolve_device, Backend, DTypeArg, DeviceArg, GpuCapable, ModelArgs,
+};
 use super::tensors::{read_hidden_states, write_atomic, OutTensor, HIDDEN};
 
 /// `moe run` arguments.
@@ -50,12 +53,21 @@ pub fn main(args: Args) -> Result<()> {
         None => model.stored_dtype(layer)?,
     };
 
-    let (hidden, routing) = match backend {
+    let (hidden, routing) = match &backend {
         Backend::Cpu => match dtype {
-            DType::F32 => forward::<f32>(&model, layer, &input)?,
-            DType::BF16 => forward::<bf16>(&model, layer, &input)?,
-            DType::F16 => forward::<f16>(&model, layer, &input)?,
+            DType::F32 => forward::<f32>(&model, layer, &input, None)?,
+            DType::BF16 => forward::<bf16>(&model, layer, &input, None)?,
+            DType::F16 => forward::<f16>(&model, layer, &input, None)?,
         },
+        Backend::Cuda(dev) => match dtype {
+            DType::F32 => forward::<f32>(&model, layer, &input, Some(dev))?,
+            DType::BF16 => forward::<bf16>(&model, layer, &input, Some(dev))?,
+            DType::F16 => forward::<f16>(&model, layer, &input, Some(dev))?,
+        },
+    };
+    let device = match backend {
+        Backend::Cpu => "cpu",
+        Backend::Cuda(_) => "cuda",
     };
 
     let outputs = [
@@ -66,13 +78,14 @@ pub fn main(args: Args) -> Result<()> {
     let metadata = HashMap::from([
         ("model".to_string(), args.model.model.display().to_string()),
         ("layer".to_string(), layer.to_string()),
-        ("device".to_string(), "cpu".to_string()),
+        ("device".to_string(), device.to_string()),
         ("dtype".to_string(), dtype.to_string()),
     ]);
     write_atomic(&args.output, &outputs, metadata)?;
     eprintln!(
-        "moe: ran layer {layer} ({}) on the CPU in {dtype}: {t} tokens -> {}{}",
+        "moe: ran layer {layer} ({}) on the {} in {dtype}: {t} tokens -> {}{}",
         cfg.family,
+        if device == "cpu" { "CPU" } else { "GPU" },
         args.output.display(),
         note.map(|n| format!(" (--device auto: {n})"))
             .unwrap_or_default()
@@ -80,19 +93,27 @@ pub fn main(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// Load the layer with weights of type `T`, run it on `input` converted to `T`, and widen the output.
-fn forward<T: Element>(
+/// Load the layer with weights of type `T`, run it on `input` converted to `T` (on `gpu` when given,
+/// else on the CPU), and widen the output.
+fn forward<T: Element + GpuCapable>(
     model: &HfModel,
     layer: usize,
     input: &HostTensor,
+    gpu: Option<&Device>,
 ) -> Result<(Vec<f32>, Routing)> {
     let cpu = model
         .cpu_layer::<T>(layer)
         .with_context(|| format!("cannot load layer {layer}"))?;
     let (t, h) = (input.shape()[0], input.shape()[1]);
     let x: Vec<T> = input.to_vec();
-    let out = cpu
-        .forward(MatRef::new(HIDDEN, &x, t, h)?)
-        .with_context(|| format!("layer {layer} failed"))?;
-    Ok((out.hidden.iter().map(|v| v.to_f32()).collect(), out.routing))
+    match gpu {
+        Some(dev) => T::gpu_forward(dev, &cpu, &x, t)
+            .with_context(|| format!("layer {layer} failed on the GPU")),
+        None => {
+            let out = cpu
+                .forward(MatRef::new(HIDDEN, &x, t, h)?)
+                .with_context(|| format!("layer {layer} failed"))?;
+            Ok((out.hidden.iter().map(|v| v.to_f32()).collect(), out.routing))
+        }
+    }
 }

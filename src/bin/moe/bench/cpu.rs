@@ -9,33 +9,8 @@ use moe_kernels::cpu::permute::{gather, permute};
 use moe_kernels::cpu::routing::route;
 use moe_kernels::{ExpertsRef, MatMut, MatRef, MoeConfig};
 
+use super::super::common::FastRng;
 use super::measure::{time_host, Budget, Stage, Stats};
-
-/// A small, fast generator for benchmark data (xorshift64*): values uniform in `[-scale, scale)`.
-pub struct FastRng(u64);
-
-impl FastRng {
-    /// A generator from `seed` (any value).
-    pub fn new(seed: u64) -> Self {
-        FastRng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    /// `n` values uniform in `[-scale, scale)`, as bf16.
-    pub fn bf16s(&mut self, n: usize, scale: f32) -> Vec<bf16> {
-        (0..n)
-            .map(|_| bf16::from_f32(self.uniform(scale)))
-            .collect()
-    }
-
-    /// One value uniform in `[-scale, scale)`.
-    pub fn uniform(&mut self, scale: f32) -> f32 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        let bits = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40;
-        (bits as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
-    }
-}
 
 /// Bytes of the block's bf16 weights (router, experts, shared experts).
 pub fn weight_bytes(cfg: &MoeConfig) -> usize {
@@ -61,23 +36,23 @@ pub fn random_weights(cfg: &MoeConfig, seed: u64) -> MoeWeights<bf16> {
     let mut rng = FastRng::new(seed);
     let sh = (3.0 / h as f32).sqrt();
     MoeWeights {
-        router: rng.bf16s(e * h, sh),
+        router: rng.values::<bf16>(e * h, sh),
         correction_bias: cfg
             .routing
             .correction_bias
             .then(|| (0..e).map(|_| rng.uniform(0.05)).collect()),
-        gate_up: rng.bf16s(e * cfg.activation.up_rows(i) * h, sh),
-        down: rng.bf16s(e * h * i, (3.0 / i as f32).sqrt()),
+        gate_up: rng.values::<bf16>(e * cfg.activation.up_rows(i) * h, sh),
+        down: rng.values::<bf16>(e * h * i, (3.0 / i as f32).sqrt()),
         shared: cfg
             .shared_experts
             .iter()
             .map(|s| SharedExpertWeights {
-                gate_up: rng.bf16s(cfg.activation.up_rows(s.intermediate_size) * h, sh),
-                down: rng.bf16s(
+                gate_up: rng.values::<bf16>(cfg.activation.up_rows(s.intermediate_size) * h, sh),
+                down: rng.values::<bf16>(
                     h * s.intermediate_size,
                     (3.0 / s.intermediate_size as f32).sqrt(),
                 ),
-                gate: s.sigmoid_gate.then(|| rng.bf16s(h, sh)),
+                gate: s.sigmoid_gate.then(|| rng.values::<bf16>(h, sh)),
             })
             .collect(),
     }
@@ -98,7 +73,7 @@ pub fn bench_tokens(
         cfg.intermediate_size,
         cfg.routing.num_experts,
     );
-    let x = FastRng::new(seed).bf16s(t * h, 1.7);
+    let x = FastRng::new(seed).values::<bf16>(t * h, 1.7);
     let xv = MatRef::new("hidden states", &x, t, h)?;
     let logits = layer.router_logits(xv)?;
     let lv = MatRef::new("router logits", &logits, t, e)?;

@@ -10,6 +10,7 @@
 //! Face-style block run by PyTorch on the CPU; the GPU side runs once the GPU layer is built.
 
 mod cpu;
+mod gpu;
 mod measure;
 mod presets;
 mod report;
@@ -17,18 +18,22 @@ mod torch;
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use moe_kernels::cpu::layer::CpuMoeLayer;
+use moe_kernels::gpu::GpuMoeLayer;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use super::common::{resolve_device, Backend, DeviceArg};
-use measure::{Budget, Stage};
+use measure::{Budget, Stage, Stats};
 use presets::Preset;
 use report::{Ceilings, Record, Report};
 
 /// Token counts timed on the CPU when `--tokens` is not given.
 const CPU_TOKENS: &[usize] = &[1, 4, 16];
-/// The implementation name of this crate's CPU path in the results.
-const OURS_CPU: &str = "moe-kernels cpu";
+/// Token counts timed on a GPU when `--tokens` is not given.
+const GPU_TOKENS: &[usize] = &[
+    1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384,
+];
 
 /// `moe bench` arguments.
 #[derive(clap::Args, Debug)]
@@ -36,7 +41,7 @@ pub struct Args {
     /// Presets to run, comma-separated (default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     preset: Vec<Preset>,
-    /// Token counts, comma-separated (default on the CPU: 1,4,16).
+    /// Token counts, comma-separated (default: 1,4,16 on the CPU; 1,2,4,...,16384 on a GPU).
     #[arg(long, value_delimiter = ',')]
     tokens: Vec<usize>,
     /// Directory for results.json, results.md and the plots.
@@ -45,9 +50,10 @@ pub struct Args {
     /// Where to run.
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     device: DeviceArg,
-    /// Minimum measuring time per configuration, in seconds (at least 3 runs are always timed).
-    #[arg(long, default_value_t = 0.5)]
-    min_seconds: f64,
+    /// Minimum measuring time per configuration, in seconds (default: 0.3 on the CPU, 0.05 on a GPU;
+    /// at least 3 runs on the CPU and 10 on a GPU are always timed).
+    #[arg(long)]
+    min_seconds: Option<f64>,
     /// Skip the PyTorch peers.
     #[arg(long)]
     no_peers: bool,
@@ -60,51 +66,92 @@ pub struct Args {
     seed: u64,
 }
 
-/// Run the command.
-pub fn main(args: Args) -> Result<()> {
-    let (backend, note) = resolve_device(args.device, "bench")?;
-    if let Some(note) = note {
-        eprintln!("moe bench: running on the CPU ({note})");
+/// Where the benchmark runs.
+enum Side {
+    Cpu,
+    Gpu(Box<gpu::Gpu>),
+}
+
+impl Side {
+    /// This crate's implementation name in the results.
+    fn ours(&self) -> &'static str {
+        match self {
+            Side::Cpu => "moe-kernels cpu",
+            Side::Gpu(_) => "moe-kernels cuda",
+        }
     }
-    match backend {
-        Backend::Cpu => bench_cpu(&args),
+
+    /// The `--device` of the PyTorch peers.
+    fn torch_device(&self) -> &'static str {
+        match self {
+            Side::Cpu => "cpu",
+            Side::Gpu(_) => "cuda",
+        }
     }
 }
 
-fn bench_cpu(args: &Args) -> Result<()> {
+/// Run the command.
+pub fn main(args: Args) -> Result<()> {
+    let (backend, note) = resolve_device(args.device, "bench")?;
+    if let Some(note) = &note {
+        eprintln!("moe bench: running on the CPU ({note})");
+    }
     let presets = if args.preset.is_empty() {
         Preset::ALL.to_vec()
     } else {
         args.preset.clone()
     };
+    let mut notes = Vec::new();
+    let (mut side, default_tokens, budget) = match backend {
+        Backend::Cpu => (
+            Side::Cpu,
+            CPU_TOKENS,
+            Budget {
+                min_samples: 3,
+                min_seconds: args.min_seconds.unwrap_or(0.3),
+                max_samples: 1000,
+            },
+        ),
+        Backend::Cuda(dev) => {
+            let (g, blas_note) = gpu::Gpu::new(dev)?;
+            notes.extend(blas_note);
+            (
+                Side::Gpu(Box::new(g)),
+                GPU_TOKENS,
+                Budget {
+                    min_samples: 10,
+                    min_seconds: args.min_seconds.unwrap_or(0.05),
+                    max_samples: 1000,
+                },
+            )
+        }
+    };
     let tokens = if args.tokens.is_empty() {
-        CPU_TOKENS.to_vec()
+        default_tokens.to_vec()
     } else {
         args.tokens.clone()
     };
     if tokens.contains(&0) {
         bail!("--tokens values must be at least 1");
     }
-    if !(args.min_seconds >= 0.0 && args.min_seconds.is_finite()) {
+    if !(budget.min_seconds >= 0.0 && budget.min_seconds.is_finite()) {
         bail!("--min-seconds must be a finite, non-negative number");
     }
-    let budget = Budget {
-        min_samples: 3,
-        min_seconds: args.min_seconds,
-        max_samples: 1000,
-    };
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
 
-    let ceilings = cpu_ceilings();
+    let (device, ceilings) = match &mut side {
+        Side::Cpu => (cpu_name(), cpu_ceilings()),
+        Side::Gpu(g) => (g.name()?, g.ceilings(budget)?),
+    };
     let mut report = Report {
         date: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         commit: commit(),
-        device: cpu_name(),
+        device,
         dtype: "bf16".into(),
         ceilings,
         records: Vec::new(),
-        notes: Vec::new(),
+        notes,
         skipped: Vec::new(),
     };
     let peer = (!args.no_peers).then(|| torch::TorchPeer::locate(args.python.clone()));
@@ -115,6 +162,7 @@ fn bench_cpu(args: &Args) -> Result<()> {
             .progress_chars("=> "),
     );
     progress.enable_steady_tick(Duration::from_millis(200));
+    let mut worst_check = 0f64;
 
     for preset in presets {
         let cfg = preset.config();
@@ -122,8 +170,8 @@ fn bench_cpu(args: &Args) -> Result<()> {
         if let Some(avail) = available_memory() {
             if need as f64 > 0.7 * avail as f64 {
                 report.skipped.push(format!(
-                    "{} on the CPU: its bf16 weights take {:.1} GB, more than 70% of the {:.1} GB \
-                     of memory available",
+                    "{}: its bf16 weights take {:.1} GB, more than 70% of the {:.1} GB of host \
+                     memory available",
                     preset.name(),
                     need as f64 / 1e9,
                     avail as f64 / 1e9
@@ -133,32 +181,72 @@ fn bench_cpu(args: &Args) -> Result<()> {
             }
         }
         progress.set_message(format!("{}: generating weights", preset.name()));
-        let layer = moe_kernels::cpu::layer::CpuMoeLayer::new(
-            cfg.clone(),
-            cpu::random_weights(&cfg, args.seed),
-        )?;
+        let cpu_layer = CpuMoeLayer::new(cfg.clone(), cpu::random_weights(&cfg, args.seed))?;
+        let gpu_layer = match &side {
+            Side::Cpu => None,
+            Side::Gpu(g) => Some(GpuMoeLayer::upload(&g.dev, &cfg, cpu_layer.weights())?),
+        };
         for &t in &tokens {
             progress.set_message(format!("{}: {t} tokens", preset.name()));
-            let (timings, touched) = cpu::bench_tokens(&layer, t, args.seed ^ t as u64, budget)?;
-            for (stage, stats) in timings {
+            let seed = args.seed ^ (t as u64).wrapping_mul(0x9E37_79B9);
+            let mut push = |implementation: &str, stage: Stage, stats: Stats, touched: usize| {
                 let work = measure::work(&cfg, stage, t, touched, 2);
                 report.records.push(Record::new(
                     preset.name(),
                     t,
-                    OURS_CPU,
+                    implementation,
                     stage.name(),
                     stats,
                     work,
                     &report.ceilings,
                 ));
+            };
+            match (&mut side, &gpu_layer) {
+                (Side::Gpu(g), Some(layer)) => {
+                    match gpu::bench_tokens(g, &cpu_layer, layer, t, seed, budget) {
+                        Ok(r) => {
+                            worst_check = worst_check.max(r.check_error);
+                            for (stage, stats) in r.stages {
+                                push("moe-kernels cuda", stage, stats, r.touched);
+                            }
+                            if let Some(s) = r.graph {
+                                push("moe-kernels cuda graph", Stage::Layer, s, r.touched);
+                            }
+                            for (name, pair) in [
+                                ("cuBLAS per expert", r.cublas_per_expert),
+                                ("cuBLAS dense (equal FLOPs)", r.cublas_dense),
+                            ] {
+                                if let Some((up, down)) = pair {
+                                    push(name, Stage::UpGemm, up, r.touched);
+                                    push(name, Stage::DownGemm, down, r.touched);
+                                }
+                            }
+                        }
+                        Err(e) => report
+                            .skipped
+                            .push(format!("{} at {t} tokens: {e:#}", preset.name())),
+                    }
+                }
+                _ => {
+                    let (timings, touched) = cpu::bench_tokens(&cpu_layer, t, seed, budget)?;
+                    for (stage, stats) in timings {
+                        push("moe-kernels cpu", stage, stats, touched);
+                    }
+                }
             }
             progress.inc(1);
         }
-        drop(layer);
+        drop((cpu_layer, gpu_layer));
         if let Some(peer) = &peer {
             progress.set_message(format!("{}: PyTorch peers", preset.name()));
             let file = args.out.join(format!("torch-{}.json", preset.name()));
-            match peer.run(&cfg, &tokens, "cpu", args.min_seconds, &file)? {
+            match peer.run(
+                &cfg,
+                &tokens,
+                side.torch_device(),
+                budget.min_seconds,
+                &file,
+            )? {
                 Ok(run) => {
                     let note = format!(
                         "PyTorch peers: torch {} on {}, same shapes, random bf16 weights",
@@ -173,8 +261,8 @@ fn bench_cpu(args: &Args) -> Result<()> {
                             .map(|s| format!("{}: {s}", preset.name())),
                     );
                     for r in &run.records {
-                        // The peers run the whole block; their work is the layer's, with the same
-                        // experts touched (their routing is the same function of the same shapes).
+                        // The peers run the whole block; count its work with every token's k
+                        // experts distinct (as many experts touched as tokens * k allows).
                         let touched = cfg.routing.num_experts.min(r.tokens * cfg.routing.top_k);
                         let work = measure::work(&cfg, Stage::Layer, r.tokens, touched, 2);
                         report.records.push(Record::new(
@@ -195,17 +283,24 @@ fn bench_cpu(args: &Args) -> Result<()> {
         }
     }
     progress.finish_and_clear();
+    if let Side::Gpu(_) = side {
+        report.notes.push(format!(
+            "every timed GPU configuration was first checked against the CPU reference on sampled \
+             tokens: worst relative L2 error {worst_check:.2e}"
+        ));
+    }
 
-    report.compare_with_peers(OURS_CPU);
+    report.compare_with_peers();
     print!("{}", report.table());
     for why in &report.skipped {
         println!("not run: {why}");
     }
     let plots = report.write(&args.out)?;
     println!(
-        "wrote {}/results.json, results.md and {} plots",
+        "wrote {}/results.json, results.md and {} plots ({})",
         args.out.display(),
-        plots.len()
+        plots.len(),
+        side.ours()
     );
     Ok(())
 }

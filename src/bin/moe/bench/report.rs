@@ -81,6 +81,11 @@ impl Record {
         }
     }
 
+    /// Whether this row is one of this crate's implementations.
+    pub fn is_ours(&self) -> bool {
+        self.implementation.starts_with("moe-kernels")
+    }
+
     /// The larger of the two ceiling percentages: how close this stage is to its limit.
     pub fn pct_of_ceiling(&self) -> f64 {
         self.pct_copy_bandwidth
@@ -110,28 +115,26 @@ pub struct Report {
 }
 
 impl Report {
-    /// Fill `speedup_over` of this crate's layer rows from the peers' layer rows.
-    pub fn compare_with_peers(&mut self, ours: &str) {
-        let peers: Vec<(String, usize, String, f64)> = self
+    /// Fill `speedup_over` of this crate's rows (implementations named `moe-kernels ...`) from every
+    /// other implementation's row of the same preset, token count and stage.
+    pub fn compare_with_peers(&mut self) {
+        let peers: Vec<(String, usize, String, String, f64)> = self
             .records
             .iter()
-            .filter(|r| r.stage == "layer" && r.implementation != ours)
+            .filter(|r| !r.is_ours())
             .map(|r| {
                 (
                     r.preset.clone(),
                     r.tokens,
+                    r.stage.clone(),
                     r.implementation.clone(),
                     r.stats.median_us,
                 )
             })
             .collect();
-        for r in self
-            .records
-            .iter_mut()
-            .filter(|r| r.stage == "layer" && r.implementation == ours)
-        {
-            for (preset, tokens, name, us) in &peers {
-                if *preset == r.preset && *tokens == r.tokens {
+        for r in self.records.iter_mut().filter(|r| r.is_ours()) {
+            for (preset, tokens, stage, name, us) in &peers {
+                if *preset == r.preset && *tokens == r.tokens && *stage == r.stage {
                     r.speedup_over.insert(name.clone(), us / r.stats.median_us);
                 }
             }
@@ -284,10 +287,9 @@ impl Report {
             )? {
                 files.push(name);
             }
-            let ours = |r: &&Record| r.implementation.starts_with("moe-kernels");
             let ceiling_lines = lines(
                 &rows,
-                |r| ours(&r),
+                Record::is_ours,
                 |r| format!("{} {}", r.implementation, r.stage),
                 Record::pct_of_ceiling,
             );

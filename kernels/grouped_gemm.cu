@@ -1,0 +1,432 @@
+// grouped_gemm.cu: the grouped expert GEMM on tensor cores, one launch for all experts:
+// out[rows of e] = epilogue(x[rows of e] @ w[e]^T), x [rows, K], w [E, N, K] (K contiguous), f32
+// accumulation, bf16 or f16 inputs, output of the input type or f32. See MoeGemmParams (moe_abi.h).
+//
+// Parallel decomposition.
+// - Grid: persistent. Block b computes output tiles b, b + gridDim.x, b + 2 gridDim.x, ... of the tile
+//   space defined in gemm_schedule.cuh, which the block derives itself from the device-side expert
+//   offsets: the host never learns how many rows an expert has. The experts are walked in chunks of
+//   THREADS; per chunk, thread j owns expert first + j, and two block-wide scans build the chunk's
+//   segment bounds (running max of the clamped offsets) and tile counts (inclusive prefix sum) in
+//   shared memory; each thread then maps its block's tile numbers to (expert, rows, column tile) with a
+//   binary search (moe_gemm_locate). Every thread computes the same mapping from the same tables, so
+//   no broadcast is needed.
+// - Block tile: BM rows x BN weight rows, K walked in steps of BK through a STAGES-deep cp.async
+//   pipeline into shared memory (A tile BM x BK and B tile BN x BK per stage, K contiguous, rows
+//   XOR-swizzled by 16-byte chunk so ldmatrix and cp.async are bank-conflict free). Thread i copies
+//   the 16-byte chunks i, i + THREADS, ... of each tile; rows past the segment end or past N, and
+//   chunks past K, are zero-filled (cp.async source size 0) so they add nothing.
+// - Warps: WARPS_M x WARPS_N; warp (wm, wn) owns the WM x WN sub-tile at (wm WM, wn WN) and computes it
+//   as MT x NT mma.sync m16n8k16 tiles, loading its A and B fragments with ldmatrix.x4 per 16-deep K
+//   step. Accumulators stay in registers for the whole K loop (no split-K: results are deterministic,
+//   each output element is one thread's fixed-order sum).
+// - Epilogue (gemm_epilogue.cuh): each thread writes its own accumulator fragments; the gated
+//   activation pairs gate and up columns that the B-tile layout put in the same thread.
+//
+// Unaligned operands (K not a multiple of 8, or base pointers not 16-byte aligned) use the same tiles
+// with a synchronous element-wise loader (`kAligned = false`): slower, never an error.
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+#include "gemm_epilogue.cuh"
+#include "gemm_layout.cuh"
+#include "gemm_mma.cuh"
+#include "gemm_schedule.cuh"
+#include "moe_abi.h"
+
+namespace {
+
+using namespace moe_gemm;
+
+constexpr int kWarpSize = 32;
+constexpr unsigned kFullMask = 0xffffffffu;
+// Row tiles per raster group (moe_gemm_raster).
+constexpr int kRasterGroup = 8;
+
+// A tile shape. Sizes in elements of the 16-bit input type.
+template <int BM_, int BN_, int BK_, int WARPS_M_, int WARPS_N_, int STAGES_>
+struct TileConfig {
+    static constexpr int BM = BM_;
+    static constexpr int BN = BN_;
+    static constexpr int BK = BK_;
+    static constexpr int WARPS_M = WARPS_M_;
+    static constexpr int WARPS_N = WARPS_N_;
+    static constexpr int STAGES = STAGES_;
+    static constexpr int WARPS = WARPS_M * WARPS_N;
+    static constexpr int THREADS = WARPS * kWarpSize;
+    static constexpr int WM = BM / WARPS_M;  // warp tile rows
+    static constexpr int WN = BN / WARPS_N;  // warp tile columns
+    static constexpr int MT = WM / 16;       // m16 fragments per warp
+    static constexpr int NT = WN / 8;        // n8 fragments per warp
+    static constexpr int CHUNKS_PER_ROW = BK / 8;  // 16-byte chunks per shared tile row
+    static constexpr int ROW_BYTES = BK * 2;
+    static constexpr int A_BYTES = BM * ROW_BYTES;
+    static constexpr int STAGE_BYTES = (BM + BN) * ROW_BYTES;
+    static constexpr int SMEM_BYTES = STAGES * STAGE_BYTES;
+    static constexpr int A_CHUNKS = BM * CHUNKS_PER_ROW;
+    static constexpr int B_CHUNKS = BN * CHUNKS_PER_ROW;
+    static constexpr int A_ITERS = (A_CHUNKS + THREADS - 1) / THREADS;
+    static constexpr int B_ITERS = (B_CHUNKS + THREADS - 1) / THREADS;
+
+    static_assert(WM % 16 == 0 && WM * WARPS_M == BM, "warp rows must be whole m16 fragments");
+    // Whole 16-column pairs: B fragments are loaded two n8 tiles per ldmatrix.x4, and the gated
+    // epilogue pairs the first and second halves of a warp's columns, each whole n8 tiles.
+    static_assert(WN % 16 == 0 && WN * WARPS_N == BN, "warp columns must be whole n16 pairs");
+    static_assert(BK == 16 || BK == 32 || BK == 64, "shared rows of 32, 64 or 128 bytes");
+    static_assert(STAGES >= 3, "at least three pipeline stages");
+    static_assert(A_CHUNKS % THREADS == 0 || A_ITERS == 1, "A chunks spread evenly or in one pass");
+    static_assert(B_CHUNKS % THREADS == 0 || B_ITERS == 1, "B chunks spread evenly or in one pass");
+};
+
+// The tile shapes, with the numbers the host reads from moe_abi.h checked against them.
+using SmallTile = TileConfig<16, 64, 64, 1, 4, 6>;
+using MediumTile = TileConfig<64, 128, 32, 2, 2, 4>;
+using LargeTile = TileConfig<128, 128, 32, 2, 4, 4>;
+
+#define MOE_CHECK_TILE(CFG, NAME)                                                  \
+    static_assert(CFG::BM == MOE_GEMM_##NAME##_BM, #NAME " BM");                   \
+    static_assert(CFG::BN == MOE_GEMM_##NAME##_BN, #NAME " BN");                   \
+    static_assert(CFG::THREADS == MOE_GEMM_##NAME##_THREADS, #NAME " THREADS");    \
+    static_assert(CFG::SMEM_BYTES == MOE_GEMM_##NAME##_SMEM_BYTES, #NAME " SMEM_BYTES")
+MOE_CHECK_TILE(SmallTile, SMALL);
+MOE_CHECK_TILE(MediumTile, MEDIUM);
+MOE_CHECK_TILE(LargeTile, LARGE);
+#undef MOE_CHECK_TILE
+
+// Shared-memory tables of one expert chunk (see the decomposition above).
+template <typename Cfg>
+struct ScheduleTables {
+    int64_t bounds[Cfg::THREADS + 1];  // segment j of the chunk is [bounds[j], bounds[j + 1])
+    int64_t tile_end[Cfg::THREADS];    // inclusive prefix sum of the segments' tile counts
+    int64_t warp_totals[Cfg::WARPS];   // scan scratch
+};
+
+struct MaxOp {
+    __device__ __forceinline__ int64_t operator()(int64_t a, int64_t b) const {
+        return moe_gemm_max(a, b);
+    }
+};
+
+struct SumOp {
+    __device__ __forceinline__ int64_t operator()(int64_t a, int64_t b) const { return a + b; }
+};
+
+// Inclusive scan of one value per thread in thread order, returned to each thread: a shuffle scan
+// within each warp, then each thread folds in the totals of the warps before it. The first barrier
+// publishes the warp totals; the second keeps a following scan from overwriting them while slower
+// threads still read them. Every thread of the block must call it.
+template <int WARPS, typename Op>
+__device__ __forceinline__ int64_t block_inclusive_scan(int64_t v, Op op, int64_t* warp_totals) {
+    const int lane = threadIdx.x % kWarpSize;
+    const int warp = threadIdx.x / kWarpSize;
+#pragma unroll
+    for (int d = 1; d < kWarpSize; d *= 2) {
+        const int64_t other = __shfl_up_sync(kFullMask, v, d);
+        if (lane >= d) {
+            v = op(other, v);
+        }
+    }
+    if (lane == kWarpSize - 1) {
+        warp_totals[warp] = v;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int w = 0; w < WARPS - 1; ++w) {
+        if (w < warp) {
+            v = op(warp_totals[w], v);
+        }
+    }
+    __syncthreads();
+    return v;
+}
+
+// Moves one tile's operands into the pipeline stages. Thread i owns the 16-byte chunks
+// c = i + j * THREADS (j < A_ITERS) of the A tile and likewise of the B tile; chunk c is tile row
+// c / CHUNKS_PER_ROW at K offset 8 (c % CHUNKS_PER_ROW). THREADS is a multiple of CHUNKS_PER_ROW, so a
+// thread's chunks share one K offset and their tile rows are i / CHUNKS_PER_ROW + j * ROW_STEP. The
+// global rows are fixed for the tile: A rows are consecutive activation rows (one base pointer
+// serves all chunks), B rows follow moe_gemm_b_row (one 32-bit weight row index per chunk, N < 2^31);
+// only the K offset moves from stage to stage.
+template <typename T, typename Cfg, bool kAligned>
+struct TileLoader {
+    static constexpr int CPR = Cfg::CHUNKS_PER_ROW;
+    static constexpr int ROW_STEP = Cfg::THREADS / CPR;  // tile rows between a thread's chunks
+    static_assert(Cfg::THREADS % CPR == 0, "a thread's chunks share one K offset");
+
+    const T* x;         // activations (also the always-valid source of zero-fill copies)
+    const T* a_src;     // A chunk 0: row tile.row_begin + i / CPR (when it exists), K offset included
+    const T* w_expert;  // this expert's weights (also the zero-fill source for B)
+    int32_t b_rows[Cfg::B_ITERS];  // weight row of each B chunk
+    uint32_t a_valid;   // bit j: A chunk j's row is inside the tile
+    uint32_t b_valid;   // bit j: B chunk j's weight row exists
+    int64_t k;
+    int32_t col;        // the chunks' K offset within a K tile
+
+    __device__ __forceinline__ TileLoader(const MoeGemmParams& p, const MoeGemmTile& tile) {
+        const int first_row = threadIdx.x / CPR;
+        col = (threadIdx.x % CPR) * 8;
+        k = p.k;
+        x = static_cast<const T*>(p.x);
+        w_expert = static_cast<const T*>(p.w) + tile.expert * p.n * p.k;
+        a_src = x + (tile.row_begin + first_row) * k + col;
+        a_valid = 0;
+        b_valid = 0;
+#pragma unroll
+        for (int j = 0; j < Cfg::A_ITERS; ++j) {
+            const bool valid = threadIdx.x + j * Cfg::THREADS < Cfg::A_CHUNKS &&
+                               tile.row_begin + first_row + j * ROW_STEP < tile.row_end;
+            a_valid |= static_cast<uint32_t>(valid) << j;
+        }
+#pragma unroll
+        for (int j = 0; j < Cfg::B_ITERS; ++j) {
+            int64_t w_row = 0;
+            const bool valid = threadIdx.x + j * Cfg::THREADS < Cfg::B_CHUNKS &&
+                               moe_gemm_b_row(first_row + j * ROW_STEP, tile.n_tile, p.n, Cfg::BN,
+                                              Cfg::WN, p.epilogue, &w_row);
+            b_valid |= static_cast<uint32_t>(valid) << j;
+            b_rows[j] = static_cast<int32_t>(w_row);
+        }
+    }
+
+    // Fill pipeline stage `stage` (shared address) with K tile `kt`.
+    __device__ __forceinline__ void load(int kt, uint32_t stage) const {
+        const int64_t k0 = static_cast<int64_t>(kt) * Cfg::BK;
+        const uint32_t dst = stage + chunk_offset(threadIdx.x);
+#pragma unroll
+        for (int j = 0; j < Cfg::A_ITERS; ++j) {
+            if (Cfg::A_CHUNKS % Cfg::THREADS == 0 || threadIdx.x + j * Cfg::THREADS < Cfg::A_CHUNKS) {
+                copy_chunk(dst + j * ROW_STEP * Cfg::ROW_BYTES,
+                           a_src + static_cast<int64_t>(j * ROW_STEP) * k, x,
+                           (a_valid >> j) & 1u, k0);
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < Cfg::B_ITERS; ++j) {
+            if (Cfg::B_CHUNKS % Cfg::THREADS == 0 || threadIdx.x + j * Cfg::THREADS < Cfg::B_CHUNKS) {
+                copy_chunk(dst + Cfg::A_BYTES + j * ROW_STEP * Cfg::ROW_BYTES,
+                           w_expert + static_cast<int64_t>(b_rows[j]) * k + col, w_expert,
+                           (b_valid >> j) & 1u, k0);
+            }
+        }
+    }
+
+    // Byte offset of chunk c inside its (A or B) tile. The swizzle key repeats every 8 rows and
+    // ROW_STEP is a multiple of 8, so chunk c + j * THREADS sits exactly j * ROW_STEP rows below.
+    __device__ __forceinline__ static uint32_t chunk_offset(int c) {
+        static_assert(ROW_STEP % 8 == 0, "the swizzle key repeats every 8 rows");
+        return moe_gemm_smem_offset(c / CPR, c % CPR, CPR);
+    }
+
+    // One 16-byte chunk: 8 elements of row `src` (K offset `col` included) from K offset k0, zero
+    // where the row does not exist or the column is at or past K. `base` is a valid address, the
+    // source of zero-fill copies (which read nothing).
+    __device__ __forceinline__ void copy_chunk(uint32_t dst, const T* src, const T* base,
+                                               bool row_valid, int64_t k0) const {
+        const int64_t first = k0 + col;
+        if (kAligned) {
+            // K % 8 == 0 here, so a chunk is entirely inside or entirely past K.
+            const bool copy = row_valid && first < k;
+            cp_async_16(dst, copy ? src + k0 : base, copy);
+        } else {
+            const uint16_t* const bits = reinterpret_cast<const uint16_t*>(src);
+            uint32_t packed[4];
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const int64_t i = 2 * e;
+                const uint32_t lo = row_valid && first + i < k ? bits[k0 + i] : 0u;
+                const uint32_t hi = row_valid && first + i + 1 < k ? bits[k0 + i + 1] : 0u;
+                packed[e] = lo | (hi << 16);
+            }
+            st_shared_16(dst, make_uint4(packed[0], packed[1], packed[2], packed[3]));
+        }
+    }
+};
+
+// One BK-deep step of the warp's MT x NT mma tiles from pipeline stage `stage` (shared address):
+// per 16-deep K step, one ldmatrix.x4 per m16 fragment of A and per pair of n8 fragments of B, each
+// lane addressing the row and K chunk gemm_layout.cuh assigns it, then the MT x NT mma.sync.
+// Fragments 16 rows apart share the swizzle key (it repeats every 8 rows), so each lane computes one
+// swizzled address per K step and operand and reaches the other fragments by constant offsets.
+template <typename T, typename Cfg>
+__device__ __forceinline__ void warp_mma(float (&acc)[Cfg::MT][Cfg::NT][4], uint32_t stage,
+                                         int warp_m, int warp_n, int lane) {
+    constexpr int CPR = Cfg::CHUNKS_PER_ROW;
+    constexpr int FRAGMENT_BYTES = 16 * Cfg::ROW_BYTES;  // 16 tile rows
+    const uint32_t b_stage = stage + Cfg::A_BYTES;
+    const int a_row = warp_m * Cfg::WM + moe_gemm_a_frag_row(lane);
+    const int b_row = warp_n * Cfg::WN + moe_gemm_b_frag_row(lane);
+#pragma unroll
+    for (int kk = 0; kk < Cfg::BK / 16; ++kk) {
+        const uint32_t a_address =
+            stage + moe_gemm_smem_offset(a_row, moe_gemm_a_frag_chunk(lane, kk), CPR);
+        const uint32_t b_address =
+            b_stage + moe_gemm_smem_offset(b_row, moe_gemm_b_frag_chunk(lane, kk), CPR);
+        uint32_t a[Cfg::MT][4];
+        uint32_t b[Cfg::NT][2];
+#pragma unroll
+        for (int mt = 0; mt < Cfg::MT; ++mt) {
+            ldmatrix_x4(a[mt], a_address + mt * FRAGMENT_BYTES);
+        }
+#pragma unroll
+        for (int np = 0; np < Cfg::NT / 2; ++np) {
+            uint32_t r[4];
+            ldmatrix_x4(r, b_address + np * FRAGMENT_BYTES);
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+                int pair = 0;
+                int reg = 0;
+                moe_gemm_b_frag_of(j, &pair, &reg);
+                b[2 * np + pair][reg] = r[j];
+            }
+        }
+#pragma unroll
+        for (int mt = 0; mt < Cfg::MT; ++mt) {
+#pragma unroll
+            for (int nt = 0; nt < Cfg::NT; ++nt) {
+                mma_16816<T>(acc[mt][nt], a[mt], b[nt]);
+            }
+        }
+    }
+}
+
+// One output tile: the pipelined K loop, then the epilogue.
+//
+// Pipeline: stage s holds K tile kt with s = kt mod STAGES. The prologue issues tiles 0 .. STAGES-2,
+// one commit group each (empty groups past the last tile keep the count uniform). Iteration kt waits
+// until tile kt's group has landed (at most STAGES-2 newer groups pending), then a barrier makes every
+// thread's copies visible to all warps and guarantees all warps finished computing tile kt-1, whose
+// stage is the one refilled next, with tile kt + STAGES-1, before computing tile kt.
+template <typename T, typename Out, typename Cfg, bool kAligned>
+__device__ __forceinline__ void compute_tile(const MoeGemmParams& p, const MoeGemmTile& tile,
+                                             uint32_t pipeline) {
+    const int lane = threadIdx.x % kWarpSize;
+    const int warp = threadIdx.x / kWarpSize;
+    const int warp_m = warp / Cfg::WARPS_N;
+    const int warp_n = warp % Cfg::WARPS_N;
+    const int k_tiles = static_cast<int>(moe_gemm_ceil_div(p.k, Cfg::BK));
+    const TileLoader<T, Cfg, kAligned> loader(p, tile);
+
+    float acc[Cfg::MT][Cfg::NT][4];
+#pragma unroll
+    for (int mt = 0; mt < Cfg::MT; ++mt) {
+#pragma unroll
+        for (int nt = 0; nt < Cfg::NT; ++nt) {
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                acc[mt][nt][i] = 0.0f;
+            }
+        }
+    }
+
+    // The previous tile's warps may still be reading the stages this prologue overwrites.
+    __syncthreads();
+#pragma unroll
+    for (int s = 0; s < Cfg::STAGES - 1; ++s) {
+        if (s < k_tiles) {
+            loader.load(s, pipeline + s * Cfg::STAGE_BYTES);
+        }
+        cp_async_commit();
+    }
+    int read_stage = 0;
+    int write_stage = Cfg::STAGES - 1;
+#pragma unroll 1
+    for (int kt = 0; kt < k_tiles; ++kt) {
+        cp_async_wait<Cfg::STAGES - 2>();
+        __syncthreads();
+        if (kt + Cfg::STAGES - 1 < k_tiles) {
+            loader.load(kt + Cfg::STAGES - 1, pipeline + write_stage * Cfg::STAGE_BYTES);
+        }
+        cp_async_commit();
+        warp_mma<T, Cfg>(acc, pipeline + read_stage * Cfg::STAGE_BYTES, warp_m, warp_n, lane);
+        read_stage = read_stage + 1 == Cfg::STAGES ? 0 : read_stage + 1;
+        write_stage = write_stage + 1 == Cfg::STAGES ? 0 : write_stage + 1;
+    }
+    // Only empty groups can remain; drain them so no copy is in flight past this tile.
+    cp_async_wait<0>();
+
+    store_accumulators<Out, Cfg::WM, Cfg::WN, Cfg::BN>(p, tile, acc, warp_m, warp_n, lane);
+}
+
+template <typename T, typename Out, typename Cfg, bool kAligned>
+__device__ __forceinline__ void grouped_gemm(const MoeGemmParams& p) {
+    extern __shared__ __align__(128) unsigned char pipeline_smem[];
+    __shared__ ScheduleTables<Cfg> tables;
+    const uint32_t pipeline = smem_address(pipeline_smem);
+    const int j = threadIdx.x;
+    const int64_t n_tiles = moe_gemm_n_tiles(p.n, Cfg::BN, p.epilogue);
+
+    int64_t carry = moe_gemm_first_bound(p.expert_offsets, p.rows);  // m at the chunk's start
+    int64_t chunk_base = 0;  // tiles of the chunks before this one
+    int64_t next = blockIdx.x;  // this block's next tile number
+#pragma unroll 1
+    for (int64_t first = 0; first < p.num_experts; first += Cfg::THREADS) {
+        const int count = static_cast<int>(moe_gemm_min(Cfg::THREADS, p.num_experts - first));
+        // Running max of the clamped ends, carried in from the previous chunk. The scan's barriers
+        // also wait for every thread to finish the previous chunk's tiles, which read the tables.
+        int64_t end = carry;
+        if (j < count) {
+            end = moe_gemm_max(carry, moe_gemm_raw_end(p.expert_offsets, first + j, p.rows));
+        }
+        end = block_inclusive_scan<Cfg::WARPS>(end, MaxOp(), tables.warp_totals);
+        tables.bounds[j + 1] = end;
+        if (j == 0) {
+            tables.bounds[0] = carry;
+        }
+        __syncthreads();  // bounds complete
+        int64_t tiles = 0;
+        if (j < count) {
+            tiles = moe_gemm_segment_tiles(tables.bounds[j], tables.bounds[j + 1], Cfg::BM,
+                                           n_tiles);
+        }
+        tiles = block_inclusive_scan<Cfg::WARPS>(tiles, SumOp(), tables.warp_totals);
+        tables.tile_end[j] = tiles;
+        __syncthreads();  // tile_end complete
+        const int64_t chunk_tiles = tables.tile_end[count - 1];
+        carry = tables.bounds[count];
+#pragma unroll 1
+        for (; next < chunk_base + chunk_tiles; next += gridDim.x) {
+            const MoeGemmTile tile =
+                moe_gemm_locate(tables.bounds, tables.tile_end, count, first, next - chunk_base,
+                                Cfg::BM, n_tiles, kRasterGroup);
+            compute_tile<T, Out, Cfg, kAligned>(p, tile, pipeline);
+        }
+        chunk_base += chunk_tiles;
+    }
+}
+
+// Blocks per SM the register budget is sized for (__launch_bounds__); shared memory allows at least
+// this many on sm_80 and sm_90.
+constexpr int kSmallMinBlocks = 3;
+constexpr int kMediumMinBlocks = 4;
+constexpr int kLargeMinBlocks = 2;
+// The element-wise loader keeps more loads in flight per thread; it is the slow path, so it trades
+// occupancy for registers rather than spill.
+constexpr int kGenericMinBlocks = 2;
+
+}  // namespace
+
+// The kernels: moe_gemm_<tile>_<input>_<output>; `generic` is the medium tile with the unaligned loader.
+#define MOE_GEMM_KERNELS(NAME, CFG, ALIGNED, MIN_BLOCKS)                                         \
+    extern "C" __global__ void __launch_bounds__(CFG::THREADS, MIN_BLOCKS)                       \
+        moe_gemm_##NAME##_bf16_bf16(const MoeGemmParams p) {                                     \
+        grouped_gemm<__nv_bfloat16, __nv_bfloat16, CFG, ALIGNED>(p);                             \
+    }                                                                                            \
+    extern "C" __global__ void __launch_bounds__(CFG::THREADS, MIN_BLOCKS)                       \
+        moe_gemm_##NAME##_bf16_f32(const MoeGemmParams p) {                                      \
+        grouped_gemm<__nv_bfloat16, float, CFG, ALIGNED>(p);                                     \
+    }                                                                                            \
+    extern "C" __global__ void __launch_bounds__(CFG::THREADS, MIN_BLOCKS)                       \
+        moe_gemm_##NAME##_f16_f16(const MoeGemmParams p) {                                       \
+        grouped_gemm<__half, __half, CFG, ALIGNED>(p);                                           \
+    }                                                                                            \
+    extern "C" __global__ void __launch_bounds__(CFG::THREADS, MIN_BLOCKS)                       \
+        moe_gemm_##NAME##_f16_f32(const MoeGemmParams p) {                                       \
+        grouped_gemm<__half, float, CFG, ALIGNED>(p);                                            \
+    }
+
+MOE_GEMM_KERNELS(small, SmallTile, true, kSmallMinBlocks)
+MOE_GEMM_KERNELS(medium, MediumTile, true, kMediumMinBlocks)
+MOE_GEMM_KERNELS(large, LargeTile, true, kLargeMinBlocks)
+MOE_GEMM_KERNELS(generic, MediumTile, false, kGenericMinBlocks)

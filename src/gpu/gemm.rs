@@ -1,0 +1,587 @@
+//! Stage 3 on the GPU: the grouped expert GEMM on tensor cores, every expert in one launch, with the
+//! expert activation fused into the epilogue.
+//!
+//! The device twin of [`cpu::gemm::grouped_gemm`](crate::cpu::gemm::grouped_gemm) (and, with
+//! [`GemmEpilogue::Activation`], of that followed by
+//! [`cpu::activation::activation`](crate::cpu::activation::activation) on the `f32` accumulators,
+//! rounded once). The kernels are in `kernels/grouped_gemm.cu`; which one runs is decided here by
+//! [`plan_grouped_gemm`], a pure function of the shapes, so that every check and choice can be tested
+//! without a GPU.
+
+use super::abi::{self, MoeGemmParams};
+use super::{Device, GpuElement};
+use crate::config::{Activation, ActivationKind};
+use crate::dtype::DType;
+use crate::error::{MoeError, Result};
+use crate::host_math;
+use crate::view::checked_mul;
+use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
+use cudarc::driver::{
+    CudaView, CudaViewMut, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig, PushKernelArg,
+};
+use half::{bf16, f16};
+use std::ffi::c_void;
+
+// SAFETY: `MoeGemmParams` is the `#[repr(C)]` mirror of the C struct in kernels/moe_abi.h, generated
+// by bindgen together with compile-time assertions of its size, alignment and every field offset; it
+// holds only integers and raw device pointers (no Rust references or drop glue), so its bytes are
+// exactly the by-value kernel parameter the kernels declare.
+unsafe impl DeviceRepr for MoeGemmParams {}
+
+/// Kernel family (`kernels/grouped_gemm.cu`) of the grouped GEMM.
+const FAMILY: &str = "grouped_gemm";
+
+/// Average rows per expert up to which the decode tile (16 rows) is chosen: weight streaming
+/// dominates there, and a taller tile would only multiply zeros.
+const SMALL_TILE_MAX_AVG_ROWS: usize = 16;
+/// Average rows per expert up to which the medium tile (64 rows) is chosen over the large one.
+const MEDIUM_TILE_MAX_AVG_ROWS: usize = 64;
+
+/// What the GEMM does with each `f32` accumulator tile before storing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmEpilogue {
+    /// `out[r, n] = acc[r, n]`; `out` is `[rows, N]`.
+    Store,
+    /// The expert activation ([`Activation`]). Gated (`act.gated`): weight rows `[0, N/2)` are the
+    /// gate and rows `[N/2, N)` the up projection (the crate's fused `[E, 2I, H]` layout, gate first),
+    /// `N` must be even, and `out` is `[rows, N/2] = act(gate) * up`. Not gated: `out` is
+    /// `[rows, N] = act(acc)`.
+    Activation(Activation),
+}
+
+impl GemmEpilogue {
+    /// Whether the epilogue pairs gate and up columns (and halves the output width).
+    pub fn is_gated(self) -> bool {
+        matches!(self, GemmEpilogue::Activation(a) if a.gated)
+    }
+}
+
+/// The sizes of a grouped GEMM: `x` `[rows, k]`, weights `[num_experts, n, k]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupedGemmShape {
+    /// Rows of `x` and of the output (all experts' segments together, padding included).
+    pub rows: usize,
+    /// Weight rows per expert (output features; `2I` for a fused gate-up projection).
+    pub n: usize,
+    /// Reduction length (input features).
+    pub k: usize,
+    /// Number of experts `E`.
+    pub num_experts: usize,
+}
+
+impl GroupedGemmShape {
+    /// Columns of the output under `epilogue`: `n / 2` gated, `n` otherwise.
+    pub fn out_cols(&self, epilogue: GemmEpilogue) -> usize {
+        if epilogue.is_gated() {
+            self.n / 2
+        } else {
+            self.n
+        }
+    }
+}
+
+/// An element type with tensor-core support, the input type of [`grouped_gemm`]: `bf16` or `f16`.
+///
+/// Sealed: the kernels are compiled for exactly these types.
+pub trait GemmElement: GpuElement + sealed::Input {}
+
+impl GemmElement for bf16 {}
+impl GemmElement for f16 {}
+
+/// An output type of [`grouped_gemm`] with inputs `T`: `T` itself, or `f32` (router logits,
+/// shared-expert sums). Both hold for every [`GemmElement`], so generic code needs no extra bounds.
+///
+/// Sealed: the kernels are compiled for exactly these pairs.
+pub trait GemmOutput<T: GemmElement>: GpuElement + sealed::Output<T> {}
+
+impl<T: GemmElement> GemmOutput<T> for T {}
+impl<T: GemmElement> GemmOutput<T> for f32 {}
+
+mod sealed {
+    pub trait Input {}
+    impl Input for half::bf16 {}
+    impl Input for half::f16 {}
+
+    pub trait Output<T> {}
+    impl<T: super::GemmElement> Output<T> for T {}
+    impl<T: super::GemmElement> Output<T> for f32 {}
+}
+
+/// The grouped expert GEMM: for every expert `e`, `out[rows of e] = epilogue(x[rows of e] @ w[e]^T)`,
+/// accumulated in `f32` and rounded once to `O`, in one asynchronous launch on [`Device::stream`].
+///
+/// - `x`: activations `[rows, K]`, row-major;
+/// - `expert_offsets`: `[E + 1]` segment starts on the device, expert `e` owning rows
+///   `offsets[e]..offsets[e + 1]` (as written by the permutation, padded or not); `None` is one group
+///   of all rows, and then `num_experts` must be 1. The host never reads them: each block of the
+///   kernel derives the tile schedule from them on the device. Offsets that are not a valid
+///   segmentation cannot cause an out-of-bounds access (they are clamped to `[0, rows]`, and a
+///   decreasing segment is empty) but give unspecified results; rows that no segment covers (past
+///   `offsets[E]`, for instance) are not written.
+/// - `w`: expert weights `[E, N, K]`, `K` contiguous (a Hugging Face `Linear` weight per expert);
+/// - `out`: `[rows, out_cols]` with `out_cols = shape.out_cols(epilogue)`.
+///
+/// Any `K` and any base alignment work: `K` a multiple of 8 with 16-byte aligned `x` and `w` takes the
+/// `cp.async` fast path, anything else a slower element-wise loader. `rows = 0` (or no output
+/// columns) launches nothing. Results are deterministic: each output element is one thread's
+/// fixed-order sum, so repeated runs give identical bits.
+///
+/// Errors, before anything is enqueued: [`MoeError::ShapeMismatch`] for a buffer length that does not
+/// match `shape`; [`MoeError::InvalidConfig`] for `num_experts = 0`, `None` offsets with more than one
+/// expert, or an odd `N` with a gated epilogue; [`MoeError::SizeOverflow`]; [`MoeError::Unsupported`]
+/// for a buffer from another CUDA context or `N` or `K` of 2^31 or more; [`MoeError::Cuda`] when the
+/// driver rejects the launch.
+pub fn grouped_gemm<T: GemmElement, O: GemmOutput<T>>(
+    dev: &Device,
+    x: &CudaView<'_, T>,
+    expert_offsets: Option<&CudaView<'_, i64>>,
+    w: &CudaView<'_, T>,
+    shape: GroupedGemmShape,
+    epilogue: GemmEpilogue,
+    out: &mut CudaViewMut<'_, O>,
+) -> Result<()> {
+    dev.check_owns("grouped GEMM activations", x)?;
+    if let Some(o) = expert_offsets {
+        dev.check_owns("expert offsets", o)?;
+    }
+    dev.check_owns("expert weights", w)?;
+    dev.check_owns("grouped GEMM output", out)?;
+    let ctx = dev.context();
+    let sm_count = ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
+
+    let (x_len, w_len, out_len) = (x.len(), w.len(), out.len());
+    let stream = dev.stream();
+    // Each guard makes the stream wait for earlier writes (and, for the output, reads) of its buffer,
+    // and records this launch's access when dropped, after the launch below.
+    let (x_ptr, _x_guard) = x.device_ptr(stream);
+    let (w_ptr, _w_guard) = w.device_ptr(stream);
+    let offsets_ptr = expert_offsets.map(|o| o.device_ptr(stream));
+    let (out_ptr, _out_guard) = out.device_ptr_mut(stream);
+
+    let request = GemmRequest {
+        input: T::DTYPE,
+        output: O::DTYPE,
+        shape,
+        epilogue,
+        x_len,
+        w_len,
+        offsets_len: expert_offsets.map(|o| o.len()),
+        out_len,
+        x_addr: x_ptr,
+        w_addr: w_ptr,
+        sm_count: usize::try_from(sm_count).unwrap_or(0),
+    };
+    let Some(plan) = plan_grouped_gemm(&request)? else {
+        return Ok(());
+    };
+
+    let func = dev.function(FAMILY, plan.kernel)?;
+    ctx.bind_to_thread()?;
+    let tile = plan.tile;
+    let smem = tile.dynamic_smem_bytes();
+    let static_smem = usize::try_from(func.shared_size_bytes()?).unwrap_or(usize::MAX);
+    let max_smem =
+        ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?;
+    if smem as usize + static_smem > usize::try_from(max_smem).unwrap_or(0) {
+        return Err(MoeError::Unsupported(format!(
+            "the {tile:?} grouped GEMM tile needs {} bytes of shared memory per block; this GPU \
+             allows {max_smem}",
+            smem as usize + static_smem
+        )));
+    }
+    // smem <= 64 KiB (MOE_GEMM_*_SMEM_BYTES), so it fits i32.
+    func.set_attribute(
+        CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+        smem as i32,
+    )?;
+    let per_sm = func
+        .occupancy_max_active_blocks_per_multiprocessor(tile.threads(), smem as usize, None)?
+        .max(1);
+    let resident = u64::from(per_sm) * u64::try_from(sm_count.max(1)).unwrap_or(1);
+    // Persistent grid: at most one block per tile, at most what the GPU holds at once (blocks loop
+    // over further tiles), and at most i32::MAX blocks.
+    let blocks = plan.max_tiles.min(resident).clamp(1, i32::MAX as u64) as u32;
+
+    let params = MoeGemmParams {
+        x: x_ptr as *const c_void,
+        w: w_ptr as *const c_void,
+        expert_offsets: offsets_ptr
+            .as_ref()
+            .map_or(std::ptr::null(), |(p, _)| *p as *const i64),
+        out: out_ptr as *mut c_void,
+        rows: plan.rows,
+        n: plan.n,
+        k: plan.k,
+        num_experts: plan.num_experts,
+        epilogue: plan.epilogue,
+        activation: plan.activation,
+    };
+    let launch = LaunchConfig {
+        grid_dim: (blocks, 1, 1),
+        block_dim: (tile.threads(), 1, 1),
+        shared_mem_bytes: smem,
+    };
+    // SAFETY: `func` is a `moe_gemm_<tile>_<T>_<O>` kernel whose only parameter is a `MoeGemmParams`
+    // by value, the struct pushed here (layout checked at compile time against the C header), and
+    // `plan.kernel` was chosen for exactly these element types and for this tile's launch shape
+    // (`tile.threads()` threads, `smem` bytes of dynamic shared memory, allowed by the attribute set
+    // above and checked against the device's limit). Its pointers come from live buffers of this
+    // device's context whose lengths `plan_grouped_gemm` checked against `shape`: x = rows*K and
+    // w = E*N*K elements of T, offsets = E+1 i64 (or null with E = 1), out = rows*out_cols elements of
+    // O. The kernel clamps every offset into [0, rows] and masks every row, column and K index
+    // against those sizes, so it stays inside the buffers whatever the offsets hold; the fast path
+    // (16-byte copies) is only chosen for 16-byte aligned x and w with K % 8 == 0. The guards held
+    // until after this call order the launch against other accesses to the buffers.
+    unsafe { stream.launch_builder(&func).arg(&params).launch(launch) }?;
+    Ok(())
+}
+
+/// The kernels' tile configurations (`MOE_GEMM_*` in kernels/moe_abi.h).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmTileConfig {
+    /// 16 x 64 tiles, 6-stage pipeline: decode, up to about 16 rows per expert.
+    Small,
+    /// 64 x 128 tiles: a few dozen rows per expert.
+    Medium,
+    /// 128 x 128 tiles: prefill.
+    Large,
+    /// The medium tile with the element-wise loader, for `K % 8 != 0` or unaligned operands.
+    Generic,
+}
+
+impl GemmTileConfig {
+    /// Rows per tile (BM).
+    pub fn rows_per_tile(self) -> usize {
+        let bm = match self {
+            GemmTileConfig::Small => abi::MOE_GEMM_SMALL_BM,
+            GemmTileConfig::Medium | GemmTileConfig::Generic => abi::MOE_GEMM_MEDIUM_BM,
+            GemmTileConfig::Large => abi::MOE_GEMM_LARGE_BM,
+        };
+        bm as usize
+    }
+
+    /// Weight rows per tile (BN).
+    pub fn weight_rows_per_tile(self) -> usize {
+        let bn = match self {
+            GemmTileConfig::Small => abi::MOE_GEMM_SMALL_BN,
+            GemmTileConfig::Medium | GemmTileConfig::Generic => abi::MOE_GEMM_MEDIUM_BN,
+            GemmTileConfig::Large => abi::MOE_GEMM_LARGE_BN,
+        };
+        bn as usize
+    }
+
+    /// Threads per block.
+    pub fn threads(self) -> u32 {
+        let threads = match self {
+            GemmTileConfig::Small => abi::MOE_GEMM_SMALL_THREADS,
+            GemmTileConfig::Medium | GemmTileConfig::Generic => abi::MOE_GEMM_MEDIUM_THREADS,
+            GemmTileConfig::Large => abi::MOE_GEMM_LARGE_THREADS,
+        };
+        threads as u32
+    }
+
+    /// Dynamic shared memory per block in bytes (the cp.async pipeline).
+    pub fn dynamic_smem_bytes(self) -> u32 {
+        let bytes = match self {
+            GemmTileConfig::Small => abi::MOE_GEMM_SMALL_SMEM_BYTES,
+            GemmTileConfig::Medium | GemmTileConfig::Generic => abi::MOE_GEMM_MEDIUM_SMEM_BYTES,
+            GemmTileConfig::Large => abi::MOE_GEMM_LARGE_SMEM_BYTES,
+        };
+        bytes as u32
+    }
+}
+
+/// Everything [`plan_grouped_gemm`] decides from: element types, shape, epilogue, buffer lengths and
+/// the device addresses of the operands (whose alignment selects the fast path).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemmRequest {
+    /// Element type of `x` and `w`.
+    pub input: DType,
+    /// Element type of the output.
+    pub output: DType,
+    /// The sizes.
+    pub shape: GroupedGemmShape,
+    /// The epilogue.
+    pub epilogue: GemmEpilogue,
+    /// Elements in `x`.
+    pub x_len: usize,
+    /// Elements in `w`.
+    pub w_len: usize,
+    /// Elements in the expert offsets, `None` when there are none.
+    pub offsets_len: Option<usize>,
+    /// Elements in the output.
+    pub out_len: usize,
+    /// Device address of `x`.
+    pub x_addr: u64,
+    /// Device address of `w`.
+    pub w_addr: u64,
+    /// Streaming multiprocessors of the device (0 when unknown).
+    pub sm_count: usize,
+}
+
+/// A validated grouped GEMM launch: the kernel, its tile, and the kernel's integer arguments.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemmLaunchPlan {
+    /// The tile configuration.
+    pub tile: GemmTileConfig,
+    /// The kernel's name in the `grouped_gemm` family.
+    pub kernel: &'static str,
+    /// An upper bound of the output tiles for any offsets content: the grid never needs more blocks.
+    pub max_tiles: u64,
+    rows: i64,
+    n: i64,
+    k: i64,
+    num_experts: i64,
+    epilogue: i32,
+    activation: i32,
+}
+
+/// The input and output element types the kernels are compiled for.
+#[derive(Clone, Copy)]
+enum Types {
+    Bf16Bf16,
+    Bf16F32,
+    F16F16,
+    F16F32,
+}
+
+fn check_types(input: DType, output: DType) -> Result<Types> {
+    match (input, output) {
+        (DType::BF16, DType::BF16) => Ok(Types::Bf16Bf16),
+        (DType::BF16, DType::F32) => Ok(Types::Bf16F32),
+        (DType::F16, DType::F16) => Ok(Types::F16F16),
+        (DType::F16, DType::F32) => Ok(Types::F16F32),
+        (DType::F32, _) => Err(MoeError::Unsupported(
+            "the grouped GEMM runs on tensor cores, which take bf16 or f16 inputs; convert f32 \
+             activations and weights to bf16 or f16 (or use the CPU path)"
+                .into(),
+        )),
+        (input, output) => Err(MoeError::Unsupported(format!(
+            "the grouped GEMM writes its input type ({input}) or f32, not {output}"
+        ))),
+    }
+}
+
+fn kernel_name(tile: GemmTileConfig, types: Types) -> &'static str {
+    macro_rules! names {
+        ($tile:literal) => {
+            match types {
+                Types::Bf16Bf16 => concat!("moe_gemm_", $tile, "_bf16_bf16"),
+                Types::Bf16F32 => concat!("moe_gemm_", $tile, "_bf16_f32"),
+                Types::F16F16 => concat!("moe_gemm_", $tile, "_f16_f16"),
+                Types::F16F32 => concat!("moe_gemm_", $tile, "_f16_f32"),
+            }
+        };
+    }
+    match tile {
+        GemmTileConfig::Small => names!("small"),
+        GemmTileConfig::Medium => names!("medium"),
+        GemmTileConfig::Large => names!("large"),
+        GemmTileConfig::Generic => names!("generic"),
+    }
+}
+
+/// The ABI code of a nonlinearity (`MOE_ACTIVATION_*`).
+pub(crate) fn activation_abi(kind: ActivationKind) -> i32 {
+    match kind {
+        ActivationKind::Silu => abi::MOE_ACTIVATION_SILU,
+        ActivationKind::GeluTanh => abi::MOE_ACTIVATION_GELU_TANH,
+    }
+}
+
+/// The ABI codes of an epilogue: (`MOE_GEMM_EPILOGUE_*`, `MOE_ACTIVATION_*`).
+fn epilogue_abi(epilogue: GemmEpilogue) -> (i32, i32) {
+    match epilogue {
+        GemmEpilogue::Store => (abi::MOE_GEMM_EPILOGUE_STORE, abi::MOE_ACTIVATION_SILU),
+        GemmEpilogue::Activation(a) => (
+            if a.gated {
+                abi::MOE_GEMM_EPILOGUE_GATED
+            } else {
+                abi::MOE_GEMM_EPILOGUE_ACTIVATION
+            },
+            activation_abi(a.kind),
+        ),
+    }
+}
+
+fn check_len(what: &str, expected: usize, found: usize) -> Result<()> {
+    if expected == found {
+        Ok(())
+    } else {
+        Err(MoeError::shape(
+            what,
+            format!("{expected} elements"),
+            format!("{found} elements"),
+        ))
+    }
+}
+
+fn to_i64(v: usize, what: &str) -> Result<i64> {
+    i64::try_from(v).map_err(|_| MoeError::SizeOverflow(format!("{what} = {v} past i64")))
+}
+
+/// Validate a grouped GEMM request and choose its kernel; `Ok(None)` when there is nothing to
+/// compute (no rows or no output columns). Pure: no device is needed, so every check is testable
+/// anywhere. See [`grouped_gemm`] for the errors.
+///
+/// Kernel choice: unaligned operands (K % 8 != 0, or `x`/`w` not 16-byte aligned) take the generic
+/// tile; otherwise the average rows per expert pick the small (decode), medium or large tile, the
+/// large one only when it yields at least one tile per SM.
+#[doc(hidden)]
+pub fn plan_grouped_gemm(req: &GemmRequest) -> Result<Option<GemmLaunchPlan>> {
+    let types = check_types(req.input, req.output)?;
+    let s = req.shape;
+    if s.num_experts == 0 {
+        return Err(MoeError::InvalidConfig(
+            "the grouped GEMM needs at least one expert (num_experts = 0)".into(),
+        ));
+    }
+    if req.offsets_len.is_none() && s.num_experts != 1 {
+        return Err(MoeError::InvalidConfig(format!(
+            "without expert offsets all rows form one group, so num_experts must be 1, got {}",
+            s.num_experts
+        )));
+    }
+    let gated = req.epilogue.is_gated();
+    if gated && s.n % 2 != 0 {
+        return Err(MoeError::InvalidConfig(format!(
+            "the gated epilogue pairs weight rows [0, N/2) (gate) with [N/2, N) (up), so N must be \
+             even, got N = {}",
+            s.n
+        )));
+    }
+    let out_cols = s.out_cols(req.epilogue);
+    check_len(
+        "grouped GEMM activations [rows, K]",
+        checked_mul(s.rows, s.k, "grouped GEMM activations")?,
+        req.x_len,
+    )?;
+    check_len(
+        "expert weights [E, N, K]",
+        checked_mul(
+            checked_mul(s.num_experts, s.n, "expert weights")?,
+            s.k,
+            "expert weights",
+        )?,
+        req.w_len,
+    )?;
+    if let Some(len) = req.offsets_len {
+        let expected = s
+            .num_experts
+            .checked_add(1)
+            .ok_or_else(|| MoeError::SizeOverflow("expert offsets (E + 1)".into()))?;
+        check_len("expert offsets [E + 1]", expected, len)?;
+    }
+    check_len(
+        "grouped GEMM output [rows, out_cols]",
+        checked_mul(s.rows, out_cols, "grouped GEMM output")?,
+        req.out_len,
+    )?;
+    for (what, v) in [("N", s.n), ("K", s.k)] {
+        if v > i32::MAX as usize {
+            return Err(MoeError::Unsupported(format!(
+                "the grouped GEMM kernels index {what} with 32 bits; {what} = {v} is 2^31 or more"
+            )));
+        }
+    }
+    let rows = to_i64(s.rows, "rows")?;
+    let num_experts = to_i64(s.num_experts, "num_experts")?;
+    if s.rows == 0 || out_cols == 0 {
+        return Ok(None);
+    }
+
+    let aligned = s.k % 8 == 0 && req.x_addr % 16 == 0 && req.w_addr % 16 == 0;
+    let tile = if !aligned {
+        GemmTileConfig::Generic
+    } else {
+        let avg_rows = s.rows.div_ceil(s.num_experts);
+        if avg_rows <= SMALL_TILE_MAX_AVG_ROWS {
+            GemmTileConfig::Small
+        } else if avg_rows <= MEDIUM_TILE_MAX_AVG_ROWS
+            || max_tiles(GemmTileConfig::Large, s, gated)? < req.sm_count as u64
+        {
+            GemmTileConfig::Medium
+        } else {
+            GemmTileConfig::Large
+        }
+    };
+    let (epilogue, activation) = epilogue_abi(req.epilogue);
+    Ok(Some(GemmLaunchPlan {
+        tile,
+        kernel: kernel_name(tile, types),
+        max_tiles: max_tiles(tile, s, gated)?,
+        rows,
+        n: s.n as i64,
+        k: s.k as i64,
+        num_experts,
+        epilogue,
+        activation,
+    }))
+}
+
+/// The kernel's bound of its output tiles (kernels/gemm_schedule.cuh), for sizes already checked to
+/// fit its integer types; the bound itself must fit the kernel's 64-bit tile numbers.
+fn max_tiles(tile: GemmTileConfig, s: GroupedGemmShape, gated: bool) -> Result<u64> {
+    let row_tiles = host_math::max_row_tiles(s.rows, s.num_experts, tile.rows_per_tile());
+    let col_tiles = host_math::n_tiles(s.n, tile.weight_rows_per_tile(), gated);
+    row_tiles
+        .checked_mul(col_tiles)
+        .filter(|&t| t <= i64::MAX as u64)
+        .ok_or_else(|| {
+            MoeError::SizeOverflow(format!(
+                "grouped GEMM tile count ({row_tiles} x {col_tiles})"
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_tile_and_type_pair_has_its_own_kernel() {
+        let tiles = [
+            GemmTileConfig::Small,
+            GemmTileConfig::Medium,
+            GemmTileConfig::Large,
+            GemmTileConfig::Generic,
+        ];
+        let types = [
+            Types::Bf16Bf16,
+            Types::Bf16F32,
+            Types::F16F16,
+            Types::F16F32,
+        ];
+        let mut names: Vec<&str> = tiles
+            .iter()
+            .flat_map(|&t| types.iter().map(move |&ty| kernel_name(t, ty)))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), 16);
+        assert!(names.contains(&"moe_gemm_small_bf16_f32"));
+    }
+
+    #[test]
+    fn epilogue_codes() {
+        assert_eq!(
+            epilogue_abi(GemmEpilogue::Store).0,
+            abi::MOE_GEMM_EPILOGUE_STORE
+        );
+        assert_eq!(
+            epilogue_abi(GemmEpilogue::Activation(Activation::GEGLU)),
+            (abi::MOE_GEMM_EPILOGUE_GATED, abi::MOE_ACTIVATION_GELU_TANH)
+        );
+        let plain = Activation {
+            kind: ActivationKind::Silu,
+            gated: false,
+        };
+        assert_eq!(
+            epilogue_abi(GemmEpilogue::Activation(plain)),
+            (abi::MOE_GEMM_EPILOGUE_ACTIVATION, abi::MOE_ACTIVATION_SILU)
+        );
+    }
+}

@@ -1,0 +1,133 @@
+//! An MoE block's weights on the device, uploaded once.
+
+use super::{Device, GpuElement};
+use crate::config::MoeConfig;
+use crate::cpu::layer::{check_weights, MoeWeights};
+use crate::error::Result;
+use cudarc::driver::{CudaSlice, CudaView};
+
+/// One shared expert's weights on the device (layouts as in
+/// [`SharedExpertWeights`](crate::cpu::layer::SharedExpertWeights)).
+#[derive(Debug)]
+pub struct GpuSharedExpertWeights<T> {
+    gate_up: CudaSlice<T>,
+    down: CudaSlice<T>,
+    gate: Option<CudaSlice<T>>,
+}
+
+impl<T> GpuSharedExpertWeights<T> {
+    /// Fused gate-up projection `[2 * Is, H]` (gate rows first), `[Is, H]` when not gated.
+    pub fn gate_up(&self) -> CudaView<'_, T> {
+        self.gate_up.as_view()
+    }
+
+    /// Down projection `[H, Is]`.
+    pub fn down(&self) -> CudaView<'_, T> {
+        self.down.as_view()
+    }
+
+    /// Sigmoid gate `[H]`, when the config asks for one.
+    pub fn gate(&self) -> Option<CudaView<'_, T>> {
+        self.gate.as_ref().map(CudaSlice::as_view)
+    }
+}
+
+/// An MoE block's weights on the device, in the crate's fused layout (see
+/// [`MoeWeights`]), with the config they were validated against.
+#[derive(Debug)]
+pub struct GpuMoeWeights<T> {
+    config: MoeConfig,
+    router: CudaSlice<T>,
+    correction_bias: Option<CudaSlice<f32>>,
+    gate_up: CudaSlice<T>,
+    down: CudaSlice<T>,
+    shared: Vec<GpuSharedExpertWeights<T>>,
+}
+
+impl<T: GpuElement> GpuMoeWeights<T> {
+    /// Validate `weights` against `config` (exactly the checks of
+    /// [`CpuMoeLayer::new`](crate::cpu::layer::CpuMoeLayer::new)) and copy them to `dev`, once.
+    ///
+    /// The copies wait for the host data (a pageable upload); do this at load time, not inside a
+    /// forward. Errors: the validation's [`MoeError`](crate::MoeError)s, or [`MoeError::Cuda`]
+    /// (for instance out of device memory).
+    ///
+    /// [`MoeError::Cuda`]: crate::MoeError::Cuda
+    pub fn upload(dev: &Device, config: &MoeConfig, weights: &MoeWeights<T>) -> Result<Self> {
+        check_weights(config, weights)?;
+        let stream = dev.stream();
+        let shared = weights
+            .shared
+            .iter()
+            .map(|s| {
+                Ok(GpuSharedExpertWeights {
+                    gate_up: stream.clone_htod(&s.gate_up)?,
+                    down: stream.clone_htod(&s.down)?,
+                    gate: s.gate.as_ref().map(|g| stream.clone_htod(g)).transpose()?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(GpuMoeWeights {
+            config: config.clone(),
+            router: stream.clone_htod(&weights.router)?,
+            correction_bias: weights
+                .correction_bias
+                .as_ref()
+                .map(|b| stream.clone_htod(b))
+                .transpose()?,
+            gate_up: stream.clone_htod(&weights.gate_up)?,
+            down: stream.clone_htod(&weights.down)?,
+            shared,
+        })
+    }
+}
+
+impl<T> GpuMoeWeights<T> {
+    /// The config the weights were validated against.
+    pub fn config(&self) -> &MoeConfig {
+        &self.config
+    }
+
+    /// Router `[E, H]`.
+    pub fn router(&self) -> CudaView<'_, T> {
+        self.router.as_view()
+    }
+
+    /// Score correction bias `[E]`, when the routing config uses one.
+    pub fn correction_bias(&self) -> Option<CudaView<'_, f32>> {
+        self.correction_bias.as_ref().map(CudaSlice::as_view)
+    }
+
+    /// Routed experts' fused gate-up projections `[E, 2I, H]` (`[E, I, H]` when not gated).
+    pub fn gate_up(&self) -> CudaView<'_, T> {
+        self.gate_up.as_view()
+    }
+
+    /// Routed experts' down projections `[E, H, I]`.
+    pub fn down(&self) -> CudaView<'_, T> {
+        self.down.as_view()
+    }
+
+    /// The shared experts, one per entry of [`MoeConfig::shared_experts`].
+    pub fn shared(&self) -> &[GpuSharedExpertWeights<T>] {
+        &self.shared
+    }
+
+    /// Check that every buffer was allocated in `dev`'s context.
+    pub(crate) fn check_device(&self, dev: &Device) -> Result<()> {
+        dev.check_owns("router weight", &self.router)?;
+        if let Some(b) = &self.correction_bias {
+            dev.check_owns("correction bias", b)?;
+        }
+        dev.check_owns("expert gate_up weights", &self.gate_up)?;
+        dev.check_owns("expert down weights", &self.down)?;
+        for s in &self.shared {
+            dev.check_owns("shared expert gate_up weight", &s.gate_up)?;
+            dev.check_owns("shared expert down weight", &s.down)?;
+            if let Some(g) = &s.gate {
+                dev.check_owns("shared expert gate", g)?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,537 @@
+//! The GPU MoE layer against `CpuMoeLayer`: every family preset scaled down and random configs, in
+//! bf16 and f16, over token counts 1 to 4097, with empty experts and a hot expert. Routing ids must
+//! equal the CPU's except at near-ties; the output must match the CPU forward of the same routing
+//! within 1e-2 relative L2. Also: CUDA-graph capture and replay give the bits of a direct forward,
+//! repeated forwards give identical bits, bad input is rejected.
+//!
+//! Without a usable GPU each test prints `SKIPPED gpu_layer::<test>: <reason>` and passes, unless
+//! `MOE_KERNELS_REQUIRE_GPU=1`. The seed is printed; `MOE_TEST_SEED` replays it.
+
+mod common;
+
+use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+use half::{bf16, f16};
+use moe_kernels::cpu::layer::{CpuMoeLayer, MoeWeights, SharedExpertWeights};
+use moe_kernels::cpu::routing::{route as cpu_route, Routing};
+use moe_kernels::gpu::{Device, GemmElement, GemmOutput, GpuElement, GpuMoeLayer, Workspace};
+use moe_kernels::{
+    Activation, ActivationKind, MatRef, MoeConfig, MoeError, RoutingConfig, SharedExpertConfig,
+};
+use rand::rngs::StdRng;
+use rand::seq::IndexedRandom;
+use rand::Rng;
+
+fn device(test: &str) -> Option<Device> {
+    common::gpu("gpu_layer", test)
+}
+
+/// An element type the layer runs in.
+trait LayerElement: GemmElement + GemmOutput<Self> + cudarc::driver::ValidAsZeroBits {}
+impl LayerElement for bf16 {}
+impl LayerElement for f16 {}
+
+fn values<T: GpuElement>(rng: &mut StdRng, n: usize, scale: f32) -> Vec<T> {
+    common::randn(rng, n, scale)
+        .into_iter()
+        .map(T::from_f32)
+        .collect()
+}
+
+/// Random weights for `cfg`, scaled so that every stage sees values of order one. `hot` makes
+/// expert 0 win every token (with hidden states of positive mean).
+fn random_weights<T: GpuElement>(rng: &mut StdRng, cfg: &MoeConfig, hot: bool) -> MoeWeights<T> {
+    let (h, i, e) = (
+        cfg.hidden_size,
+        cfg.intermediate_size,
+        cfg.routing.num_experts,
+    );
+    let up = cfg.activation.up_rows(i);
+    let hs = 1.0 / (h as f32).sqrt();
+    let mut router: Vec<T> = values(rng, e * h, hs);
+    if hot {
+        router[..h].fill(T::from_f32(4.0 * hs));
+    }
+    MoeWeights {
+        router,
+        correction_bias: cfg
+            .routing
+            .correction_bias
+            .then(|| common::uniform(rng, e, -0.1, 0.1)),
+        gate_up: values(rng, e * up * h, 2.0 * hs),
+        down: values(rng, e * h * i, 1.0 / (i as f32).sqrt()),
+        shared: cfg
+            .shared_experts
+            .iter()
+            .map(|s| SharedExpertWeights {
+                gate_up: values(
+                    rng,
+                    cfg.activation.up_rows(s.intermediate_size) * h,
+                    2.0 * hs,
+                ),
+                down: values(
+                    rng,
+                    h * s.intermediate_size,
+                    1.0 / (s.intermediate_size as f32).sqrt(),
+                ),
+                gate: s.sigmoid_gate.then(|| values(rng, h, hs)),
+            })
+            .collect(),
+    }
+}
+
+/// Hidden states `[t, h]`; with `hot`, of positive mean (so the hot expert's logit is large).
+fn random_x<T: GpuElement>(rng: &mut StdRng, t: usize, h: usize, hot: bool) -> Vec<T> {
+    let shift = if hot { 1.0 } else { 0.0 };
+    common::randn(rng, t * h, 1.0)
+        .into_iter()
+        .map(|v| T::from_f32(v + shift))
+        .collect()
+}
+
+/// The choice scores of one row (f64), to judge near-ties.
+fn choice_scores(cfg: &RoutingConfig, logits: &[f32], bias: Option<&[f32]>) -> Vec<f64> {
+    let x: Vec<f64> = logits.iter().map(|&v| v as f64).collect();
+    let scores: Vec<f64> = match cfg.scoring {
+        moe_kernels::ScoringFunc::Sigmoid => x.iter().map(|&v| 1.0 / (1.0 + (-v).exp())).collect(),
+        moe_kernels::ScoringFunc::Softmax => {
+            let m = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let ex: Vec<f64> = x.iter().map(|v| (v - m).exp()).collect();
+            let s: f64 = ex.iter().sum();
+            ex.iter().map(|v| v / s).collect()
+        }
+    };
+    scores
+        .iter()
+        .enumerate()
+        .map(|(e, s)| s + bias.map_or(0.0, |b| b[e] as f64))
+        .collect()
+}
+
+/// What a GPU forward produced.
+struct GpuRun<T> {
+    out: Vec<T>,
+    ids: Vec<i32>,
+    weights: Vec<f32>,
+}
+
+/// One GPU forward into a NaN-poisoned output; checks the status and downloads everything.
+fn gpu_forward<T: LayerElement>(
+    dev: &Device,
+    layer: &GpuMoeLayer<T>,
+    ws: &mut Workspace<T>,
+    x: &[T],
+    t: usize,
+) -> GpuRun<T> {
+    let s = dev.stream();
+    let h = layer.config().hidden_size;
+    let x_dev = s.clone_htod(x).unwrap();
+    let mut out = s.clone_htod(&vec![T::from_f32(f32::NAN); t * h]).unwrap();
+    layer
+        .forward(dev, &x_dev.as_view(), t, ws, &mut out.as_view_mut())
+        .unwrap();
+    ws.status().check().unwrap();
+    GpuRun {
+        out: s.clone_dtoh(&out).unwrap(),
+        ids: s.clone_dtoh(&ws.topk_ids()).unwrap(),
+        weights: s.clone_dtoh(&ws.topk_weights()).unwrap(),
+    }
+}
+
+/// Run `cfg` on both sides and compare. Returns the number of tokens routed differently at
+/// near-ties.
+fn check_layer<T: LayerElement>(
+    dev: &Device,
+    rng: &mut StdRng,
+    cfg: &MoeConfig,
+    t: usize,
+    hot: bool,
+) -> usize {
+    let what = format!("{} T = {t}, hot = {hot}: {cfg:?}", T::DTYPE);
+    let (h, e, k) = (cfg.hidden_size, cfg.routing.num_experts, cfg.routing.top_k);
+    let weights = random_weights::<T>(rng, cfg, hot);
+    let x = random_x::<T>(rng, t, h, hot);
+    let layer = GpuMoeLayer::upload(dev, cfg, &weights).unwrap();
+    let mut ws = layer.workspace(dev, t).unwrap();
+    let gpu = gpu_forward(dev, &layer, &mut ws, &x, t);
+    assert!(
+        gpu.out.iter().all(|v| v.to_f32().is_finite()),
+        "{what}: non-finite output"
+    );
+
+    let cpu = CpuMoeLayer::new(cfg.clone(), weights).unwrap();
+    let xm = MatRef::new("x", &x, t, h).unwrap();
+    let logits = cpu.router_logits(xm).unwrap();
+    let bias = cpu.weights().correction_bias.clone();
+    let cpu_routing = cpu_route(
+        &cfg.routing,
+        MatRef::new("logits", &logits, t, e).unwrap(),
+        bias.as_deref(),
+    )
+    .unwrap();
+
+    // Routing: equal ids except where the CPU's choice scores of the differing experts are within
+    // 1e-5 of each other (the GPU's logits come from a different accumulation order).
+    let mut ties = 0;
+    for tok in 0..t {
+        let (c, g) = (
+            &cpu_routing.ids[tok * k..(tok + 1) * k],
+            &gpu.ids[tok * k..(tok + 1) * k],
+        );
+        if c == g {
+            continue;
+        }
+        let choice = choice_scores(
+            &cfg.routing,
+            &logits[tok * e..(tok + 1) * e],
+            bias.as_deref(),
+        );
+        let mut cs: Vec<f64> = c.iter().map(|&i| choice[i as usize]).collect();
+        let mut gs: Vec<f64> = g.iter().map(|&i| choice[i as usize]).collect();
+        cs.sort_by(|a, b| b.total_cmp(a));
+        gs.sort_by(|a, b| b.total_cmp(a));
+        let near = cs
+            .iter()
+            .zip(&gs)
+            .all(|(a, b)| (a - b).abs() <= 1e-5 * a.abs().max(b.abs()) + 1e-7);
+        assert!(
+            near,
+            "{what}: token {tok}: GPU ids {g:?} vs CPU {c:?} ({gs:?} vs {cs:?})"
+        );
+        ties += 1;
+    }
+
+    // Output: the CPU forward of the GPU's routing decision.
+    let routing = Routing::from_parts(t, k, gpu.ids.clone(), gpu.weights.clone(), e).unwrap();
+    let want = cpu.forward_routed(xm, &routing).unwrap();
+    common::assert_close(&what, &common::el64(&gpu.out), &common::el64(&want), 1e-2);
+    ties
+}
+
+/// A family preset scaled down to a width and intermediate size a CPU reference runs quickly,
+/// keeping its routing (E, k, grouping, scoring) and shared-expert structure.
+fn scaled(mut cfg: MoeConfig, h: usize, i: usize) -> MoeConfig {
+    let ratio = i as f64 / cfg.intermediate_size as f64;
+    cfg.hidden_size = h;
+    cfg.intermediate_size = i;
+    for s in &mut cfg.shared_experts {
+        s.intermediate_size = ((s.intermediate_size as f64 * ratio).round() as usize).max(8);
+    }
+    cfg
+}
+
+#[test]
+fn family_presets_match_the_cpu_layer() {
+    let Some(dev) = device("family_presets_match_the_cpu_layer") else {
+        return;
+    };
+    let mut rng = common::rng("gpu_layer_presets");
+    let presets = [
+        MoeConfig::mixtral_8x7b(),
+        MoeConfig::qwen2_moe_a2_7b(),
+        MoeConfig::qwen3_30b_a3b(),
+        MoeConfig::deepseek_v2_lite(),
+        MoeConfig::deepseek_v3(),
+        MoeConfig::olmoe_1b_7b(),
+    ];
+    let mut ties = 0;
+    for (n, preset) in presets.into_iter().enumerate() {
+        let cfg = scaled(preset, 256, 128);
+        for t in [1usize, 7, 1000] {
+            ties += if n % 2 == 0 {
+                check_layer::<bf16>(&dev, &mut rng, &cfg, t, false)
+            } else {
+                check_layer::<f16>(&dev, &mut rng, &cfg, t, false)
+            };
+        }
+    }
+    // The largest token count once per type, on the most routed preset.
+    let v3 = scaled(MoeConfig::deepseek_v3(), 128, 64);
+    ties += check_layer::<bf16>(&dev, &mut rng, &v3, 4097, false);
+    ties += check_layer::<f16>(
+        &dev,
+        &mut rng,
+        &scaled(MoeConfig::qwen2_moe_a2_7b(), 128, 64),
+        4097,
+        false,
+    );
+    eprintln!("gpu_layer presets: {ties} tokens accepted as near-ties");
+}
+
+#[test]
+fn random_configs_match_the_cpu_layer() {
+    let Some(dev) = device("random_configs_match_the_cpu_layer") else {
+        return;
+    };
+    let mut rng = common::rng("gpu_layer_random");
+    for case in 0..24 {
+        let e = *[1usize, 8, 60, 128, 256].choose(&mut rng).unwrap();
+        let k = (*[1usize, 2, 6, 8].choose(&mut rng).unwrap()).min(e);
+        // Widths that are and are not multiples of 8 (vector and scalar gather and combine).
+        let h = *[64usize, 128, 256, 100].choose(&mut rng).unwrap();
+        let i = *[32usize, 64, 96, 40].choose(&mut rng).unwrap();
+        let activation = *[
+            Activation::SWIGLU,
+            Activation::GEGLU,
+            Activation {
+                kind: ActivationKind::Silu,
+                gated: false,
+            },
+        ]
+        .choose(&mut rng)
+        .unwrap();
+        let shared_experts = match rng.random_range(0..4) {
+            0 => vec![],
+            1 => vec![SharedExpertConfig {
+                intermediate_size: 2 * i,
+                sigmoid_gate: true,
+            }],
+            2 => vec![SharedExpertConfig {
+                intermediate_size: i,
+                sigmoid_gate: false,
+            }],
+            _ => vec![
+                SharedExpertConfig {
+                    intermediate_size: i,
+                    sigmoid_gate: false,
+                },
+                SharedExpertConfig {
+                    intermediate_size: 48,
+                    sigmoid_gate: true,
+                },
+            ],
+        };
+        let cfg = MoeConfig {
+            hidden_size: h,
+            intermediate_size: i,
+            routing: RoutingConfig::softmax_topk(e, k, rng.random_bool(0.5)),
+            activation,
+            shared_experts,
+        };
+        let t = *[1usize, 7, 1000, 4097].choose(&mut rng).unwrap();
+        let hot = case % 6 == 5;
+        if case % 2 == 0 {
+            check_layer::<bf16>(&dev, &mut rng, &cfg, t, hot);
+        } else {
+            check_layer::<f16>(&dev, &mut rng, &cfg, t, hot);
+        }
+    }
+}
+
+#[test]
+fn hot_expert_and_empty_experts() {
+    let Some(dev) = device("hot_expert_and_empty_experts") else {
+        return;
+    };
+    let mut rng = common::rng("gpu_layer_hot");
+    // Every token picks expert 0 first; with T = 1 and E = 256 almost every expert is empty.
+    let cfg = MoeConfig {
+        hidden_size: 128,
+        intermediate_size: 64,
+        routing: RoutingConfig::softmax_topk(256, 8, true),
+        activation: Activation::SWIGLU,
+        shared_experts: vec![],
+    };
+    for t in [1usize, 7, 1000] {
+        check_layer::<bf16>(&dev, &mut rng, &cfg, t, true);
+    }
+}
+
+/// A small DeepSeek-V3-like layer and its inputs, for the graph and repeatability tests.
+fn small_layer<T: LayerElement>(dev: &Device, rng: &mut StdRng) -> (GpuMoeLayer<T>, MoeConfig) {
+    let cfg = scaled(MoeConfig::deepseek_v3(), 256, 128);
+    let weights = random_weights::<T>(rng, &cfg, false);
+    (GpuMoeLayer::upload(dev, &cfg, &weights).unwrap(), cfg)
+}
+
+#[test]
+fn cuda_graph_replay_equals_a_direct_forward() {
+    let Some(dev) = device("cuda_graph_replay_equals_a_direct_forward") else {
+        return;
+    };
+    // Every buffer of this test is used on the device's one stream only, so cudarc's per-buffer
+    // events are not needed; without them the capture holds no waits on events recorded outside
+    // it. Buffers must be created after this call for it to apply to them.
+    // SAFETY: all work below is enqueued on `dev.stream()`, which orders it; no buffer is used on
+    // another stream, and the stream is synchronised before any buffer is dropped.
+    unsafe { dev.context().disable_event_tracking() };
+    let mut rng = common::rng("gpu_layer_graph");
+    let (layer, cfg) = small_layer::<bf16>(&dev, &mut rng);
+    let (t, h) = (64usize, cfg.hidden_size);
+    let s = dev.stream();
+    let mut ws = layer.workspace(&dev, t).unwrap();
+    let x0: Vec<bf16> = random_x(&mut rng, t, h, false);
+    let x1: Vec<bf16> = random_x(&mut rng, t, h, false);
+    let mut x_dev = s.clone_htod(&x0).unwrap();
+    let mut out = s.alloc_zeros::<bf16>(t * h).unwrap();
+
+    // Direct forwards (the first also loads every kernel, which must not happen during capture).
+    let mut direct = Vec::new();
+    for x in [&x0, &x1] {
+        s.memcpy_htod(x.as_slice(), &mut x_dev).unwrap();
+        layer
+            .forward(&dev, &x_dev.as_view(), t, &mut ws, &mut out.as_view_mut())
+            .unwrap();
+        direct.push(s.clone_dtoh(&out).unwrap());
+    }
+    ws.status().check().unwrap();
+
+    // Capture one forward (thread-local mode: other test threads may allocate meanwhile).
+    s.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+        .unwrap();
+    let captured = layer.forward(&dev, &x_dev.as_view(), t, &mut ws, &mut out.as_view_mut());
+    let graph = s.end_capture(CUgraphInstantiate_flags(0)).unwrap();
+    captured.unwrap();
+    let graph = graph.expect("the capture recorded the forward's launches");
+
+    // Replay on each input, the output poisoned first: the bits of the direct forward.
+    for _ in 0..2 {
+        for (x, want) in [&x0, &x1].into_iter().zip(&direct) {
+            s.memcpy_htod(x.as_slice(), &mut x_dev).unwrap();
+            s.memcpy_htod(vec![bf16::NAN; t * h].as_slice(), &mut out)
+                .unwrap();
+            graph.launch().unwrap();
+            let got = s.clone_dtoh(&out).unwrap();
+            assert!(
+                got.iter()
+                    .zip(want)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "graph replay differs from the direct forward"
+            );
+        }
+    }
+    ws.status().check().unwrap();
+    s.synchronize().unwrap();
+}
+
+#[test]
+fn repeated_forwards_give_identical_bits() {
+    let Some(dev) = device("repeated_forwards_give_identical_bits") else {
+        return;
+    };
+    let mut rng = common::rng("gpu_layer_repeat");
+    let (layer, cfg) = small_layer::<f16>(&dev, &mut rng);
+    let t = 1000;
+    let x: Vec<f16> = random_x(&mut rng, t, cfg.hidden_size, false);
+    let mut ws = layer.workspace(&dev, t).unwrap();
+    let first = gpu_forward(&dev, &layer, &mut ws, &x, t);
+    for _ in 0..2 {
+        // A fresh workspace too: nothing may depend on what a workspace held before.
+        let mut ws2 = layer.workspace(&dev, t).unwrap();
+        let again = gpu_forward(&dev, &layer, &mut ws2, &x, t);
+        assert_eq!(again.ids, first.ids);
+        assert!(again
+            .weights
+            .iter()
+            .zip(&first.weights)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
+        assert!(again
+            .out
+            .iter()
+            .zip(&first.out)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
+    }
+    // Fewer tokens than the workspace holds give the bits of a workspace made for exactly them.
+    let x7 = &x[..7 * cfg.hidden_size];
+    let few = gpu_forward(&dev, &layer, &mut ws, x7, 7);
+    let mut exact = layer.workspace(&dev, 7).unwrap();
+    let want = gpu_forward(&dev, &layer, &mut exact, x7, 7);
+    assert_eq!(few.ids, want.ids);
+    assert!(few
+        .out
+        .iter()
+        .zip(&want.out)
+        .all(|(a, b)| a.to_bits() == b.to_bits()));
+}
+
+#[test]
+fn bad_input_is_rejected_before_launch() {
+    let Some(dev) = device("bad_input_is_rejected_before_launch") else {
+        return;
+    };
+    let mut rng = common::rng("gpu_layer_bad_input");
+    let (layer, cfg) = small_layer::<bf16>(&dev, &mut rng);
+    let h = cfg.hidden_size;
+    let s = dev.stream();
+    let x = s.clone_htod(&vec![bf16::ONE; 8 * h]).unwrap();
+    let mut out = s.clone_htod(&vec![bf16::NAN; 8 * h]).unwrap();
+    let mut ws = layer.workspace(&dev, 4).unwrap();
+    let shape = |r: Result<(), MoeError>| matches!(r, Err(MoeError::ShapeMismatch { .. }));
+    assert!(shape(layer.forward(
+        &dev,
+        &x.as_view(),
+        8,
+        &mut ws,
+        &mut out.as_view_mut()
+    )));
+    assert!(shape(layer.forward(
+        &dev,
+        &x.slice(..4 * h - 1),
+        4,
+        &mut ws,
+        &mut out.slice_mut(..4 * h)
+    )));
+    assert!(shape(layer.forward(
+        &dev,
+        &x.slice(..4 * h),
+        4,
+        &mut ws,
+        &mut out.slice_mut(..4 * h + 1)
+    )));
+    let other = scaled(MoeConfig::qwen3_30b_a3b(), h, 128);
+    let mut wrong = Workspace::<bf16>::new(&dev, &other, 4).unwrap();
+    assert!(matches!(
+        layer.forward(
+            &dev,
+            &x.slice(..4 * h),
+            4,
+            &mut wrong,
+            &mut out.slice_mut(..4 * h)
+        ),
+        Err(MoeError::InvalidConfig(_))
+    ));
+    // Weights that do not fit the config are rejected at upload, by the CPU layer's checks.
+    let mut weights = random_weights::<bf16>(&mut rng, &cfg, false);
+    weights.down.pop();
+    assert!(matches!(
+        GpuMoeLayer::upload(&dev, &cfg, &weights),
+        Err(MoeError::ShapeMismatch { .. })
+    ));
+    // T = 0 is valid and launches nothing.
+    layer
+        .forward(&dev, &x.slice(..0), 0, &mut ws, &mut out.slice_mut(..0))
+        .unwrap();
+    assert!(s.clone_dtoh(&out).unwrap().iter().all(|v| v.is_nan()));
+    ws.status().check().unwrap();
+}
+
+/// Small forwards of the layer (grouped sigmoid routing with bias, gated and ungated shared experts,
+/// odd widths), for `compute-sanitizer` (scripts/gpu-check.sh runs the `sanitizer_smoke` tests).
+#[test]
+fn sanitizer_smoke() {
+    let Some(dev) = device("sanitizer_smoke") else {
+        return;
+    };
+    let mut rng = common::rng("gpu_layer_sanitizer_smoke");
+    check_layer::<bf16>(
+        &dev,
+        &mut rng,
+        &scaled(MoeConfig::deepseek_v3(), 64, 32),
+        5,
+        false,
+    );
+    check_layer::<f16>(
+        &dev,
+        &mut rng,
+        &scaled(MoeConfig::qwen2_moe_a2_7b(), 72, 24),
+        3,
+        false,
+    );
+    let odd = MoeConfig {
+        hidden_size: 36,
+        intermediate_size: 20,
+        routing: RoutingConfig::softmax_topk(8, 2, true),
+        activation: Activation::GEGLU,
+        shared_experts: vec![],
+    };
+    check_layer::<bf16>(&dev, &mut rng, &odd, 2, true);
+}
