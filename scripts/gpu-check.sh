@@ -12,6 +12,11 @@
 #   memcheck, racecheck, synccheck, initcheck
 #                                   compute-sanitizer over the small `sanitizer_smoke` test of every
 #                                   binary (any sanitizer error fails)
+#   bench                           `moe bench --device cuda` on every preset at BENCH_TOKENS
+#                                   (default 1,16,128,1024,4096: about 8 minutes on an H200), with
+#                                   the PyTorch peers (the machine's python3) and cuBLAS; the report
+#                                   (results.json, results.md, SVG plots) goes to $OUT/bench
+#                                   (BENCH=0 skips it)
 # Logs go to $OUT (default ./gpu-out), with summary.md; the exit status is non-zero if anything
 # failed; a short table is printed last.
 set -u
@@ -133,6 +138,25 @@ for tool in memcheck racecheck synccheck initcheck; do
     fi
 done
 
+# The benchmark. cuBLAS comes from PyTorch's wheels (nvidia-cublas) when no system copy is on the
+# library path.
+run_bench() {
+    local cublas_lib commit
+    cublas_lib="$(python3 -c 'import os, nvidia.cublas as c; print(os.path.join(os.path.dirname(c.__file__), "lib"))' 2>/dev/null || true)"
+    commit="$(grep -m1 '^commit:' "$bundle/MANIFEST.txt" 2>/dev/null | cut -d' ' -f2-)"
+    LD_LIBRARY_PATH="${cublas_lib:+$cublas_lib:}${LD_LIBRARY_PATH:-}" \
+        MOE_BENCH_COMMIT="${commit:-unknown}" MOE_BENCH_PYTHON="${MOE_BENCH_PYTHON:-python3}" \
+        "$bundle/bin/moe" bench --device cuda --tokens "${BENCH_TOKENS:-1,16,128,1024,4096}" \
+        --out "$OUT/bench"
+}
+if [[ "${BENCH:-1}" == 0 ]]; then
+    record bench PASS "skipped (BENCH=0)"
+elif [[ -x "$bundle/bin/moe" ]]; then
+    step bench run_bench
+else
+    record bench FAIL "no gpu-bundle/bin/moe"
+fi
+
 failed=0
 {
     echo "# GPU check"
@@ -151,6 +175,12 @@ failed=0
     done
 } >"$OUT/summary.md"
 
+if [[ -f "$OUT/bench/results.md" ]]; then
+    echo
+    echo "Whole layer, moe-kernels cuda (from $OUT/bench/results.md):"
+    grep -E '^\| [^|]+ \| [0-9]+ \| moe-kernels cuda( graph)? \| layer \|' "$OUT/bench/results.md" \
+        | cut -d'|' -f2-6,9-11,13
+fi
 echo
 echo "GPU check summary ($OUT/summary.md):"
 for i in "${!names[@]}"; do

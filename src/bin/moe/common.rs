@@ -181,17 +181,43 @@ impl FastRng {
         FastRng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
 
-    /// `n` values uniform in `[-scale, scale)`, rounded to `T`.
+    /// `n` values uniform in `[-scale, scale)`, rounded to `T`. Generated in fixed chunks of 2^20
+    /// values, each from its own generator seeded by this one and the chunk's index, spread over the
+    /// machine's cores: the result depends only on the seed, not on the number of threads.
     pub fn values<T: Element>(&mut self, n: usize, scale: f32) -> Vec<T> {
-        (0..n).map(|_| T::from_f32(self.uniform(scale))).collect()
+        const CHUNK: usize = 1 << 20;
+        let base = self.next_u64();
+        let mut out = vec![T::default(); n];
+        let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+        let per_thread = n.div_ceil(CHUNK).div_ceil(threads).max(1) * CHUNK;
+        std::thread::scope(|s| {
+            for (w, part) in out.chunks_mut(per_thread).enumerate() {
+                s.spawn(move || {
+                    for (c, chunk) in part.chunks_mut(CHUNK).enumerate() {
+                        let index = (w * per_thread / CHUNK + c) as u64;
+                        let mut rng =
+                            FastRng::new(base ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03));
+                        for v in chunk {
+                            *v = T::from_f32(rng.uniform(scale));
+                        }
+                    }
+                });
+            }
+        });
+        out
+    }
+
+    /// The next raw 64-bit value.
+    fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
     /// One value uniform in `[-scale, scale)`.
     pub fn uniform(&mut self, scale: f32) -> f32 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        let bits = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40;
+        let bits = self.next_u64() >> 40;
         (bits as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
     }
 }
