@@ -2,6 +2,7 @@
 
 use super::{FATBINS, KERNELS_BUILT};
 use crate::error::{MoeError, Result};
+use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, DeviceSlice};
 use cudarc::nvrtc::Ptx;
 use std::collections::HashMap;
@@ -19,6 +20,10 @@ const MIN_COMPUTE_CAPABILITY: (i32, i32) = (8, 0);
 pub struct Device {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
+    /// Streaming multiprocessors.
+    sm_count: u32,
+    /// Shared memory one block may use after opting in, in bytes.
+    max_smem_optin: usize,
     /// Loaded kernel functions by name, and the modules (kernel families) they come from.
     loaded: Mutex<Loaded>,
 }
@@ -27,6 +32,8 @@ pub struct Device {
 struct Loaded {
     modules: HashMap<&'static str, Arc<CudaModule>>,
     functions: HashMap<&'static str, CudaFunction>,
+    /// Kernels prepared for launches with dynamic shared memory: blocks resident on the whole GPU.
+    resident: HashMap<&'static str, u32>,
 }
 
 impl Device {
@@ -57,9 +64,15 @@ impl Device {
             )));
         }
         let stream = ctx.new_stream()?;
+        let sm_count =
+            ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
+        let max_smem_optin = ctx
+            .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?;
         Ok(Device {
             ctx,
             stream,
+            sm_count: u32::try_from(sm_count).unwrap_or(1).max(1),
+            max_smem_optin: usize::try_from(max_smem_optin).unwrap_or(0),
             loaded: Mutex::new(Loaded::default()),
         })
     }
@@ -89,6 +102,52 @@ impl Device {
                 "`{what}` was allocated in another CUDA context than the device it is used on"
             )))
         }
+    }
+
+    /// Streaming multiprocessors of this GPU.
+    pub fn sm_count(&self) -> u32 {
+        self.sm_count
+    }
+
+    /// Kernel `name` of `family`, ready for launches of `threads` threads with `dynamic_smem` bytes of
+    /// dynamic shared memory (the opt-in attribute is set), and how many of its blocks the whole GPU
+    /// holds at once at that shape. The driver is asked once per kernel; every kernel name is
+    /// launched with one shape, so later calls are a map look-up.
+    ///
+    /// Errors: [`MoeError::Unsupported`] when the block needs more shared memory than the GPU
+    /// allows, and the errors of [`Device::function`].
+    pub(crate) fn prepared_function(
+        &self,
+        family: &'static str,
+        name: &'static str,
+        threads: u32,
+        dynamic_smem: u32,
+    ) -> Result<(CudaFunction, u32)> {
+        let func = self.function(family, name)?;
+        let mut loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(&resident) = loaded.resident.get(name) {
+            return Ok((func, resident));
+        }
+        let static_smem = usize::try_from(func.shared_size_bytes()?).unwrap_or(usize::MAX);
+        let total = static_smem.saturating_add(dynamic_smem as usize);
+        if total > self.max_smem_optin {
+            return Err(MoeError::Unsupported(format!(
+                "kernel {name} needs {total} bytes of shared memory per block; this GPU allows {}",
+                self.max_smem_optin
+            )));
+        }
+        self.ctx.bind_to_thread()?;
+        // dynamic_smem <= max_smem_optin, which came from an i32.
+        func.set_attribute(
+            CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            dynamic_smem as i32,
+        )?;
+        let per_sm = func
+            .occupancy_max_active_blocks_per_multiprocessor(threads, dynamic_smem as usize, None)?
+            .max(1);
+        let resident = per_sm.saturating_mul(self.sm_count);
+        loaded.resident.insert(name, resident);
+        Ok((func, resident))
     }
 
     /// Kernel `name` from the kernel family (`kernels/<family>.cu`) that defines it, loading the

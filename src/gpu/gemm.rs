@@ -15,7 +15,6 @@ use crate::dtype::DType;
 use crate::error::{MoeError, Result};
 use crate::host_math;
 use crate::view::checked_mul;
-use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
 use cudarc::driver::{
     CudaView, CudaViewMut, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig, PushKernelArg,
 };
@@ -146,8 +145,6 @@ pub fn grouped_gemm<T: GemmElement, O: GemmOutput<T>>(
     }
     dev.check_owns("expert weights", w)?;
     dev.check_owns("grouped GEMM output", out)?;
-    let ctx = dev.context();
-    let sm_count = ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
 
     let (x_len, w_len, out_len) = (x.len(), w.len(), out.len());
     let stream = dev.stream();
@@ -169,35 +166,16 @@ pub fn grouped_gemm<T: GemmElement, O: GemmOutput<T>>(
         out_len,
         x_addr: x_ptr,
         w_addr: w_ptr,
-        sm_count: usize::try_from(sm_count).unwrap_or(0),
+        sm_count: dev.sm_count() as usize,
     };
     let Some(plan) = plan_grouped_gemm(&request)? else {
         return Ok(());
     };
 
-    let func = dev.function(FAMILY, plan.kernel)?;
-    ctx.bind_to_thread()?;
     let tile = plan.tile;
     let smem = tile.dynamic_smem_bytes();
-    let static_smem = usize::try_from(func.shared_size_bytes()?).unwrap_or(usize::MAX);
-    let max_smem =
-        ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?;
-    if smem as usize + static_smem > usize::try_from(max_smem).unwrap_or(0) {
-        return Err(MoeError::Unsupported(format!(
-            "the {tile:?} grouped GEMM tile needs {} bytes of shared memory per block; this GPU \
-             allows {max_smem}",
-            smem as usize + static_smem
-        )));
-    }
-    // smem <= 64 KiB (MOE_GEMM_*_SMEM_BYTES), so it fits i32.
-    func.set_attribute(
-        CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-        smem as i32,
-    )?;
-    let per_sm = func
-        .occupancy_max_active_blocks_per_multiprocessor(tile.threads(), smem as usize, None)?
-        .max(1);
-    let resident = u64::from(per_sm) * u64::try_from(sm_count.max(1)).unwrap_or(1);
+    let (func, resident) = dev.prepared_function(FAMILY, plan.kernel, tile.threads(), smem)?;
+    let resident = u64::from(resident);
     // Persistent grid: at most one block per tile, at most what the GPU holds at once (blocks loop
     // over further tiles), and at most i32::MAX blocks.
     let blocks = plan.max_tiles.min(resident).clamp(1, i32::MAX as u64) as u32;
@@ -224,10 +202,10 @@ pub fn grouped_gemm<T: GemmElement, O: GemmOutput<T>>(
     // SAFETY: `func` is a `moe_gemm_<tile>_<T>_<O>` kernel whose only parameter is a `MoeGemmParams`
     // by value, the struct pushed here (layout checked at compile time against the C header), and
     // `plan.kernel` was chosen for exactly these element types and for this tile's launch shape
-    // (`tile.threads()` threads, `smem` bytes of dynamic shared memory, allowed by the attribute set
-    // above and checked against the device's limit). Its pointers come from live buffers of this
-    // device's context whose lengths `plan_grouped_gemm` checked against `shape`: x = rows*K and
-    // w = E*N*K elements of T, offsets = E+1 i64 (or null with E = 1), out = rows*out_cols elements of
+    // (`tile.threads()` threads, `smem` bytes of dynamic shared memory, allowed by the attribute that
+    // `prepared_function` set and checked against the device's limit). Its pointers come from live
+    // buffers of this device's context whose lengths `plan_grouped_gemm` checked against `shape`:
+    // x = rows*K and w = E*N*K elements of T, offsets = E+1 i64 (or null with E = 1), out = rows*out_cols elements of
     // O. The kernel clamps every offset into [0, rows] and masks every row, column and K index
     // against those sizes, so it stays inside the buffers whatever the offsets hold; the fast path
     // (16-byte copies) is only chosen for 16-byte aligned x and w with K % 8 == 0. The guards held
