@@ -13,13 +13,7 @@
 
 #include "moe_abi.h"
 
-#ifndef MOE_HD
-#ifdef __CUDACC__
-#define MOE_HD __host__ __device__ __forceinline__
-#else
-#define MOE_HD inline
-#endif
-#endif
+#include "moe_hd.cuh"
 
 // silu(x) = x * sigmoid(x), with sigmoid(x) = 1 / (1 + exp(-x)) as in `crate::cpu::sigmoid`.
 MOE_HD float moe_silu(float x) {

@@ -25,13 +25,7 @@
 
 #include <stdint.h>
 
-#ifndef MOE_HD
-#ifdef __CUDACC__
-#define MOE_HD __host__ __device__ __forceinline__
-#else
-#define MOE_HD inline
-#endif
-#endif
+#include "moe_hd.cuh"
 
 // The physical 16-byte chunk of logical chunk `chunk` in row `row` of a shared-memory tile whose rows
 // hold `chunks_per_row` (2, 4 or 8) chunks, i.e. 32, 64 or 128 bytes. XOR-ing with a key that changes

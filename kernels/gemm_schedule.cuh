@@ -20,13 +20,7 @@
 
 #include "moe_abi.h"
 
-#ifndef MOE_HD
-#ifdef __CUDACC__
-#define MOE_HD __host__ __device__ __forceinline__
-#else
-#define MOE_HD inline
-#endif
-#endif
+#include "moe_hd.cuh"
 
 MOE_HD int64_t moe_gemm_min(int64_t a, int64_t b) {
     return a < b ? a : b;

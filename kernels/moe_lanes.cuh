@@ -30,13 +30,7 @@
 #include <cuda_fp16.h>
 #endif
 
-#ifndef MOE_HD
-#ifdef __CUDACC__
-#define MOE_HD __host__ __device__ __forceinline__
-#else
-#define MOE_HD inline
-#endif
-#endif
+#include "moe_hd.cuh"
 
 // Population count of a lane mask.
 MOE_HD int moe_popc(uint32_t mask) {

@@ -165,32 +165,39 @@ pub fn route(
 }
 
 fn check_bias(cfg: &RoutingConfig, bias: Option<&[f32]>) -> Result<()> {
-    match (cfg.correction_bias, bias) {
+    check_bias_len(cfg, bias.map(<[f32]>::len))?;
+    if let Some((expert, &value)) = bias
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .find(|(_, v)| !v.is_finite())
+    {
+        return Err(MoeError::NonFinite {
+            what: "correction bias",
+            token: 0,
+            expert,
+            value,
+        });
+    }
+    Ok(())
+}
+
+/// Check that a correction bias of `bias_len` elements is given exactly when `cfg` uses one, and
+/// has one element per expert (shared by the CPU and GPU routers).
+pub(crate) fn check_bias_len(cfg: &RoutingConfig, bias_len: Option<usize>) -> Result<()> {
+    match (cfg.correction_bias, bias_len) {
         (true, None) => Err(MoeError::InvalidConfig(
             "the routing config uses a score correction bias but none was given".into(),
         )),
         (false, Some(_)) => Err(MoeError::InvalidConfig(
             "a score correction bias was given but the routing config does not use one".into(),
         )),
-        (_, Some(b)) => {
-            if b.len() != cfg.num_experts {
-                return Err(MoeError::shape(
-                    "correction bias",
-                    format!("[{}]", cfg.num_experts),
-                    format!("[{}]", b.len()),
-                ));
-            }
-            if let Some((expert, &value)) = b.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-                return Err(MoeError::NonFinite {
-                    what: "correction bias",
-                    token: 0,
-                    expert,
-                    value,
-                });
-            }
-            Ok(())
-        }
-        (false, None) => Ok(()),
+        (_, Some(len)) if len != cfg.num_experts => Err(MoeError::shape(
+            "correction bias",
+            format!("[{}]", cfg.num_experts),
+            format!("[{len}]"),
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -3,7 +3,8 @@
 //! ([`shared_expert_accumulate`]).
 
 use super::abi::{self, MoeCombineParams, MoeSharedAccumulateParams};
-use super::permute::{check_len, GpuPermutation};
+use super::check_len;
+use super::permute::GpuPermutation;
 use super::{Device, GpuElement};
 use crate::dtype::DType;
 use crate::error::{MoeError, Result};

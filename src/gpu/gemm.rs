@@ -9,6 +9,7 @@
 //! without a GPU.
 
 use super::abi::{self, MoeGemmParams};
+use super::check_len;
 use super::{Device, GpuElement};
 use crate::config::{Activation, ActivationKind};
 use crate::dtype::DType;
@@ -382,18 +383,6 @@ fn epilogue_abi(epilogue: GemmEpilogue) -> (i32, i32) {
             },
             activation_abi(a.kind),
         ),
-    }
-}
-
-fn check_len(what: &str, expected: usize, found: usize) -> Result<()> {
-    if expected == found {
-        Ok(())
-    } else {
-        Err(MoeError::shape(
-            what,
-            format!("{expected} elements"),
-            format!("{found} elements"),
-        ))
     }
 }
 

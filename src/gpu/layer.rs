@@ -57,8 +57,8 @@ fn check_forward(
         ));
     }
     let elems = checked_mul(num_tokens, cfg.hidden_size, "hidden states")?;
-    super::permute::check_len("hidden states", elems, x_len)?;
-    super::permute::check_len("MoE output", elems, out_len)
+    super::check_len("hidden states", elems, x_len)?;
+    super::check_len("MoE output", elems, out_len)
 }
 
 impl<T: GemmElement + GemmOutput<T>> GpuMoeLayer<T>

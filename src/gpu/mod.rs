@@ -67,3 +67,16 @@ mod sealed {
     impl Sealed for half::bf16 {}
     impl Sealed for half::f16 {}
 }
+
+/// Check a length, naming the buffer.
+pub(crate) fn check_len(what: &str, expected: usize, found: usize) -> crate::Result<()> {
+    if expected == found {
+        Ok(())
+    } else {
+        Err(crate::MoeError::shape(
+            what,
+            format!("{expected} elements"),
+            format!("{found} elements"),
+        ))
+    }
+}

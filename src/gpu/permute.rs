@@ -12,6 +12,7 @@
 //! -1).
 
 use super::abi::{self, MoeGatherParams, MoePermuteParams, MoeStatus};
+use super::check_len;
 use super::{Device, DeviceStatus, GpuElement};
 use crate::error::{MoeError, Result};
 use crate::host_math::permute::{permute_max_chunks, permute_plan, permute_row_bound, PermutePlan};
@@ -276,19 +277,6 @@ fn scratch_len(layout: &PermuteLayout) -> Result<usize> {
         permute_max_chunks(layout.num_slots, layout.num_experts),
         "permutation scratch",
     )
-}
-
-/// Check a length, naming the buffer.
-pub(crate) fn check_len(what: &str, expected: usize, found: usize) -> Result<()> {
-    if expected == found {
-        Ok(())
-    } else {
-        Err(MoeError::shape(
-            what,
-            format!("{expected} elements"),
-            format!("{found} elements"),
-        ))
-    }
 }
 
 /// Validate a [`permute`] call against the buffers it writes: the sizes, and that `out` was made for

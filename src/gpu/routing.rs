@@ -2,6 +2,7 @@
 //! router from the hidden states (the router GEMM, then the same launch).
 
 use super::abi::{self, MoeRoutingParams, MoeStatus};
+use super::check_len;
 use super::gemm::{grouped_gemm, GemmElement, GemmEpilogue, GroupedGemmShape};
 use super::{Device, DeviceStatus, GpuElement};
 use crate::config::{GroupScore, RoutingConfig, ScoringFunc};
@@ -101,9 +102,7 @@ pub fn route<T: GpuElement>(
     status: &mut DeviceStatus,
 ) -> Result<()> {
     let shape = check_shapes(cfg, num_tokens, logits.len(), bias.map(|b| b.len()))?;
-    let out_len = checked_mul(num_tokens, cfg.top_k, "topk_ids")?;
-    check_len("topk_ids", out_len, topk_ids.len())?;
-    check_len("topk_weights", out_len, topk_weights.len())?;
+    check_outputs(cfg, num_tokens, topk_ids.len(), topk_weights.len())?;
     dev.check_owns("router logits", logits)?;
     if let Some(b) = bias {
         dev.check_owns("correction bias", b)?;
@@ -188,9 +187,7 @@ pub fn route_from_hidden<T: GemmElement>(
 ) -> Result<()> {
     // Everything `route` checks, before the GEMM is enqueued.
     let shape = check_shapes(cfg, num_tokens, logits.len(), bias.map(|b| b.len()))?;
-    let out_len = checked_mul(num_tokens, cfg.top_k, "topk_ids")?;
-    check_len("topk_ids", out_len, topk_ids.len())?;
-    check_len("topk_weights", out_len, topk_weights.len())?;
+    check_outputs(cfg, num_tokens, topk_ids.len(), topk_weights.len())?;
     check_len(
         "hidden states",
         checked_mul(num_tokens, hidden, "hidden states")?,
@@ -283,6 +280,18 @@ impl Shape {
 }
 
 /// Check the config and every length that does not involve a device buffer's identity.
+/// Check the lengths of the `[T, k]` outputs.
+fn check_outputs(
+    cfg: &RoutingConfig,
+    num_tokens: usize,
+    ids_len: usize,
+    weights_len: usize,
+) -> Result<()> {
+    let out_len = checked_mul(num_tokens, cfg.top_k, "topk_ids")?;
+    check_len("topk_ids", out_len, ids_len)?;
+    check_len("topk_weights", out_len, weights_len)
+}
+
 pub(crate) fn check_shapes(
     cfg: &RoutingConfig,
     num_tokens: usize,
@@ -296,20 +305,7 @@ pub(crate) fn check_shapes(
         checked_mul(num_tokens, e, "router logits")?,
         logits_len,
     )?;
-    match (cfg.correction_bias, bias_len) {
-        (true, None) => {
-            return Err(MoeError::InvalidConfig(
-                "the routing config uses a score correction bias but none was given".into(),
-            ))
-        }
-        (false, Some(_)) => {
-            return Err(MoeError::InvalidConfig(
-                "a score correction bias was given but the routing config does not use one".into(),
-            ))
-        }
-        (_, Some(len)) => check_len("correction bias", e, len)?,
-        (false, None) => {}
-    }
+    crate::cpu::routing::check_bias_len(cfg, bias_len)?;
     if e > abi::MOE_ROUTING_MAX_EXPERTS as usize {
         return Err(MoeError::Unsupported(format!(
             "the routing kernel takes at most {} experts, got {e}",
@@ -348,18 +344,6 @@ pub(crate) fn check_shapes(
         top_k: cfg.top_k as i32,
         grouping,
     })
-}
-
-fn check_len(what: &str, expected: usize, found: usize) -> Result<()> {
-    if expected == found {
-        Ok(())
-    } else {
-        Err(MoeError::shape(
-            what,
-            format!("{expected} elements"),
-            format!("{found} elements"),
-        ))
-    }
 }
 
 /// One warp per token row, up to `MOE_ROUTING_BLOCK_THREADS` threads per block; grouped selection

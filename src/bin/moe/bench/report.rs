@@ -81,6 +81,16 @@ impl Record {
         }
     }
 
+    /// The speed-ups over peers, as `name 1.23x, ...`.
+    fn peers_text(&self) -> String {
+        let peers: Vec<String> = self
+            .speedup_over
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.2}x"))
+            .collect();
+        peers.join(", ")
+    }
+
     /// Whether this row is one of this crate's implementations.
     pub fn is_ours(&self) -> bool {
         self.implementation.starts_with("moe-kernels")
@@ -159,11 +169,6 @@ impl Report {
         );
         for r in &self.records {
             let spread = 100.0 * (r.stats.max_us - r.stats.min_us) / r.stats.median_us;
-            let peers: Vec<String> = r
-                .speedup_over
-                .iter()
-                .map(|(k, v)| format!("{k} {v:.2}x"))
-                .collect();
             let _ = writeln!(
                 s,
                 "{:<14} {:>6} {:<22} {:<9} {:>12} {:>6.1}% {:>9} {:>9.1} {:>6.1}%  {}",
@@ -176,7 +181,7 @@ impl Report {
                 format_tflops(r.tflops),
                 r.gbps,
                 r.pct_of_ceiling(),
-                peers.join(", ")
+                r.peers_text()
             );
         }
         s
@@ -219,11 +224,6 @@ impl Report {
             "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|"
         );
         for r in &self.records {
-            let peers: Vec<String> = r
-                .speedup_over
-                .iter()
-                .map(|(k, v)| format!("{k} {v:.2}x"))
-                .collect();
             let _ = writeln!(
                 s,
                 "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {} | {} |",
@@ -240,7 +240,7 @@ impl Report {
                 r.pct_gemm_ceiling
                     .map(|p| format!("{p:.1}"))
                     .unwrap_or_else(|| "-".into()),
-                peers.join(", ")
+                r.peers_text()
             );
         }
         if !self.notes.is_empty() {
