@@ -176,3 +176,119 @@ fn fused_activation_gemm_matches_oracle() {
         }
     }
 }
+
+/// The summation order the CPU path promises for every output element (`cpu::dot_f32`): eight lanes,
+/// lane `l` summing the products `l, l + 8, l + 16, ...` in order, the `len % 8` trailing products in a
+/// separate sum, then `((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)) + tail`.
+fn reference_dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let full = a.len() - a.len() % 8;
+    for c in (0..full).step_by(8) {
+        for l in 0..8 {
+            lanes[l] += a[c + l] * b[c + l];
+        }
+    }
+    let mut tail = 0f32;
+    for i in full..a.len() {
+        tail += a[i] * b[i];
+    }
+    let s = [
+        lanes[0] + lanes[4],
+        lanes[1] + lanes[5],
+        lanes[2] + lanes[6],
+        lanes[3] + lanes[7],
+    ];
+    (s[0] + s[2]) + (s[1] + s[3]) + tail
+}
+
+/// `f` run inside a rayon pool of `threads` threads (the grouped GEMM's parallel work uses the pool it
+/// is called from).
+fn with_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+        .install(f)
+}
+
+#[test]
+fn grouped_gemm_bits_do_not_depend_on_thread_count() {
+    let mut rng = common::rng("grouped_gemm_bits_do_not_depend_on_thread_count");
+    let act = Activation {
+        kind: ActivationKind::Silu,
+        gated: true,
+    };
+    // Shapes with enough work per row block to be split across threads: decode-like (one row per
+    // expert, many weight rows) and prefill-like (full and partial 32-row blocks). `N` is not a multiple
+    // of the 64-row strips nor of the 4-row panels, and `K` leaves a tail of products after the 8 lanes.
+    for (e, up, k, counts) in [
+        (4usize, 2002usize, 603usize, vec![1usize, 0, 1, 1]),
+        (2, 262, 1030, vec![70, 33]),
+    ] {
+        let mut offsets = vec![0usize];
+        for c in &counts {
+            offsets.push(offsets.last().unwrap() + c);
+        }
+        let rows = offsets[e];
+        let x: Vec<half::bf16> = common::randn(&mut rng, rows * k, 1.0)
+            .into_iter()
+            .map(half::bf16::from_f32)
+            .collect();
+        let w: Vec<half::bf16> = common::randn(&mut rng, e * up * k, 0.3)
+            .into_iter()
+            .map(half::bf16::from_f32)
+            .collect();
+        let xv = MatRef::new("x", &x, rows, k).unwrap();
+        let wv = ExpertsRef::new("w", &w, e, up, k).unwrap();
+        let i = up / 2;
+        let run = |threads: usize| {
+            with_threads(threads, || {
+                let mut out = vec![f32::NAN; rows * up];
+                grouped_gemm(
+                    xv,
+                    &offsets,
+                    wv,
+                    &mut MatMut::new("out", &mut out, rows, up).unwrap(),
+                )
+                .unwrap();
+                let mut activated = vec![half::bf16::NAN; rows * i];
+                grouped_gemm_activation(
+                    xv,
+                    &offsets,
+                    wv,
+                    act,
+                    &mut MatMut::new("activated", &mut activated, rows, i).unwrap(),
+                )
+                .unwrap();
+                (
+                    out.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    activated.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                )
+            })
+        };
+        let one = run(1);
+        assert_eq!(one, run(2), "1 vs 2 threads, N {up}, K {k}");
+        assert_eq!(one, run(4), "1 vs 4 threads, N {up}, K {k}");
+        // And every element is exactly the promised dot product of the widened inputs.
+        let (xf, wf) = (common::el64(&x), common::el64(&w));
+        let (xf, wf): (Vec<f32>, Vec<f32>) = (
+            xf.iter().map(|&v| v as f32).collect(),
+            wf.iter().map(|&v| v as f32).collect(),
+        );
+        for ex in 0..e {
+            for r in offsets[ex]..offsets[ex + 1] {
+                for j in 0..up {
+                    let want = reference_dot(
+                        &xf[r * k..(r + 1) * k],
+                        &wf[(ex * up + j) * k..(ex * up + j + 1) * k],
+                    );
+                    assert_eq!(
+                        one.0[r * up + j],
+                        want.to_bits(),
+                        "row {r}, column {j}, N {up}, K {k}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -3,6 +3,31 @@
 //! Weights are `[E, N, K]` with `K` contiguous (a Hugging Face `Linear` weight per expert). Each expert's
 //! rows are a contiguous segment of `X` given by `[E + 1]` offsets, as produced by
 //! [`permute`](super::permute::permute); an expert with no rows costs nothing.
+//!
+//! # Work decomposition
+//!
+//! The rows of each expert are taken `M_BLOCK` (32) at a time, one block after the other on the calling
+//! thread: convert the block's activations to `f32`, compute its `[mb, N]` accumulators, hand each row to
+//! the epilogue. The accumulators are split by columns into strips of `W_BLOCK` (64) weight rows, and the
+//! strips are computed in parallel; each strip converts its weight rows `PANEL` (4) at a time into its own
+//! scratch and dots them with every row of the block. Splitting over weight rows (rather than over
+//! experts or row blocks) keeps every core busy in decode too, where a block is one token and the time
+//! goes into streaming `N * K` weights, and it leaves the epilogue on the calling thread, writing rows as
+//! before. Every accumulator is one `dot_f32` of the same `f32` inputs whichever thread computes it, so
+//! the results do not depend on the thread count (or on the instruction set, see below).
+//!
+//! The strips run on rayon's pool rather than on `std::thread::scope` threads: a forward makes one
+//! parallel region per row block (one per expert in decode), and rayon reuses its threads and balances
+//! the strips by work stealing where scoped threads would be spawned for every region. A block with
+//! little work (`PAR_GRAIN` multiply-adds) is not split at all and never leaves the calling thread.
+//! The parallel work runs in the pool the caller is in (`ThreadPool::install`), else in rayon's global
+//! pool.
+//!
+//! On x86-64 CPUs with AVX2 the strip loop is the same code compiled a second time with AVX2 enabled
+//! (chosen at run time): the eight lanes of a dot product then fit one vector register. The operations
+//! and their order are unchanged (Rust never fuses a multiply and an add), so the bits are the same.
+
+use rayon::prelude::*;
 
 use super::activation::activate_row;
 use crate::config::Activation;
@@ -10,10 +35,17 @@ use crate::dtype::Element;
 use crate::error::{MoeError, Result};
 use crate::view::{ExpertsRef, MatMut, MatRef};
 
-/// Weight rows converted to `f32` at a time: bounds that scratch memory to `W_BLOCK * K` floats.
+/// Weight rows per parallel work item (a column strip of a row block's accumulators).
 const W_BLOCK: usize = 64;
+/// Weight rows converted to `f32` and dotted together ([`dot_f32_many`](super::dot_f32_many)): each
+/// activation chunk loaded serves `PANEL` dot products, and the strip's scratch is `PANEL * K` floats,
+/// small enough to stay in cache while every row of the block reuses it.
+const PANEL: usize = 4;
 /// Activation rows computed at a time: bounds the accumulator scratch to `M_BLOCK * N` floats.
 const M_BLOCK: usize = 32;
+/// Multiply-adds below which a piece of a row block is not split off to another thread: a row block
+/// with less than twice this much work runs on the calling thread alone, never touching the pool.
+const PAR_GRAIN: usize = 1 << 18;
 
 /// Check that `offsets` is a valid `[E + 1]` segmentation of `rows` rows.
 pub fn validate_offsets(offsets: &[usize], num_experts: usize, rows: usize) -> Result<()> {
@@ -87,7 +119,8 @@ pub fn grouped_gemm_activation<X: Element, W: Element, Y: Element>(
 }
 
 /// The grouped GEMM with the epilogue left to the caller: `sink(r, acc)` receives row `r`'s `f32`
-/// accumulators (all `N` columns) once, for every row of every expert.
+/// accumulators (all `N` columns) once, for every row of every expert, in row order on the calling
+/// thread (see the module docs for how the work is split).
 fn grouped_gemm_rows<X: Element, W: Element>(
     x: MatRef<'_, X>,
     offsets: &[usize],
@@ -103,7 +136,6 @@ fn grouped_gemm_rows<X: Element, W: Element>(
     }
     validate_offsets(offsets, w.experts(), x.rows())?;
     let (n, k) = (w.n(), w.k());
-    let mut wbuf = vec![0f32; W_BLOCK.min(n) * k];
     let mut xbuf = vec![0f32; M_BLOCK * k];
     let mut acc = vec![0f32; M_BLOCK * n];
     for e in 0..w.experts() {
@@ -115,24 +147,111 @@ fn grouped_gemm_rows<X: Element, W: Element>(
                     *dst = v.to_f32();
                 }
             }
-            for n0 in (0..n).step_by(W_BLOCK) {
-                let nb = W_BLOCK.min(n - n0);
-                for j in 0..nb {
-                    for (dst, v) in wbuf[j * k..(j + 1) * k].iter_mut().zip(we.row(n0 + j)) {
-                        *dst = v.to_f32();
-                    }
-                }
-                for i in 0..mb {
-                    let xr = &xbuf[i * k..(i + 1) * k];
-                    for j in 0..nb {
-                        acc[i * n + n0 + j] = super::dot_f32(xr, &wbuf[j * k..(j + 1) * k]);
-                    }
-                }
-            }
+            block_product(&xbuf[..mb * k], we, &mut acc[..mb * n]);
             for i in 0..mb {
                 sink(m0 + i, &acc[i * n..(i + 1) * n]);
             }
         }
     }
     Ok(())
+}
+
+/// `acc[i * N + j] = dot_f32(xs row i, we row j)` for the `mb = acc.len() / N` rows of one block, in
+/// parallel over strips of [`W_BLOCK`] columns, each with its own `PANEL * K` scratch.
+fn block_product<W: Element>(xs: &[f32], we: MatRef<'_, W>, acc: &mut [f32]) {
+    let (n, k) = (we.rows(), we.cols());
+    if n == 0 {
+        return;
+    }
+    let mb = acc.len() / n;
+    // Strip `b` is columns `b * W_BLOCK ..` of every accumulator row: disjoint `&mut` slices, split up
+    // front so that each work item owns its outputs.
+    let mut strips: Vec<Vec<&mut [f32]>> = Vec::with_capacity(n.div_ceil(W_BLOCK));
+    for row in acc.chunks_exact_mut(n) {
+        for (b, part) in row.chunks_mut(W_BLOCK).enumerate() {
+            match strips.get_mut(b) {
+                Some(strip) => strip.push(part),
+                None => strips.push(vec![part]),
+            }
+        }
+    }
+    // Strips per piece of work: at least `PAR_GRAIN` multiply-adds, so that a small block is never split.
+    let min_strips = PAR_GRAIN.div_ceil((mb * W_BLOCK * k).max(1));
+    strips
+        .into_par_iter()
+        .enumerate()
+        .with_min_len(min_strips)
+        .for_each_init(
+            || vec![0f32; PANEL * k],
+            |panel, (b, mut strip)| strip_product(xs, we, b * W_BLOCK, &mut strip, panel),
+        );
+}
+
+/// One strip: `strip[i][j] = dot_f32(xs row i, we row n0 + j)`, in the AVX2 build of
+/// [`strip_product_body`] when the CPU has it.
+fn strip_product<W: Element>(
+    xs: &[f32],
+    we: MatRef<'_, W>,
+    n0: usize,
+    strip: &mut [&mut [f32]],
+    panel: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU supports AVX2, checked just above.
+        return unsafe { strip_product_avx2(xs, we, n0, strip, panel) };
+    }
+    strip_product_body(xs, we, n0, strip, panel)
+}
+
+/// [`strip_product_body`] compiled with AVX2 (its callees are `#[inline(always)]`, so they are too).
+///
+/// # Safety
+///
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn strip_product_avx2<W: Element>(
+    xs: &[f32],
+    we: MatRef<'_, W>,
+    n0: usize,
+    strip: &mut [&mut [f32]],
+    panel: &mut [f32],
+) {
+    strip_product_body(xs, we, n0, strip, panel)
+}
+
+/// The strip loop: convert [`PANEL`] weight rows into `panel` (`PANEL * K` floats), then dot them with
+/// every activation row of the block, [`dot_f32_many`](super::dot_f32_many) for a full panel and
+/// [`dot_f32`](super::dot_f32) for the strip's last rows.
+#[inline(always)]
+fn strip_product_body<W: Element>(
+    xs: &[f32],
+    we: MatRef<'_, W>,
+    n0: usize,
+    strip: &mut [&mut [f32]],
+    panel: &mut [f32],
+) {
+    let k = we.cols();
+    let nb = strip[0].len();
+    for j0 in (0..nb).step_by(PANEL) {
+        let pb = PANEL.min(nb - j0);
+        for j in 0..pb {
+            let src = we.row(n0 + j0 + j);
+            for (dst, v) in panel[j * k..(j + 1) * k].iter_mut().zip(src) {
+                *dst = v.to_f32();
+            }
+        }
+        for (i, out) in strip.iter_mut().enumerate() {
+            let xr = &xs[i * k..(i + 1) * k];
+            if pb == PANEL {
+                let ws: [&[f32]; PANEL] = std::array::from_fn(|j| &panel[j * k..(j + 1) * k]);
+                out[j0..j0 + PANEL].copy_from_slice(&super::dot_f32_many(xr, ws));
+            } else {
+                for j in 0..pb {
+                    out[j0 + j] = super::dot_f32(xr, &panel[j * k..(j + 1) * k]);
+                }
+            }
+        }
+    }
 }

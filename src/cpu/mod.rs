@@ -20,22 +20,48 @@ pub(crate) fn sigmoid(x: f32) -> f32 {
 }
 
 /// `sum(a[i] * b[i])` in `f32`, with eight independent partial sums (added pairwise at the end) so the
-/// compiler can vectorise it.
-#[inline]
+/// compiler can vectorise it. The one summation order of the CPU path: [`dot_f32_many`] computes the
+/// same sums.
+#[inline(always)]
 pub(crate) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    debug_assert_eq!(a.len(), b.len());
-    let mut acc = [0f32; 8];
-    let chunks = a.len() / 8;
-    for c in 0..chunks {
-        let (x, y) = (&a[c * 8..c * 8 + 8], &b[c * 8..c * 8 + 8]);
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
+    dot_f32_many(a, [b])[0]
+}
+
+/// `R` dot products of `a` with each of `bs`, each one bit-for-bit what [`dot_f32`] would return: lane
+/// `l` of dot `r` accumulates `a[i] * bs[r][i]` for `i = l, l + 8, l + 16, ...`, the `len % 8` trailing
+/// products go to a separate tail sum, and the lanes are folded as in [`reduce_lanes`]. Each chunk of
+/// `a` is loaded once for the `R` dots, and their `R` independent chains of additions keep the adders
+/// busy where a single dot waits on its own latency; the order within each dot is unchanged.
+#[inline(always)]
+pub(crate) fn dot_f32_many<const R: usize>(a: &[f32], bs: [&[f32]; R]) -> [f32; R] {
+    debug_assert!(bs.iter().all(|b| b.len() == a.len()));
+    let len = a.len();
+    let full = len - len % 8;
+    let bs = bs.map(|b| &b[..len]);
+    let mut acc = [[0f32; 8]; R];
+    for c in (0..full).step_by(8) {
+        let x: &[f32; 8] = a[c..c + 8].try_into().expect("8 lanes");
+        for r in 0..R {
+            let y: &[f32; 8] = bs[r][c..c + 8].try_into().expect("8 lanes");
+            acc[r] = std::array::from_fn(|l| acc[r][l] + x[l] * y[l]);
         }
     }
-    let mut tail = 0f32;
-    for i in chunks * 8..a.len() {
-        tail += a[i] * b[i];
-    }
+    std::array::from_fn(|r| {
+        let mut tail = 0f32;
+        for (x, y) in a[full..].iter().zip(&bs[r][full..]) {
+            tail += x * y;
+        }
+        reduce_lanes(acc[r], tail)
+    })
+}
+
+/// The end of a dot product: `((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)) + tail`.
+///
+/// Kept out of line on purpose: when this horizontal sum is inlined, LLVM's SLP vectoriser builds the
+/// accumulator loop around it (pairs of lanes, shuffles across dots) and the loop runs at half width or
+/// worse. Called once per dot product, so the call costs nothing measurable.
+#[inline(never)]
+fn reduce_lanes(acc: [f32; 8], tail: f32) -> f32 {
     let s4 = [
         acc[0] + acc[4],
         acc[1] + acc[5],
