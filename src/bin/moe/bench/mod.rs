@@ -334,7 +334,7 @@ fn available_memory() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// The CPU model and the number of threads the benchmark uses (the CPU path is single-threaded).
+/// The CPU model and the number of cores available.
 fn cpu_name() -> String {
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -346,7 +346,7 @@ fn cpu_name() -> String {
         })
         .unwrap_or_else(|| "unknown CPU".into());
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    format!("{model} ({cores} cores available; the CPU path uses one thread)")
+    format!("{model} ({cores} cores available)")
 }
 
 /// The source commit: `MOE_BENCH_COMMIT` (set where the binary was built elsewhere), else git.
