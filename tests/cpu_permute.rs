@@ -4,26 +4,7 @@ mod common;
 
 use moe_kernels::cpu::permute::{gather, permute};
 use moe_kernels::{MatMut, MatRef};
-use rand::rngs::StdRng;
 use rand::Rng;
-
-/// Random `[T, k]` ids with distinct experts per token; `hot` sends every token to expert 0 first.
-fn random_ids(rng: &mut StdRng, t: usize, e: usize, k: usize, hot: bool) -> Vec<i32> {
-    let mut ids = Vec::with_capacity(t * k);
-    for _ in 0..t {
-        let mut pool: Vec<i32> = (0..e as i32).collect();
-        for j in 0..k {
-            let pick = if hot && j == 0 {
-                0
-            } else {
-                rng.random_range(j..e)
-            };
-            pool.swap(j, pick);
-            ids.push(pool[j]);
-        }
-    }
-    ids
-}
 
 #[test]
 fn permutation_invariants_on_random_routings() {
@@ -34,7 +15,7 @@ fn permutation_invariants_on_random_routings() {
         let t = [0usize, 1, 5, 64, 1500][rng.random_range(0..5)];
         let block = [1usize, 1, 4, 16, 64][rng.random_range(0..5)];
         let hot = rng.random_bool(0.2);
-        let ids = random_ids(&mut rng, t, e, k, hot);
+        let ids = common::random_ids(&mut rng, t, e, k, hot, false);
         let p = permute(MatRef::new("ids", &ids, t, k).unwrap(), e, block).unwrap();
 
         // Offsets: start at 0, monotone, each segment the real count padded to the block size.
@@ -94,7 +75,7 @@ fn permutation_invariants_on_random_routings() {
 fn gather_copies_token_rows_and_zeroes_padding() {
     let mut rng = common::rng("gather_copies_token_rows_and_zeroes_padding");
     let (t, e, k, h, block) = (37, 6, 2, 13, 8);
-    let ids = random_ids(&mut rng, t, e, k, false);
+    let ids = common::random_ids(&mut rng, t, e, k, false, false);
     let x: Vec<half::bf16> = common::randn(&mut rng, t * h, 1.0)
         .into_iter()
         .map(half::bf16::from_f32)

@@ -5,7 +5,6 @@ mod common;
 use common::oracle::{self, Route};
 use moe_kernels::cpu::routing::{route, router_logits, Routing};
 use moe_kernels::{GroupScore, GroupedTopK, MatMut, MatRef, RoutingConfig, ScoringFunc};
-use rand::rngs::StdRng;
 use rand::Rng;
 
 fn to_oracle(cfg: &RoutingConfig, bias: Option<&[f32]>) -> Route {
@@ -61,56 +60,13 @@ fn check_routing(cfg: &RoutingConfig, logits: &[f32], bias: Option<&[f32]>, got:
     }
 }
 
-fn random_config(rng: &mut StdRng, e: usize) -> RoutingConfig {
-    let divisors: Vec<usize> = (1..=e).filter(|d| e % d == 0).collect();
-    let grouping = if rng.random_bool(0.5) {
-        let n_group = divisors[rng.random_range(0..divisors.len())];
-        let topk_group = rng.random_range(1..=n_group);
-        Some(GroupedTopK {
-            n_group,
-            topk_group,
-            score: if rng.random_bool(0.5) {
-                GroupScore::SumTop2
-            } else {
-                GroupScore::Max
-            },
-        })
-    } else {
-        None
-    };
-    let eligible = grouping.map_or(e, |g| g.topk_group * (e / g.n_group));
-    let top_k = match rng.random_range(0..4) {
-        0 => 1,
-        1 => eligible,
-        _ => rng.random_range(1..=eligible),
-    };
-    let scoring = if rng.random_bool(0.5) {
-        ScoringFunc::Softmax
-    } else {
-        ScoringFunc::Sigmoid
-    };
-    RoutingConfig {
-        num_experts: e,
-        top_k,
-        scoring,
-        correction_bias: rng.random_bool(0.5),
-        grouping,
-        renormalize: rng.random_bool(0.5),
-        routed_scaling_factor: if rng.random_bool(0.5) {
-            1.0
-        } else {
-            rng.random_range(0.5..3.0)
-        },
-    }
-}
-
 #[test]
 fn routing_matches_oracle_on_random_configs() {
     let mut rng = common::rng("routing_matches_oracle_on_random_configs");
     let experts = [1usize, 2, 3, 5, 8, 12, 60, 64, 128, 160, 256];
     for case in 0..120 {
         let e = experts[case % experts.len()];
-        let cfg = random_config(&mut rng, e);
+        let cfg = common::random_routing_config(&mut rng, e);
         let t = [0usize, 1, 7, 33, 1025][rng.random_range(0..5)];
         let t = if e >= 128 && t > 100 { 130 } else { t };
         let logits = common::randn(&mut rng, t * e, 2.0);

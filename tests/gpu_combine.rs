@@ -15,23 +15,9 @@ use moe_kernels::gpu::{
 };
 use moe_kernels::{MatMut, MatRef, MoeError};
 use rand::rngs::StdRng;
-use rand::Rng;
 
 fn device(test: &str) -> Option<Device> {
     common::gpu("gpu_combine", test)
-}
-
-fn random_ids(rng: &mut StdRng, t: usize, e: usize, k: usize) -> Vec<i32> {
-    let mut ids = Vec::with_capacity(t * k);
-    for _ in 0..t {
-        let mut pool: Vec<i32> = (0..e as i32).collect();
-        for j in 0..k {
-            let pick = rng.random_range(j..e);
-            pool.swap(j, pick);
-            ids.push(pool[j]);
-        }
-    }
-    ids
 }
 
 fn values<T: GpuElement>(rng: &mut StdRng, n: usize, scale: f32) -> Vec<T> {
@@ -63,7 +49,7 @@ fn check<Y: GpuElement, S: GpuElement, O: GpuElement>(
         O::DTYPE
     );
     let s = dev.stream();
-    let ids = random_ids(rng, t, e, k);
+    let ids = common::random_ids(rng, t, e, k, false, false);
     let mut perm = GpuPermutation::new(dev, t, k, e, block).unwrap();
     let mut status = DeviceStatus::new(dev).unwrap();
     let ids_dev = s.clone_htod(&ids).unwrap();

@@ -19,26 +19,6 @@ fn device(test: &str) -> Option<Device> {
     common::gpu("gpu_permute", test)
 }
 
-/// Random `[T, k]` ids with distinct experts per token; `hot` sends every token to expert 0 first,
-/// `skew` uses only the first eighth of the experts (the others stay empty).
-fn random_ids(rng: &mut StdRng, t: usize, e: usize, k: usize, hot: bool, skew: bool) -> Vec<i32> {
-    let pool_size = if skew { k.max(e / 8).min(e) } else { e };
-    let mut ids = Vec::with_capacity(t * k);
-    for _ in 0..t {
-        let mut pool: Vec<i32> = (0..pool_size as i32).collect();
-        for j in 0..k {
-            let pick = if hot && j == 0 {
-                0
-            } else {
-                rng.random_range(j..pool_size)
-            };
-            pool.swap(j, pick);
-            ids.push(pool[j]);
-        }
-    }
-    ids
-}
-
 /// The permutation's maps, downloaded.
 struct Maps {
     offsets: Vec<i64>,
@@ -95,7 +75,7 @@ fn run_permute(
     let s = dev.stream();
     let k = perm.top_k();
     let stale_t = perm.max_tokens();
-    let stale = random_ids(rng, stale_t, e, k, true, false);
+    let stale = common::random_ids(rng, stale_t, e, k, true, false);
     let stale = s.clone_htod(&stale)?;
     permute(dev, &stale.as_view(), stale_t, e, block, perm, status)?;
     let ids: CudaSlice<i32> = s.clone_htod(ids)?;
@@ -117,7 +97,7 @@ fn maps_equal_the_cpu_permutation() {
         let t = [1usize, 7, 1000, 4097, 20_000][rng.random_range(0..5)];
         let block = [1usize, 1, 16, 64][rng.random_range(0..4)];
         let (hot, skew) = (rng.random_bool(0.2), rng.random_bool(0.3));
-        let ids = random_ids(&mut rng, t, e, k, hot, skew);
+        let ids = common::random_ids(&mut rng, t, e, k, hot, skew);
         let what = format!("T = {t}, k = {k}, E = {e}, block = {block}");
         let mut perm = GpuPermutation::new(&dev, t, k, e, block).unwrap();
         run_permute(&dev, &mut rng, &ids, t, e, block, &mut perm, &mut status).unwrap();
@@ -137,7 +117,7 @@ fn fewer_tokens_than_the_capacity_and_no_tokens() {
     let mut perm = GpuPermutation::new(&dev, 5000, k, e, 1).unwrap();
     let mut status = DeviceStatus::new(&dev).unwrap();
     for t in [3000usize, 1, 4999, 0, 17] {
-        let ids = random_ids(&mut rng, t, e, k, false, false);
+        let ids = common::random_ids(&mut rng, t, e, k, false, false);
         run_permute(&dev, &mut rng, &ids, t, e, 1, &mut perm, &mut status).unwrap();
         assert_eq!(perm.num_tokens(), t);
         let cpu = cpu_permute(MatRef::new("ids", &ids, t, k).unwrap(), e, 1).unwrap();
@@ -154,7 +134,7 @@ fn out_of_range_ids_are_skipped_and_reported() {
     let mut rng = common::rng("gpu_permute_bad_ids");
     for t in [5usize, 3000] {
         let (e, k) = (16usize, 4usize);
-        let mut ids = random_ids(&mut rng, t, e, k, false, false);
+        let mut ids = common::random_ids(&mut rng, t, e, k, false, false);
         ids[4 * k / 2 + 1] = 16;
         ids[t * k - 1] = -1;
         ids[3] = i32::MIN;
@@ -227,7 +207,7 @@ fn check_gather<T: GpuElement>(
     );
     let s = dev.stream();
     let hot = rng.random_bool(0.3);
-    let ids = random_ids(rng, t, e, k, hot, false);
+    let ids = common::random_ids(rng, t, e, k, hot, false);
     let mut perm = GpuPermutation::new(dev, t, k, e, block).unwrap();
     let mut status = DeviceStatus::new(dev).unwrap();
     let ids_dev = s.clone_htod(&ids).unwrap();
@@ -298,7 +278,7 @@ fn repeated_runs_give_identical_bits() {
     };
     let mut rng = common::rng("gpu_permute_repeat");
     let (t, e, k, h) = (20_000usize, 64usize, 6usize, 128usize);
-    let ids = random_ids(&mut rng, t, e, k, false, false);
+    let ids = common::random_ids(&mut rng, t, e, k, false, false);
     let x: Vec<bf16> = random_x(&mut rng, t * h);
     let s = dev.stream();
     let ids_dev = s.clone_htod(&ids).unwrap();
@@ -444,7 +424,7 @@ fn sanitizer_smoke() {
         (2100, 64, 8, 1),
         (2100, 8, 8, 16),
     ] {
-        let ids = random_ids(&mut rng, t, e, k, false, false);
+        let ids = common::random_ids(&mut rng, t, e, k, false, false);
         let mut perm = GpuPermutation::new(&dev, t, k, e, block).unwrap();
         run_permute(&dev, &mut rng, &ids, t, e, block, &mut perm, &mut status).unwrap();
         let cpu = cpu_permute(MatRef::new("ids", &ids, t, k).unwrap(), e, block).unwrap();

@@ -228,48 +228,6 @@ fn compare(
     tie_rows
 }
 
-/// A random valid routing config over `e` experts.
-fn random_config(rng: &mut StdRng, e: usize) -> RoutingConfig {
-    let ks: Vec<usize> = [1, 2, 6, 8, e].into_iter().filter(|&k| k <= e).collect();
-    let mut k = *ks.choose(rng).unwrap();
-    let divisors: Vec<usize> = (1..=e).filter(|d| e % d == 0 && *d <= 64).collect();
-    let grouping = if e > 1 && rng.random_bool(0.4) {
-        let n_group = *divisors.choose(rng).unwrap();
-        let size = e / n_group;
-        // Keep enough groups for k experts.
-        let min_groups = k.div_ceil(size);
-        let topk_group = rng.random_range(min_groups..=n_group);
-        let score = if rng.random_bool(0.5) {
-            GroupScore::Max
-        } else {
-            GroupScore::SumTop2
-        };
-        Some(GroupedTopK {
-            n_group,
-            topk_group,
-            score,
-        })
-    } else {
-        None
-    };
-    if let Some(g) = &grouping {
-        k = k.min(g.topk_group * (e / g.n_group));
-    }
-    RoutingConfig {
-        num_experts: e,
-        top_k: k,
-        scoring: if rng.random_bool(0.5) {
-            ScoringFunc::Softmax
-        } else {
-            ScoringFunc::Sigmoid
-        },
-        correction_bias: rng.random_bool(0.4),
-        grouping,
-        renormalize: rng.random_bool(0.5),
-        routed_scaling_factor: *[1.0f32, 2.5, 0.3].choose(rng).unwrap(),
-    }
-}
-
 fn check_case(
     dev: &Device,
     rng: &mut StdRng,
@@ -314,7 +272,7 @@ fn matches_cpu_reference_on_random_configs() {
         let e = *[1usize, 8, 33, 60, 128, 256, 257, 512, 513, 1000]
             .choose(&mut rng)
             .unwrap();
-        let cfg = random_config(&mut rng, e);
+        let cfg = common::random_routing_config(&mut rng, e);
         let mut t = *[1usize, 7, 1000, 4097].choose(&mut rng).unwrap();
         // Keep the CPU reference quick: dense k = E routing of big rows uses fewer tokens.
         if cfg.top_k * t > 1 << 20 {
@@ -616,7 +574,7 @@ fn sanitizer_smoke() {
     };
     let mut rng = common::rng("gpu_routing_sanitizer_smoke");
     for (n, e) in [8usize, 60, 128, 256, 512, 1000].into_iter().enumerate() {
-        let cfg = random_config(&mut rng, e);
+        let cfg = common::random_routing_config(&mut rng, e);
         check_case(&dev, &mut rng, &cfg, 3, n % 3);
     }
     check_case(

@@ -5,7 +5,7 @@ mod common;
 
 use moe_kernels::cpu::routing::route;
 use moe_kernels::host_math::{self, RowSource};
-use moe_kernels::{GroupScore, GroupedTopK, MatRef, MoeError, RoutingConfig, ScoringFunc};
+use moe_kernels::{GroupScore, MatRef, MoeError, RoutingConfig};
 use rand::Rng;
 
 #[test]
@@ -50,42 +50,6 @@ fn group_scores_match_the_definition() {
     }
 }
 
-/// A random valid routing config over `e` experts (grouping, bias, scoring, renormalisation, scale).
-fn random_routing(rng: &mut rand::rngs::StdRng, e: usize) -> RoutingConfig {
-    let ks: Vec<usize> = [1, 2, 6, 8, e].into_iter().filter(|&k| k <= e).collect();
-    let mut k = ks[rng.random_range(0..ks.len())];
-    let divisors: Vec<usize> = (1..=e).filter(|d| e % d == 0 && *d <= 64).collect();
-    let grouping = (e > 1 && rng.random_bool(0.4)).then(|| {
-        let n_group = divisors[rng.random_range(0..divisors.len())];
-        let size = e / n_group;
-        GroupedTopK {
-            n_group,
-            topk_group: rng.random_range(k.div_ceil(size).min(n_group)..=n_group),
-            score: if rng.random_bool(0.5) {
-                GroupScore::Max
-            } else {
-                GroupScore::SumTop2
-            },
-        }
-    });
-    if let Some(g) = &grouping {
-        k = k.min(g.topk_group * (e / g.n_group));
-    }
-    RoutingConfig {
-        num_experts: e,
-        top_k: k,
-        scoring: if rng.random_bool(0.5) {
-            ScoringFunc::Softmax
-        } else {
-            ScoringFunc::Sigmoid
-        },
-        correction_bias: rng.random_bool(0.4),
-        grouping,
-        renormalize: rng.random_bool(0.5),
-        routed_scaling_factor: [1.0f32, 2.5, 0.3][rng.random_range(0..3)],
-    }
-}
-
 #[test]
 fn router_row_algorithm_equals_the_cpu_reference() {
     // One serial lane computes every score with the reference's expressions in the reference's
@@ -94,7 +58,7 @@ fn router_row_algorithm_equals_the_cpu_reference() {
     let mut rng = common::rng("router_row_algorithm_equals_the_cpu_reference");
     for case in 0..300 {
         let e = [1usize, 2, 8, 60, 64, 128, 256, 1000][case % 8];
-        let cfg = random_routing(&mut rng, e);
+        let cfg = common::random_routing_config(&mut rng, e);
         let t = [1usize, 3, 17, 64][rng.random_range(0..4)];
         let spread = [0.5f32, 3.0, 12.0][rng.random_range(0..3)];
         let mut logits = common::uniform(&mut rng, t * e, -spread, spread);

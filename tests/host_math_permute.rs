@@ -7,28 +7,7 @@ mod common;
 use moe_kernels::cpu::permute::permute as cpu_permute;
 use moe_kernels::host_math::{self, HostPermutation};
 use moe_kernels::{MatRef, MoeError};
-use rand::rngs::StdRng;
 use rand::Rng;
-
-/// Random `[T, k]` ids with distinct experts per token; `hot` sends every token to expert 0 first,
-/// `skew` draws from the first few experts only (many empty experts).
-fn random_ids(rng: &mut StdRng, t: usize, e: usize, k: usize, hot: bool, skew: bool) -> Vec<i32> {
-    let pool_size = if skew { k.max(e / 8).min(e) } else { e };
-    let mut ids = Vec::with_capacity(t * k);
-    for _ in 0..t {
-        let mut pool: Vec<i32> = (0..pool_size as i32).collect();
-        for j in 0..k {
-            let pick = if hot && j == 0 {
-                0
-            } else {
-                rng.random_range(j..pool_size)
-            };
-            pool.swap(j, pick);
-            ids.push(pool[j]);
-        }
-    }
-    ids
-}
 
 /// Assert the host twin's maps equal the CPU reference's exactly.
 fn assert_matches_cpu(
@@ -77,7 +56,7 @@ fn host_twin_equals_cpu_permutation_for_any_chunking() {
         let block = [1usize, 1, 2, 4, 16, 64][rng.random_range(0..6)];
         let hot = rng.random_bool(0.2);
         let skew = rng.random_bool(0.3);
-        let ids = random_ids(&mut rng, t, e, k, hot, skew);
+        let ids = common::random_ids(&mut rng, t, e, k, hot, skew);
         // The plan's chunking, and arbitrary ones: a serial lane takes any chunk size.
         let chunk = match case % 4 {
             0 => None,
@@ -101,7 +80,7 @@ fn large_inputs_use_the_multi_chunk_plan_and_still_match() {
     ] {
         let plan = host_math::permute_plan(t * k, e);
         assert!(!plan.single_block && plan.num_chunks > 1, "{plan:?}");
-        let ids = random_ids(&mut rng, t, e, k, false, false);
+        let ids = common::random_ids(&mut rng, t, e, k, false, false);
         let got = host_math::permute(&ids, k, e, 1, None).unwrap();
         assert_matches_cpu(&format!("T = {t}, E = {e}, k = {k}"), &ids, k, e, 1, &got);
     }
@@ -129,7 +108,7 @@ fn out_of_range_ids_are_skipped_and_the_lowest_is_reported() {
     for _ in 0..100 {
         let (e, k) = (16usize, 4usize);
         let t = rng.random_range(1..200);
-        let mut ids = random_ids(&mut rng, t, e, k, false, false);
+        let mut ids = common::random_ids(&mut rng, t, e, k, false, false);
         let bad: Vec<usize> = (0..rng.random_range(1..5))
             .map(|_| rng.random_range(0..t * k))
             .collect();

@@ -31,6 +31,73 @@ pub fn randn(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
     uniform(rng, n, -a, a)
 }
 
+/// Random `[T, k]` expert ids with `k` distinct experts per token; `hot` sends every token to expert 0
+/// first (one hot expert), `skew` draws from the first eighth of the experts only (many empty experts).
+pub fn random_ids(
+    rng: &mut StdRng,
+    t: usize,
+    e: usize,
+    k: usize,
+    hot: bool,
+    skew: bool,
+) -> Vec<i32> {
+    let pool_size = if skew { k.max(e / 8).min(e) } else { e };
+    let mut ids = Vec::with_capacity(t * k);
+    for _ in 0..t {
+        let mut pool: Vec<i32> = (0..pool_size as i32).collect();
+        for j in 0..k {
+            let pick = if hot && j == 0 {
+                0
+            } else {
+                rng.random_range(j..pool_size)
+            };
+            pool.swap(j, pick);
+            ids.push(pool[j]);
+        }
+    }
+    ids
+}
+
+/// A random routing config over `e` experts: k from {1, 2, 6, 8, E, any}, grouped top-k (either group
+/// score, enough kept groups for k) 40% of the time, softmax or sigmoid, bias, renormalisation and
+/// scaling each at random.
+pub fn random_routing_config(rng: &mut StdRng, e: usize) -> moe_kernels::RoutingConfig {
+    use moe_kernels::{GroupScore, GroupedTopK, RoutingConfig, ScoringFunc};
+    let mut ks: Vec<usize> = [1, 2, 6, 8, e].into_iter().filter(|&k| k <= e).collect();
+    ks.push(rng.random_range(1..=e));
+    let mut k = ks[rng.random_range(0..ks.len())];
+    let divisors: Vec<usize> = (1..=e).filter(|d| e % d == 0 && *d <= 64).collect();
+    let grouping = (e > 1 && rng.random_bool(0.4)).then(|| {
+        let n_group = divisors[rng.random_range(0..divisors.len())];
+        let min_groups = k.div_ceil(e / n_group);
+        GroupedTopK {
+            n_group,
+            topk_group: rng.random_range(min_groups..=n_group),
+            score: if rng.random_bool(0.5) {
+                GroupScore::Max
+            } else {
+                GroupScore::SumTop2
+            },
+        }
+    });
+    if let Some(g) = &grouping {
+        k = k.min(g.topk_group * (e / g.n_group));
+    }
+    RoutingConfig {
+        num_experts: e,
+        top_k: k,
+        scoring: if rng.random_bool(0.5) {
+            ScoringFunc::Softmax
+        } else {
+            ScoringFunc::Sigmoid
+        },
+        correction_bias: rng.random_bool(0.4),
+        grouping,
+        renormalize: rng.random_bool(0.5),
+        routed_scaling_factor: [1.0f32, 2.5, 0.3][rng.random_range(0..3)],
+    }
+}
+
 /// Relative L2 error `|got - want| / |want|` (absolute when `want` is zero).
 pub fn rel_l2(got: &[f64], want: &[f64]) -> f64 {
     assert_eq!(got.len(), want.len(), "rel_l2 of different lengths");
