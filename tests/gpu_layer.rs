@@ -88,25 +88,6 @@ fn random_x<T: GpuElement>(rng: &mut StdRng, t: usize, h: usize, hot: bool) -> V
         .collect()
 }
 
-/// The choice scores of one row (f64), to judge near-ties.
-fn choice_scores(cfg: &RoutingConfig, logits: &[f32], bias: Option<&[f32]>) -> Vec<f64> {
-    let x: Vec<f64> = logits.iter().map(|&v| v as f64).collect();
-    let scores: Vec<f64> = match cfg.scoring {
-        moe_kernels::ScoringFunc::Sigmoid => x.iter().map(|&v| 1.0 / (1.0 + (-v).exp())).collect(),
-        moe_kernels::ScoringFunc::Softmax => {
-            let m = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let ex: Vec<f64> = x.iter().map(|v| (v - m).exp()).collect();
-            let s: f64 = ex.iter().sum();
-            ex.iter().map(|v| v / s).collect()
-        }
-    };
-    scores
-        .iter()
-        .enumerate()
-        .map(|(e, s)| s + bias.map_or(0.0, |b| b[e] as f64))
-        .collect()
-}
-
 /// What a GPU forward produced.
 struct GpuRun<T> {
     out: Vec<T>,
@@ -180,7 +161,7 @@ fn check_layer<T: LayerElement>(
         if c == g {
             continue;
         }
-        let choice = choice_scores(
+        let choice = common::choice_scores(
             &cfg.routing,
             &logits[tok * e..(tok + 1) * e],
             bias.as_deref(),

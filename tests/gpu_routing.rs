@@ -115,25 +115,6 @@ fn run_gpu_logits(
     }
 }
 
-/// Choice scores of one row in f64 (to judge near-ties only; the expected answer is the CPU's).
-fn choice_scores(cfg: &RoutingConfig, logits: &[f32], bias: Option<&[f32]>) -> Vec<f64> {
-    let x: Vec<f64> = logits.iter().map(|&v| v as f64).collect();
-    let scores: Vec<f64> = match cfg.scoring {
-        ScoringFunc::Sigmoid => x.iter().map(|&v| 1.0 / (1.0 + (-v).exp())).collect(),
-        ScoringFunc::Softmax => {
-            let m = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            let ex: Vec<f64> = x.iter().map(|&v| (v - m).exp()).collect();
-            let s: f64 = ex.iter().sum();
-            ex.iter().map(|v| v / s).collect()
-        }
-    };
-    scores
-        .iter()
-        .enumerate()
-        .map(|(e, s)| s + bias.map_or(0.0, |b| b[e] as f64))
-        .collect()
-}
-
 fn near_tie(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-6 * a.abs().max(b.abs()) + 1e-12
 }
@@ -197,7 +178,7 @@ fn compare(
             }
             continue;
         }
-        let choice = choice_scores(cfg, &logits[t * e..(t + 1) * e], bias);
+        let choice = common::choice_scores(cfg, &logits[t * e..(t + 1) * e], bias);
         let groups_tied = cfg
             .grouping
             .as_ref()

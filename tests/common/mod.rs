@@ -98,6 +98,30 @@ pub fn random_routing_config(rng: &mut StdRng, e: usize) -> moe_kernels::Routing
     }
 }
 
+/// The f64 choice scores (scores plus correction bias) of one row of router logits under `cfg`, from
+/// the oracle: what near-tie judgements compare.
+pub fn choice_scores(
+    cfg: &moe_kernels::RoutingConfig,
+    logits: &[f32],
+    bias: Option<&[f32]>,
+) -> Vec<f64> {
+    let route = oracle::Route {
+        e: cfg.num_experts,
+        k: cfg.top_k,
+        sigmoid: cfg.scoring == moe_kernels::ScoringFunc::Sigmoid,
+        bias: bias.map(f64s),
+        groups: None,
+        renorm: false,
+        scale: 1.0,
+    };
+    let scores = oracle::scores(&route, &f64s(logits));
+    scores
+        .iter()
+        .enumerate()
+        .map(|(e, s)| s + route.bias.as_ref().map_or(0.0, |b| b[e]))
+        .collect()
+}
+
 /// Relative L2 error `|got - want| / |want|` (absolute when `want` is zero).
 pub fn rel_l2(got: &[f64], want: &[f64]) -> f64 {
     assert_eq!(got.len(), want.len(), "rel_l2 of different lengths");
