@@ -26,19 +26,7 @@ use std::io::Write;
 
 /// The device, or `None` (after printing why) when this machine cannot run the GPU tests.
 fn device(test: &str) -> Option<Device> {
-    match Device::new(0) {
-        Ok(dev) => Some(dev),
-        Err(e @ (MoeError::KernelsNotBuilt | MoeError::NoCudaDevice(_))) => {
-            if std::env::var("MOE_KERNELS_REQUIRE_GPU").is_ok_and(|v| v == "1") {
-                panic!("MOE_KERNELS_REQUIRE_GPU=1 but no GPU is usable: {e}");
-            }
-            // Straight to the stderr handle, not `eprintln!`, so that the test harness does not
-            // capture it: a skip must be visible in a plain `cargo test` run.
-            let _ = writeln!(std::io::stderr(), "SKIPPED gpu_gemm::{test}: {e}");
-            None
-        }
-        Err(e) => panic!("Device::new(0) failed unexpectedly: {e}"),
-    }
+    common::gpu("gpu_gemm", test)
 }
 
 const SWIGLU: GemmEpilogue = GemmEpilogue::Activation(Activation::SWIGLU);

@@ -2,6 +2,8 @@
 //! independent float64 oracle of every MoE stage, written from the definitions, not from the crate's code.
 #![allow(dead_code)]
 
+pub mod backend;
+
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -285,22 +287,36 @@ pub mod oracle {
     }
 }
 
-/// The GPU for GPU test `module::test`, or `None` when this machine cannot run it: then
-/// `SKIPPED <module>::<test>: <reason>` goes straight to the stderr handle (so that the harness
-/// does not capture it and a skip is visible in a plain `cargo test`), unless
-/// `MOE_KERNELS_REQUIRE_GPU=1`, which turns a missing GPU into a failure (GPU runners).
+/// The GPU for GPU test `module::test`: the real GPU when there is one, else the emulated GPU
+/// (see [`backend`]); `None` when neither can run it: then `SKIPPED <module>::<test>: <reason>`
+/// goes straight to the stderr handle (so that the harness does not capture it and a skip is
+/// visible in a plain `cargo test`), unless `MOE_KERNELS_REQUIRE_GPU=1`, which turns a missing GPU
+/// into a failure (GPU runners).
 pub fn gpu(module: &str, test: &str) -> Option<moe_kernels::gpu::Device> {
     use moe_kernels::MoeError;
     use std::io::Write;
+    let reason = match backend::backend() {
+        backend::Backend::Unavailable(why) => Some(why.clone()),
+        _ => None,
+    };
     match moe_kernels::gpu::Device::new(0) {
         Ok(dev) => Some(dev),
         Err(e @ (MoeError::KernelsNotBuilt | MoeError::NoCudaDevice(_))) => {
+            let why = match (&e, reason) {
+                (MoeError::NoCudaDevice(_), Some(r)) => format!("{e}; no emulator either: {r}"),
+                _ => e.to_string(),
+            };
             if std::env::var("MOE_KERNELS_REQUIRE_GPU").is_ok_and(|v| v == "1") {
-                panic!("MOE_KERNELS_REQUIRE_GPU=1 but no GPU is usable: {e}");
+                panic!("MOE_KERNELS_REQUIRE_GPU=1 but no GPU is usable: {why}");
             }
-            let _ = writeln!(std::io::stderr(), "SKIPPED {module}::{test}: {e}");
+            let _ = writeln!(std::io::stderr(), "SKIPPED {module}::{test}: {why}");
             None
         }
         Err(e) => panic!("Device::new(0) failed unexpectedly: {e}"),
     }
+}
+
+/// Whether the GPU tests run on the emulated GPU (cases too large for it use a scaled-down twin).
+pub fn emulated() -> bool {
+    backend::emulated()
 }
