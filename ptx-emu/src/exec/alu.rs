@@ -6,6 +6,7 @@ use super::float::{self as fl, Rounding};
 use crate::ptx::ir::*;
 
 /// Sign-extend the low `bits` of `v`.
+#[inline(always)]
 pub(crate) fn sext(v: u64, bits: u32) -> i64 {
     if bits >= 64 {
         v as i64
@@ -16,6 +17,7 @@ pub(crate) fn sext(v: u64, bits: u32) -> i64 {
 }
 
 /// The bits of `ty` taken from `v`: masked, then sign-extended for signed types.
+#[inline(always)]
 pub(crate) fn norm(v: u64, ty: Ty) -> u64 {
     if ty.is_signed() {
         sext(v, ty.bits()) as u64

@@ -67,6 +67,7 @@ impl Ty {
     }
 
     /// Width in bits (a predicate counts as 1).
+    #[inline]
     pub(crate) fn bits(self) -> u32 {
         match self {
             Ty::B8 | Ty::U8 | Ty::S8 => 8,
@@ -79,10 +80,12 @@ impl Ty {
     }
 
     /// Width in bytes (at least one).
+    #[inline]
     pub(crate) fn bytes(self) -> u32 {
         self.bits().div_ceil(8)
     }
 
+    #[inline]
     pub(crate) fn kind(self) -> TyKind {
         match self {
             Ty::B8 | Ty::B16 | Ty::B32 | Ty::B64 | Ty::B128 => TyKind::Bits,
@@ -93,15 +96,18 @@ impl Ty {
         }
     }
 
+    #[inline]
     pub(crate) fn is_signed(self) -> bool {
         self.kind() == TyKind::Signed
     }
 
+    #[inline]
     pub(crate) fn is_float(self) -> bool {
         self.kind() == TyKind::Float
     }
 
     /// Mask of the type's bits within a u64 (all ones for 64 bits and wider).
+    #[inline]
     pub(crate) fn mask(self) -> u64 {
         match self.bits() {
             b if b >= 64 => u64::MAX,

@@ -578,6 +578,7 @@ impl<'a> Exec<'a> {
     // Operands
     // -------------------------------------------------------------------------------------------
 
+    #[inline(never)]
     fn special(&self, s: Special, w: &Warp, lane: usize) -> u64 {
         let tid = w.index * 32 + lane as u32;
         let t = self.thread_index(tid);
@@ -606,7 +607,7 @@ impl<'a> Exec<'a> {
         }) as u64
     }
 
-    #[inline]
+    #[inline(always)]
     fn get(&self, op: &Operand, w: &Warp, lane: usize) -> u64 {
         match op {
             Operand::Reg(r) => w.reg(*r, lane),
@@ -1409,6 +1410,7 @@ fn from_bytes(b: &[u8]) -> u64 {
 
 mod ops;
 mod tensor;
+mod vector;
 
 #[cfg(test)]
 mod tests {

@@ -30,44 +30,42 @@ impl<'a> Exec<'a> {
     ) -> Result<bool, Finding> {
         match op {
             Op::Mov { ty, d, a } => {
-                for l in lanes(active) {
-                    self.mov(w, *ty, d, a, l);
+                if matches!(d, Operand::Reg(_)) && !matches!(a, Operand::Vector(_)) {
+                    let mut v = self.fetch(a, w, active);
+                    if ty.bits() < 64 {
+                        for x in v.iter_mut() {
+                            *x = alu::norm(*x, *ty);
+                        }
+                    }
+                    Self::put_lanes(w, d, active, &v);
+                } else {
+                    for l in lanes(active) {
+                        self.mov(w, *ty, d, a, l);
+                    }
                 }
             }
             Op::Un { op, ty, m, d, a } => {
+                let av = self.fetch(a, w, active);
+                let mut out = [0u64; 32];
                 for l in lanes(active) {
-                    let x = self.get(a, w, l);
-                    let mut r = alu::unary(*op, *ty, m, x);
+                    let mut r = alu::unary(*op, *ty, m, av[l]);
                     if *op == UnOp::Bfind && m.shiftamt {
                         r = alu::bfind_shiftamt(*ty, r);
                     }
-                    Self::set(w, d, l, r);
+                    out[l] = r;
                 }
+                Self::put_lanes(w, d, active, &out);
             }
             Op::Bin { op, ty, m, d, a, b } => {
-                let wide = m.mul == Some(MulMode::Wide) && matches!(op, BinOp::Mul);
-                for l in lanes(active) {
-                    let x = self.get(a, w, l);
-                    let y = self.get(b, w, l);
-                    let mut carry = w.carry & (1 << l) != 0;
-                    let r = if wide {
-                        let p = alu::mul_int(MulMode::Wide, ty.bits(), ty.is_signed(), x, y);
-                        let wty = match ty {
-                            Ty::U16 => Ty::U32,
-                            Ty::S16 => Ty::S32,
-                            Ty::U32 => Ty::U64,
-                            Ty::S32 => Ty::S64,
-                            t => *t,
-                        };
-                        alu::norm(p, wty)
-                    } else {
-                        alu::binary(*op, *ty, m, x, y, &mut carry)
-                    };
-                    if m.cc {
-                        w.carry = (w.carry & !(1 << l)) | (u32::from(carry) << l);
-                    }
-                    Self::set(w, d, l, r);
+                let mut out = [0u64; 32];
+                let (mut ta, mut tb) = ([0u64; 32], [0u64; 32]);
+                let av = self.src(a, w, active, &mut ta);
+                let bv = self.src(b, w, active, &mut tb);
+                if !Self::binary_fast(*op, *ty, m, active, av, bv, &mut out) {
+                    let (av, bv) = (*av, *bv);
+                    Self::binary_lanes(w, *op, *ty, m, active, &av, &bv, &mut out);
                 }
+                Self::put_lanes(w, d, active, &out);
             }
             Op::Tern {
                 op,
@@ -78,17 +76,23 @@ impl<'a> Exec<'a> {
                 b,
                 c,
             } => {
-                for l in lanes(active) {
-                    let x = self.get(a, w, l);
-                    let y = self.get(b, w, l);
-                    let z = self.get(c, w, l);
-                    let mut carry = w.carry & (1 << l) != 0;
-                    let r = alu::ternary(*op, *ty, m, x, y, z, &mut carry);
-                    if m.cc {
-                        w.carry = (w.carry & !(1 << l)) | (u32::from(carry) << l);
+                let mut out = [0u64; 32];
+                let (mut ta, mut tb, mut tc) = ([0u64; 32], [0u64; 32], [0u64; 32]);
+                let av = self.src(a, w, active, &mut ta);
+                let bv = self.src(b, w, active, &mut tb);
+                let cv = self.src(c, w, active, &mut tc);
+                let done = Self::ternary_fast(*op, *ty, m, active, av, bv, cv, &mut out);
+                let (av, bv, cv) = (*av, *bv, *cv);
+                if !done {
+                    for l in lanes(active) {
+                        let mut carry = w.carry & (1 << l) != 0;
+                        out[l] = alu::ternary(*op, *ty, m, av[l], bv[l], cv[l], &mut carry);
+                        if m.cc {
+                            w.carry = (w.carry & !(1 << l)) | (u32::from(carry) << l);
+                        }
                     }
-                    Self::set(w, d, l, r);
                 }
+                Self::put_lanes(w, d, active, &out);
             }
             Op::Bfi {
                 ty,
@@ -121,14 +125,15 @@ impl<'a> Exec<'a> {
                 }
             }
             Op::Selp { ty, d, a, b, c } => {
+                let mut out = [0u64; 32];
+                let (mut ta, mut tb, mut tc) = ([0u64; 32], [0u64; 32], [0u64; 32]);
+                let av = self.src(a, w, active, &mut ta);
+                let bv = self.src(b, w, active, &mut tb);
+                let cv = self.src(c, w, active, &mut tc);
                 for l in lanes(active) {
-                    let r = if self.get(c, w, l) & 1 != 0 {
-                        self.get(a, w, l)
-                    } else {
-                        self.get(b, w, l)
-                    };
-                    Self::set(w, d, l, alu::norm(r, *ty));
+                    out[l] = alu::norm(if cv[l] & 1 != 0 { av[l] } else { bv[l] }, *ty);
                 }
+                Self::put_lanes(w, d, active, &out);
             }
             Op::Slct {
                 ty,
@@ -167,11 +172,27 @@ impl<'a> Exec<'a> {
                 b,
                 c,
             } => {
-                for l in lanes(active) {
-                    let v = alu::compare(*cmp, *ty, *ftz, self.get(a, w, l), self.get(b, w, l));
-                    let cv = self.get(c, w, l) & 1 != 0;
-                    Self::set(w, p, l, alu::combine(*combine, v, cv) as u64);
-                    Self::set(w, q, l, alu::combine(*combine, !v, cv) as u64);
+                let mut out = [0u64; 32];
+                let (mut ta, mut tb) = ([0u64; 32], [0u64; 32]);
+                let av = self.src(a, w, active, &mut ta);
+                let bv = self.src(b, w, active, &mut tb);
+                let fast = combine.is_none()
+                    && matches!(q, Operand::Sink)
+                    && Self::compare_fast(*cmp, *ty, *ftz, active, av, bv, &mut out);
+                if fast {
+                    Self::put_lanes(w, p, active, &out);
+                } else {
+                    let (av, bv) = (*av, *bv);
+                    let cv = self.fetch(c, w, active);
+                    let mut out_q = [0u64; 32];
+                    for l in lanes(active) {
+                        let v = alu::compare(*cmp, *ty, *ftz, av[l], bv[l]);
+                        let c = cv[l] & 1 != 0;
+                        out[l] = alu::combine(*combine, v, c) as u64;
+                        out_q[l] = alu::combine(*combine, !v, c) as u64;
+                    }
+                    Self::put_lanes(w, p, active, &out);
+                    Self::put_lanes(w, q, active, &out_q);
                 }
             }
             Op::Set {
@@ -627,9 +648,9 @@ impl<'a> Exec<'a> {
         d: &Operand,
         addr: &Address,
     ) -> Result<(), Finding> {
-        let parts: Vec<Operand> = match d {
-            Operand::Vector(v) => v.clone(),
-            other => vec![other.clone()],
+        let parts: &[Operand] = match d {
+            Operand::Vector(v) => v,
+            other => std::slice::from_ref(other),
         };
         let esize = ty.bytes() as usize;
         let total = esize * parts.len();
@@ -662,9 +683,9 @@ impl<'a> Exec<'a> {
         addr: &Address,
         a: &Operand,
     ) -> Result<(), Finding> {
-        let parts: Vec<Operand> = match a {
-            Operand::Vector(v) => v.clone(),
-            other => vec![other.clone()],
+        let parts: &[Operand] = match a {
+            Operand::Vector(v) => v,
+            other => std::slice::from_ref(other),
         };
         let esize = ty.bytes() as usize;
         let total = esize * parts.len();

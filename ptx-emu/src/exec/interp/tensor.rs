@@ -88,15 +88,23 @@ impl<'a> Exec<'a> {
         };
         self.summary.mma += 1;
         let k = shape.2 as usize;
-        let regs = |o: &Operand| -> Vec<Operand> {
-            match o {
-                Operand::Vector(v) => v.clone(),
-                other => vec![other.clone()],
+        let (ar, br, cr, dr) = (
+            operand_list(a),
+            operand_list(b),
+            operand_list(c),
+            operand_list(d),
+        );
+        let all = w.exists;
+        let fetch = |ops: &[Operand]| -> [[u64; 32]; 4] {
+            let mut out = [[0u64; 32]; 4];
+            for (i, o) in ops.iter().enumerate().take(4) {
+                out[i] = self.fetch(o, w, all);
             }
+            out
         };
-        let (ar, br, cr, dr) = (regs(a), regs(b), regs(c), regs(d));
-        let mut am = vec![[0f64; 16]; 16];
-        let mut bm = vec![[0f64; 8]; 16];
+        let (av, bv, cv) = (fetch(ar), fetch(br), fetch(cr));
+        let mut am = [[0f64; 16]; 16];
+        let mut bm = [[0f64; 8]; 16];
         let mut cm = [[0f64; 8]; 16];
         let elem = |bits: u16| -> f64 {
             match aty {
@@ -104,37 +112,34 @@ impl<'a> Exec<'a> {
                 _ => fl::f16_to_f32(bits) as f64,
             }
         };
-        let tf32 = |bits: u32| -> f64 { f32::from_bits(bits & 0xffff_e000) as f64 };
+        let tf32 = |bits: u64| -> f64 { f32::from_bits(bits as u32 & 0xffff_e000) as f64 };
         for l in 0..32usize {
             let g = l / 4;
             let t = l % 4;
-            let get = |o: &Operand| self.get(o, w, l);
             match aty {
                 MmaType::Tf32 => {
                     // m16n8k8 tf32: a0 (g, t), a1 (g+8, t), a2 (g, t+4), a3 (g+8, t+4);
                     // b0 (t, g), b1 (t+4, g).
-                    let av: Vec<u32> = ar.iter().map(|o| get(o) as u32).collect();
-                    am[g][t] = tf32(av[0]);
-                    am[g + 8][t] = tf32(av[1]);
-                    am[g][t + 4] = tf32(av[2]);
-                    am[g + 8][t + 4] = tf32(av[3]);
-                    let bv: Vec<u32> = br.iter().map(|o| get(o) as u32).collect();
-                    bm[t][g] = tf32(bv[0]);
-                    bm[t + 4][g] = tf32(bv[1]);
+                    am[g][t] = tf32(av[0][l]);
+                    am[g + 8][t] = tf32(av[1][l]);
+                    am[g][t + 4] = tf32(av[2][l]);
+                    am[g + 8][t + 4] = tf32(av[3][l]);
+                    bm[t][g] = tf32(bv[0][l]);
+                    bm[t + 4][g] = tf32(bv[1][l]);
                 }
                 _ => {
                     // A row-major 16 x k: register r holds row g + 8 (r % 2), columns
                     // 2t + 8 (r / 2) + {0, 1}. B k x 8: register r holds rows 2t + 8 r + {0, 1},
                     // column g.
-                    for (r, o) in ar.iter().enumerate() {
-                        let v = get(o);
+                    for (r, regv) in av.iter().enumerate().take(ar.len()) {
+                        let v = regv[l];
                         let row = g + 8 * (r % 2);
                         let col = 2 * t + 8 * (r / 2);
                         am[row][col] = elem(v as u16);
                         am[row][col + 1] = elem((v >> 16) as u16);
                     }
-                    for (r, o) in br.iter().enumerate() {
-                        let v = get(o);
+                    for (r, regv) in bv.iter().enumerate().take(br.len()) {
+                        let v = regv[l];
                         let row = 2 * t + 8 * r;
                         bm[row][g] = elem(v as u16);
                         bm[row + 1][g] = elem((v >> 16) as u16);
@@ -144,13 +149,13 @@ impl<'a> Exec<'a> {
             // C: f32 registers c0..c3 at (g, 2t), (g, 2t+1), (g+8, 2t), (g+8, 2t+1); f16: two
             // packed registers (g, 2t..2t+1) and (g+8, 2t..2t+1).
             if cty == MmaType::F32 {
-                for (r, o) in cr.iter().enumerate() {
-                    let v = f32::from_bits(get(o) as u32) as f64;
+                for (r, regv) in cv.iter().enumerate().take(cr.len()) {
+                    let v = f32::from_bits(regv[l] as u32) as f64;
                     cm[g + 8 * (r / 2)][2 * t + r % 2] = v;
                 }
             } else {
-                for (r, o) in cr.iter().enumerate() {
-                    let v = get(o);
+                for (r, regv) in cv.iter().enumerate().take(cr.len()) {
+                    let v = regv[l];
                     cm[g + 8 * r][2 * t] = fl::f16_to_f32(v as u16) as f64;
                     cm[g + 8 * r][2 * t + 1] = fl::f16_to_f32((v >> 16) as u16) as f64;
                 }
@@ -185,5 +190,13 @@ impl<'a> Exec<'a> {
         }
         self.release(w, pc, members, active);
         Ok(true)
+    }
+}
+
+/// The registers of a fragment operand (a vector, or one register).
+fn operand_list(o: &Operand) -> &[Operand] {
+    match o {
+        Operand::Vector(v) => v,
+        other => std::slice::from_ref(other),
     }
 }
