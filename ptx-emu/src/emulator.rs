@@ -209,6 +209,11 @@ impl Emulator {
         self.profile = Some(Mutex::new(Profile::new(prefix.into(), self.spec.name)));
     }
 
+    /// Count memory efficiency (sectors, wavefronts) in each launch's [`LaunchSummary`].
+    pub fn enable_counters(&mut self) {
+        self.options.count = true;
+    }
+
     /// Turn checks on or off.
     pub fn set_checks(&mut self, checks: Checks) {
         self.options.checks = checks;

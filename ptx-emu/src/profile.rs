@@ -204,6 +204,10 @@ impl Profile {
         p.summary.warp_instructions += summary.warp_instructions;
         p.summary.thread_instructions += summary.thread_instructions;
         p.summary.mma += summary.mma;
+        p.summary.global_requests += summary.global_requests;
+        p.summary.global_sectors += summary.global_sectors;
+        p.summary.shared_wavefronts += summary.shared_wavefronts;
+        p.summary.shared_ideal += summary.shared_ideal;
     }
 
     /// The profile as JSON.

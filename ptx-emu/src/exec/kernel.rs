@@ -221,12 +221,21 @@ impl Kernel {
         if instr.loc.file == 0 {
             return None;
         }
-        let file = self
-            .files
-            .get(&instr.loc.file)
-            .map(|p| p.rsplit('/').next().unwrap_or(p).to_string())
-            .unwrap_or_else(|| format!("file{}", instr.loc.file));
-        Some(format!("{file}:{}", instr.loc.line))
+        let name = |f: u32| {
+            self.files
+                .get(&f)
+                .map(|p| p.rsplit('/').next().unwrap_or(p).to_string())
+                .unwrap_or_else(|| format!("file{f}"))
+        };
+        let mut s = format!("{}:{}", name(instr.loc.file), instr.loc.line);
+        if instr.loc.inlined_file != 0 {
+            s.push_str(&format!(
+                ", inlined at {}:{}",
+                name(instr.loc.inlined_file),
+                instr.loc.inlined_line
+            ));
+        }
+        Some(s)
     }
 
     /// Number of instructions.

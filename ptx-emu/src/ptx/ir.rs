@@ -688,6 +688,9 @@ pub(crate) struct SourceLoc {
     /// `.file` index (0: none).
     pub file: u32,
     pub line: u32,
+    /// Where the function holding this line was inlined (`inlined_at file line`), when it was.
+    pub inlined_file: u32,
+    pub inlined_line: u32,
 }
 
 /// One instruction with its guard predicate and origin.

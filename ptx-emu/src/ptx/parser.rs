@@ -902,8 +902,22 @@ impl<'t> Parser<'t> {
             ".loc" => {
                 let file = self.number()? as u32;
                 let l = self.number()? as u32;
-                b.loc = SourceLoc { file, line: l };
-                self.skip_line(line);
+                let mut loc = SourceLoc {
+                    file,
+                    line: l,
+                    ..SourceLoc::default()
+                };
+                // `.loc f l c, function_name $L..., inlined_at f2 l2 c2`
+                while self.peek().is_some_and(|t| t.line == line) {
+                    if self.peek_word() == Some("inlined_at") {
+                        self.pos += 1;
+                        loc.inlined_file = self.number()? as u32;
+                        loc.inlined_line = self.number()? as u32;
+                    } else {
+                        self.pos += 1;
+                    }
+                }
+                b.loc = loc;
                 Ok(())
             }
             ".pragma" => self.skip_to_semicolon(),

@@ -73,6 +73,14 @@ pub struct LaunchSummary {
     pub thread_instructions: u64,
     /// `mma` warp instructions executed.
     pub mma: u64,
+    /// Global-memory warp requests (counted when counters are on).
+    pub global_requests: u64,
+    /// 32-byte sectors they touched.
+    pub global_sectors: u64,
+    /// Shared-memory wavefronts of all requests (counted when counters are on).
+    pub shared_wavefronts: u64,
+    /// Wavefronts without bank conflicts.
+    pub shared_ideal: u64,
 }
 
 const FULL: u32 = u32::MAX;
@@ -112,6 +120,7 @@ struct PendingCollective {
     pc: u32,
     mask: u32,
     arrived: u32,
+    what: &'static str,
 }
 
 struct Warp {
@@ -514,6 +523,36 @@ impl<'a> Exec<'a> {
     }
 
     fn deadlock(&self, warps: &[Warp]) -> Finding {
+        // A warp collective some of whose members can never arrive.
+        for w in warps {
+            if let Some(c) = w.collectives.first() {
+                let missing = c.mask & !c.arrived;
+                let exited = missing & w.exited;
+                let lane = lanes(c.arrived).next().unwrap_or(0) as u32;
+                let others = if exited == missing {
+                    format!("lanes {} exited", mask_list(missing))
+                } else {
+                    format!(
+                        "lanes {} are elsewhere: {}",
+                        mask_list(missing),
+                        self.describe_pcs(std::slice::from_ref(w), |_, l| missing & (1 << l) != 0)
+                    )
+                };
+                return self.finding(
+                    Check::Synccheck,
+                    format!("partial {}", c.what),
+                    c.pc,
+                    w.index * 32 + lane,
+                    None,
+                    format!(
+                        "lanes {} reached it with member mask {:#010x}, but {others}",
+                        mask_list(c.arrived),
+                        c.mask
+                    ),
+                    codes::ILLEGAL_INSTRUCTION,
+                );
+            }
+        }
         let waiting = self.describe_pcs(warps, |w, l| w.waiting & (1 << l) != 0);
         let pc = warps
             .iter()
@@ -1042,9 +1081,12 @@ impl<'a> Exec<'a> {
         }
         let st = &mut self.stats[pc as usize];
         if !self.sectors.is_empty() {
+            let n = stats::sectors(&mut self.sectors);
             st.global_requests += 1;
             st.global_bytes += bytes;
-            st.global_sectors += stats::sectors(&mut self.sectors);
+            st.global_sectors += n;
+            self.summary.global_requests += 1;
+            self.summary.global_sectors += n;
             self.sectors.clear();
         }
         if !self.shared_accesses.is_empty() {
@@ -1052,6 +1094,8 @@ impl<'a> Exec<'a> {
             st.shared_requests += 1;
             st.shared_wavefronts += w;
             st.shared_ideal += i;
+            self.summary.shared_wavefronts += w;
+            self.summary.shared_ideal += i;
             self.shared_accesses.clear();
         }
     }
@@ -1092,7 +1136,7 @@ impl<'a> Exec<'a> {
         pc: u32,
         active: u32,
         mask: u32,
-        what: &str,
+        what: &'static str,
     ) -> Result<Option<u32>, Finding> {
         let first = lanes(active).next().unwrap_or(0) as u32;
         if self.opts.checks.synccheck && active & !mask != 0 {
@@ -1171,7 +1215,12 @@ impl<'a> Exec<'a> {
             .find(|c| c.pc == pc && c.mask == mask)
         {
             Some(c) => c.arrived = arrived,
-            None => w.collectives.push(PendingCollective { pc, mask, arrived }),
+            None => w.collectives.push(PendingCollective {
+                pc,
+                mask,
+                arrived,
+                what,
+            }),
         }
         Ok(None)
     }

@@ -569,7 +569,7 @@ impl<'a> Exec<'a> {
         pc: u32,
         active: u32,
         mask: &Operand,
-        what: &str,
+        what: &'static str,
     ) -> Result<u32, Finding> {
         let first = active.trailing_zeros() as usize;
         let m = self.get(mask, w, first) as u32;
