@@ -4,13 +4,15 @@
 # Usage: NVCC=<path to nvcc> scripts/build-gpu-bundle.sh
 #
 # The GPU machine has no Rust toolchain and no network, so this builds here: every GPU test binary
-# (tests/gpu_*.rs; found through `cargo test --release --no-run --message-format=json`), the `moe`
-# command and the examples. The kernels must be compiled in (MOE_KERNELS_REQUIRE_NVCC=1 is set), or
-# the tests would only skip. Then carry gpu-bundle/ to the GPU machine and run
+# (tests/gpu_*.rs and tests/emulator_compare.rs; found through `cargo test --release --no-run
+# --message-format=json`), the emulated GPU (ptx-emu's libptx_emu.so, beside the tests, for
+# scripts/compare-emulator.sh), the `moe` command and the examples. The kernels must be compiled
+# in (MOE_KERNELS_REQUIRE_NVCC=1 is set), or the tests would only skip. Then carry gpu-bundle/ to the GPU machine and run
 # scripts/gpu-check.sh there from the repository root.
 #
 # gpu-bundle/
 #   tests/<name>        GPU test binaries (libtest harness: `<bin> [filter] --test-threads=N`)
+#   tests/libptx_emu.so the emulated GPU, which the tests load with MOE_KERNELS_EMULATOR=1
 #   bin/moe             the command-line tool
 #   examples/<name>     the examples
 #   MANIFEST.txt        commit, toolchain, and every file with its size and sha256
@@ -54,7 +56,8 @@ for line in open(sys.argv[1]):
     if msg.get("reason") != "compiler-artifact" or not msg.get("executable"):
         continue
     target = msg["target"]
-    if "test" in target["kind"] and target["name"].startswith("gpu_") and target["name"] not in seen:
+    wanted = target["name"].startswith("gpu_") or target["name"] == "emulator_compare"
+    if "test" in target["kind"] and wanted and target["name"] not in seen:
         seen.add(target["name"])
         print(target["name"], msg["executable"])
 PY
@@ -66,6 +69,12 @@ while read -r name path; do
     cp "$path" "$bundle/tests/$name"
 done <"$bundle/.tests"
 rm -f "$bundle/.tests"
+emulator="$(ls -t target/release/deps/libptx_emu.so target/release/libptx_emu.so 2>/dev/null | head -n 1)"
+if [[ -z "$emulator" ]]; then
+    echo "build-gpu-bundle.sh: the emulated GPU (libptx_emu.so) was not built" >&2
+    exit 1
+fi
+cp "$emulator" "$bundle/tests/libptx_emu.so"
 
 cp target/release/moe "$bundle/bin/moe"
 for src in examples/*.rs; do

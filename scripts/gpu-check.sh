@@ -9,6 +9,8 @@
 #   nvidia-smi                      the device and driver
 #   test:<name>                     every GPU test binary with MOE_KERNELS_REQUIRE_GPU=1 (a skip fails)
 #   graph                           the CUDA-graph capture/replay test on its own
+#   emulator-compare                every kernel family on the GPU and on the emulated GPU, compared
+#                                   (scripts/compare-emulator.sh; report in $OUT/emulator-compare)
 #   memcheck, racecheck, synccheck, initcheck
 #                                   compute-sanitizer over the small `sanitizer_smoke` test of every
 #                                   binary (any sanitizer error fails)
@@ -96,7 +98,7 @@ tests=()
 if [[ -d "$bundle/tests" ]]; then
     while IFS= read -r t; do
         tests+=("$t")
-    done < <(find "$bundle/tests" -type f -perm -u+x | sort)
+    done < <(find "$bundle/tests" -type f -perm -u+x ! -name '*.so' | sort)
 fi
 
 for bin in "${tests[@]}"; do
@@ -107,6 +109,12 @@ if [[ -x "$bundle/tests/gpu_layer" ]]; then
     step graph run_test_binary "$bundle/tests/gpu_layer" cuda_graph_replay_equals_a_direct_forward --exact
 else
     record graph FAIL "no gpu_layer test binary in the bundle"
+fi
+
+if [[ -x "$bundle/tests/emulator_compare" && -f "$bundle/tests/libptx_emu.so" ]]; then
+    step emulator-compare env OUT="$OUT" "$root/scripts/compare-emulator.sh"
+else
+    record emulator-compare FAIL "no emulator_compare test or libptx_emu.so in the bundle"
 fi
 
 sanitizer="$(command -v compute-sanitizer || true)"

@@ -22,6 +22,23 @@ fn moe(args: &[&str]) -> Output {
         .expect("run moe")
 }
 
+/// `moe` with the tests' GPU: the system driver, or the emulated GPU through `LD_LIBRARY_PATH`
+/// (see tests/common/backend.rs). None when there is no GPU of either kind.
+fn moe_on_gpu(args: &[&str]) -> Option<Output> {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_moe"));
+    cmd.args(args);
+    match common::backend::backend() {
+        common::backend::Backend::Real => {}
+        common::backend::Backend::Emulated(_) => {
+            let dir = common::backend::emulator_lib_dir()?;
+            let old = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
+            cmd.env("LD_LIBRARY_PATH", format!("{}:{old}", dir.display()));
+        }
+        common::backend::Backend::Unavailable(_) => return None,
+    }
+    Some(cmd.output().expect("run moe"))
+}
+
 fn p(path: &Path) -> &str {
     path.to_str().unwrap()
 }
@@ -190,6 +207,79 @@ fn run_deepseek_v2() {
 #[test]
 fn run_deepseek_v3() {
     run_family(ModelFamily::DeepseekV3);
+}
+
+/// `moe run --device cuda` (on the emulated GPU when there is no real one) gives the same routing
+/// and, within bf16 tolerance, the same output as `--device cpu`, for every family, per-expert and
+/// fused keys.
+#[test]
+fn run_on_the_gpu_matches_the_cpu() {
+    let mut rng = common::rng("run_on_the_gpu");
+    if common::gpu("cli_moe", "run_on_the_gpu_matches_the_cpu").is_none() {
+        return;
+    }
+    for (n, family) in [
+        ModelFamily::Mixtral,
+        ModelFamily::Qwen2Moe,
+        ModelFamily::Qwen3Moe,
+        ModelFamily::Olmoe,
+        ModelFamily::DeepseekV2,
+        ModelFamily::DeepseekV3,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let fused = n % 2 == 1;
+        let m = TinyModel::new(&mut rng, family, DType::BF16, fused);
+        let dir = m.write_temp("gpu-run", 1);
+        let work = TempDir::new("gpu-run-io");
+        let input = work.path().join("in.safetensors");
+        let t = 9;
+        write_input(&mut rng, &input, t, DType::BF16);
+        let layer = *m.layers.keys().next().unwrap();
+        let k = m.moe.routing.top_k;
+        let mut results = Vec::new();
+        for device in ["cpu", "cuda"] {
+            let output = work.path().join(format!("out-{device}.safetensors"));
+            let args = [
+                "run",
+                "--model",
+                p(dir.path()),
+                "--layer",
+                &layer.to_string(),
+                "--input",
+                p(&input),
+                "--output",
+                p(&output),
+                "--device",
+                device,
+            ];
+            let out = if device == "cpu" {
+                moe(&args)
+            } else {
+                moe_on_gpu(&args).expect("the GPU the tests found")
+            };
+            assert_ok(&out, &format!("{family} fused={fused} --device {device}"));
+            let said = String::from_utf8_lossy(&out.stderr);
+            let on = if device == "cpu" { "on the CPU" } else { "on the GPU" };
+            assert!(said.contains(on), "{family} --device {device}: {said}");
+            results.push(read_output(&output, t, k));
+        }
+        let what = format!("{family} fused={fused}: --device cuda against --device cpu");
+        assert_eq!(results[1].1, results[0].1, "{what}: topk_ids");
+        common::assert_close(
+            &format!("{what}: topk_weights"),
+            &common::f64s(&results[1].2),
+            &common::f64s(&results[0].2),
+            1e-2,
+        );
+        common::assert_close(
+            &format!("{what}: hidden_states"),
+            &common::f64s(&results[1].0),
+            &common::f64s(&results[0].0),
+            1e-2,
+        );
+    }
 }
 
 /// `--dtype` overrides the stored type; an f16 checkpoint runs in f16 by default; inputs of any float type

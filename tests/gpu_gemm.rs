@@ -22,7 +22,6 @@ use moe_kernels::{
 };
 use rand::rngs::StdRng;
 use rand::Rng;
-use std::io::Write;
 
 /// The device, or `None` (after printing why) when this machine cannot run the GPU tests.
 fn device(test: &str) -> Option<Device> {

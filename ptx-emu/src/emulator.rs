@@ -63,12 +63,12 @@ impl std::fmt::Display for EmuError {
 
 impl std::error::Error for EmuError {}
 
-impl From<Finding> for EmuError {
-    fn from(f: Finding) -> Self {
+impl From<Box<Finding>> for EmuError {
+    fn from(f: Box<Finding>) -> Self {
         EmuError {
             code: f.error,
             message: f.to_string(),
-            finding: Some(Box::new(f)),
+            finding: Some(f),
         }
     }
 }
@@ -178,7 +178,8 @@ impl Emulator {
     /// `PTX_EMU_CHECKS` (comma-separated subset of memcheck,racecheck,initcheck,synccheck, or
     /// `none`), `PTX_EMU_SEED` (block order), `PTX_EMU_MAX_INSTRUCTIONS` (per launch) and
     /// `PTX_EMU_PROFILE` (a path prefix: counters are collected and written to
-    /// `<prefix>.json` and `<prefix>.md` by [`Emulator::write_profile`]).
+    /// `<prefix>.json` and `<prefix>.md` by [`Emulator::write_profile`]; `%p` in it becomes the
+    /// process id).
     pub fn from_env() -> Result<Self, String> {
         let mut e = Emulator::new(DeviceSpec::from_env()?);
         if let Ok(v) = std::env::var("PTX_EMU_CHECKS") {

@@ -318,10 +318,11 @@ impl Profile {
         s
     }
 
-    /// Write `<prefix>.json` and `<prefix>.md`.
+    /// Write `<prefix>.json` and `<prefix>.md` (`%p` in the prefix becomes the process id).
     pub(crate) fn write(&self) -> Result<(String, String), String> {
-        let json_path = format!("{}.json", self.prefix);
-        let md_path = format!("{}.md", self.prefix);
+        let prefix = self.prefix.replace("%p", &std::process::id().to_string());
+        let json_path = format!("{prefix}.json");
+        let md_path = format!("{prefix}.md");
         let text = serde_json::to_string_pretty(&self.to_json()).map_err(|e| e.to_string())?;
         std::fs::write(&json_path, text).map_err(|e| format!("cannot write {json_path}: {e}"))?;
         std::fs::write(&md_path, self.to_markdown())

@@ -455,7 +455,7 @@ pub unsafe extern "C" fn cuMemAlloc_v2(dptr: *mut CUdeviceptr, bytesize: usize) 
         if bytesize == 0 || dptr.is_null() {
             return INVALID_VALUE;
         }
-        put(dptr, d.emu.memory().alloc(bytesize as u64))
+        alloc_result(d, dptr, bytesize)
     })
 }
 
@@ -474,8 +474,21 @@ pub unsafe extern "C" fn cuMemAllocAsync(
         if bytesize == 0 {
             return put(dptr, 0);
         }
-        put(dptr, d.emu.memory().alloc(bytesize as u64))
+        alloc_result(d, dptr, bytesize)
     })
+}
+
+/// Allocate for cuMemAlloc*: the address, or CUDA_ERROR_OUT_OF_MEMORY when the reported device
+/// memory or the host's memory is exhausted.
+unsafe fn alloc_result(d: &Driver, dptr: *mut CUdeviceptr, bytesize: usize) -> CuResult {
+    let total = d.emu.spec().total_memory;
+    if d.emu.memory().used().saturating_add(bytesize as u64) > total {
+        return OUT_OF_MEMORY;
+    }
+    match d.emu.memory().try_alloc(bytesize as u64) {
+        Some(a) => put(dptr, a),
+        None => OUT_OF_MEMORY,
+    }
 }
 
 /// cuMemFree_v2.
@@ -497,7 +510,8 @@ pub unsafe extern "C" fn cuMemFreeAsync(dptr: CUdeviceptr, _stream: Handle) -> C
     cuMemFree_v2(dptr)
 }
 
-/// cuMemGetInfo_v2: the reported total minus what is allocated.
+/// cuMemGetInfo_v2: the reported total minus what is allocated, and no more than the host's
+/// available memory (host memory holds the allocations).
 #[no_mangle]
 pub unsafe extern "C" fn cuMemGetInfo_v2(free: *mut usize, total: *mut usize) -> CuResult {
     ffi!({
@@ -505,13 +519,26 @@ pub unsafe extern "C" fn cuMemGetInfo_v2(free: *mut usize, total: *mut usize) ->
         let t = d.emu.spec().total_memory;
         let used = d.emu.memory().used();
         if !free.is_null() {
-            *free = t.saturating_sub(used) as usize;
+            *free = t.saturating_sub(used).min(host_available()) as usize;
         }
         if !total.is_null() {
             *total = t as usize;
         }
         SUCCESS
     })
+}
+
+/// The host's available memory (`MemAvailable` of /proc/meminfo), or unbounded when unknown.
+fn host_available() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("MemAvailable:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map(|kib| kib * 1024)
+        .unwrap_or(u64::MAX)
 }
 
 /// cuMemHostAlloc: ordinary (pageable) host memory.

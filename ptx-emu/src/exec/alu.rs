@@ -343,10 +343,8 @@ fn int_binary(op: BinOp, ty: Ty, m: &Mods, a: u64, b: u64, carry: &mut bool) -> 
                 } else {
                     sa.wrapping_div(sb) as u64
                 }
-            } else if ub == 0 {
-                u64::MAX
             } else {
-                ua / ub
+                ua.checked_div(ub).unwrap_or(u64::MAX)
             }
         }
         BinOp::Rem => {

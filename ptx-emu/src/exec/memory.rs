@@ -68,14 +68,34 @@ unsafe impl Sync for Allocation {}
 // SAFETY: the buffers are plain owned vectors.
 unsafe impl Send for Allocation {}
 
+/// A zero-filled vector of `n` elements, or None when the host cannot provide the memory (the
+/// pages are zeroed lazily by the operating system, so a large allocation costs nothing until used).
+fn try_zeroed<T: Copy + Default>(n: usize) -> Option<Vec<T>> {
+    if n == 0 {
+        return Some(Vec::new());
+    }
+    let layout = std::alloc::Layout::array::<T>(n).ok()?;
+    // SAFETY: a non-zero layout; zero bytes are a valid T for the integer types used here; the
+    // vector takes ownership of the allocation with exactly this layout.
+    unsafe {
+        let p = std::alloc::alloc_zeroed(layout) as *mut T;
+        if p.is_null() {
+            None
+        } else {
+            Some(Vec::from_raw_parts(p, n, n))
+        }
+    }
+}
+
 impl Allocation {
-    fn new(base: u64, size: u64) -> Self {
-        Allocation {
+    fn new(base: u64, size: u64) -> Option<Self> {
+        let size_usize = usize::try_from(size).ok()?;
+        Some(Allocation {
             base,
             size,
-            data: UnsafeCell::new(vec![0u8; size as usize]),
-            init: UnsafeCell::new(vec![0u64; (size as usize).div_ceil(64)]),
-        }
+            data: UnsafeCell::new(try_zeroed::<u8>(size_usize)?),
+            init: UnsafeCell::new(try_zeroed::<u64>(size_usize.div_ceil(64))?),
+        })
     }
 
     /// Whether `[addr, addr + len)` lies inside this allocation.
@@ -194,17 +214,26 @@ impl Default for GlobalMemory {
 impl GlobalMemory {
     /// Allocate `size` bytes (zero-filled but marked uninitialised) and return the address. The
     /// next allocation starts at least `max(64 KiB, size)` past this one's end.
+    ///
+    /// # Panics
+    /// When the host is out of memory; [`GlobalMemory::try_alloc`] reports it instead.
     pub fn alloc(&self, size: u64) -> u64 {
-        let rounded = size.max(1).next_multiple_of(ALLOC_ALIGN);
-        let span = rounded + GUARD.max(rounded);
+        self.try_alloc(size)
+            .unwrap_or_else(|| panic!("the host cannot hold a {size}-byte device allocation"))
+    }
+
+    /// Allocate `size` bytes, or None when the host cannot hold them.
+    pub fn try_alloc(&self, size: u64) -> Option<u64> {
+        let rounded = size.max(1).checked_next_multiple_of(ALLOC_ALIGN)?;
+        let span = rounded.checked_add(GUARD.max(rounded))?;
         let base = self.next.fetch_add(span, Ordering::Relaxed);
-        let alloc = Arc::new(Allocation::new(base, size));
+        let alloc = Arc::new(Allocation::new(base, size)?);
         self.used.fetch_add(size, Ordering::Relaxed);
         self.allocs
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(base, alloc);
-        base
+        Some(base)
     }
 
     /// Free the allocation starting at `base`; false when there is none.

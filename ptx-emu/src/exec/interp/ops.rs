@@ -27,7 +27,7 @@ impl<'a> Exec<'a> {
         pc: u32,
         active: u32,
         op: &Op,
-    ) -> Result<bool, Finding> {
+    ) -> Result<bool, Box<Finding>> {
         match op {
             Op::Mov { ty, d, a } => {
                 if matches!(d, Operand::Reg(_)) && !matches!(a, Operand::Vector(_)) {
@@ -570,7 +570,7 @@ impl<'a> Exec<'a> {
         active: u32,
         mask: &Operand,
         what: &'static str,
-    ) -> Result<u32, Finding> {
+    ) -> Result<u32, Box<Finding>> {
         let first = active.trailing_zeros() as usize;
         let m = self.get(mask, w, first) as u32;
         if self.opts.checks.synccheck {
@@ -647,7 +647,7 @@ impl<'a> Exec<'a> {
         ty: Ty,
         d: &Operand,
         addr: &Address,
-    ) -> Result<(), Finding> {
+    ) -> Result<(), Box<Finding>> {
         let parts: &[Operand] = match d {
             Operand::Vector(v) => v,
             other => std::slice::from_ref(other),
@@ -682,7 +682,7 @@ impl<'a> Exec<'a> {
         ty: Ty,
         addr: &Address,
         a: &Operand,
-    ) -> Result<(), Finding> {
+    ) -> Result<(), Box<Finding>> {
         let parts: &[Operand] = match a {
             Operand::Vector(v) => v,
             other => std::slice::from_ref(other),
@@ -720,7 +720,7 @@ impl<'a> Exec<'a> {
         addr: &Address,
         b: &Operand,
         c: Option<&Operand>,
-    ) -> Result<(), Finding> {
+    ) -> Result<(), Box<Finding>> {
         let size = ty.bytes() as usize;
         let mut bytes = 0u64;
         for l in lanes(active) {
@@ -797,7 +797,7 @@ impl<'a> Exec<'a> {
         src: &Address,
         src_size: Option<&Operand>,
         ignore_src: Option<&Operand>,
-    ) -> Result<(), Finding> {
+    ) -> Result<(), Box<Finding>> {
         let mut bytes = 0u64;
         for l in lanes(active) {
             let who = Self::who(w, pc, l);

@@ -22,14 +22,14 @@ impl<'a> Exec<'a> {
         trans: bool,
         d: &Operand,
         addr: &Address,
-    ) -> Result<bool, Finding> {
+    ) -> Result<bool, Box<Finding>> {
         let Some(members) = self.rendezvous(w, pc, active, w.exists, "ldmatrix")? else {
             return Ok(false);
         };
         // rows[i][r] = the 8 elements of row r of matrix i.
         let mut rows = [[[0u16; 8]; 8]; 4];
-        for i in 0..num as usize {
-            for r in 0..8 {
+        for (i, matrix) in rows.iter_mut().enumerate().take(num as usize) {
+            for (r, row) in matrix.iter_mut().enumerate() {
                 let lane = i * 8 + r;
                 let who = Self::who(w, pc, lane);
                 let a = self.address(addr, w, lane);
@@ -37,7 +37,7 @@ impl<'a> Exec<'a> {
                 let mut buf = [0u8; 16];
                 self.read_bytes(&t, &mut buf, who, a)?;
                 self.note_access(&t, a, 16, lane);
-                for (e, v) in rows[i][r].iter_mut().enumerate() {
+                for (e, v) in row.iter_mut().enumerate() {
                     *v = from_bytes(&buf[2 * e..2 * e + 2]) as u16;
                 }
             }
@@ -82,7 +82,7 @@ impl<'a> Exec<'a> {
         a: &Operand,
         b: &Operand,
         c: &Operand,
-    ) -> Result<bool, Finding> {
+    ) -> Result<bool, Box<Finding>> {
         let Some(members) = self.rendezvous(w, pc, active, w.exists, "mma.sync")? else {
             return Ok(false);
         };
