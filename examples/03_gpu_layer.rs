@@ -42,7 +42,11 @@ fn preset(name: &str) -> Result<MoeConfig> {
 
 /// Bytes of the layer's bf16 weights.
 fn weight_bytes(cfg: &MoeConfig) -> usize {
-    let (h, i, e) = (cfg.hidden_size, cfg.intermediate_size, cfg.routing.num_experts);
+    let (h, i, e) = (
+        cfg.hidden_size,
+        cfg.intermediate_size,
+        cfg.routing.num_experts,
+    );
     let routed = e * (cfg.activation.up_rows(i) + i) * h;
     let shared: usize = cfg
         .shared_experts
@@ -55,7 +59,10 @@ fn weight_bytes(cfg: &MoeConfig) -> usize {
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (name, tokens) = match args.as_slice() {
-        [n, t, ..] => (n.as_str(), t.parse::<usize>().context("<tokens> must be a number")?),
+        [n, t, ..] => (
+            n.as_str(),
+            t.parse::<usize>().context("<tokens> must be a number")?,
+        ),
         _ => bail!("usage: 03_gpu_layer <preset> <tokens> [--max-weights-gib N]"),
     };
     let max_gib: f64 = args
@@ -80,10 +87,16 @@ fn main() -> Result<()> {
             cfg.intermediate_size
         );
     }
-    let (h, i, e) = (cfg.hidden_size, cfg.intermediate_size, cfg.routing.num_experts);
+    let (h, i, e) = (
+        cfg.hidden_size,
+        cfg.intermediate_size,
+        cfg.routing.num_experts,
+    );
     let mut rng = rand::rngs::StdRng::seed_from_u64(3);
     let mut randn = |n: usize, s: f32| -> Vec<bf16> {
-        (0..n).map(|_| bf16::from_f32(rng.random_range(-s..s))).collect()
+        (0..n)
+            .map(|_| bf16::from_f32(rng.random_range(-s..s)))
+            .collect()
     };
     let hs = 1.0 / (h as f32).sqrt();
     let weights = MoeWeights {
@@ -96,7 +109,10 @@ fn main() -> Result<()> {
             .iter()
             .map(|s| SharedExpertWeights {
                 gate_up: randn(cfg.activation.up_rows(s.intermediate_size) * h, 2.0 * hs),
-                down: randn(h * s.intermediate_size, 1.0 / (s.intermediate_size as f32).sqrt()),
+                down: randn(
+                    h * s.intermediate_size,
+                    1.0 / (s.intermediate_size as f32).sqrt(),
+                ),
                 gate: s.sigmoid_gate.then(|| randn(h, hs)),
             })
             .collect(),
@@ -111,7 +127,13 @@ fn main() -> Result<()> {
     let x_dev = s.clone_htod(&x)?;
     let mut out = s.alloc_zeros::<bf16>(tokens * h)?;
     let start = Instant::now();
-    layer.forward(&dev, &x_dev.as_view(), tokens, &mut ws, &mut out.as_view_mut())?;
+    layer.forward(
+        &dev,
+        &x_dev.as_view(),
+        tokens,
+        &mut ws,
+        &mut out.as_view_mut(),
+    )?;
     dev.synchronize()?;
     let gpu_time = start.elapsed();
     ws.status().check()?;
@@ -125,7 +147,11 @@ fn main() -> Result<()> {
         num += (g - c) * (g - c);
         den += c * c;
     }
-    let agree = gpu_ids.iter().zip(&cpu.routing.ids).filter(|(a, b)| a == b).count();
+    let agree = gpu_ids
+        .iter()
+        .zip(&cpu.routing.ids)
+        .filter(|(a, b)| a == b)
+        .count();
     println!(
         "{name} (H {h}, I {i}, E {e}, k {}) x {tokens} tokens on {name_of}: {:.1} ms; relative L2 \
          error against the CPU layer {:.2e}; routing agreement {agree}/{}",

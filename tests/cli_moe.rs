@@ -261,7 +261,11 @@ fn run_on_the_gpu_matches_the_cpu() {
             };
             assert_ok(&out, &format!("{family} fused={fused} --device {device}"));
             let said = String::from_utf8_lossy(&out.stderr);
-            let on = if device == "cpu" { "on the CPU" } else { "on the GPU" };
+            let on = if device == "cpu" {
+                "on the CPU"
+            } else {
+                "on the GPU"
+            };
             assert!(said.contains(on), "{family} --device {device}: {said}");
             results.push(read_output(&output, t, k));
         }

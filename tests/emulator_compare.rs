@@ -24,8 +24,7 @@ use moe_kernels::gpu::{
     GroupedGemmShape,
 };
 use moe_kernels::{
-    Activation, GroupScore, GroupedTopK, MoeConfig, RoutingConfig, ScoringFunc,
-    SharedExpertConfig,
+    Activation, GroupScore, GroupedTopK, MoeConfig, RoutingConfig, ScoringFunc, SharedExpertConfig,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -228,9 +227,17 @@ fn routing_cases<T: GpuElement>(dev: &Device, rng: &mut StdRng, d: &mut Dump) {
             .unwrap();
             status.check().unwrap();
             let name = format!("route_{}_e{e}_{label}", T::DTYPE);
-            d.add(format!("{name}_ids"), Kind::Exact, &s.clone_dtoh(&ids).unwrap());
+            d.add(
+                format!("{name}_ids"),
+                Kind::Exact,
+                &s.clone_dtoh(&ids).unwrap(),
+            );
             // Softmax and sigmoid go through ex2.approx: within a few ulps of the hardware.
-            d.add(format!("{name}_weights"), Kind::Ulps(8), &s.clone_dtoh(&w).unwrap());
+            d.add(
+                format!("{name}_weights"),
+                Kind::Ulps(8),
+                &s.clone_dtoh(&w).unwrap(),
+            );
         }
     }
 }
@@ -246,9 +253,21 @@ fn permute_gather_combine_cases(dev: &Device, rng: &mut StdRng, d: &mut Dump) {
         permute(dev, &ids_d.as_view(), t, e, block, &mut perm, &mut status).unwrap();
         status.check().unwrap();
         let name = format!("permute_t{t}_e{e}_b{block}");
-        d.add(format!("{name}_offsets"), Kind::Exact, &s.clone_dtoh(&perm.expert_offsets()).unwrap());
-        d.add(format!("{name}_row_source"), Kind::Exact, &s.clone_dtoh(&perm.row_source()).unwrap());
-        d.add(format!("{name}_slot_row"), Kind::Exact, &s.clone_dtoh(&perm.slot_row()).unwrap());
+        d.add(
+            format!("{name}_offsets"),
+            Kind::Exact,
+            &s.clone_dtoh(&perm.expert_offsets()).unwrap(),
+        );
+        d.add(
+            format!("{name}_row_source"),
+            Kind::Exact,
+            &s.clone_dtoh(&perm.row_source()).unwrap(),
+        );
+        d.add(
+            format!("{name}_slot_row"),
+            Kind::Exact,
+            &s.clone_dtoh(&perm.slot_row()).unwrap(),
+        );
         // Gather in the three unit widths: 16-byte rows, 4-byte rows, 2-byte rows.
         for hidden in [64usize, 6, 7] {
             let x: Vec<bf16> = values(rng, t * hidden, 1.0);
@@ -256,23 +275,41 @@ fn permute_gather_combine_cases(dev: &Device, rng: &mut StdRng, d: &mut Dump) {
             let rows = perm.num_rows_bound();
             let mut out = s.alloc_zeros::<bf16>(rows * hidden).unwrap();
             gather(dev, &x_d.as_view(), hidden, &perm, &mut out.as_view_mut()).unwrap();
-            d.add(format!("{name}_gather_h{hidden}"), Kind::Exact, &s.clone_dtoh(&out).unwrap());
+            d.add(
+                format!("{name}_gather_h{hidden}"),
+                Kind::Exact,
+                &s.clone_dtoh(&out).unwrap(),
+            );
         }
         // Combine (multiplies and adds rounded separately): bit for bit, with and without shared.
         for hidden in [64usize, 9] {
             let rows = perm.num_rows_bound();
             let y: Vec<bf16> = values(rng, rows * hidden, 1.0);
             let weights: Vec<f32> = (0..t * k).map(|_| rng.random_range(0.0..1.0)).collect();
-            let shared: Vec<f32> = (0..t * hidden).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let shared: Vec<f32> = (0..t * hidden)
+                .map(|_| rng.random_range(-1.0..1.0))
+                .collect();
             let (y_d, w_d, sh_d) = (
                 s.clone_htod(&y).unwrap(),
                 s.clone_htod(&weights).unwrap(),
                 s.clone_htod(&shared).unwrap(),
             );
             let mut out = s.alloc_zeros::<bf16>(t * hidden).unwrap();
-            combine::<bf16, f32, bf16>(dev, &y_d.as_view(), hidden, &perm, &w_d.as_view(), None, &mut out.as_view_mut())
-                .unwrap();
-            d.add(format!("{name}_combine_h{hidden}"), Kind::Exact, &s.clone_dtoh(&out).unwrap());
+            combine::<bf16, f32, bf16>(
+                dev,
+                &y_d.as_view(),
+                hidden,
+                &perm,
+                &w_d.as_view(),
+                None,
+                &mut out.as_view_mut(),
+            )
+            .unwrap();
+            d.add(
+                format!("{name}_combine_h{hidden}"),
+                Kind::Exact,
+                &s.clone_dtoh(&out).unwrap(),
+            );
             let mut out32 = s.alloc_zeros::<f32>(t * hidden).unwrap();
             combine::<bf16, f32, f32>(
                 dev,
@@ -284,7 +321,11 @@ fn permute_gather_combine_cases(dev: &Device, rng: &mut StdRng, d: &mut Dump) {
                 &mut out32.as_view_mut(),
             )
             .unwrap();
-            d.add(format!("{name}_combine_shared_h{hidden}"), Kind::Exact, &s.clone_dtoh(&out32).unwrap());
+            d.add(
+                format!("{name}_combine_shared_h{hidden}"),
+                Kind::Exact,
+                &s.clone_dtoh(&out32).unwrap(),
+            );
         }
     }
     // Shared experts: a plain accumulation (bit for bit) and a sigmoid-gated one (expf: ulps).
@@ -300,10 +341,23 @@ fn permute_gather_combine_cases(dev: &Device, rng: &mut StdRng, d: &mut Dump) {
     for gated in [false, true] {
         let mut sum = s.clone_htod(&vec![0.5f32; t * h]).unwrap();
         let g = gated.then(|| g_d.as_view());
-        shared_expert_accumulate(dev, &x_d.as_view(), t, h, g.as_ref(), &p_d.as_view(), true, &mut sum.as_view_mut())
-            .unwrap();
+        shared_expert_accumulate(
+            dev,
+            &x_d.as_view(),
+            t,
+            h,
+            g.as_ref(),
+            &p_d.as_view(),
+            true,
+            &mut sum.as_view_mut(),
+        )
+        .unwrap();
         let kind = if gated { Kind::Ulps(64) } else { Kind::Exact };
-        d.add(format!("shared_accumulate_gated_{gated}"), kind, &s.clone_dtoh(&sum).unwrap());
+        d.add(
+            format!("shared_accumulate_gated_{gated}"),
+            kind,
+            &s.clone_dtoh(&sum).unwrap(),
+        );
     }
 }
 
@@ -342,8 +396,16 @@ fn gemm_case<T: GemmElement, O: GemmOutput<T> + Dumpable + cudarc::driver::Valid
         k,
         num_experts: e,
     };
-    grouped_gemm(dev, &x_d.as_view(), Some(&o_d.as_view()), &w_d.as_view(), shape, epilogue, &mut out.as_view_mut())
-        .unwrap();
+    grouped_gemm(
+        dev,
+        &x_d.as_view(),
+        Some(&o_d.as_view()),
+        &w_d.as_view(),
+        shape,
+        epilogue,
+        &mut out.as_view_mut(),
+    )
+    .unwrap();
     let tol = if O::ELEM == Elem::F32 { 1e-4 } else { 1e-2 };
     d.add(
         format!("gemm_{label}_{}_{}", T::DTYPE, O::ELEM.name()),
@@ -359,9 +421,23 @@ fn gemm_cases(dev: &Device, rng: &mut StdRng, d: &mut Dump) {
     // checks the plan picks each for these shapes).
     gemm_case::<bf16, bf16>(dev, rng, d, (8, 8, 128, 64), swiglu, "small");
     gemm_case::<f16, f32>(dev, rng, d, (8, 8, 128, 64), GemmEpilogue::Store, "small");
-    gemm_case::<bf16, f32>(dev, rng, d, (8, 300, 256, 96), GemmEpilogue::Store, "medium");
+    gemm_case::<bf16, f32>(
+        dev,
+        rng,
+        d,
+        (8, 300, 256, 96),
+        GemmEpilogue::Store,
+        "medium",
+    );
     gemm_case::<bf16, bf16>(dev, rng, d, (2, 1024, 2 * 512, 64), geglu, "large");
-    gemm_case::<f16, f16>(dev, rng, d, (8, 100, 96, 33), GemmEpilogue::Store, "generic");
+    gemm_case::<f16, f16>(
+        dev,
+        rng,
+        d,
+        (8, 100, 96, 33),
+        GemmEpilogue::Store,
+        "generic",
+    );
 }
 
 fn layer_case<T: GemmElement + GemmOutput<T> + Dumpable + cudarc::driver::ValidAsZeroBits>(
@@ -373,7 +449,11 @@ fn layer_case<T: GemmElement + GemmOutput<T> + Dumpable + cudarc::driver::ValidA
     t: usize,
 ) {
     let s = dev.stream();
-    let (h, i, e) = (cfg.hidden_size, cfg.intermediate_size, cfg.routing.num_experts);
+    let (h, i, e) = (
+        cfg.hidden_size,
+        cfg.intermediate_size,
+        cfg.routing.num_experts,
+    );
     let up = cfg.activation.up_rows(i);
     let hs = 1.0 / (h as f32).sqrt();
     let weights = MoeWeights::<T> {
@@ -388,8 +468,16 @@ fn layer_case<T: GemmElement + GemmOutput<T> + Dumpable + cudarc::driver::ValidA
             .shared_experts
             .iter()
             .map(|sh| SharedExpertWeights {
-                gate_up: values(rng, cfg.activation.up_rows(sh.intermediate_size) * h, 2.0 * hs),
-                down: values(rng, h * sh.intermediate_size, 1.0 / (sh.intermediate_size as f32).sqrt()),
+                gate_up: values(
+                    rng,
+                    cfg.activation.up_rows(sh.intermediate_size) * h,
+                    2.0 * hs,
+                ),
+                down: values(
+                    rng,
+                    h * sh.intermediate_size,
+                    1.0 / (sh.intermediate_size as f32).sqrt(),
+                ),
                 gate: sh.sigmoid_gate.then(|| values(rng, h, hs)),
             })
             .collect(),
@@ -399,12 +487,26 @@ fn layer_case<T: GemmElement + GemmOutput<T> + Dumpable + cudarc::driver::ValidA
     let mut ws = layer.workspace(dev, t).unwrap();
     let x_d = s.clone_htod(&x).unwrap();
     let mut out = s.alloc_zeros::<T>(t * h).unwrap();
-    layer.forward(dev, &x_d.as_view(), t, &mut ws, &mut out.as_view_mut()).unwrap();
+    layer
+        .forward(dev, &x_d.as_view(), t, &mut ws, &mut out.as_view_mut())
+        .unwrap();
     ws.status().check().unwrap();
     let name = format!("layer_{label}_{}_t{t}", T::DTYPE);
-    d.add(format!("{name}_out"), Kind::RelL2(2e-2), &s.clone_dtoh(&out).unwrap());
-    d.add(format!("{name}_ids"), Kind::Ids(0.05), &s.clone_dtoh(&ws.topk_ids()).unwrap());
-    d.add(format!("{name}_weights"), Kind::RelL2(2e-2), &s.clone_dtoh(&ws.topk_weights()).unwrap());
+    d.add(
+        format!("{name}_out"),
+        Kind::RelL2(2e-2),
+        &s.clone_dtoh(&out).unwrap(),
+    );
+    d.add(
+        format!("{name}_ids"),
+        Kind::Ids(0.05),
+        &s.clone_dtoh(&ws.topk_ids()).unwrap(),
+    );
+    d.add(
+        format!("{name}_weights"),
+        Kind::RelL2(2e-2),
+        &s.clone_dtoh(&ws.topk_weights()).unwrap(),
+    );
 }
 
 fn layer_cases(dev: &Device, rng: &mut StdRng, d: &mut Dump) {
@@ -444,7 +546,10 @@ fn dump_all(dev: &Device) -> Dump {
 /// Compare one output; None when it agrees, else why.
 fn compare_output(kind: Kind, elem: Elem, a: &[u8], b: &[u8]) -> (String, bool) {
     if a.len() != b.len() {
-        return (format!("sizes differ: {} and {} bytes", a.len(), b.len()), false);
+        return (
+            format!("sizes differ: {} and {} bytes", a.len(), b.len()),
+            false,
+        );
     }
     match kind {
         Kind::Exact => {
@@ -463,19 +568,33 @@ fn compare_output(kind: Kind, elem: Elem, a: &[u8], b: &[u8]) -> (String, bool) 
                 })
                 .max()
                 .unwrap_or(0);
-            (format!("max {worst} ulps (allowed {max})"), worst <= max as u64)
+            (
+                format!("max {worst} ulps (allowed {max})"),
+                worst <= max as u64,
+            )
         }
         Kind::RelL2(tol) => {
             let (x, y) = (elem.floats(a), elem.floats(b));
             let err = common::rel_l2(&x, &y);
-            (format!("relative L2 {err:.2e} (allowed {tol:.0e})"), err <= tol && err.is_finite())
+            (
+                format!("relative L2 {err:.2e} (allowed {tol:.0e})"),
+                err <= tol && err.is_finite(),
+            )
         }
         Kind::Ids(frac) => {
             // Rows of k ids: a row counts as different when its id set differs.
             let (x, y) = (elem.floats(a), elem.floats(b));
             let diff = x.iter().zip(&y).filter(|(p, q)| p != q).count();
             let f = diff as f64 / x.len().max(1) as f64;
-            (format!("{diff} of {} ids differ ({:.1}%, allowed {:.0}%)", x.len(), 100.0 * f, 100.0 * frac), f <= frac)
+            (
+                format!(
+                    "{diff} of {} ids differ ({:.1}%, allowed {:.0}%)",
+                    x.len(),
+                    100.0 * f,
+                    100.0 * frac
+                ),
+                f <= frac,
+            )
         }
     }
 }
@@ -487,12 +606,22 @@ fn compare_dirs(a: &Path, b: &Path) -> (String, bool) {
     let mut ok = true;
     for line in index.lines() {
         let mut it = line.split_whitespace();
-        let (name, kind, elem) = (it.next().unwrap(), Kind::decode(it.next().unwrap()), Elem::parse(it.next().unwrap()));
+        let (name, kind, elem) = (
+            it.next().unwrap(),
+            Kind::decode(it.next().unwrap()),
+            Elem::parse(it.next().unwrap()),
+        );
         let x = std::fs::read(a.join(format!("{name}.bin"))).unwrap();
         let y = std::fs::read(b.join(format!("{name}.bin"))).unwrap_or_default();
         let (what, agree) = compare_output(kind, elem, &x, &y);
         ok &= agree;
-        writeln!(report, "| {name} | {} | {}{what} |", kind.encode(), if agree { "" } else { "**MISMATCH** " }).unwrap();
+        writeln!(
+            report,
+            "| {name} | {} | {}{what} |",
+            kind.encode(),
+            if agree { "" } else { "**MISMATCH** " }
+        )
+        .unwrap();
     }
     (report, ok)
 }
@@ -537,7 +666,8 @@ fn results_do_not_depend_on_block_order() {
         // On a real GPU the order is the hardware's; scripts/compare-emulator.sh compares there.
         return;
     }
-    let base: PathBuf = std::env::temp_dir().join(format!("moe-block-order-{}", std::process::id()));
+    let base: PathBuf =
+        std::env::temp_dir().join(format!("moe-block-order-{}", std::process::id()));
     let exe = std::env::current_exe().unwrap();
     for seed in ["1", "2"] {
         let dir = base.join(seed);
@@ -548,7 +678,11 @@ fn results_do_not_depend_on_block_order() {
             .env("PTX_EMU_SEED", seed)
             .output()
             .unwrap();
-        assert!(out.status.success(), "dump with seed {seed}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "dump with seed {seed}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     // Identical bits everywhere: every kernel is deterministic whatever the block order.
     let index = std::fs::read_to_string(base.join("1").join("index.txt")).unwrap();
@@ -563,22 +697,37 @@ fn results_do_not_depend_on_block_order() {
     }
     let _ = std::fs::remove_dir_all(&base);
     assert!(index.lines().count() > 50, "every case was dumped");
-    assert!(differing.is_empty(), "outputs that depend on the block order: {differing:?}");
+    assert!(
+        differing.is_empty(),
+        "outputs that depend on the block order: {differing:?}"
+    );
 }
 
 #[test]
 fn the_comparison_catches_differences() {
     // A changed bit fails an exact output; 2 ulps pass Ulps(8); a 1% change fails RelL2(1e-4).
-    let a: Vec<u8> = [1.0f32, 2.0, 3.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let a: Vec<u8> = [1.0f32, 2.0, 3.0]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
     let mut b = a.clone();
     b[0] ^= 1;
     assert!(!compare_output(Kind::Exact, Elem::F32, &a, &b).1);
     assert!(compare_output(Kind::Ulps(8), Elem::F32, &a, &b).1);
-    let c: Vec<u8> = [1.01f32, 2.0, 3.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let c: Vec<u8> = [1.01f32, 2.0, 3.0]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
     assert!(!compare_output(Kind::RelL2(1e-4), Elem::F32, &a, &c).1);
     assert!(compare_output(Kind::RelL2(1e-2), Elem::F32, &a, &c).1);
-    let ids: Vec<u8> = [1i32, 2, 3, 4].iter().flat_map(|v| v.to_le_bytes()).collect();
-    let ids2: Vec<u8> = [1i32, 2, 4, 3].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let ids: Vec<u8> = [1i32, 2, 3, 4]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let ids2: Vec<u8> = [1i32, 2, 4, 3]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
     assert!(!compare_output(Kind::Ids(0.25), Elem::I32, &ids, &ids2).1);
     assert!(compare_output(Kind::Ids(0.5), Elem::I32, &ids, &ids2).1);
 }

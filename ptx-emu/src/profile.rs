@@ -142,8 +142,8 @@ impl KernelProfile {
             "thread_instructions": self.summary.thread_instructions,
             "mma": self.summary.mma,
             "instructions_per_mma": ratio(self.summary.warp_instructions, self.summary.mma),
-            "warp_execution_efficiency": ratio(t.thread_execs, 32 * t.warp_execs),
-            "branch_efficiency": ratio(t.thread_slots, 32 * t.warp_execs),
+            "warp_execution_efficiency": ratio(t.thread_slots, 32 * t.warp_execs),
+            "warp_nonpredicated_execution_efficiency": ratio(t.thread_execs, 32 * t.warp_execs),
             "global_requests": t.global_requests,
             "global_sectors": t.global_sectors,
             "global_bytes_requested": t.global_bytes,
@@ -228,9 +228,10 @@ impl Profile {
         let _ = writeln!(s, "# ptx-emu profile (emulated: {})\n", self.device);
         let _ = writeln!(
             s,
-            "Counts come from the interpreter, not from a GPU. Global efficiency is bytes the \
-             threads asked for over bytes of the 32-byte sectors touched; shared conflicts are \
-             wavefronts over the conflict-free ideal.\n"
+            "Counts come from the interpreter, not from a GPU. Warp efficiency is the lanes \
+             executing an instruction (guard true or false) over 32. Global efficiency is the \
+             distinct bytes the threads asked for over the bytes of the 32-byte sectors touched; \
+             shared conflicts are wavefronts over the conflict-free ideal.\n"
         );
         let _ = writeln!(
             s,
@@ -244,7 +245,7 @@ impl Profile {
                 "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} |",
                 k.launches,
                 k.summary.warp_instructions,
-                pct(t.thread_execs, 32 * t.warp_execs),
+                pct(t.thread_slots, 32 * t.warp_execs),
                 k.summary.mma,
                 ratio(k.summary.warp_instructions, k.summary.mma)
                     .map(|r| format!("{r:.1}"))
@@ -301,7 +302,7 @@ impl Profile {
                     info.source.as_deref().unwrap_or(""),
                     info.mnemonic,
                     st.warp_execs,
-                    pct(st.thread_execs, 32 * st.warp_execs),
+                    pct(st.thread_slots, 32 * st.warp_execs),
                     if st.global_sectors > 0 {
                         pct(st.global_bytes, 32 * st.global_sectors)
                     } else {

@@ -31,8 +31,15 @@ fn run(body: &str, threads: u32, input: &[u32], out_words: usize) -> Vec<u32> {
     e.memory()
         .write(out, &vec![0u8; out_words * 4])
         .expect("zero the output");
-    launch(&e, &kernel(body), "k", 1, threads, &[Arg::U64(out), Arg::U64(inp)])
-        .unwrap_or_else(|err| panic!("{err}"));
+    launch(
+        &e,
+        &kernel(body),
+        "k",
+        1,
+        threads,
+        &[Arg::U64(out), Arg::U64(inp)],
+    )
+    .unwrap_or_else(|err| panic!("{err}"));
     download::<u32>(&e, out, out_words)
 }
 
@@ -91,17 +98,29 @@ fn shfl_with_segments_of_eight_and_a_clamp() {
     // width 8: segmask = 32 - 8 = 0x18 in c[12:8].
     // __shfl_up_sync(v, 2, 8): c = 0x1800. Within each segment, lanes 0,1 keep their own value.
     for (l, (v, p)) in shfl("up", 2, 0x1800).into_iter().enumerate() {
-        let want = if l % 8 >= 2 { (100 + l as u32 - 2, 1) } else { (100 + l as u32, 0) };
+        let want = if l % 8 >= 2 {
+            (100 + l as u32 - 2, 1)
+        } else {
+            (100 + l as u32, 0)
+        };
         assert_eq!((v, p), want, "segmented up lane {l}");
     }
     // __shfl_down_sync(v, 3, 8): c = 0x181f. Lanes 5..7 of each segment keep their own value.
     for (l, (v, p)) in shfl("down", 3, 0x181f).into_iter().enumerate() {
-        let want = if l % 8 + 3 <= 7 { (100 + l as u32 + 3, 1) } else { (100 + l as u32, 0) };
+        let want = if l % 8 + 3 <= 7 {
+            (100 + l as u32 + 3, 1)
+        } else {
+            (100 + l as u32, 0)
+        };
         assert_eq!((v, p), want, "segmented down lane {l}");
     }
     // __shfl_sync(v, 11, 8): c = 0x181f; source lane 11 % 8 = 3 of the own segment.
     for (l, (v, p)) in shfl("idx", 11, 0x181f).into_iter().enumerate() {
-        assert_eq!((v, p), (100 + (l as u32 & !7) + 3, 1), "segmented idx lane {l}");
+        assert_eq!(
+            (v, p),
+            (100 + (l as u32 & !7) + 3, 1),
+            "segmented idx lane {l}"
+        );
     }
     // __shfl_xor_sync(v, 4, 8): c = 0x181f; the partner stays within the segment.
     for (l, (v, p)) in shfl("bfly", 4, 0x181f).into_iter().enumerate() {
@@ -115,7 +134,11 @@ fn shfl_with_segments_of_eight_and_a_clamp() {
     // bfly 1 with clamp 15: lanes whose partner is above 15 keep their own value.
     for (l, (v, p)) in shfl("bfly", 1, 0x000f).into_iter().enumerate() {
         let j = l as u32 ^ 1;
-        let want = if j <= 15 { (100 + j, 1) } else { (100 + l as u32, 0) };
+        let want = if j <= 15 {
+            (100 + j, 1)
+        } else {
+            (100 + l as u32, 0)
+        };
         assert_eq!((v, p), want, "clamped bfly lane {l}");
     }
 }
@@ -127,7 +150,14 @@ fn shfl_outside_its_member_mask_is_a_synccheck_finding() {
     let e = emu();
     let out = alloc::<u32>(&e, 32);
     let f = expect_finding(
-        launch(&e, &kernel(&body), "k", 1, 32, &[Arg::U64(out), Arg::U64(out)]),
+        launch(
+            &e,
+            &kernel(&body),
+            "k",
+            1,
+            32,
+            &[Arg::U64(out), Arg::U64(out)],
+        ),
         Check::Synccheck,
     );
     assert!(f.what.contains("invalid member mask"), "{f}");
@@ -153,7 +183,13 @@ fn vote_match_and_redux_over_the_warp() {
         redux.sync.or.b32 %r12, %r_l, -1;\n"
         .to_string()
         + &(0..11)
-            .map(|i| store(&format!("%r{}", [2, 3, 4, 5, 7, 8, 9, 10, 11, 12, 6][i]), 11, i as u32))
+            .map(|i| {
+                store(
+                    &format!("%r{}", [2, 3, 4, 5, 7, 8, 9, 10, 11, 12, 6][i]),
+                    11,
+                    i as u32,
+                )
+            })
             .collect::<String>();
     let out = run(&body, 32, &[], 32 * 11);
     let ballot: u32 = (0..32).filter(|l| l % 3 == 0).map(|l| 1u32 << l).sum();
@@ -226,7 +262,12 @@ fn cvt_to_bf16_and_f16_on_the_boundaries() {
         assert_eq!(rn[i], c.1, "cvt.rn.f16.f32 {}", c.0);
     }
     // .sat clamps to [0, 1]; NaN gives +0.
-    let inputs = [2.5f32.to_bits(), (-3.0f32).to_bits(), 0x7fc0_0000, 0.25f32.to_bits()];
+    let inputs = [
+        2.5f32.to_bits(),
+        (-3.0f32).to_bits(),
+        0x7fc0_0000,
+        0.25f32.to_bits(),
+    ];
     let sat = cvt("rn.sat.f16.f32", "%rs1", &inputs);
     assert_eq!(sat, vec![0x3c00, 0x0000, 0x0000, 0x3400]);
 }
@@ -255,7 +296,18 @@ fn cvt_float_to_integer_rounds_then_saturates() {
 #[test]
 fn atomics_on_one_word_from_every_lane() {
     // Word 0..9 of `in` are the targets; every lane applies one operation with operand lane + 1.
-    let init: [u32; 10] = [10, 1000, 0, 0xffff_0000, 0, 0x0f0f, 5, 7, 100, 3.0f32.to_bits()];
+    let init: [u32; 10] = [
+        10,
+        1000,
+        0,
+        0xffff_0000,
+        0,
+        0x0f0f,
+        5,
+        7,
+        100,
+        3.0f32.to_bits(),
+    ];
     let body = "add.u32 %r1, %r_l, 1;\n\
         atom.global.add.u32 %r2, [%rd_in], %r1;\n\
         atom.global.min.u32 %r3, [%rd_in+4], %r1;\n\
@@ -272,7 +324,15 @@ fn atomics_on_one_word_from_every_lane() {
     let e = emu();
     let inp = upload(&e, &init);
     let out = alloc::<u32>(&e, 32);
-    launch(&e, &kernel(&body), "k", 1, 32, &[Arg::U64(out), Arg::U64(inp)]).expect("atomics");
+    launch(
+        &e,
+        &kernel(&body),
+        "k",
+        1,
+        32,
+        &[Arg::U64(out), Arg::U64(inp)],
+    )
+    .expect("atomics");
     let w = download::<u32>(&e, inp, 10);
     assert_eq!(w[0], 10 + (1..=32).sum::<u32>(), "add");
     assert_eq!(w[1], 1, "min");
@@ -286,9 +346,17 @@ fn atomics_on_one_word_from_every_lane() {
     assert_eq!(w[7], (7 + 10 * 4 - 32) % 10, "dec wraps at zero");
     // cas(100 -> lane + 1): only the first lane in order finds 100.
     let cas_old = download::<u32>(&e, out, 32);
-    assert_eq!(cas_old.iter().filter(|&&o| o == 100).count(), 1, "exactly one cas succeeds");
+    assert_eq!(
+        cas_old.iter().filter(|&&o| o == 100).count(),
+        1,
+        "exactly one cas succeeds"
+    );
     assert!((1..=32).contains(&w[8]), "the winner's value");
-    assert_eq!(f32::from_bits(w[9]), 3.0 + 528.0, "f32 add of 1..=32 (exact)");
+    assert_eq!(
+        f32::from_bits(w[9]),
+        3.0 + 528.0,
+        "f32 add of 1..=32 (exact)"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -331,11 +399,19 @@ fn ldmatrix_x4_with_and_without_trans() {
             // Without .trans: lane l holds row l / 4, columns 2 (l % 4) and 2 (l % 4) + 1.
             let (r, c) = (l / 4, 2 * (l % 4));
             let want = elem(m, r, c) | (elem(m, r, c + 1) << 16);
-            assert_eq!(plain[(l * 4 + m) as usize], want, "ldmatrix lane {l} matrix {m}");
+            assert_eq!(
+                plain[(l * 4 + m) as usize],
+                want,
+                "ldmatrix lane {l} matrix {m}"
+            );
             // With .trans: lane l holds column l / 4, rows 2 (l % 4) and 2 (l % 4) + 1.
             let (c, r) = (l / 4, 2 * (l % 4));
             let want = elem(m, r, c) | (elem(m, r + 1, c) << 16);
-            assert_eq!(trans[(l * 4 + m) as usize], want, "ldmatrix.trans lane {l} matrix {m}");
+            assert_eq!(
+                trans[(l * 4 + m) as usize],
+                want,
+                "ldmatrix.trans lane {l} matrix {m}"
+            );
         }
     }
 }
@@ -436,27 +512,55 @@ fn cp_async_zero_fill_and_group_accounting() {
     let e = emu();
     let inp = upload(&e, &input);
     let out = alloc::<u32>(&e, 128);
-    launch(&e, &kernel(&cp_async_body("6", 0, 2)), "k", 1, 32, &[Arg::U64(out), Arg::U64(inp)])
-        .expect("complete copies");
+    launch(
+        &e,
+        &kernel(&cp_async_body("6", 0, 2)),
+        "k",
+        1,
+        32,
+        &[Arg::U64(out), Arg::U64(inp)],
+    )
+    .expect("complete copies");
     let got = download::<u32>(&e, out, 4);
     // Thread 22's chunk: words 88..91 of the input; 6 bytes kept: word 88 and the low half of 89.
     assert_eq!(got, vec![input[88], input[89] & 0xffff, 0, 0]);
     // wait_group 1 completes groups 0 and 1; group 0's chunk (thread 0) can be read.
     let out2 = alloc::<u32>(&e, 128);
-    launch(&e, &kernel(&cp_async_body("16", 1, 0)), "k", 1, 32, &[Arg::U64(out2), Arg::U64(inp)])
-        .expect("groups 0 and 1 are complete");
+    launch(
+        &e,
+        &kernel(&cp_async_body("16", 1, 0)),
+        "k",
+        1,
+        32,
+        &[Arg::U64(out2), Arg::U64(inp)],
+    )
+    .expect("groups 0 and 1 are complete");
     assert_eq!(download::<u32>(&e, out2, 4), input[0..4].to_vec());
     // ... but group 2 may still be in flight: reading thread 22's chunk is a finding.
     let out3 = alloc::<u32>(&e, 128);
     let f = expect_finding(
-        launch(&e, &kernel(&cp_async_body("16", 1, 2)), "k", 1, 32, &[Arg::U64(out3), Arg::U64(inp)]),
+        launch(
+            &e,
+            &kernel(&cp_async_body("16", 1, 2)),
+            "k",
+            1,
+            32,
+            &[Arg::U64(out3), Arg::U64(inp)],
+        ),
         Check::Racecheck,
     );
     assert!(f.what.contains("before its wait"), "{f}");
     // Source size 0 reads nothing: the source may even be out of bounds... it is not read.
     let out4 = alloc::<u32>(&e, 128);
-    launch(&e, &kernel(&cp_async_body("0", 0, 1)), "k", 1, 32, &[Arg::U64(out4), Arg::U64(inp)])
-        .expect("zero-fill");
+    launch(
+        &e,
+        &kernel(&cp_async_body("0", 0, 1)),
+        "k",
+        1,
+        32,
+        &[Arg::U64(out4), Arg::U64(inp)],
+    )
+    .expect("zero-fill");
     assert_eq!(download::<u32>(&e, out4, 4), vec![0, 0, 0, 0]);
 }
 
@@ -471,7 +575,14 @@ fn a_barrier_in_divergent_code_is_a_synccheck_finding() {
     let e = emu();
     let out = alloc::<u32>(&e, 64);
     let f = expect_finding(
-        launch(&e, &kernel(body), "k", 1, 64, &[Arg::U64(out), Arg::U64(out)]),
+        launch(
+            &e,
+            &kernel(body),
+            "k",
+            1,
+            64,
+            &[Arg::U64(out), Arg::U64(out)],
+        ),
         Check::Synccheck,
     );
     assert!(f.what.contains("divergent barrier"), "{f}");

@@ -46,7 +46,9 @@ fn rng(test: &str) -> Rng {
 fn block_scan_without_its_barrier_is_a_race() {
     let mut r = rng("block_scan");
     let (blocks, threads) = (2usize, 256usize);
-    let input: Vec<i64> = (0..blocks * threads).map(|_| (r.next() % 1000) as i64 - 500).collect();
+    let input: Vec<i64> = (0..blocks * threads)
+        .map(|_| (r.next() % 1000) as i64 - 500)
+        .collect();
     let mut want = vec![0i64; input.len()];
     for b in 0..blocks {
         let mut acc = 0;
@@ -59,15 +61,34 @@ fn block_scan_without_its_barrier_is_a_race() {
     let inp = upload(&e, &input);
     let out = alloc::<i64>(&e, input.len());
     let args = [Arg::U64(inp), Arg::U64(out)];
-    launch(&e, &fixture("mutations/block_scan.ptx"), "block_scan", blocks as u32, threads as u32, &args)
-        .expect("the correct scan passes every check");
+    launch(
+        &e,
+        &fixture("mutations/block_scan.ptx"),
+        "block_scan",
+        blocks as u32,
+        threads as u32,
+        &args,
+    )
+    .expect("the correct scan passes every check");
     assert_eq!(download::<i64>(&e, out, input.len()), want);
     let f = expect_finding(
-        launch(&e, &fixture("mutations/block_scan.mutant.ptx"), "block_scan", blocks as u32, threads as u32, &args),
+        launch(
+            &e,
+            &fixture("mutations/block_scan.mutant.ptx"),
+            "block_scan",
+            blocks as u32,
+            threads as u32,
+            &args,
+        ),
         Check::Racecheck,
     );
     assert!(f.what.contains("hazard"), "{f}");
-    assert!(f.source.as_deref().is_some_and(|s| s.starts_with("block_scan.cu:")), "{f}");
+    assert!(
+        f.source
+            .as_deref()
+            .is_some_and(|s| s.starts_with("block_scan.cu:")),
+        "{f}"
+    );
 }
 
 #[test]
@@ -88,14 +109,31 @@ fn cp_async_wait_one_group_short_reads_a_pending_copy() {
     let inp = upload(&e, &input);
     let out = alloc::<f32>(&e, 32 * 4);
     let args = [Arg::U64(inp), Arg::U64(out), Arg::I32(tiles as i32)];
-    launch(&e, &fixture("mutations/cp_async_pipeline.ptx"), "pipeline", 1, 32, &args)
-        .expect("the correct pipeline passes every check");
+    launch(
+        &e,
+        &fixture("mutations/cp_async_pipeline.ptx"),
+        "pipeline",
+        1,
+        32,
+        &args,
+    )
+    .expect("the correct pipeline passes every check");
     assert_eq!(download::<f32>(&e, out, 32 * 4), want);
     let f = expect_finding(
-        launch(&e, &fixture("mutations/cp_async_pipeline.mutant.ptx"), "pipeline", 1, 32, &args),
+        launch(
+            &e,
+            &fixture("mutations/cp_async_pipeline.mutant.ptx"),
+            "pipeline",
+            1,
+            32,
+            &args,
+        ),
         Check::Racecheck,
     );
-    assert!(f.what.contains("cp.async destination before its wait"), "{f}");
+    assert!(
+        f.what.contains("cp.async destination before its wait"),
+        "{f}"
+    );
 }
 
 #[test]
@@ -127,15 +165,32 @@ fn a_missing_swizzle_shows_in_the_bank_conflict_counter() {
     let mut wavefronts = Vec::new();
     for name in ["mutations/swizzle.ptx", "mutations/swizzle.mutant.ptx"] {
         let out = alloc::<u32>(&e, want.len());
-        let s = launch(&e, &fixture(name), "swizzle", 1, 128, &[Arg::U64(inp), Arg::U64(out)])
-            .unwrap_or_else(|err| panic!("{name}: {err}"));
-        assert_eq!(download::<u32>(&e, out, want.len()), want, "{name}: the result is the same");
-        eprintln!("{name}: {} shared wavefronts, {} without conflicts", s.shared_wavefronts, s.shared_ideal);
+        let s = launch(
+            &e,
+            &fixture(name),
+            "swizzle",
+            1,
+            128,
+            &[Arg::U64(inp), Arg::U64(out)],
+        )
+        .unwrap_or_else(|err| panic!("{name}: {err}"));
+        assert_eq!(
+            download::<u32>(&e, out, want.len()),
+            want,
+            "{name}: the result is the same"
+        );
+        eprintln!(
+            "{name}: {} shared wavefronts, {} without conflicts",
+            s.shared_wavefronts, s.shared_ideal
+        );
         wavefronts.push((s.shared_wavefronts, s.shared_ideal));
     }
     let (good, bad) = (wavefronts[0], wavefronts[1]);
     assert_eq!(good.0, good.1, "the swizzled layout is conflict free");
-    assert!(bad.0 >= 2 * bad.1, "without the swizzle the counter shows conflicts: {bad:?}");
+    assert!(
+        bad.0 >= 2 * bad.1,
+        "without the swizzle the counter shows conflicts: {bad:?}"
+    );
 }
 
 #[test]
@@ -160,13 +215,33 @@ fn ldmatrix_trans_swapped_gives_a_wrong_product() {
             .all(|(g, w)| (*g as f64 - w).abs() <= 1e-5 * (1.0 + w.abs()))
     };
     let out = alloc::<f32>(&e, 128);
-    launch(&e, &fixture("mutations/ldmatrix_mma.ptx"), "tile_mma", 1, 32, &[Arg::U64(da), Arg::U64(db), Arg::U64(out)])
-        .expect("the correct tile passes every check");
-    assert!(close(&download::<f32>(&e, out, 128)), "the correct fragments give A B^T");
+    launch(
+        &e,
+        &fixture("mutations/ldmatrix_mma.ptx"),
+        "tile_mma",
+        1,
+        32,
+        &[Arg::U64(da), Arg::U64(db), Arg::U64(out)],
+    )
+    .expect("the correct tile passes every check");
+    assert!(
+        close(&download::<f32>(&e, out, 128)),
+        "the correct fragments give A B^T"
+    );
     let out = alloc::<f32>(&e, 128);
-    launch(&e, &fixture("mutations/ldmatrix_mma.mutant.ptx"), "tile_mma", 1, 32, &[Arg::U64(da), Arg::U64(db), Arg::U64(out)])
-        .expect("no sanitizer sees a transposed fragment");
-    assert!(!close(&download::<f32>(&e, out, 128)), "the transposed B fragment gives a wrong product");
+    launch(
+        &e,
+        &fixture("mutations/ldmatrix_mma.mutant.ptx"),
+        "tile_mma",
+        1,
+        32,
+        &[Arg::U64(da), Arg::U64(db), Arg::U64(out)],
+    )
+    .expect("no sanitizer sees a transposed fragment");
+    assert!(
+        !close(&download::<f32>(&e, out, 128)),
+        "the transposed B fragment gives a wrong product"
+    );
 }
 
 #[test]
@@ -178,16 +253,40 @@ fn an_off_by_one_tile_bound_reads_out_of_bounds() {
     let inp = upload(&e, &input);
     let out = alloc::<f32>(&e, rows * cols);
     let grid = rows.div_ceil(16) as u32;
-    let args = [Arg::U64(inp), Arg::U64(out), Arg::I32(rows as i32), Arg::I32(cols as i32)];
-    launch(&e, &fixture("mutations/tile_bound.ptx"), "tile_copy", grid, 64, &args).expect("in bounds");
+    let args = [
+        Arg::U64(inp),
+        Arg::U64(out),
+        Arg::I32(rows as i32),
+        Arg::I32(cols as i32),
+    ];
+    launch(
+        &e,
+        &fixture("mutations/tile_bound.ptx"),
+        "tile_copy",
+        grid,
+        64,
+        &args,
+    )
+    .expect("in bounds");
     let got = download::<f32>(&e, out, rows * cols);
     assert!(got.iter().zip(&input).all(|(g, x)| *g == 2.0 * x));
     let f = expect_finding(
-        launch(&e, &fixture("mutations/tile_bound.mutant.ptx"), "tile_copy", grid, 64, &args),
+        launch(
+            &e,
+            &fixture("mutations/tile_bound.mutant.ptx"),
+            "tile_copy",
+            grid,
+            64,
+            &args,
+        ),
         Check::Memcheck,
     );
     assert!(f.what.contains("out-of-bounds global load"), "{f}");
-    assert_eq!(f.address, Some(inp + (rows * cols * 4) as u64), "the first byte past the input");
+    assert_eq!(
+        f.address,
+        Some(inp + (rows * cols * 4) as u64),
+        "the first byte past the input"
+    );
     assert!(f.message.contains("past the end"), "{f}");
 }
 
@@ -200,13 +299,28 @@ fn reading_shared_memory_nothing_wrote_is_an_initcheck_finding() {
     let inp = upload(&e, &input);
     let out = alloc::<f32>(&e, n);
     let args = [Arg::U64(inp), Arg::U64(out)];
-    launch(&e, &fixture("mutations/shared_uninit.ptx"), "neighbour_sum", 1, n as u32, &args).expect("all written");
+    launch(
+        &e,
+        &fixture("mutations/shared_uninit.ptx"),
+        "neighbour_sum",
+        1,
+        n as u32,
+        &args,
+    )
+    .expect("all written");
     let got = download::<f32>(&e, out, n);
     for t in 0..n {
         assert_eq!(got[t], input[t] + input[(t + 1) % n]);
     }
     let f = expect_finding(
-        launch(&e, &fixture("mutations/shared_uninit.mutant.ptx"), "neighbour_sum", 1, n as u32, &args),
+        launch(
+            &e,
+            &fixture("mutations/shared_uninit.mutant.ptx"),
+            "neighbour_sum",
+            1,
+            n as u32,
+            &args,
+        ),
         Check::Initcheck,
     );
     assert!(f.what.contains("uninitialized shared memory read"), "{f}");
@@ -221,13 +335,28 @@ fn a_full_mask_shuffle_in_divergent_code_is_a_synccheck_finding() {
     let inp = upload(&e, &input);
     let out = alloc::<i32>(&e, n);
     let args = [Arg::U64(inp), Arg::U64(out)];
-    launch(&e, &fixture("mutations/divergent_shfl.ptx"), "broadcast", 1, n as u32, &args).expect("converged");
+    launch(
+        &e,
+        &fixture("mutations/divergent_shfl.ptx"),
+        "broadcast",
+        1,
+        n as u32,
+        &args,
+    )
+    .expect("converged");
     let got = download::<i32>(&e, out, n);
     for t in 0..n {
         assert_eq!(got[t], input[t - t % 32] + (t % 32) as i32);
     }
     let f = expect_finding(
-        launch(&e, &fixture("mutations/divergent_shfl.mutant.ptx"), "broadcast", 1, n as u32, &args),
+        launch(
+            &e,
+            &fixture("mutations/divergent_shfl.mutant.ptx"),
+            "broadcast",
+            1,
+            n as u32,
+            &args,
+        ),
         Check::Synccheck,
     );
     assert!(f.what.contains("shfl.sync"), "{f}");

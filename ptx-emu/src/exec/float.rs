@@ -1061,6 +1061,15 @@ pub fn f32_to_f16(x: f32, r: Rounding, sat: bool, relu: bool) -> u16 {
 
 /// `cvt.frnd{.relu}.bf16.f32`: one rounding of `x` to bfloat16; same rules as [`f32_to_f16`].
 pub fn f32_to_bf16(x: f32, r: Rounding, sat: bool, relu: bool) -> u16 {
+    if r == Rounding::Nearest && !sat && !relu {
+        // Fast path (bf16 has f32's exponent range, so subnormals and overflow need no special
+        // case): add half an ulp minus one, plus the kept lsb for ties to even, then truncate.
+        let b = x.to_bits();
+        if b & 0x7fff_ffff > 0x7f80_0000 {
+            return CANONICAL_NAN_BF16;
+        }
+        return ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16;
+    }
     h(narrow_post(BF16, convert(F32, BF16, b32(x), r), sat, relu))
 }
 
@@ -1119,14 +1128,28 @@ pub fn f64_to_bf16(x: f64, r: Rounding, sat: bool) -> u16 {
 /// `cvt.f32.f16`: exact widening (NaN -> [`CANONICAL_NAN_F32`]).  `.ftz` has no effect because
 /// every binary16 value is a normal `f32` or zero.
 pub fn f16_to_f32(h: u16) -> f32 {
-    f32b(convert(F16, F32, h.into(), Rounding::Nearest))
+    // Exact widening by fields: normal numbers rebias the exponent, subnormals are an integer
+    // times 2^-24 (exact in f32), Inf keeps its sign, NaN becomes the canonical NaN.
+    let sign = if h & 0x8000 != 0 { -1.0f32 } else { 1.0 };
+    let exp = (h >> 10) & 0x1f;
+    let man = (h & 0x3ff) as u32;
+    match exp {
+        0 => sign * (man as f32) * f32::from_bits(0x3380_0000), // 2^-24
+        31 if man == 0 => sign * f32::INFINITY,
+        31 => f32b(u64::from(CANONICAL_NAN_F32)),
+        _ => f32::from_bits(((h as u32 & 0x8000) << 16) | ((exp as u32 + 112) << 23) | (man << 13)),
+    }
 }
 
 /// `cvt.f32.bf16`: exact widening (NaN -> [`CANONICAL_NAN_F32`]; the ISA says "NaN input yields
 /// unspecified NaN").  bfloat16 subnormals stay `f32` subnormals; for `cvt.ftz.f32.bf16` apply
 /// [`ftz_f32`] to the result.
 pub fn bf16_to_f32(h: u16) -> f32 {
-    f32b(convert(BF16, F32, h.into(), Rounding::Nearest))
+    // bf16 is the top half of an f32.
+    if h & 0x7fff > 0x7f80 {
+        return f32b(u64::from(CANONICAL_NAN_F32));
+    }
+    f32::from_bits((h as u32) << 16)
 }
 
 /// `cvt.f64.f16`: exact widening (NaN -> [`CANONICAL_NAN_F64`]).

@@ -13,7 +13,7 @@ pub struct InstrStats {
     pub global_requests: u64,
     /// 32-byte sectors those requests touched.
     pub global_sectors: u64,
-    /// Bytes the threads asked for.
+    /// Distinct bytes the threads asked for (a byte read by several lanes counts once).
     pub global_bytes: u64,
     /// Shared-memory warp requests.
     pub shared_requests: u64,
@@ -43,6 +43,21 @@ pub(crate) fn sectors(accesses: &mut Vec<u64>) -> u64 {
     accesses.sort_unstable();
     accesses.dedup();
     accesses.len() as u64
+}
+
+/// Distinct bytes covered by accesses `(address, bytes)` (lanes reading the same bytes count once).
+pub(crate) fn unique_bytes(ranges: &mut [(u64, u32)]) -> u64 {
+    ranges.sort_unstable();
+    let mut total = 0u64;
+    let mut end = 0u64;
+    for &(a, n) in ranges.iter() {
+        let e = a + n as u64;
+        if e > end {
+            total += e - a.max(end);
+            end = e;
+        }
+    }
+    total
 }
 
 /// Shared-memory wavefronts of one warp request: lanes are served in phases (all 32 lanes for
@@ -105,6 +120,12 @@ mod tests {
         // 16-byte accesses, consecutive: four quarter-warp phases, conflict free.
         let v4: Vec<_> = (0..32).map(|l| (l, l as u64 * 16, 16)).collect();
         assert_eq!(shared_wavefronts(&v4), (4, 4));
+    }
+
+    #[test]
+    fn unique_bytes_merge_overlaps() {
+        let mut v = vec![(0, 8), (4, 8), (100, 4), (0, 8)];
+        assert_eq!(unique_bytes(&mut v), 12 + 4);
     }
 
     #[test]

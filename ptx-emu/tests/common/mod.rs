@@ -40,7 +40,8 @@ pub fn upload<T: Copy>(e: &Emulator, data: &[T]) -> u64 {
 
 /// An uninitialised device buffer of `n` values of `T`.
 pub fn alloc<T>(e: &Emulator, n: usize) -> u64 {
-    e.memory().alloc((n * std::mem::size_of::<T>()).max(1) as u64)
+    e.memory()
+        .alloc((n * std::mem::size_of::<T>()).max(1) as u64)
 }
 
 /// Read `n` values of `T` back.
@@ -100,7 +101,10 @@ pub fn launch_module(
 }
 
 /// The finding of a failed launch, asserting that there is one from `check`.
-pub fn expect_finding(r: Result<ptx_emu::LaunchSummary, EmuError>, check: Check) -> ptx_emu::Finding {
+pub fn expect_finding(
+    r: Result<ptx_emu::LaunchSummary, EmuError>,
+    check: Check,
+) -> ptx_emu::Finding {
     match r {
         Ok(_) => panic!("the launch succeeded; expected a {} finding", check.name()),
         Err(e) => {

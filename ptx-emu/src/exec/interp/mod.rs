@@ -221,8 +221,10 @@ struct Shadow {
     r_ep: u32,
     r_wep: u32,
     r2_tid: u32,
-    /// Thread + 1 whose `cp.async` to this byte is still pending (0: none).
+    /// Thread + 1 whose `cp.async` to this byte is still pending (0: none), and the block
+    /// generation it was issued in.
     pending: u32,
+    pending_gen: u32,
     /// PTX line of the last write and read (for messages).
     w_line: u32,
     r_line: u32,
@@ -252,8 +254,35 @@ struct Exec<'a> {
     shadow: Vec<Shadow>,
     local: Vec<u8>,
     sectors: Vec<u64>,
+    global_ranges: Vec<(u64, u32)>,
     shared_accesses: Vec<(u32, u64, u32)>,
     clock: u64,
+}
+
+/// Buffers a launch needs, kept per host thread and reused by its next launch (allocating and
+/// zeroing them per launch dominated small launches). Nothing needs clearing: shared-memory shadow
+/// entries are tagged with block generations and barrier epochs, which only grow on a thread, so an
+/// entry left by an earlier launch never matches; registers start undefined, as on a GPU.
+#[derive(Default)]
+struct Scratch {
+    shared: Vec<u8>,
+    shadow: Vec<Shadow>,
+    local: Vec<u8>,
+    regs: Vec<Vec<u64>>,
+    generation: u32,
+    epoch: u32,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
+/// Grow `v` to at least `n` elements.
+fn at_least<T: Clone + Default>(mut v: Vec<T>, n: usize) -> Vec<T> {
+    if v.len() < n {
+        v.resize(n, T::default());
+    }
+    v
 }
 
 /// Run one launch. Counters are added to `stats` (one entry per instruction of the kernel).
@@ -267,8 +296,12 @@ pub(crate) fn run(
     if stats.len() != k.instrs.len() {
         stats.resize(k.instrs.len(), InstrStats::default());
     }
+    let scratch = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
     let nthreads = shape.block[0] * shape.block[1] * shape.block[2];
+    let nwarps = nthreads.div_ceil(32) as usize;
     let smem_end = k.dynamic_offset + shape.dynamic_smem;
+    let mut regs = scratch.regs;
+    regs.resize_with(regs.len().max(nwarps), Vec::new);
     let mut ex = Exec {
         k,
         opts,
@@ -282,20 +315,21 @@ pub(crate) fn run(
         params: shape.params,
         stats,
         summary: LaunchSummary::default(),
-        epoch: 1,
-        generation: 0,
+        epoch: scratch.epoch.wrapping_add(1),
+        generation: scratch.generation,
         ctaid: [0; 3],
         block_linear: 0,
-        shared: vec![0; smem_end as usize],
-        shadow: vec![Shadow::default(); smem_end as usize],
-        local: vec![0; (k.local_bytes as usize) * nthreads as usize],
+        shared: at_least(scratch.shared, smem_end as usize),
+        shadow: at_least(scratch.shadow, smem_end as usize),
+        local: at_least(scratch.local, (k.local_bytes as usize) * nthreads as usize),
         sectors: Vec::with_capacity(64),
+        global_ranges: Vec::with_capacity(32),
         shared_accesses: Vec::with_capacity(32),
         clock: 0,
     };
-    let nwarps = nthreads.div_ceil(32);
-    let mut warps: Vec<Warp> = (0..nwarps)
-        .map(|w| {
+    let mut warps: Vec<Warp> = (0..nwarps as u32)
+        .zip(regs.drain(..nwarps))
+        .map(|(w, r)| {
             let first = w * 32;
             let count = (nthreads - first).min(32);
             Warp {
@@ -310,7 +344,7 @@ pub(crate) fn run(
                 at_barrier: 0,
                 upc: Some(0),
                 pc: [0; 32],
-                regs: vec![0; k.nregs.max(1) * 32],
+                regs: at_least(r, k.nregs.max(1) * 32),
                 carry: 0,
                 epoch: 0,
                 collectives: Vec::new(),
@@ -318,6 +352,29 @@ pub(crate) fn run(
             }
         })
         .collect();
+    let result = run_blocks(&mut ex, &mut warps, shape, opts);
+    // Hand the buffers back for the next launch on this thread.
+    regs.extend(warps.into_iter().map(|w| w.regs));
+    let summary = ex.summary;
+    SCRATCH.with(|s| {
+        *s.borrow_mut() = Scratch {
+            shared: ex.shared,
+            shadow: ex.shadow,
+            local: ex.local,
+            regs,
+            generation: ex.generation,
+            epoch: ex.epoch,
+        }
+    });
+    result.map(|()| summary)
+}
+
+fn run_blocks(
+    ex: &mut Exec,
+    warps: &mut [Warp],
+    shape: &LaunchShape,
+    opts: &ExecOptions,
+) -> Result<(), Box<Finding>> {
     let total_blocks = shape.grid[0] as u64 * shape.grid[1] as u64 * shape.grid[2] as u64;
     for linear in BlockOrder::new(total_blocks, opts.seed) {
         let gx = shape.grid[0] as u64;
@@ -342,9 +399,9 @@ pub(crate) fn run(
                 a.open.clear();
             }
         }
-        ex.run_block(&mut warps)?;
+        ex.run_block(warps)?;
     }
-    Ok(ex.summary)
+    Ok(())
 }
 
 /// A seeded permutation of the block indices 0..n, generated lazily (an affine map modulo a power
@@ -857,7 +914,7 @@ impl<'a> Exec<'a> {
         let line = self.k.instrs[who.pc as usize].line;
         for i in off..off + len as u64 {
             let s = self.shadow[i as usize];
-            if checks.racecheck && s.pending != 0 {
+            if checks.racecheck && s.pending != 0 && s.pending_gen == self.generation {
                 return Err(self.async_pending_finding(who, addr, s.pending - 1, "read"));
             }
             if checks.racecheck && s.w_tid != 0 && s.w_tid != me && s.w_ep == self.epoch {
@@ -913,7 +970,7 @@ impl<'a> Exec<'a> {
         for i in off..off + len as u64 {
             if checks.racecheck {
                 let s = self.shadow[i as usize];
-                if s.pending != 0 {
+                if s.pending != 0 && s.pending_gen == self.generation {
                     return Err(self.async_pending_finding(who, addr, s.pending - 1, "write"));
                 }
                 if s.w_tid != 0 && s.w_tid != me && s.w_ep == self.epoch {
@@ -1041,7 +1098,13 @@ impl<'a> Exec<'a> {
         Ok(())
     }
 
-    fn write_bytes(&mut self, t: &Target, data: &[u8], who: Who, addr: u64) -> Result<(), Box<Finding>> {
+    fn write_bytes(
+        &mut self,
+        t: &Target,
+        data: &[u8],
+        who: Who,
+        addr: u64,
+    ) -> Result<(), Box<Finding>> {
         match *t {
             Target::Global(i, off) => {
                 let a = &self.allocs[i];
@@ -1070,13 +1133,14 @@ impl<'a> Exec<'a> {
                 let first = addr / 32;
                 let last = (addr + len as u64 - 1) / 32;
                 self.sectors.extend(first..=last);
+                self.global_ranges.push((addr, len));
             }
             Target::Shared(off) => self.shared_accesses.push((lane as u32, off, len)),
             _ => {}
         }
     }
 
-    fn flush_access_stats(&mut self, pc: u32, bytes: u64) {
+    fn flush_access_stats(&mut self, pc: u32) {
         if !self.opts.count {
             return;
         }
@@ -1084,7 +1148,8 @@ impl<'a> Exec<'a> {
         if !self.sectors.is_empty() {
             let n = stats::sectors(&mut self.sectors);
             st.global_requests += 1;
-            st.global_bytes += bytes;
+            st.global_bytes += stats::unique_bytes(&mut self.global_ranges);
+            self.global_ranges.clear();
             st.global_sectors += n;
             self.summary.global_requests += 1;
             self.summary.global_sectors += n;

@@ -654,7 +654,6 @@ impl<'a> Exec<'a> {
         };
         let esize = ty.bytes() as usize;
         let total = esize * parts.len();
-        let mut bytes = 0u64;
         for l in lanes(active) {
             let who = Self::who(w, pc, l);
             let a = self.access_address(space, addr, w, l);
@@ -662,13 +661,12 @@ impl<'a> Exec<'a> {
             let mut buf = [0u8; 64];
             self.read_bytes(&t, &mut buf[..total], who, a)?;
             self.note_access(&t, a, total as u32, l);
-            bytes += total as u64;
             for (i, p) in parts.iter().enumerate() {
                 let v = from_bytes(&buf[i * esize..(i + 1) * esize]);
                 Self::set(w, p, l, alu::norm(v, ty));
             }
         }
-        self.flush_access_stats(pc, bytes);
+        self.flush_access_stats(pc);
         Ok(())
     }
 
@@ -689,7 +687,6 @@ impl<'a> Exec<'a> {
         };
         let esize = ty.bytes() as usize;
         let total = esize * parts.len();
-        let mut bytes = 0u64;
         for l in lanes(active) {
             let who = Self::who(w, pc, l);
             let at = self.access_address(space, addr, w, l);
@@ -701,9 +698,8 @@ impl<'a> Exec<'a> {
             }
             self.write_bytes(&t, &buf[..total], who, at)?;
             self.note_access(&t, at, total as u32, l);
-            bytes += total as u64;
         }
-        self.flush_access_stats(pc, bytes);
+        self.flush_access_stats(pc);
         Ok(())
     }
 
@@ -722,7 +718,6 @@ impl<'a> Exec<'a> {
         c: Option<&Operand>,
     ) -> Result<(), Box<Finding>> {
         let size = ty.bytes() as usize;
-        let mut bytes = 0u64;
         for l in lanes(active) {
             let who = Self::who(w, pc, l);
             let at = self.access_address(space, addr, w, l);
@@ -777,12 +772,11 @@ impl<'a> Exec<'a> {
                 _ => self.write_bytes(&t, &nb[..size], who, at)?,
             }
             self.note_access(&t, at, size as u32, l);
-            bytes += size as u64;
             if let Some(d) = d {
                 Self::set(w, d, l, alu::norm(old, ty));
             }
         }
-        self.flush_access_stats(pc, bytes);
+        self.flush_access_stats(pc);
         Ok(())
     }
 
@@ -798,7 +792,6 @@ impl<'a> Exec<'a> {
         src_size: Option<&Operand>,
         ignore_src: Option<&Operand>,
     ) -> Result<(), Box<Finding>> {
-        let mut bytes = 0u64;
         for l in lanes(active) {
             let who = Self::who(w, pc, l);
             let d = self.address(dst, w, l);
@@ -833,14 +826,15 @@ impl<'a> Exec<'a> {
                 )?;
                 self.read_bytes(&st, &mut data[..read as usize], who, s)?;
                 self.note_access(&st, s, read, l);
-                bytes += read as u64;
             }
             // The destination is written when the copy completes; any access before that is a
             // racecheck finding. Issuing it is a write for hazard purposes.
             if self.opts.checks.racecheck {
                 self.shared_write_check(doff, size, who, d)?;
                 for i in doff..doff + size as u64 {
-                    self.shadow[i as usize].pending = who.tid() + 1;
+                    let sh = &mut self.shadow[i as usize];
+                    sh.pending = who.tid() + 1;
+                    sh.pending_gen = self.generation;
                 }
             }
             self.note_access(&dt, d, size, l);
@@ -850,7 +844,7 @@ impl<'a> Exec<'a> {
                 data,
             });
         }
-        self.flush_access_stats(pc, bytes);
+        self.flush_access_stats(pc);
         Ok(())
     }
 }

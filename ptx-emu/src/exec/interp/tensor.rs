@@ -42,7 +42,7 @@ impl<'a> Exec<'a> {
                 }
             }
         }
-        self.flush_access_stats(pc, 16 * 8 * num as u64);
+        self.flush_access_stats(pc);
         let Operand::Vector(regs) = d else {
             unreachable!("the parser gives ldmatrix a vector destination")
         };
