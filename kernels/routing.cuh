@@ -439,10 +439,16 @@ MOE_HD void moe_route_row(const Lanes& lanes, const MoeRoutingParams& p, Row& ro
         threshold = moe_select_groups(lanes, p, row, group_scores);
     }
 
-    // Pick j is the best eligible expert ranked strictly after pick j - 1. Lane (j mod kWidth)
-    // writes slot j, so the final rescaling below reads back only its own writes.
+    // Pick j is the best eligible expert ranked strictly after pick j - 1. Lane (j mod kWidth) owns
+    // slot j. When k <= kWidth each lane owns at most one slot and keeps it in registers until the
+    // rescaling, which then writes all k slots in one coalesced store of ids and one of weights;
+    // otherwise the lanes store each pick as it is made and rescale what they stored (reading back
+    // only their own writes).
     int32_t* ids = p.topk_ids + token * p.top_k;
     float* weights = p.topk_weights + token * p.top_k;
+    const bool in_registers = p.top_k <= Lanes::kWidth;
+    int32_t my_id = 0;
+    float my_score = 0.0f;
     MoeRanked previous = moe_rank_top();
     float weight_sum = 0.0f;
     for (int32_t j = 0; j < p.top_k; ++j) {
@@ -466,18 +472,31 @@ MOE_HD void moe_route_row(const Lanes& lanes, const MoeRoutingParams& p, Row& ro
         // Every lane carries the same running sum, accumulated in slot order like the reference.
         weight_sum += pick.score;
         if (lanes.lane() == j % Lanes::kWidth) {
-            ids[j] = pick.rank.index;
-            weights[j] = pick.score;
+            if (in_registers) {
+                my_id = pick.rank.index;
+                my_score = pick.score;
+            } else {
+                ids[j] = pick.rank.index;
+                weights[j] = pick.score;
+            }
         }
     }
 
     const bool divide = p.renormalize != 0 && weight_sum > 0.0f;
-    for (int32_t j = lanes.lane(); j < p.top_k; j += Lanes::kWidth) {
-        float w = weights[j];
-        if (divide) {
-            w = w / weight_sum;
+    if (in_registers) {
+        if (lanes.lane() < p.top_k) {
+            const float w = divide ? my_score / weight_sum : my_score;
+            ids[lanes.lane()] = my_id;
+            weights[lanes.lane()] = w * p.routed_scaling_factor;
         }
-        weights[j] = w * p.routed_scaling_factor;
+    } else {
+        for (int32_t j = lanes.lane(); j < p.top_k; j += Lanes::kWidth) {
+            float w = weights[j];
+            if (divide) {
+                w = w / weight_sum;
+            }
+            weights[j] = w * p.routed_scaling_factor;
+        }
     }
     // The next row of these lanes overwrites the group scores read above.
     lanes.sync();

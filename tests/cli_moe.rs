@@ -115,6 +115,25 @@ fn read_output(path: &Path, t: usize, k: usize) -> (Vec<f32>, Vec<i32>, Vec<f32>
     (hidden, ids, weights)
 }
 
+/// `moe run` of `layer` of the checkpoint in `dir` from `input` to `output` on `device`.
+fn run_args(dir: &Path, layer: usize, input: &Path, output: &Path, device: &str) -> Vec<String> {
+    [
+        "run",
+        "--model",
+        p(dir),
+        "--layer",
+        &layer.to_string(),
+        "--input",
+        p(input),
+        "--output",
+        p(output),
+        "--device",
+        device,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 fn assert_ok(out: &Output, what: &str) {
     assert!(
         out.status.success(),
@@ -145,19 +164,8 @@ fn run_family(family: ModelFamily) {
         let x = write_input(&mut rng, &input, t, dtype);
         let what = format!("{family} fused={fused} {dtype}");
         for &layer in m.layers.keys() {
-            let out = moe(&[
-                "run",
-                "--model",
-                p(dir.path()),
-                "--layer",
-                &layer.to_string(),
-                "--input",
-                p(&input),
-                "--output",
-                p(&output),
-                "--device",
-                "cpu",
-            ]);
+            let args = run_args(dir.path(), layer, &input, &output, "cpu");
+            let out = moe(&args.iter().map(String::as_str).collect::<Vec<_>>());
             assert_ok(&out, &what);
             let k = m.moe.routing.top_k;
             let (hidden, ids, weights) = read_output(&output, t, k);
@@ -241,19 +249,8 @@ fn run_on_the_gpu_matches_the_cpu() {
         let mut results = Vec::new();
         for device in ["cpu", "cuda"] {
             let output = work.path().join(format!("out-{device}.safetensors"));
-            let args = [
-                "run",
-                "--model",
-                p(dir.path()),
-                "--layer",
-                &layer.to_string(),
-                "--input",
-                p(&input),
-                "--output",
-                p(&output),
-                "--device",
-                device,
-            ];
+            let args = run_args(dir.path(), layer, &input, &output, device);
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let out = if device == "cpu" {
                 moe(&args)
             } else {

@@ -17,7 +17,6 @@
 mod common;
 
 use half::{bf16, f16};
-use moe_kernels::cpu::layer::{MoeWeights, SharedExpertWeights};
 use moe_kernels::gpu::{
     combine, gather, grouped_gemm, permute, route, shared_expert_accumulate, Device, DeviceStatus,
     GemmElement, GemmEpilogue, GemmOutput, GpuElement, GpuMoeLayer, GpuPermutation,
@@ -176,12 +175,6 @@ impl Dump {
     }
 }
 
-fn values<T: GpuElement>(rng: &mut StdRng, n: usize, scale: f32) -> Vec<T> {
-    (0..n)
-        .map(|_| T::from_f32(rng.random_range(-scale..scale)))
-        .collect()
-}
-
 // ---------------------------------------------------------------------------------------------
 // The cases
 // ---------------------------------------------------------------------------------------------
@@ -205,7 +198,7 @@ fn routing_cases<T: GpuElement>(dev: &Device, rng: &mut StdRng, d: &mut Dump) {
             configs.push(("sigmoid_grouped_bias", grouped));
         }
         for (label, cfg) in configs {
-            let logits: Vec<T> = values(rng, t * e, 4.0);
+            let logits: Vec<T> = common::values(rng, t * e, 4.0);
             let bias: Vec<f32> = (0..e).map(|_| rng.random_range(-0.5..0.5)).collect();
             let logits_d = s.clone_htod(&logits).unwrap();
             let bias_d = s.clone_htod(&bias).unwrap();
@@ -270,7 +263,7 @@ fn permute_gather_combine_cases(dev: &Device, rng: &mut StdRng, d: &mut Dump) {
         );
         // Gather in the three unit widths: 16-byte rows, 4-byte rows, 2-byte rows.
         for hidden in [64usize, 6, 7] {
-            let x: Vec<bf16> = values(rng, t * hidden, 1.0);
+            let x: Vec<bf16> = common::values(rng, t * hidden, 1.0);
             let x_d = s.clone_htod(&x).unwrap();
             let rows = perm.num_rows_bound();
             let mut out = s.alloc_zeros::<bf16>(rows * hidden).unwrap();
@@ -284,7 +277,7 @@ fn permute_gather_combine_cases(dev: &Device, rng: &mut StdRng, d: &mut Dump) {
         // Combine (multiplies and adds rounded separately): bit for bit, with and without shared.
         for hidden in [64usize, 9] {
             let rows = perm.num_rows_bound();
-            let y: Vec<bf16> = values(rng, rows * hidden, 1.0);
+            let y: Vec<bf16> = common::values(rng, rows * hidden, 1.0);
             let weights: Vec<f32> = (0..t * k).map(|_| rng.random_range(0.0..1.0)).collect();
             let shared: Vec<f32> = (0..t * hidden)
                 .map(|_| rng.random_range(-1.0..1.0))
@@ -330,8 +323,8 @@ fn permute_gather_combine_cases(dev: &Device, rng: &mut StdRng, d: &mut Dump) {
     }
     // Shared experts: a plain accumulation (bit for bit) and a sigmoid-gated one (expf: ulps).
     let (t, h) = (33usize, 96usize);
-    let x: Vec<bf16> = values(rng, t * h, 1.0);
-    let gate: Vec<bf16> = values(rng, h, 0.2);
+    let x: Vec<bf16> = common::values(rng, t * h, 1.0);
+    let gate: Vec<bf16> = common::values(rng, h, 0.2);
     let part: Vec<f32> = (0..t * h).map(|_| rng.random_range(-1.0..1.0)).collect();
     let (x_d, g_d, p_d) = (
         s.clone_htod(&x).unwrap(),
@@ -370,8 +363,8 @@ fn gemm_case<T: GemmElement, O: GemmOutput<T> + Dumpable + cudarc::driver::Valid
     label: &str,
 ) {
     let s = dev.stream();
-    let x: Vec<T> = values(rng, rows * k, 1.0);
-    let w: Vec<T> = values(rng, e * n * k, 1.0 / (k as f32).sqrt());
+    let x: Vec<T> = common::values(rng, rows * k, 1.0);
+    let w: Vec<T> = common::values(rng, e * n * k, 1.0 / (k as f32).sqrt());
     // Uneven segments: expert j gets about rows * (j + 1) / sum.
     let total: usize = (1..=e).sum();
     let mut offsets = vec![0i64];
@@ -449,40 +442,9 @@ fn layer_case<T: GemmElement + GemmOutput<T> + Dumpable + cudarc::driver::ValidA
     t: usize,
 ) {
     let s = dev.stream();
-    let (h, i, e) = (
-        cfg.hidden_size,
-        cfg.intermediate_size,
-        cfg.routing.num_experts,
-    );
-    let up = cfg.activation.up_rows(i);
-    let hs = 1.0 / (h as f32).sqrt();
-    let weights = MoeWeights::<T> {
-        router: values(rng, e * h, hs),
-        correction_bias: cfg
-            .routing
-            .correction_bias
-            .then(|| (0..e).map(|_| rng.random_range(-0.1..0.1)).collect()),
-        gate_up: values(rng, e * up * h, 2.0 * hs),
-        down: values(rng, e * h * i, 1.0 / (i as f32).sqrt()),
-        shared: cfg
-            .shared_experts
-            .iter()
-            .map(|sh| SharedExpertWeights {
-                gate_up: values(
-                    rng,
-                    cfg.activation.up_rows(sh.intermediate_size) * h,
-                    2.0 * hs,
-                ),
-                down: values(
-                    rng,
-                    h * sh.intermediate_size,
-                    1.0 / (sh.intermediate_size as f32).sqrt(),
-                ),
-                gate: sh.sigmoid_gate.then(|| values(rng, h, hs)),
-            })
-            .collect(),
-    };
-    let x: Vec<T> = values(rng, t * h, 1.0);
+    let h = cfg.hidden_size;
+    let weights = common::random_layer_weights::<T>(rng, cfg, false);
+    let x: Vec<T> = common::values(rng, t * h, 1.0);
     let layer = GpuMoeLayer::upload(dev, cfg, &weights).unwrap();
     let mut ws = layer.workspace(dev, t).unwrap();
     let x_d = s.clone_htod(&x).unwrap();

@@ -11,7 +11,7 @@ mod common;
 
 use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
 use half::{bf16, f16};
-use moe_kernels::cpu::layer::{CpuMoeLayer, MoeWeights, SharedExpertWeights};
+use moe_kernels::cpu::layer::CpuMoeLayer;
 use moe_kernels::cpu::routing::{route as cpu_route, Routing};
 use moe_kernels::gpu::{Device, GemmElement, GemmOutput, GpuElement, GpuMoeLayer, Workspace};
 use moe_kernels::{
@@ -29,55 +29,6 @@ fn device(test: &str) -> Option<Device> {
 trait LayerElement: GemmElement + GemmOutput<Self> + cudarc::driver::ValidAsZeroBits {}
 impl LayerElement for bf16 {}
 impl LayerElement for f16 {}
-
-fn values<T: GpuElement>(rng: &mut StdRng, n: usize, scale: f32) -> Vec<T> {
-    common::randn(rng, n, scale)
-        .into_iter()
-        .map(T::from_f32)
-        .collect()
-}
-
-/// Random weights for `cfg`, scaled so that every stage sees values of order one. `hot` makes
-/// expert 0 win every token (with hidden states of positive mean).
-fn random_weights<T: GpuElement>(rng: &mut StdRng, cfg: &MoeConfig, hot: bool) -> MoeWeights<T> {
-    let (h, i, e) = (
-        cfg.hidden_size,
-        cfg.intermediate_size,
-        cfg.routing.num_experts,
-    );
-    let up = cfg.activation.up_rows(i);
-    let hs = 1.0 / (h as f32).sqrt();
-    let mut router: Vec<T> = values(rng, e * h, hs);
-    if hot {
-        router[..h].fill(T::from_f32(4.0 * hs));
-    }
-    MoeWeights {
-        router,
-        correction_bias: cfg
-            .routing
-            .correction_bias
-            .then(|| common::uniform(rng, e, -0.1, 0.1)),
-        gate_up: values(rng, e * up * h, 2.0 * hs),
-        down: values(rng, e * h * i, 1.0 / (i as f32).sqrt()),
-        shared: cfg
-            .shared_experts
-            .iter()
-            .map(|s| SharedExpertWeights {
-                gate_up: values(
-                    rng,
-                    cfg.activation.up_rows(s.intermediate_size) * h,
-                    2.0 * hs,
-                ),
-                down: values(
-                    rng,
-                    h * s.intermediate_size,
-                    1.0 / (s.intermediate_size as f32).sqrt(),
-                ),
-                gate: s.sigmoid_gate.then(|| values(rng, h, hs)),
-            })
-            .collect(),
-    }
-}
 
 /// Hidden states `[t, h]`; with `hot`, of positive mean (so the hot expert's logit is large).
 fn random_x<T: GpuElement>(rng: &mut StdRng, t: usize, h: usize, hot: bool) -> Vec<T> {
@@ -129,7 +80,7 @@ fn check_layer<T: LayerElement>(
 ) -> usize {
     let what = format!("{} T = {t}, hot = {hot}: {cfg:?}", T::DTYPE);
     let (h, e, k) = (cfg.hidden_size, cfg.routing.num_experts, cfg.routing.top_k);
-    let weights = random_weights::<T>(rng, cfg, hot);
+    let weights = common::random_layer_weights::<T>(rng, cfg, hot);
     let x = random_x::<T>(rng, t, h, hot);
     let layer = GpuMoeLayer::upload(dev, cfg, &weights).unwrap();
     let mut ws = layer.workspace(dev, t).unwrap();
@@ -320,7 +271,7 @@ fn hot_expert_and_empty_experts() {
 /// A small DeepSeek-V3-like layer and its inputs, for the graph and repeatability tests.
 fn small_layer<T: LayerElement>(dev: &Device, rng: &mut StdRng) -> (GpuMoeLayer<T>, MoeConfig) {
     let cfg = scaled(MoeConfig::deepseek_v3(), 256, 128);
-    let weights = random_weights::<T>(rng, &cfg, false);
+    let weights = common::random_layer_weights::<T>(rng, &cfg, false);
     (GpuMoeLayer::upload(dev, &cfg, &weights).unwrap(), cfg)
 }
 
@@ -471,7 +422,7 @@ fn bad_input_is_rejected_before_launch() {
         Err(MoeError::InvalidConfig(_))
     ));
     // Weights that do not fit the config are rejected at upload, by the CPU layer's checks.
-    let mut weights = random_weights::<bf16>(&mut rng, &cfg, false);
+    let mut weights = common::random_layer_weights::<bf16>(&mut rng, &cfg, false);
     weights.down.pop();
     assert!(matches!(
         GpuMoeLayer::upload(&dev, &cfg, &weights),

@@ -27,6 +27,58 @@ pub fn uniform(rng: &mut StdRng, n: usize, lo: f32, hi: f32) -> Vec<f32> {
     (0..n).map(|_| rng.random_range(lo..hi)).collect()
 }
 
+/// `n` values of element type `T` with standard deviation about `scale` (uniform, zero mean).
+pub fn values<T: moe_kernels::Element>(rng: &mut StdRng, n: usize, scale: f32) -> Vec<T> {
+    randn(rng, n, scale).into_iter().map(T::from_f32).collect()
+}
+
+/// Random weights for `cfg`, scaled so that every stage sees values of order one. `hot` makes
+/// expert 0 win every token (with hidden states of positive mean).
+pub fn random_layer_weights<T: moe_kernels::Element>(
+    rng: &mut StdRng,
+    cfg: &moe_kernels::MoeConfig,
+    hot: bool,
+) -> moe_kernels::cpu::layer::MoeWeights<T> {
+    use moe_kernels::cpu::layer::{MoeWeights, SharedExpertWeights};
+    let (h, i, e) = (
+        cfg.hidden_size,
+        cfg.intermediate_size,
+        cfg.routing.num_experts,
+    );
+    let up = cfg.activation.up_rows(i);
+    let hs = 1.0 / (h as f32).sqrt();
+    let mut router: Vec<T> = values(rng, e * h, hs);
+    if hot {
+        router[..h].fill(T::from_f32(4.0 * hs));
+    }
+    MoeWeights {
+        router,
+        correction_bias: cfg
+            .routing
+            .correction_bias
+            .then(|| uniform(rng, e, -0.1, 0.1)),
+        gate_up: values(rng, e * up * h, 2.0 * hs),
+        down: values(rng, e * h * i, 1.0 / (i as f32).sqrt()),
+        shared: cfg
+            .shared_experts
+            .iter()
+            .map(|s| SharedExpertWeights {
+                gate_up: values(
+                    rng,
+                    cfg.activation.up_rows(s.intermediate_size) * h,
+                    2.0 * hs,
+                ),
+                down: values(
+                    rng,
+                    h * s.intermediate_size,
+                    1.0 / (s.intermediate_size as f32).sqrt(),
+                ),
+                gate: s.sigmoid_gate.then(|| values(rng, h, hs)),
+            })
+            .collect(),
+    }
+}
+
 /// `n` values with standard deviation about `scale` (uniform, zero mean).
 pub fn randn(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
     let a = scale * 3f32.sqrt();

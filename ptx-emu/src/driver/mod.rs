@@ -84,6 +84,15 @@ fn h(p: Handle) -> usize {
     p as usize
 }
 
+/// SUCCESS when a handle was found (and, for destroys, removed), else CUDA_ERROR_INVALID_HANDLE.
+fn found(yes: bool) -> CuResult {
+    if yes {
+        SUCCESS
+    } else {
+        INVALID_HANDLE
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Initialisation, devices, contexts
 // ---------------------------------------------------------------------------------------------
@@ -1064,10 +1073,7 @@ pub unsafe extern "C" fn cuFuncSetAttribute(
 pub unsafe extern "C" fn cuFuncSetCacheConfig(hfunc: Handle, _config: c_uint) -> CuResult {
     ffi!({
         let d = drv!();
-        if function(d, hfunc).is_none() {
-            return INVALID_HANDLE;
-        }
-        SUCCESS
+        found(function(d, hfunc).is_some())
     })
 }
 
@@ -1369,10 +1375,7 @@ pub unsafe extern "C" fn cuStreamCreateWithPriority(
 pub unsafe extern "C" fn cuStreamDestroy_v2(s: Handle) -> CuResult {
     ffi!({
         let d = drv!();
-        match d.handles().streams.remove(&h(s)) {
-            Some(_) => SUCCESS,
-            None => INVALID_HANDLE,
-        }
+        found(d.handles().streams.remove(&h(s)).is_some())
     })
 }
 
@@ -1409,10 +1412,7 @@ pub unsafe extern "C" fn cuStreamSynchronize(s: Handle) -> CuResult {
 pub unsafe extern "C" fn cuStreamQuery(s: Handle) -> CuResult {
     ffi!({
         let d = drv!();
-        if !d.stream_exists(h(s)) {
-            return INVALID_HANDLE;
-        }
-        SUCCESS
+        found(d.stream_exists(h(s)))
     })
 }
 
@@ -1542,10 +1542,7 @@ pub unsafe extern "C" fn cuEventRecordWithFlags(e: Handle, s: Handle, _flags: c_
 pub unsafe extern "C" fn cuEventQuery(e: Handle) -> CuResult {
     ffi!({
         let d = drv!();
-        if !d.handles().events.contains_key(&h(e)) {
-            return INVALID_HANDLE;
-        }
-        SUCCESS
+        found(d.handles().events.contains_key(&h(e)))
     })
 }
 
@@ -1589,10 +1586,7 @@ pub unsafe extern "C" fn cuEventElapsedTime_v2(
 pub unsafe extern "C" fn cuEventDestroy_v2(e: Handle) -> CuResult {
     ffi!({
         let d = drv!();
-        match d.handles().events.remove(&h(e)) {
-            Some(_) => SUCCESS,
-            None => INVALID_HANDLE,
-        }
+        found(d.handles().events.remove(&h(e)).is_some())
     })
 }
 
@@ -1642,10 +1636,7 @@ pub unsafe extern "C" fn cuGraphLaunch(exec: Handle, stream: Handle) -> CuResult
 pub unsafe extern "C" fn cuGraphUpload(exec: Handle, _stream: Handle) -> CuResult {
     ffi!({
         let d = drv!();
-        if !d.handles().execs.contains_key(&h(exec)) {
-            return INVALID_HANDLE;
-        }
-        SUCCESS
+        found(d.handles().execs.contains_key(&h(exec)))
     })
 }
 
@@ -1654,10 +1645,7 @@ pub unsafe extern "C" fn cuGraphUpload(exec: Handle, _stream: Handle) -> CuResul
 pub unsafe extern "C" fn cuGraphDestroy(graph: Handle) -> CuResult {
     ffi!({
         let d = drv!();
-        match d.handles().graphs.remove(&h(graph)) {
-            Some(_) => SUCCESS,
-            None => INVALID_HANDLE,
-        }
+        found(d.handles().graphs.remove(&h(graph)).is_some())
     })
 }
 
@@ -1666,10 +1654,7 @@ pub unsafe extern "C" fn cuGraphDestroy(graph: Handle) -> CuResult {
 pub unsafe extern "C" fn cuGraphExecDestroy(exec: Handle) -> CuResult {
     ffi!({
         let d = drv!();
-        match d.handles().execs.remove(&h(exec)) {
-            Some(_) => SUCCESS,
-            None => INVALID_HANDLE,
-        }
+        found(d.handles().execs.remove(&h(exec)).is_some())
     })
 }
 

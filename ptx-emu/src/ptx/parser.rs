@@ -291,6 +291,16 @@ impl<'a> ModList<'a> {
         }
     }
 
+    /// The state space (generic when absent), vector width and type of a load or store, its
+    /// cache and ordering hints ignored.
+    fn memory(&mut self) -> PResult<(Space, u32, Ty)> {
+        self.ignore_hints();
+        self.ignore(&["L2::cache_hint"]);
+        let space = self.space().unwrap_or(Space::Generic);
+        let vector = self.vector();
+        Ok((space, vector, self.ty()?))
+    }
+
     fn finish(self) -> PResult<()> {
         let rest: Vec<&str> = self
             .items
@@ -1608,11 +1618,7 @@ impl<'t> Parser<'t> {
             }
             "ld" | "ldu" => {
                 want(2)?;
-                m.ignore_hints();
-                m.ignore(&["L2::cache_hint"]);
-                let space = m.space().unwrap_or(Space::Generic);
-                let vector = m.vector();
-                let ty = m.ty()?;
+                let (space, vector, ty) = m.memory()?;
                 let d = self.dst(b, &ops[0], line)?;
                 check_vector(&d, vector, line)?;
                 Op::Ld {
@@ -1626,11 +1632,7 @@ impl<'t> Parser<'t> {
                 if n != 2 && n != 3 {
                     want(2)?;
                 }
-                m.ignore_hints();
-                m.ignore(&["L2::cache_hint"]);
-                let space = m.space().unwrap_or(Space::Generic);
-                let vector = m.vector();
-                let ty = m.ty()?;
+                let (space, vector, ty) = m.memory()?;
                 let a = self.vec_src(b, &ops[1], ty, line)?;
                 check_vector(&a, vector, line)?;
                 Op::St {

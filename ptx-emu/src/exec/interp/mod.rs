@@ -917,17 +917,14 @@ impl<'a> Exec<'a> {
             if checks.racecheck && s.pending != 0 && s.pending_gen == self.generation {
                 return Err(self.async_pending_finding(who, addr, s.pending - 1, "read"));
             }
-            if checks.racecheck && s.w_tid != 0 && s.w_tid != me && s.w_ep == self.epoch {
-                let other_warp = (s.w_tid - 1) / 32;
-                if other_warp != who.warp || s.w_wep == who.wep {
-                    return Err(self.race_finding(
-                        "read-after-write",
-                        who,
-                        addr,
-                        s.w_tid - 1,
-                        s.w_line,
-                    ));
-                }
+            if checks.racecheck && self.unordered(s.w_tid, s.w_ep, s.w_wep, who) {
+                return Err(self.race_finding(
+                    "read-after-write",
+                    who,
+                    addr,
+                    s.w_tid - 1,
+                    s.w_line,
+                ));
             }
             if checks.initcheck && s.init != self.generation {
                 return Err(self.finding(
@@ -956,6 +953,16 @@ impl<'a> Exec<'a> {
         Ok(())
     }
 
+    /// Whether an access by thread `other - 1` (0: none) in barrier epoch `ep` and warp epoch `wep`
+    /// is unordered with the current access of `who`: another thread, no block barrier in
+    /// between, and, within one warp, no `bar.warp.sync` in between.
+    fn unordered(&self, other: u32, ep: u32, wep: u32, who: Who) -> bool {
+        other != 0
+            && other != who.tid() + 1
+            && ep == self.epoch
+            && ((other - 1) / 32 != who.warp || wep == who.wep)
+    }
+
     /// Racecheck of a shared write; records the write (and initialises the bytes).
     fn shared_write_check(
         &mut self,
@@ -973,32 +980,14 @@ impl<'a> Exec<'a> {
                 if s.pending != 0 && s.pending_gen == self.generation {
                     return Err(self.async_pending_finding(who, addr, s.pending - 1, "write"));
                 }
-                if s.w_tid != 0 && s.w_tid != me && s.w_ep == self.epoch {
-                    let other_warp = (s.w_tid - 1) / 32;
-                    if other_warp != who.warp || s.w_wep == who.wep {
-                        return Err(self.race_finding(
-                            "write-after-write",
-                            who,
-                            addr,
-                            s.w_tid - 1,
-                            s.w_line,
-                        ));
-                    }
+                if self.unordered(s.w_tid, s.w_ep, s.w_wep, who) {
+                    let (other, line) = (s.w_tid - 1, s.w_line);
+                    return Err(self.race_finding("write-after-write", who, addr, other, line));
                 }
-                if s.r_ep == self.epoch {
-                    for reader in [s.r_tid, s.r2_tid] {
-                        if reader != 0 && reader != me {
-                            let other_warp = (reader - 1) / 32;
-                            if other_warp != who.warp || s.r_wep == who.wep {
-                                return Err(self.race_finding(
-                                    "write-after-read",
-                                    who,
-                                    addr,
-                                    reader - 1,
-                                    s.r_line,
-                                ));
-                            }
-                        }
+                for reader in [s.r_tid, s.r2_tid] {
+                    if self.unordered(reader, s.r_ep, s.r_wep, who) {
+                        let (other, line) = (reader - 1, s.r_line);
+                        return Err(self.race_finding("write-after-read", who, addr, other, line));
                     }
                 }
             }
@@ -1507,6 +1496,14 @@ fn compress_ranges(v: &[u32]) -> String {
         i += 1;
     }
     parts.join(", ")
+}
+
+/// The elements of a vector operand (or the operand itself).
+fn elements(o: &Operand) -> &[Operand] {
+    match o {
+        Operand::Vector(v) => v,
+        other => std::slice::from_ref(other),
+    }
 }
 
 /// Gather the bytes of a value of `n` bytes (little-endian).

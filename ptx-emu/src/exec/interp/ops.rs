@@ -1,6 +1,6 @@
 //! The bodies of the non-control instructions: each runs for the active lanes of one warp group.
 
-use super::{from_bytes, lanes, to_bytes, AsyncCopy, Exec, Target, Warp, Who};
+use super::{elements, from_bytes, lanes, to_bytes, AsyncCopy, Exec, Target, Warp, Who};
 use crate::exec::alu;
 use crate::exec::finding::{codes, Check, Finding};
 use crate::exec::float as fl;
@@ -367,8 +367,7 @@ impl<'a> Exec<'a> {
                 c,
             } => return self.mma(w, pc, active, *shape, *aty, *cty, *dty, d, a, b, c),
             Op::BarWarp { mask } => {
-                let m = self.uniform_mask(w, pc, active, mask, "bar.warp.sync")?;
-                let Some(members) = self.rendezvous(w, pc, active, m, "bar.warp.sync")? else {
+                let Some(members) = self.collective(w, pc, active, mask, "bar.warp.sync")? else {
                     return Ok(false);
                 };
                 w.epoch = w.epoch.wrapping_add(1);
@@ -383,8 +382,7 @@ impl<'a> Exec<'a> {
                 c,
                 mask,
             } => {
-                let m = self.uniform_mask(w, pc, active, mask, "shfl.sync")?;
-                let Some(members) = self.rendezvous(w, pc, active, m, "shfl.sync")? else {
+                let Some(members) = self.collective(w, pc, active, mask, "shfl.sync")? else {
                     return Ok(false);
                 };
                 let mut src = [0u64; 32];
@@ -441,8 +439,7 @@ impl<'a> Exec<'a> {
                 self.release(w, pc, members, active);
             }
             Op::Vote { mode, d, a, mask } => {
-                let m = self.uniform_mask(w, pc, active, mask, "vote.sync")?;
-                let Some(members) = self.rendezvous(w, pc, active, m, "vote.sync")? else {
+                let Some(members) = self.collective(w, pc, active, mask, "vote.sync")? else {
                     return Ok(false);
                 };
                 let mut ballot = 0u32;
@@ -470,8 +467,7 @@ impl<'a> Exec<'a> {
                 a,
                 mask,
             } => {
-                let m = self.uniform_mask(w, pc, active, mask, "match.sync")?;
-                let Some(members) = self.rendezvous(w, pc, active, m, "match.sync")? else {
+                let Some(members) = self.collective(w, pc, active, mask, "match.sync")? else {
                     return Ok(false);
                 };
                 let mut vals = [0u64; 32];
@@ -498,8 +494,7 @@ impl<'a> Exec<'a> {
                 self.release(w, pc, members, active);
             }
             Op::Redux { op, ty, d, a, mask } => {
-                let m = self.uniform_mask(w, pc, active, mask, "redux.sync")?;
-                let Some(members) = self.rendezvous(w, pc, active, m, "redux.sync")? else {
+                let Some(members) = self.collective(w, pc, active, mask, "redux.sync")? else {
                     return Ok(false);
                 };
                 let signed = ty.is_signed();
@@ -560,6 +555,20 @@ impl<'a> Exec<'a> {
         for l in lanes(members & !active) {
             w.pc[l] = pc + 1;
         }
+    }
+
+    /// A warp collective with member mask operand `mask`: every member, once all have arrived
+    /// (None: the arriving lanes wait).
+    fn collective(
+        &self,
+        w: &mut Warp,
+        pc: u32,
+        active: u32,
+        mask: &Operand,
+        what: &'static str,
+    ) -> Result<Option<u32>, Box<Finding>> {
+        let m = self.uniform_mask(w, pc, active, mask, what)?;
+        self.rendezvous(w, pc, active, m, what)
     }
 
     /// The member mask of a collective, which every executing lane must give the same.
@@ -637,6 +646,32 @@ impl<'a> Exec<'a> {
         }
     }
 
+    /// Run `body` for each active lane's access of `total` bytes (aligned to its size) in `space`
+    /// at `addr`, with the resolved target and the address; then count the warp's request.
+    #[allow(clippy::too_many_arguments)]
+    fn each_access(
+        &mut self,
+        w: &mut Warp,
+        pc: u32,
+        active: u32,
+        space: Space,
+        addr: &Address,
+        total: usize,
+        write: bool,
+        mut body: impl FnMut(&mut Self, &mut Warp, Target, usize, u64, Who) -> Result<(), Box<Finding>>,
+    ) -> Result<(), Box<Finding>> {
+        let what = if write { "store" } else { "load" };
+        for l in lanes(active) {
+            let who = Self::who(w, pc, l);
+            let a = self.access_address(space, addr, w, l);
+            let t = self.resolve(space, a, total as u32, total as u32, write, who, what)?;
+            self.note_access(&t, a, total as u32, l);
+            body(self, w, t, l, a, who)?;
+        }
+        self.flush_access_stats(pc);
+        Ok(())
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn load(
         &mut self,
@@ -648,26 +683,27 @@ impl<'a> Exec<'a> {
         d: &Operand,
         addr: &Address,
     ) -> Result<(), Box<Finding>> {
-        let parts: &[Operand] = match d {
-            Operand::Vector(v) => v,
-            other => std::slice::from_ref(other),
-        };
+        let parts = elements(d);
         let esize = ty.bytes() as usize;
         let total = esize * parts.len();
-        for l in lanes(active) {
-            let who = Self::who(w, pc, l);
-            let a = self.access_address(space, addr, w, l);
-            let t = self.resolve(space, a, total as u32, total as u32, false, who, "load")?;
-            let mut buf = [0u8; 64];
-            self.read_bytes(&t, &mut buf[..total], who, a)?;
-            self.note_access(&t, a, total as u32, l);
-            for (i, p) in parts.iter().enumerate() {
-                let v = from_bytes(&buf[i * esize..(i + 1) * esize]);
-                Self::set(w, p, l, alu::norm(v, ty));
-            }
-        }
-        self.flush_access_stats(pc);
-        Ok(())
+        self.each_access(
+            w,
+            pc,
+            active,
+            space,
+            addr,
+            total,
+            false,
+            |ex, w, t, l, a, who| {
+                let mut buf = [0u8; 64];
+                ex.read_bytes(&t, &mut buf[..total], who, a)?;
+                for (i, p) in parts.iter().enumerate() {
+                    let v = from_bytes(&buf[i * esize..(i + 1) * esize]);
+                    Self::set(w, p, l, alu::norm(v, ty));
+                }
+                Ok(())
+            },
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -681,26 +717,26 @@ impl<'a> Exec<'a> {
         addr: &Address,
         a: &Operand,
     ) -> Result<(), Box<Finding>> {
-        let parts: &[Operand] = match a {
-            Operand::Vector(v) => v,
-            other => std::slice::from_ref(other),
-        };
+        let parts = elements(a);
         let esize = ty.bytes() as usize;
         let total = esize * parts.len();
-        for l in lanes(active) {
-            let who = Self::who(w, pc, l);
-            let at = self.access_address(space, addr, w, l);
-            let t = self.resolve(space, at, total as u32, total as u32, true, who, "store")?;
-            let mut buf = [0u8; 64];
-            for (i, p) in parts.iter().enumerate() {
-                let v = self.get(p, w, l);
-                buf[i * esize..(i + 1) * esize].copy_from_slice(&to_bytes(v, esize)[..esize]);
-            }
-            self.write_bytes(&t, &buf[..total], who, at)?;
-            self.note_access(&t, at, total as u32, l);
-        }
-        self.flush_access_stats(pc);
-        Ok(())
+        self.each_access(
+            w,
+            pc,
+            active,
+            space,
+            addr,
+            total,
+            true,
+            |ex, w, t, l, at, who| {
+                let mut buf = [0u8; 64];
+                for (i, p) in parts.iter().enumerate() {
+                    let v = ex.get(p, w, l);
+                    buf[i * esize..(i + 1) * esize].copy_from_slice(&to_bytes(v, esize)[..esize]);
+                }
+                ex.write_bytes(&t, &buf[..total], who, at)
+            },
+        )
     }
 
     #[allow(clippy::too_many_arguments)]

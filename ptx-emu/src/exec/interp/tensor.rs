@@ -2,7 +2,7 @@
 //! the fragment layouts of the PTX ISA. Both are `.aligned` warp collectives: every lane of the
 //! warp takes part.
 
-use super::{from_bytes, lanes, Exec, Warp};
+use super::{elements, from_bytes, lanes, Exec, Warp};
 use crate::exec::finding::Finding;
 use crate::exec::float as fl;
 use crate::ptx::ir::*;
@@ -88,12 +88,7 @@ impl<'a> Exec<'a> {
         };
         self.summary.mma += 1;
         let k = shape.2 as usize;
-        let (ar, br, cr, dr) = (
-            operand_list(a),
-            operand_list(b),
-            operand_list(c),
-            operand_list(d),
-        );
+        let (ar, br, cr, dr) = (elements(a), elements(b), elements(c), elements(d));
         let all = w.exists;
         let fetch = |ops: &[Operand]| -> [[u64; 32]; 4] {
             let mut out = [[0u64; 32]; 4];
@@ -190,13 +185,5 @@ impl<'a> Exec<'a> {
         }
         self.release(w, pc, members, active);
         Ok(true)
-    }
-}
-
-/// The registers of a fragment operand (a vector, or one register).
-fn operand_list(o: &Operand) -> &[Operand] {
-    match o {
-        Operand::Vector(v) => v,
-        other => std::slice::from_ref(other),
     }
 }
