@@ -251,7 +251,7 @@ fn matches_cpu_reference_on_random_configs() {
     for case in 0..60 {
         // Every fast-path width (E <= 32, 64, 128, 256, 512) and its boundaries, and the general
         // path beyond 512.
-        let e = *[1usize, 8, 33, 60, 128, 256, 257, 512, 513, 1000]
+        let e = *[1usize, 8, 33, 60, 128, 256, 257, 512, 513, 1000, 1024]
             .choose(&mut rng)
             .unwrap();
         let cfg = common::random_routing_config(&mut rng, e);
@@ -555,7 +555,7 @@ fn sanitizer_smoke() {
         return;
     };
     let mut rng = common::rng("gpu_routing_sanitizer_smoke");
-    for (n, e) in [8usize, 60, 128, 256, 512, 1000].into_iter().enumerate() {
+    for (n, e) in [8usize, 60, 128, 256, 512, 1000, 1024].into_iter().enumerate() {
         let cfg = common::random_routing_config(&mut rng, e);
         check_case(&dev, &mut rng, &cfg, 3, n % 3);
     }

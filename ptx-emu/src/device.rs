@@ -81,10 +81,15 @@ impl DeviceSpec {
 
     /// The device chosen by `PTX_EMU_DEVICE` (`h200`, the default, or `a100`).
     pub fn from_env() -> Result<DeviceSpec, String> {
-        match std::env::var("PTX_EMU_DEVICE").as_deref() {
-            Err(_) | Ok("") | Ok("h200") | Ok("H200") => Ok(DeviceSpec::H200),
-            Ok("a100") | Ok("A100") => Ok(DeviceSpec::A100),
-            Ok(other) => Err(format!("PTX_EMU_DEVICE={other}: expected `h200` or `a100`")),
+        DeviceSpec::named(std::env::var("PTX_EMU_DEVICE").as_deref().unwrap_or(""))
+    }
+
+    /// The device called `name` (`h200`, or empty, or `a100`, in any case).
+    pub fn named(name: &str) -> Result<DeviceSpec, String> {
+        match name.to_ascii_lowercase().as_str() {
+            "" | "h200" => Ok(DeviceSpec::H200),
+            "a100" => Ok(DeviceSpec::A100),
+            other => Err(format!("PTX_EMU_DEVICE={other}: expected `h200` or `a100`")),
         }
     }
 
@@ -172,6 +177,10 @@ mod tests {
         assert_eq!(h.sm(), 90);
         assert!(h.name.contains("emulated"));
         assert_eq!(DeviceSpec::A100.sm(), 80);
+        assert_eq!(DeviceSpec::named("A100"), Ok(DeviceSpec::A100));
+        assert_eq!(DeviceSpec::A100.attribute(97), Some(166_912));
+        assert_eq!(DeviceSpec::named(""), Ok(DeviceSpec::H200));
+        assert!(DeviceSpec::named("v100").is_err());
         assert_eq!(h.attribute(10_000), None);
     }
 }
