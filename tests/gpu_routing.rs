@@ -555,7 +555,10 @@ fn sanitizer_smoke() {
         return;
     };
     let mut rng = common::rng("gpu_routing_sanitizer_smoke");
-    for (n, e) in [8usize, 60, 128, 256, 512, 1000, 1024].into_iter().enumerate() {
+    for (n, e) in [8usize, 60, 128, 256, 512, 1000, 1024]
+        .into_iter()
+        .enumerate()
+    {
         let cfg = common::random_routing_config(&mut rng, e);
         check_case(&dev, &mut rng, &cfg, 3, n % 3);
     }

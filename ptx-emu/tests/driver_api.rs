@@ -71,11 +71,20 @@ fn setup() -> Ctx {
         ok(cuCtxSetCurrent(ctx), "set current");
         let text = CString::new(PTX).unwrap();
         let mut module = null_mut();
-        ok(cuModuleLoadData(&mut module, text.as_ptr() as *const c_void), "load PTX");
+        ok(
+            cuModuleLoadData(&mut module, text.as_ptr() as *const c_void),
+            "load PTX",
+        );
         let mut add = null_mut();
         let mut big = null_mut();
-        ok(cuModuleGetFunction(&mut add, module, c"add".as_ptr()), "add");
-        ok(cuModuleGetFunction(&mut big, module, c"big".as_ptr()), "big");
+        ok(
+            cuModuleGetFunction(&mut add, module, c"add".as_ptr()),
+            "add",
+        );
+        ok(
+            cuModuleGetFunction(&mut big, module, c"big".as_ptr()),
+            "big",
+        );
         Ctx { module, add, big }
     }
 }
@@ -112,7 +121,10 @@ fn launches_run_with_packed_parameters_and_copies_round_trip() {
         let host: Vec<f32> = (0..n).map(|i| i as f32 * 0.5).collect();
         let mut dptr = 0u64;
         ok(cuMemAlloc_v2(&mut dptr, n as usize * 4), "alloc");
-        ok(cuMemcpyHtoD_v2(dptr, host.as_ptr() as *const c_void, n as usize * 4), "HtoD");
+        ok(
+            cuMemcpyHtoD_v2(dptr, host.as_ptr() as *const c_void, n as usize * 4),
+            "HtoD",
+        );
         let mut stream = null_mut();
         ok(cuStreamCreate(&mut stream, 0), "stream");
         let v = 1.25f32;
@@ -121,22 +133,73 @@ fn launches_run_with_packed_parameters_and_copies_round_trip() {
             &n as *const u32 as *mut c_void,
             &v as *const f32 as *mut c_void,
         ];
-        ok(cuLaunchKernel(c.add, 4, 1, 1, 256, 1, 1, 0, stream, args.as_mut_ptr(), null_mut()), "launch");
+        ok(
+            cuLaunchKernel(
+                c.add,
+                4,
+                1,
+                1,
+                256,
+                1,
+                1,
+                0,
+                stream,
+                args.as_mut_ptr(),
+                null_mut(),
+            ),
+            "launch",
+        );
         ok(cuStreamSynchronize(stream), "sync");
         let mut back = vec![0f32; n as usize];
-        ok(cuMemcpyDtoH_v2(back.as_mut_ptr() as *mut c_void, dptr, n as usize * 4), "DtoH");
+        ok(
+            cuMemcpyDtoH_v2(back.as_mut_ptr() as *mut c_void, dptr, n as usize * 4),
+            "DtoH",
+        );
         for (i, b) in back.iter().enumerate() {
             assert_eq!(*b, i as f32 * 0.5 + 1.25);
         }
         // Block limits: 1025 threads is invalid; a zero grid too.
-        assert_eq!(cuLaunchKernel(c.add, 1, 1, 1, 1025, 1, 1, 0, stream, args.as_mut_ptr(), null_mut()), INVALID_VALUE);
-        assert_eq!(cuLaunchKernel(c.add, 0, 1, 1, 32, 1, 1, 0, stream, args.as_mut_ptr(), null_mut()), INVALID_VALUE);
+        assert_eq!(
+            cuLaunchKernel(
+                c.add,
+                1,
+                1,
+                1,
+                1025,
+                1,
+                1,
+                0,
+                stream,
+                args.as_mut_ptr(),
+                null_mut()
+            ),
+            INVALID_VALUE
+        );
+        assert_eq!(
+            cuLaunchKernel(
+                c.add,
+                0,
+                1,
+                1,
+                32,
+                1,
+                1,
+                0,
+                stream,
+                args.as_mut_ptr(),
+                null_mut()
+            ),
+            INVALID_VALUE
+        );
         // Too few blocks to cover n leave the rest untouched; a memset then a DtoD copy.
         ok(cuMemsetD32_v2(dptr, 0x3f80_0000, n as usize), "memset 1.0");
         let mut other = 0u64;
         ok(cuMemAlloc_v2(&mut other, n as usize * 4), "alloc 2");
         ok(cuMemcpyDtoD_v2(other, dptr, n as usize * 4), "DtoD");
-        ok(cuMemcpyDtoH_v2(back.as_mut_ptr() as *mut c_void, other, n as usize * 4), "DtoH 2");
+        ok(
+            cuMemcpyDtoH_v2(back.as_mut_ptr() as *mut c_void, other, n as usize * 4),
+            "DtoH 2",
+        );
         assert!(back.iter().all(|&b| b == 1.0));
         ok(cuMemFree_v2(dptr), "free");
         ok(cuMemFree_v2(other), "free 2");
@@ -154,24 +217,67 @@ fn more_than_48_kib_of_dynamic_shared_memory_needs_the_opt_in() {
         ok(cuMemAlloc_v2(&mut out, 4 * 64), "alloc");
         let mut args: [*mut c_void; 1] = [&out as *const u64 as *mut c_void];
         let bytes = 64 * 1024;
-        let r = cuLaunchKernel(c.big, 1, 1, 1, 64, 1, 1, bytes, null_mut(), args.as_mut_ptr(), null_mut());
+        let r = cuLaunchKernel(
+            c.big,
+            1,
+            1,
+            1,
+            64,
+            1,
+            1,
+            bytes,
+            null_mut(),
+            args.as_mut_ptr(),
+            null_mut(),
+        );
         assert_eq!(r, INVALID_VALUE, "64 KiB without the opt-in");
         let mut limit = 0;
-        ok(cuFuncGetAttribute(&mut limit, attributes::MAX_DYNAMIC_SHARED_SIZE_BYTES, c.big), "get");
+        ok(
+            cuFuncGetAttribute(&mut limit, attributes::MAX_DYNAMIC_SHARED_SIZE_BYTES, c.big),
+            "get",
+        );
         assert_eq!(limit, 48 * 1024);
         assert_eq!(
             cuFuncSetAttribute(c.big, attributes::MAX_DYNAMIC_SHARED_SIZE_BYTES, 228 * 1024),
             INVALID_VALUE,
             "past the device's opt-in maximum"
         );
-        ok(cuFuncSetAttribute(c.big, attributes::MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes as i32), "opt in");
-        ok(cuLaunchKernel(c.big, 1, 1, 1, 64, 1, 1, bytes, null_mut(), args.as_mut_ptr(), null_mut()), "64 KiB");
+        ok(
+            cuFuncSetAttribute(
+                c.big,
+                attributes::MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                bytes as i32,
+            ),
+            "opt in",
+        );
+        ok(
+            cuLaunchKernel(
+                c.big,
+                1,
+                1,
+                1,
+                64,
+                1,
+                1,
+                bytes,
+                null_mut(),
+                args.as_mut_ptr(),
+                null_mut(),
+            ),
+            "64 KiB",
+        );
         let mut back = [0u32; 64];
-        ok(cuMemcpyDtoH_v2(back.as_mut_ptr() as *mut c_void, out, 256), "DtoH");
+        ok(
+            cuMemcpyDtoH_v2(back.as_mut_ptr() as *mut c_void, out, 256),
+            "DtoH",
+        );
         assert_eq!(back.to_vec(), (0..64).collect::<Vec<u32>>());
         // Occupancy: 64 KiB + 1 KiB reserved per block fit 3 times in 228 KiB.
         let mut blocks = 0;
-        ok(cuOccupancyMaxActiveBlocksPerMultiprocessor(&mut blocks, c.big, 64, bytes as usize), "occupancy");
+        ok(
+            cuOccupancyMaxActiveBlocksPerMultiprocessor(&mut blocks, c.big, 64, bytes as usize),
+            "occupancy",
+        );
         assert_eq!(blocks, 3);
     }
 }
@@ -191,12 +297,27 @@ fn a_finding_fails_the_launch_with_its_cuda_error() {
             &n as *const u32 as *mut c_void,
             &v as *const f32 as *mut c_void,
         ];
-        let r = cuLaunchKernel(c.add, 1, 1, 1, 32, 1, 1, 0, null_mut(), args.as_mut_ptr(), null_mut());
+        let r = cuLaunchKernel(
+            c.add,
+            1,
+            1,
+            1,
+            32,
+            1,
+            1,
+            0,
+            null_mut(),
+            args.as_mut_ptr(),
+            null_mut(),
+        );
         assert_eq!(r, 700, "CUDA_ERROR_ILLEGAL_ADDRESS");
         let mut text = null();
         ok(cuGetErrorString(r, &mut text), "error string");
         let text = CStr::from_ptr(text).to_string_lossy();
-        assert!(text.contains("memcheck") && text.contains("kernel add"), "{text}");
+        assert!(
+            text.contains("memcheck") && text.contains("kernel add"),
+            "{text}"
+        );
         // The context stays usable (findings are not sticky).
         let n = 4u32;
         let mut args: [*mut c_void; 3] = [
@@ -204,7 +325,22 @@ fn a_finding_fails_the_launch_with_its_cuda_error() {
             &n as *const u32 as *mut c_void,
             &v as *const f32 as *mut c_void,
         ];
-        ok(cuLaunchKernel(c.add, 1, 1, 1, 32, 1, 1, 0, null_mut(), args.as_mut_ptr(), null_mut()), "in bounds");
+        ok(
+            cuLaunchKernel(
+                c.add,
+                1,
+                1,
+                1,
+                32,
+                1,
+                1,
+                0,
+                null_mut(),
+                args.as_mut_ptr(),
+                null_mut(),
+            ),
+            "in bounds",
+        );
     }
 }
 
@@ -224,32 +360,78 @@ fn capture_records_and_graph_launch_replays_in_order() {
         ok(cuStreamIsCapturing(stream, &mut status), "is capturing");
         assert_eq!(status, 1);
         // Recorded, not run: memset to 0, add 2, add 3.
-        ok(cuMemsetD32Async(dptr, zero.to_bits(), n as usize, stream), "memset");
+        ok(
+            cuMemsetD32Async(dptr, zero.to_bits(), n as usize, stream),
+            "memset",
+        );
         for v in [&two, &three] {
             let mut args: [*mut c_void; 3] = [
                 &dptr as *const u64 as *mut c_void,
                 &n as *const u32 as *mut c_void,
                 v as *const f32 as *mut c_void,
             ];
-            ok(cuLaunchKernel(c.add, 1, 1, 1, 64, 1, 1, 0, stream, args.as_mut_ptr(), null_mut()), "captured launch");
+            ok(
+                cuLaunchKernel(
+                    c.add,
+                    1,
+                    1,
+                    1,
+                    64,
+                    1,
+                    1,
+                    0,
+                    stream,
+                    args.as_mut_ptr(),
+                    null_mut(),
+                ),
+                "captured launch",
+            );
         }
-        assert_eq!(cuStreamSynchronize(stream), STREAM_CAPTURE_UNSUPPORTED, "no sync while capturing");
+        assert_eq!(
+            cuStreamSynchronize(stream),
+            STREAM_CAPTURE_UNSUPPORTED,
+            "no sync while capturing"
+        );
         let mut graph = null_mut();
-        assert_eq!(cuStreamEndCapture(stream, &mut graph), STREAM_CAPTURE_INVALIDATED);
+        assert_eq!(
+            cuStreamEndCapture(stream, &mut graph),
+            STREAM_CAPTURE_INVALIDATED
+        );
         // Capture again without the illegal synchronisation.
         ok(cuStreamBeginCapture_v2(stream, 1), "begin again");
-        ok(cuMemsetD32Async(dptr, zero.to_bits(), n as usize, stream), "memset");
+        ok(
+            cuMemsetD32Async(dptr, zero.to_bits(), n as usize, stream),
+            "memset",
+        );
         for v in [&two, &three] {
             let mut args: [*mut c_void; 3] = [
                 &dptr as *const u64 as *mut c_void,
                 &n as *const u32 as *mut c_void,
                 v as *const f32 as *mut c_void,
             ];
-            ok(cuLaunchKernel(c.add, 1, 1, 1, 64, 1, 1, 0, stream, args.as_mut_ptr(), null_mut()), "captured launch");
+            ok(
+                cuLaunchKernel(
+                    c.add,
+                    1,
+                    1,
+                    1,
+                    64,
+                    1,
+                    1,
+                    0,
+                    stream,
+                    args.as_mut_ptr(),
+                    null_mut(),
+                ),
+                "captured launch",
+            );
         }
         ok(cuStreamEndCapture(stream, &mut graph), "end");
         let mut exec = null_mut();
-        ok(cuGraphInstantiateWithFlags(&mut exec, graph, 0), "instantiate");
+        ok(
+            cuGraphInstantiateWithFlags(&mut exec, graph, 0),
+            "instantiate",
+        );
         let (mut start, mut end) = (null_mut(), null_mut());
         ok(cuEventCreate(&mut start, 0), "event");
         ok(cuEventCreate(&mut end, 0), "event");
@@ -258,8 +440,14 @@ fn capture_records_and_graph_launch_replays_in_order() {
             ok(cuGraphLaunch(exec, stream), "replay");
             ok(cuEventRecord(end, stream), "record");
             let mut back = vec![0f32; n as usize];
-            ok(cuMemcpyDtoH_v2(back.as_mut_ptr() as *mut c_void, dptr, n as usize * 4), "DtoH");
-            assert!(back.iter().all(|&b| b == 5.0), "each replay starts from the memset");
+            ok(
+                cuMemcpyDtoH_v2(back.as_mut_ptr() as *mut c_void, dptr, n as usize * 4),
+                "DtoH",
+            );
+            assert!(
+                back.iter().all(|&b| b == 5.0),
+                "each replay starts from the memset"
+            );
         }
         let mut ms = -1f32;
         ok(cuEventElapsedTime(&mut ms, start, end), "elapsed");
@@ -280,11 +468,22 @@ fn unknown_handles_and_names_are_errors_not_crashes() {
         assert_eq!(cuStreamSynchronize(0xdead_0000 as Handle), INVALID_HANDLE);
         assert_eq!(cuEventQuery(0xdead_0000 as Handle), INVALID_HANDLE);
         let mut v = 0;
-        assert_eq!(cuFuncGetAttribute(&mut v, 0, 0xdead_0000 as Handle), INVALID_HANDLE);
+        assert_eq!(
+            cuFuncGetAttribute(&mut v, 0, 0xdead_0000 as Handle),
+            INVALID_HANDLE
+        );
         let garbage = [0x12u8, 0x34, 0x56, 0x78, 0];
         let mut m = null_mut();
-        assert_ne!(cuModuleLoadData(&mut m, garbage.as_ptr() as *const c_void), SUCCESS);
-        let bad_ptx = c".version 8.0\n.target sm_80\n.address_size 64\n.visible .entry k() { foo.bar; }";
-        assert_eq!(cuModuleLoadData(&mut m, bad_ptx.as_ptr() as *const c_void), 218, "CUDA_ERROR_INVALID_PTX");
+        assert_ne!(
+            cuModuleLoadData(&mut m, garbage.as_ptr() as *const c_void),
+            SUCCESS
+        );
+        let bad_ptx =
+            c".version 8.0\n.target sm_80\n.address_size 64\n.visible .entry k() { foo.bar; }";
+        assert_eq!(
+            cuModuleLoadData(&mut m, bad_ptx.as_ptr() as *const c_void),
+            218,
+            "CUDA_ERROR_INVALID_PTX"
+        );
     }
 }
