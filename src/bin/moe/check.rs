@@ -1,7 +1,7 @@
 //! `moe check`: a layer on seeded random input, candidate path against the CPU f32 reference.
 //!
-//! With a GPU path the candidate is the GPU; until that path is built (and on a machine without a GPU) it
-//! is the CPU layer in bf16, which measures how far bf16 rounding moves this layer.
+//! On a GPU the candidate is the GPU layer; on a machine without one (or `--device cpu`) it is the CPU
+//! layer in bf16, which measures how far bf16 rounding moves this layer.
 
 use anyhow::{bail, Context, Result};
 use half::bf16;

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 /// Where to run the layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum DeviceArg {
-    /// The GPU when there is one (and its path is built), else the CPU.
+    /// The GPU when there is one (and the kernels were built), else the CPU.
     Auto,
     /// The CPU reference path.
     Cpu,

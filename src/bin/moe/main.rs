@@ -23,8 +23,8 @@ mod tensors;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
-/// Run Mixture-of-Experts layers of Hugging Face checkpoints on the CPU reference path (and the GPU,
-/// once its path is built).
+/// Run Mixture-of-Experts layers of Hugging Face checkpoints on the GPU (CUDA) or the CPU reference
+/// path.
 #[derive(Parser, Debug)]
 #[command(name = "moe", version)]
 struct Cli {

@@ -7,7 +7,7 @@
 //! (`scripts/bench_torch.py`) on the same shapes, and writes `results.json`, `results.md` and SVG plots.
 //!
 //! On a CPU-only machine it times the CPU path (smaller token counts by default) against the Hugging
-//! Face-style block run by PyTorch on the CPU; the GPU side runs once the GPU layer is built.
+//! Face-style block run by PyTorch on the CPU; with a GPU it times the CUDA kernels.
 
 mod cpu;
 mod gpu;
