@@ -11,6 +11,24 @@ use std::sync::{Arc, Mutex, PoisonError};
 /// Oldest GPU architecture the embedded kernels run on (sm_80, Ampere); newer ones JIT the PTX.
 const MIN_COMPUTE_CAPABILITY: (i32, i32) = (8, 0);
 
+/// Whether the CUDA driver library (`libcuda.so` or `libcuda.so.1`; `nvcuda.dll` on Windows) can be
+/// opened, which [`Device::new`] asks before cudarc loads it (cudarc panics when it cannot).
+///
+/// cudarc's own probe exists only when it loads the driver at run time; this one also serves builds
+/// where another crate of the graph made cudarc link the driver (it is then loaded already).
+pub fn driver_library_present() -> bool {
+    const NAMES: &[&str] = if cfg!(windows) {
+        &["nvcuda.dll"]
+    } else {
+        &["libcuda.so", "libcuda.so.1"]
+    };
+    NAMES.iter().any(|&name| {
+        // SAFETY: opening the driver library runs only its initialisers, as cudarc's loading of it
+        // would; no symbol is called and the handle is dropped at once.
+        unsafe { libloading::Library::new(name) }.is_ok()
+    })
+}
+
 /// A CUDA device with this crate's kernels: a context, the stream every launch goes to, and the
 /// kernel modules, each loaded on first use.
 ///
@@ -46,9 +64,7 @@ impl Device {
         if !KERNELS_BUILT {
             return Err(MoeError::KernelsNotBuilt);
         }
-        // SAFETY: `is_culib_present` only tries to open the driver library by name with
-        // libloading and drops it again; no symbol of it is called.
-        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        if !driver_library_present() {
             return Err(MoeError::NoCudaDevice(
                 "the CUDA driver library (libcuda) was not found".into(),
             ));

@@ -31,7 +31,7 @@ mod weights;
 mod workspace;
 
 pub use combine::{combine, shared_expert_accumulate};
-pub use device::Device;
+pub use device::{driver_library_present, Device};
 pub use gemm::{grouped_gemm, GemmElement, GemmEpilogue, GemmOutput, GroupedGemmShape};
 #[doc(hidden)]
 pub use gemm::{plan_grouped_gemm, GemmLaunchPlan, GemmRequest, GemmTileConfig};

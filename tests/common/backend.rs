@@ -29,13 +29,7 @@ pub fn backend() -> &'static Backend {
         if mode == "0" {
             return Backend::Real;
         }
-        // SAFETY: opening the system driver library runs its initialisers, as cudarc's own
-        // probe does; no symbol is called.
-        if mode != "1"
-            && ["libcuda.so", "libcuda.so.1"]
-                .iter()
-                .any(|n| unsafe { libloading::Library::new(n) }.is_ok())
-        {
+        if mode != "1" && moe_kernels::gpu::driver_library_present() {
             return Backend::Real;
         }
         match emulator_library() {
