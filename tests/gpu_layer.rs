@@ -2,7 +2,8 @@
 //! bf16 and f16, over token counts 1 to 4097, with empty experts and a hot expert. Routing ids must
 //! equal the CPU's except at near-ties; the output must match the CPU forward of the same routing
 //! within 1e-2 relative L2. Also: CUDA-graph capture and replay give the bits of a direct forward,
-//! repeated forwards give identical bits, bad input is rejected.
+//! a device borrowing an engine's stream launches only there, repeated forwards give identical
+//! bits, bad input is rejected.
 //!
 //! Without a usable GPU each test prints `SKIPPED gpu_layer::<test>: <reason>` and passes, unless
 //! `MOE_KERNELS_REQUIRE_GPU=1`. The seed is printed; `MOE_TEST_SEED` replays it.
@@ -280,17 +281,44 @@ fn cuda_graph_replay_equals_a_direct_forward() {
     let Some(dev) = device("cuda_graph_replay_equals_a_direct_forward") else {
         return;
     };
+    check_graph_replay(&dev, "gpu_layer_graph");
+}
+
+#[test]
+fn a_borrowed_engine_stream_gets_every_launch() {
+    let Some(owned) = device("a_borrowed_engine_stream_gets_every_launch") else {
+        return;
+    };
+    let mut rng = common::rng("gpu_layer_engine_stream");
+    // The engine's own stream; the crate's device borrows it.
+    let engine = owned.context().new_stream().unwrap();
+    let dev = Device::from_stream(engine.clone()).unwrap();
+    assert!(std::sync::Arc::ptr_eq(dev.stream(), &engine));
+    let cfg = scaled(MoeConfig::qwen3_30b_a3b(), 128, 64);
+    check_layer::<bf16>(&dev, &mut rng, &cfg, 33, false);
+    // A capture of the engine's stream holds every launch of a forward: none ran outside it.
+    check_graph_replay(&dev, "gpu_layer_engine_graph");
+    // Another stream of the engine's context, sharing the loaded modules.
+    let other = dev
+        .on_stream(owned.context().new_stream().unwrap())
+        .unwrap();
+    check_layer::<bf16>(&other, &mut rng, &cfg, 5, true);
+}
+
+/// Capture one forward on `dev`'s stream and replay it: nothing may run during the capture (every
+/// launch goes to the captured stream), and each replay gives the bits of a direct forward.
+fn check_graph_replay(dev: &Device, seed_name: &str) {
     // Every buffer of this test is used on the device's one stream only, so cudarc's per-buffer
     // events are not needed; without them the capture holds no waits on events recorded outside
     // it. Buffers must be created after this call for it to apply to them.
     // SAFETY: all work below is enqueued on `dev.stream()`, which orders it; no buffer is used on
     // another stream, and the stream is synchronised before any buffer is dropped.
     unsafe { dev.context().disable_event_tracking() };
-    let mut rng = common::rng("gpu_layer_graph");
-    let (layer, cfg) = small_layer::<bf16>(&dev, &mut rng);
+    let mut rng = common::rng(seed_name);
+    let (layer, cfg) = small_layer::<bf16>(dev, &mut rng);
     let (t, h) = (64usize, cfg.hidden_size);
     let s = dev.stream();
-    let mut ws = layer.workspace(&dev, t).unwrap();
+    let mut ws = layer.workspace(dev, t).unwrap();
     let x0: Vec<bf16> = random_x(&mut rng, t, h, false);
     let x1: Vec<bf16> = random_x(&mut rng, t, h, false);
     let mut x_dev = s.clone_htod(&x0).unwrap();
@@ -301,26 +329,32 @@ fn cuda_graph_replay_equals_a_direct_forward() {
     for x in [&x0, &x1] {
         s.memcpy_htod(x.as_slice(), &mut x_dev).unwrap();
         layer
-            .forward(&dev, &x_dev.as_view(), t, &mut ws, &mut out.as_view_mut())
+            .forward(dev, &x_dev.as_view(), t, &mut ws, &mut out.as_view_mut())
             .unwrap();
         direct.push(s.clone_dtoh(&out).unwrap());
     }
     ws.status().check().unwrap();
 
-    // Capture one forward (thread-local mode: other test threads may allocate meanwhile).
+    // Capture one forward (thread-local mode: other test threads may allocate meanwhile) into a
+    // poisoned output, which must stay poisoned until the graph runs.
+    let poison = vec![bf16::NAN; t * h];
+    s.memcpy_htod(poison.as_slice(), &mut out).unwrap();
     s.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
         .unwrap();
-    let captured = layer.forward(&dev, &x_dev.as_view(), t, &mut ws, &mut out.as_view_mut());
+    let captured = layer.forward(dev, &x_dev.as_view(), t, &mut ws, &mut out.as_view_mut());
     let graph = s.end_capture(CUgraphInstantiate_flags(0)).unwrap();
     captured.unwrap();
     let graph = graph.expect("the capture recorded the forward's launches");
+    assert!(
+        s.clone_dtoh(&out).unwrap().iter().all(|v| v.is_nan()),
+        "a launch of the captured forward ran outside the capture"
+    );
 
     // Replay on each input, the output poisoned first: the bits of the direct forward.
     for _ in 0..2 {
         for (x, want) in [&x0, &x1].into_iter().zip(&direct) {
             s.memcpy_htod(x.as_slice(), &mut x_dev).unwrap();
-            s.memcpy_htod(vec![bf16::NAN; t * h].as_slice(), &mut out)
-                .unwrap();
+            s.memcpy_htod(poison.as_slice(), &mut out).unwrap();
             graph.launch().unwrap();
             let got = s.clone_dtoh(&out).unwrap();
             assert!(

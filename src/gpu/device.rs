@@ -34,6 +34,19 @@ pub fn driver_library_present() -> bool {
 ///
 /// Every launch wrapper takes a `&Device` and enqueues work on [`Device::stream`] without waiting
 /// for it; buffers may be allocated on any stream of the same context (cudarc orders the accesses).
+///
+/// # Borrowing an engine's context and stream
+///
+/// An engine owns its context and streams. [`Device::from_stream`] wraps one of its cudarc streams
+/// (and so its context): every launch then goes to exactly that stream, and the crate creates no
+/// stream of its own. The only state a `Device` adds is its cache of loaded kernel modules, one per
+/// context; [`Device::on_stream`] gives another stream of the same context that shares it, so an
+/// engine with a stream per request loads the modules once.
+///
+/// Lifetimes: a `Device` holds an `Arc` of its stream and of the context, which stay alive as long
+/// as it does; buffers used with it must come from the same context (checked on every call). The
+/// loaded modules are unloaded when the last `Device` sharing them is dropped, which must happen
+/// before the engine destroys the context by other means than cudarc's reference counting.
 #[derive(Debug)]
 pub struct Device {
     ctx: Arc<CudaContext>,
@@ -42,8 +55,9 @@ pub struct Device {
     sm_count: u32,
     /// Shared memory one block may use after opting in, in bytes.
     max_smem_optin: usize,
-    /// Loaded kernel functions by name, and the modules (kernel families) they come from.
-    loaded: Mutex<Loaded>,
+    /// Loaded kernel functions by name, and the modules (kernel families) they come from; shared by
+    /// the devices [`Device::on_stream`] made from one another.
+    loaded: Arc<Mutex<Loaded>>,
 }
 
 #[derive(Debug, Default)]
@@ -72,14 +86,33 @@ impl Device {
         let ctx = CudaContext::new(ordinal).map_err(|e| {
             MoeError::NoCudaDevice(format!("cannot open CUDA device {ordinal}: {e}"))
         })?;
+        let stream = ctx.new_stream()?;
+        Self::from_stream(stream)
+    }
+
+    /// This crate's kernels on an existing stream, typically an engine's (candle's
+    /// `CudaDevice::cuda_stream()`, for one): its context is the stream's, and every launch goes to
+    /// this stream. See the type's docs for the lifetime rules.
+    ///
+    /// Errors, never panics: [`MoeError::KernelsNotBuilt`] when this build has no kernels,
+    /// [`MoeError::Unsupported`] for a GPU older than sm_80, [`MoeError::Cuda`] when the driver
+    /// cannot be queried.
+    pub fn from_stream(stream: Arc<CudaStream>) -> Result<Self> {
+        if !KERNELS_BUILT {
+            return Err(MoeError::KernelsNotBuilt);
+        }
+        let ctx = stream.context().clone();
         let cc = ctx.compute_capability()?;
         if cc < MIN_COMPUTE_CAPABILITY {
             return Err(MoeError::Unsupported(format!(
-                "CUDA device {ordinal} has compute capability {}.{}; the kernels need {}.{} or newer",
-                cc.0, cc.1, MIN_COMPUTE_CAPABILITY.0, MIN_COMPUTE_CAPABILITY.1
+                "CUDA device {} has compute capability {}.{}; the kernels need {}.{} or newer",
+                ctx.ordinal(),
+                cc.0,
+                cc.1,
+                MIN_COMPUTE_CAPABILITY.0,
+                MIN_COMPUTE_CAPABILITY.1
             )));
         }
-        let stream = ctx.new_stream()?;
         let sm_count =
             ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
         let max_smem_optin = ctx
@@ -89,7 +122,25 @@ impl Device {
             stream,
             sm_count: u32::try_from(sm_count).unwrap_or(1).max(1),
             max_smem_optin: usize::try_from(max_smem_optin).unwrap_or(0),
-            loaded: Mutex::new(Loaded::default()),
+            loaded: Arc::default(),
+        })
+    }
+
+    /// The same device on another stream of its context, sharing the loaded kernel modules.
+    ///
+    /// Errors: [`MoeError::Unsupported`] when `stream` belongs to another context.
+    pub fn on_stream(&self, stream: Arc<CudaStream>) -> Result<Self> {
+        if **stream.context() != *self.ctx {
+            return Err(MoeError::Unsupported(
+                "the stream belongs to another CUDA context than the device".into(),
+            ));
+        }
+        Ok(Device {
+            ctx: self.ctx.clone(),
+            stream,
+            sm_count: self.sm_count,
+            max_smem_optin: self.max_smem_optin,
+            loaded: self.loaded.clone(),
         })
     }
 
