@@ -33,6 +33,7 @@ pub mod gpu;
 pub mod hf;
 #[doc(hidden)]
 pub mod host_math;
+pub mod raw;
 pub mod tensor;
 pub mod view;
 

@@ -2,8 +2,11 @@
 
 use super::{FATBINS, KERNELS_BUILT};
 use crate::error::{MoeError, Result};
+use crate::raw::Stream;
 use cudarc::driver::sys::{CUdevice_attribute, CUfunction_attribute};
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, DeviceSlice};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaStream, DeviceSlice, LaunchConfig,
+};
 use cudarc::nvrtc::Ptx;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -153,6 +156,44 @@ impl Device {
     /// `clone_dtoh`, `alloc_zeros`, ...).
     pub fn stream(&self) -> &Arc<CudaStream> {
         &self.stream
+    }
+
+    /// [`Device::stream`] as the driver's handle, for the [`raw`](crate::raw) layer.
+    pub fn raw_stream(&self) -> Stream {
+        self.stream.cu_stream().cast()
+    }
+
+    /// Launch `func` on `stream` with `params` as its one by-value parameter, with this device's
+    /// context current on the calling thread. Every kernel of the crate takes one parameter struct.
+    ///
+    /// # Safety
+    ///
+    /// `func` must be a kernel of this device's context whose only parameter is a `P` (a
+    /// `#[repr(C)]` struct of the ABI header), every pointer in `params` must be valid for what the
+    /// kernel does with it at the sizes `params` states until the launch completes, `launch` must
+    /// follow the kernel's contract (block size, shared memory), and `stream` must be a stream of
+    /// this context (or null, the legacy default stream).
+    pub(crate) unsafe fn launch<P>(
+        &self,
+        stream: Stream,
+        func: &CudaFunction,
+        launch: LaunchConfig,
+        params: &P,
+    ) -> Result<()> {
+        self.ctx.bind_to_thread()?;
+        let mut args = [params as *const P as *mut std::ffi::c_void];
+        // SAFETY: the caller's contract above; the driver copies the parameter bytes at the call.
+        unsafe {
+            cudarc::driver::result::launch_kernel(
+                func.cu_function(),
+                launch.grid_dim,
+                launch.block_dim,
+                launch.shared_mem_bytes,
+                stream.cast(),
+                &mut args,
+            )
+        }?;
+        Ok(())
     }
 
     /// Wait until all work enqueued on [`Device::stream`] has finished.

@@ -15,9 +15,10 @@ use crate::config::{Activation, ActivationKind};
 use crate::dtype::DType;
 use crate::error::{MoeError, Result};
 use crate::host_math;
+use crate::raw::{DevicePtr, Stream};
 use crate::view::checked_mul;
 use cudarc::driver::{
-    CudaView, CudaViewMut, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig, PushKernelArg,
+    CudaView, CudaViewMut, DevicePtr as _, DevicePtrMut as _, DeviceRepr, LaunchConfig,
 };
 use half::{bf16, f16};
 use std::ffi::c_void;
@@ -155,8 +156,8 @@ pub fn grouped_gemm<T: GemmElement, O: GemmOutput<T>>(
     let (w_ptr, _w_guard) = w.device_ptr(stream);
     let offsets_ptr = expert_offsets.map(|o| o.device_ptr(stream));
     let (out_ptr, _out_guard) = out.device_ptr_mut(stream);
-
-    let request = GemmRequest {
+    // The buffers' lengths against the shape.
+    plan_grouped_gemm(&GemmRequest {
         input: T::DTYPE,
         output: O::DTYPE,
         shape,
@@ -167,6 +168,69 @@ pub fn grouped_gemm<T: GemmElement, O: GemmOutput<T>>(
         out_len,
         x_addr: x_ptr,
         w_addr: w_ptr,
+        sm_count: dev.sm_count() as usize,
+    })?;
+    // SAFETY: the buffers are live buffers of this device's context whose lengths were just checked
+    // against `shape` (x rows*K and w E*N*K elements of T, offsets E+1 i64, out rows*out_cols
+    // elements of O), as `grouped_gemm_raw` needs; the guards held until after this call order the
+    // launch on the device's stream against other accesses to them.
+    unsafe {
+        grouped_gemm_raw(
+            dev,
+            dev.raw_stream(),
+            T::DTYPE,
+            O::DTYPE,
+            x_ptr,
+            offsets_ptr.as_ref().map(|(p, _)| *p),
+            w_ptr,
+            shape,
+            epilogue,
+            out_ptr,
+        )
+    }
+}
+
+/// [`grouped_gemm`](crate::gpu::grouped_gemm) on raw device pointers and a raw stream: inputs of
+/// `input` (`bf16` or `f16`), output of `output` (`input` or `f32`).
+///
+/// - `x`: `[rows, K]` elements of `input`; `w`: `[E, N, K]` elements of `input`;
+/// - `expert_offsets`: `[E + 1]` `i64` segment starts, or `None` for one group (`E = 1`);
+/// - `out`: `[rows, shape.out_cols(epilogue)]` elements of `output`.
+///
+/// Errors as for [`grouped_gemm`](crate::gpu::grouped_gemm), before anything is enqueued.
+///
+/// # Safety
+///
+/// Every pointer must be a device allocation of `dev`'s context holding at least the elements
+/// listed, valid until the launch completes; `out` must not be accessed by other work while it
+/// runs; `stream` must be a stream of `dev`'s context.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn grouped_gemm_raw(
+    dev: &Device,
+    stream: Stream,
+    input: DType,
+    output: DType,
+    x: DevicePtr,
+    expert_offsets: Option<DevicePtr>,
+    w: DevicePtr,
+    shape: GroupedGemmShape,
+    epilogue: GemmEpilogue,
+    out: DevicePtr,
+) -> Result<()> {
+    // The lengths the pointers hold by contract; a product that overflows saturates, and the plan
+    // then reports the overflow of that same product.
+    let s = shape;
+    let request = GemmRequest {
+        input,
+        output,
+        shape,
+        epilogue,
+        x_len: s.rows.saturating_mul(s.k),
+        w_len: s.num_experts.saturating_mul(s.n).saturating_mul(s.k),
+        offsets_len: expert_offsets.map(|_| s.num_experts.saturating_add(1)),
+        out_len: s.rows.saturating_mul(s.out_cols(epilogue)),
+        x_addr: x,
+        w_addr: w,
         sm_count: dev.sm_count() as usize,
     };
     let Some(plan) = plan_grouped_gemm(&request)? else {
@@ -182,12 +246,10 @@ pub fn grouped_gemm<T: GemmElement, O: GemmOutput<T>>(
     let blocks = plan.max_tiles.min(resident).clamp(1, i32::MAX as u64) as u32;
 
     let params = MoeGemmParams {
-        x: x_ptr as *const c_void,
-        w: w_ptr as *const c_void,
-        expert_offsets: offsets_ptr
-            .as_ref()
-            .map_or(std::ptr::null(), |(p, _)| *p as *const i64),
-        out: out_ptr as *mut c_void,
+        x: x as *const c_void,
+        w: w as *const c_void,
+        expert_offsets: expert_offsets.map_or(std::ptr::null(), |p| p as *const i64),
+        out: out as *mut c_void,
         rows: plan.rows,
         n: plan.n,
         k: plan.k,
@@ -200,19 +262,17 @@ pub fn grouped_gemm<T: GemmElement, O: GemmOutput<T>>(
         block_dim: (tile.threads(), 1, 1),
         shared_mem_bytes: smem,
     };
-    // SAFETY: `func` is a `moe_gemm_<tile>_<T>_<O>` kernel whose only parameter is a `MoeGemmParams`
-    // by value, the struct pushed here (layout checked at compile time against the C header), and
+    // SAFETY: `func` is a `moe_gemm_<tile>_<input>_<output>` kernel whose only parameter is a
+    // `MoeGemmParams` by value (layout checked at compile time against the C header), and
     // `plan.kernel` was chosen for exactly these element types and for this tile's launch shape
     // (`tile.threads()` threads, `smem` bytes of dynamic shared memory, allowed by the attribute that
-    // `prepared_function` set and checked against the device's limit). Its pointers come from live
-    // buffers of this device's context whose lengths `plan_grouped_gemm` checked against `shape`:
-    // x = rows*K and w = E*N*K elements of T, offsets = E+1 i64 (or null with E = 1), out = rows*out_cols elements of
-    // O. The kernel clamps every offset into [0, rows] and masks every row, column and K index
-    // against those sizes, so it stays inside the buffers whatever the offsets hold; the fast path
-    // (16-byte copies) is only chosen for 16-byte aligned x and w with K % 8 == 0. The guards held
-    // until after this call order the launch against other accesses to the buffers.
-    unsafe { stream.launch_builder(&func).arg(&params).launch(launch) }?;
-    Ok(())
+    // `prepared_function` set and checked against the device's limit). By the caller's contract
+    // the pointers hold x = rows*K and w = E*N*K elements of the input type, offsets = E+1 i64 (or
+    // null with E = 1), out = rows*out_cols elements of the output type, for the sizes the plan
+    // validated. The kernel clamps every offset into [0, rows] and masks every row, column and K
+    // index against those sizes, so it stays inside the buffers whatever the offsets hold; the fast
+    // path (16-byte copies) is only chosen for 16-byte aligned x and w with K % 8 == 0.
+    unsafe { dev.launch(stream, &func, launch, &params) }
 }
 
 /// The kernels' tile configurations (`MOE_GEMM_*` in kernels/moe_abi.h).

@@ -8,9 +8,10 @@ use super::{Device, DeviceStatus, GpuElement};
 use crate::config::{GroupScore, RoutingConfig, ScoringFunc};
 use crate::dtype::DType;
 use crate::error::{MoeError, Result};
+use crate::raw::{DevicePtr, Stream};
 use crate::view::checked_mul;
 use cudarc::driver::{
-    CudaView, CudaViewMut, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig, PushKernelArg,
+    CudaView, CudaViewMut, DevicePtr as _, DevicePtrMut as _, DeviceRepr, LaunchConfig,
 };
 use std::ffi::c_void;
 
@@ -101,7 +102,7 @@ pub fn route<T: GpuElement>(
     topk_weights: &mut CudaViewMut<'_, f32>,
     status: &mut DeviceStatus,
 ) -> Result<()> {
-    let shape = check_shapes(cfg, num_tokens, logits.len(), bias.map(|b| b.len()))?;
+    check_shapes(cfg, num_tokens, logits.len(), bias.map(|b| b.len()))?;
     check_outputs(cfg, num_tokens, topk_ids.len(), topk_weights.len())?;
     dev.check_owns("router logits", logits)?;
     if let Some(b) = bias {
@@ -114,10 +115,6 @@ pub fn route<T: GpuElement>(
         return Ok(());
     }
 
-    let func = dev.function(
-        FAMILY,
-        kernel_name(T::DTYPE, register_slots(cfg.num_experts)),
-    )?;
     let stream = dev.stream();
     // Each guard makes the stream wait for earlier writes (and, for outputs, reads) of its buffer,
     // and records this launch's access when dropped, after the launch below.
@@ -126,29 +123,80 @@ pub fn route<T: GpuElement>(
     let (ids_ptr, _ids_guard) = topk_ids.device_ptr_mut(stream);
     let (weights_ptr, _weights_guard) = topk_weights.device_ptr_mut(stream);
     let (status_ptr, _status_guard) = status.record_mut().device_ptr_mut(stream);
+    // SAFETY: the buffers are live buffers of this device's context with the lengths `route_raw`
+    // needs, checked above (logits T*E elements of T, bias E floats, ids and weights T*k, status
+    // one record), and the guards held until after this call order the launch on the device's
+    // stream against other accesses to them.
+    unsafe {
+        route_raw(
+            dev,
+            dev.raw_stream(),
+            cfg,
+            T::DTYPE,
+            logits_ptr,
+            num_tokens,
+            bias_ptr.as_ref().map(|(p, _)| *p),
+            ids_ptr,
+            weights_ptr,
+            status_ptr,
+        )
+    }
+}
 
+/// [`route`](crate::gpu::route) on raw device pointers and a raw stream.
+///
+/// - `logits`: `[num_tokens, E]` elements of `logits_dtype` (`f32`, `bf16` or `f16`);
+/// - `bias`: `[E]` `f32`, given exactly when `cfg.correction_bias` is set;
+/// - `topk_ids` (`i32`), `topk_weights` (`f32`): `[num_tokens, k]` each;
+/// - `status`: one device status record ([`raw::STATUS_BYTES`](crate::raw::STATUS_BYTES)
+///   bytes, zeroed before first use, see [`raw::read_status`](crate::raw::read_status)).
+///
+/// Errors as for [`route`](crate::gpu::route), before anything is enqueued.
+///
+/// # Safety
+///
+/// Every pointer must be a device allocation of `dev`'s context holding at least the elements
+/// listed, valid until the launch completes; the outputs and `status` must not be accessed by other
+/// work while it runs; `stream` must be a stream of `dev`'s context.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn route_raw(
+    dev: &Device,
+    stream: Stream,
+    cfg: &RoutingConfig,
+    logits_dtype: DType,
+    logits: DevicePtr,
+    num_tokens: usize,
+    bias: Option<DevicePtr>,
+    topk_ids: DevicePtr,
+    topk_weights: DevicePtr,
+    status: DevicePtr,
+) -> Result<()> {
+    let logits_len = checked_mul(num_tokens, cfg.num_experts, "router logits")?;
+    let shape = check_shapes(cfg, num_tokens, logits_len, bias.map(|_| cfg.num_experts))?;
+    if num_tokens == 0 {
+        return Ok(());
+    }
+    let func = dev.function(
+        FAMILY,
+        kernel_name(logits_dtype, register_slots(cfg.num_experts)),
+    )?;
     let params = shape.params(
         cfg,
-        logits_ptr as *const c_void,
-        bias_ptr
-            .as_ref()
-            .map_or(std::ptr::null(), |(p, _)| *p as *const f32),
-        ids_ptr as *mut i32,
-        weights_ptr as *mut f32,
-        status_ptr as *mut MoeStatus,
+        logits as *const c_void,
+        bias.map_or(std::ptr::null(), |p| p as *const f32),
+        topk_ids as *mut i32,
+        topk_weights as *mut f32,
+        status as *mut MoeStatus,
     );
     let launch = launch_config(num_tokens, shape.grouping.map_or(0, |g| g.n_group as usize));
-    // SAFETY: `func` is a `moe_route_*` kernel whose only parameter is a `MoeRoutingParams` by value,
-    // the struct pushed here (layout checked at compile time against the C header). Its pointers
-    // come from live buffers of this device's context whose lengths were checked above:
-    // logits = T*E elements of the kernel's element type, bias = E floats (or null), ids and
-    // weights = T*k elements, status = one MoeStatus; the kernel reads and writes only within
-    // those. The guards held until after this call order the launch against other accesses, and
-    // the launch shape follows the kernel's contract (whole warps, at most
-    // MOE_ROUTING_BLOCK_THREADS threads, n_group floats of shared memory per warp). The fast-path
-    // kernel was picked only for E <= 32 * its register slots per lane.
-    unsafe { stream.launch_builder(&func).arg(&params).launch(launch) }?;
-    Ok(())
+    // SAFETY: `func` is the `moe_route_*` kernel for `logits_dtype`, whose only parameter is a
+    // `MoeRoutingParams` by value (layout checked at compile time against the C header). By the
+    // caller's contract its pointers hold logits = T*E elements of that type, bias = E floats (or
+    // null), ids and weights = T*k elements and one MoeStatus, for the sizes validated above; the
+    // kernel reads and writes only within those. The launch shape follows the kernel's contract
+    // (whole warps, at most MOE_ROUTING_BLOCK_THREADS threads, n_group floats of shared memory per
+    // warp), and the fast-path kernel was picked only for E <= 32 * its register slots per lane.
+    unsafe { dev.launch(stream, &func, launch, &params) }
 }
 
 /// The ABI constant of a group-score kind.

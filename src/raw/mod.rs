@@ -1,0 +1,28 @@
+//! The raw layer: every GPU stage and the whole layer forward on raw device pointers
+//! ([`DevicePtr`], a `CUdeviceptr`) and a raw stream ([`Stream`], a `CUstream`), for engines that
+//! own their memory and streams: with their own allocator, or on another cudarc version.
+//!
+//! Nothing here takes a cudarc type. A [`Device`](crate::gpu::Device) holds the loaded kernel
+//! modules of one CUDA context (make it once with [`Device::new`](crate::gpu::Device::new), which
+//! uses the device's primary context, the one cudarc and candle use); every function launches on
+//! the stream it is given, which must belong to that context. The safe API of [`gpu`](crate::gpu)
+//! is a thin layer on these functions: it checks its buffers and calls them.
+//!
+//! Every function validates its sizes and configuration before it enqueues anything and returns
+//! the crate's typed error; none allocates or synchronises with the host (except
+//! [`read_status`]), so a sequence of them can be captured in a CUDA graph.
+//!
+//! # Safety
+//!
+//! The functions are `unsafe` because the pointers cannot be checked: each must be a device
+//! allocation of the device's context holding at least the elements its function lists, valid and
+//! not accessed by other work until the launches that use it complete.
+
+pub use crate::gpu::gemm::grouped_gemm_raw as grouped_gemm;
+pub use crate::gpu::routing::route_raw as route;
+
+/// A device address (`CUdeviceptr`).
+pub type DevicePtr = u64;
+
+/// A CUDA stream handle (`CUstream`); null is the legacy default stream.
+pub type Stream = *mut std::ffi::c_void;
