@@ -4,14 +4,15 @@
 
 use super::abi::{self, MoeCombineParams, MoeSharedAccumulateParams};
 use super::check_len;
-use super::permute::GpuPermutation;
+use super::permute::{GpuPermutation, PermuteLayout, RawPermutation};
 use super::{Device, GpuElement};
 use crate::dtype::DType;
 use crate::error::{MoeError, Result};
 use crate::host_math::combine_items;
+use crate::raw::{DevicePtr, Stream};
 use crate::view::checked_mul;
 use cudarc::driver::{
-    CudaView, CudaViewMut, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig, PushKernelArg,
+    CudaView, CudaViewMut, DevicePtr as _, DevicePtrMut as _, DeviceRepr, LaunchConfig,
 };
 use std::ffi::c_void;
 
@@ -197,11 +198,90 @@ pub fn combine<Y: GpuElement, S: GpuElement, O: GpuElement>(
     let (w_ptr, _w_guard) = weights.device_ptr(stream);
     let shared_ptr = shared.map(|s| s.device_ptr(stream));
     let (out_ptr, _out_guard) = out.device_ptr_mut(stream);
-    let shared_addr = shared_ptr.as_ref().map(|(p, _)| *p);
-    let mut addrs = vec![y_ptr, out_ptr];
-    addrs.extend(shared_addr);
+    let raw = RawPermutation {
+        top_k: perm.top_k(),
+        num_experts: perm.num_experts(),
+        block_size: perm.block_size(),
+        slot_row: slot_ptr,
+        // The combine reads only the slot rows.
+        expert_offsets: 0,
+        expert_counts: 0,
+        row_source: 0,
+        scratch: 0,
+    };
+    // SAFETY: the buffers are live buffers of this device's context whose lengths were checked
+    // above against `perm`'s last permutation of T tokens (expert_out its row bound times hidden,
+    // slot_row and weights T*k, shared and out T*hidden) and hold the element types passed; the
+    // guards held until after this call order the launch on the device's stream against other
+    // accesses to them.
+    unsafe {
+        combine_raw(
+            dev,
+            dev.raw_stream(),
+            (Y::DTYPE, shared.map(|_| S::DTYPE), O::DTYPE),
+            y_ptr,
+            hidden,
+            shape.num_tokens,
+            &raw,
+            w_ptr,
+            shared_ptr.as_ref().map(|(p, _)| *p),
+            out_ptr,
+        )
+    }
+}
+
+/// [`combine`](crate::gpu::combine) on raw device pointers and a raw stream, with `types` the
+/// element types of the expert outputs, of the shared output (`None`: no shared output) and of the
+/// output.
+///
+/// - `expert_out`: `[max_rows(num_tokens), hidden]` in the order of the permutation `perm` of
+///   `num_tokens` tokens (only its `slot_row` is read);
+/// - `weights`: `[num_tokens, k]` `f32`; `shared`, `out`: `[num_tokens, hidden]`.
+///
+/// Errors as for [`combine`](crate::gpu::combine), before anything is enqueued.
+///
+/// # Safety
+///
+/// The pointers must hold the elements listed, `perm` a permutation of `num_tokens` tokens
+/// completed or enqueued earlier on `stream`, all device allocations of `dev`'s context valid
+/// until the launch completes, `out` not accessed by other work meanwhile; `stream` must be a
+/// stream of `dev`'s context.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn combine_raw(
+    dev: &Device,
+    stream: Stream,
+    types: (DType, Option<DType>, DType),
+    expert_out: DevicePtr,
+    hidden: usize,
+    num_tokens: usize,
+    perm: &RawPermutation,
+    weights: DevicePtr,
+    shared: Option<DevicePtr>,
+    out: DevicePtr,
+) -> Result<()> {
+    let (y, s, o) = types;
+    let layout = PermuteLayout::new(num_tokens, perm.top_k, perm.num_experts, perm.block_size)?;
+    // The lengths the pointers hold by contract; checked_mul reports what would overflow.
+    let token_elems = num_tokens.saturating_mul(hidden);
+    let shape = check_combine(
+        layout.row_bound.saturating_mul(hidden),
+        hidden,
+        num_tokens,
+        perm.top_k,
+        layout.row_bound,
+        layout.num_slots,
+        shared.map(|_| token_elems),
+        token_elems,
+    )?;
+    // An unsupported type combination is an error even when there is nothing to do.
+    combine_kernel(y, s, o, false)?;
+    if shape.num_tokens == 0 {
+        return Ok(());
+    }
+    let mut addrs = vec![expert_out, out];
+    addrs.extend(shared);
     let vector = combine_vectorizable(hidden, &addrs);
-    let name = combine_kernel(Y::DTYPE, shared.map(|_| S::DTYPE), O::DTYPE, vector)?;
+    let name = combine_kernel(y, s, o, vector)?;
     let func = dev.function(FAMILY, name)?;
     let threads = abi::MOE_COMBINE_BLOCK_THREADS as usize;
     let vec = if vector {
@@ -211,14 +291,14 @@ pub fn combine<Y: GpuElement, S: GpuElement, O: GpuElement>(
     };
     let items = combine_items(shape.num_tokens, hidden, threads, vec);
     let params = MoeCombineParams {
-        expert_out: y_ptr as *const c_void,
-        slot_row: slot_ptr as *const i64,
-        weights: w_ptr as *const f32,
-        shared: shared_addr.map_or(std::ptr::null(), |p| p as *const c_void),
-        out: out_ptr as *mut c_void,
+        expert_out: expert_out as *const c_void,
+        slot_row: perm.slot_row as *const i64,
+        weights: weights as *const f32,
+        shared: shared.map_or(std::ptr::null(), |p| p as *const c_void),
+        out: out as *mut c_void,
         num_tokens: shape.num_tokens as i64,
         hidden: hidden as i64,
-        top_k: perm.top_k() as i64,
+        top_k: perm.top_k as i64,
         num_rows: shape.num_rows as i64,
     };
     let launch = LaunchConfig {
@@ -227,15 +307,13 @@ pub fn combine<Y: GpuElement, S: GpuElement, O: GpuElement>(
         shared_mem_bytes: 0,
     };
     // SAFETY: the kernel takes one `MoeCombineParams` by value (layout checked against the C header),
-    // and was picked for exactly the element types of expert_out (Y), shared (S) and out (O). Lengths
-    // were checked above: expert_out num_rows * hidden, slot_row and weights T * k, shared and out
-    // T * hidden. The kernel reads a row only when 0 <= slot_row < num_rows, and touches columns
+    // and was picked for exactly the element types of expert_out, shared and out. By the caller's
+    // contract expert_out holds num_rows * hidden elements, slot_row and weights T * k, shared and
+    // out T * hidden. The kernel reads a row only when 0 <= slot_row < num_rows, and touches columns
     // below hidden of tokens below T. The vector kernel (16-byte accesses of 8 columns) is chosen
     // only when hidden % 8 == 0 and every base address is 16-byte aligned. The launch uses
-    // MOE_COMBINE_BLOCK_THREADS threads (the grid-stride loop covers every item). The guards order
-    // the launch against other accesses to the buffers.
-    unsafe { stream.launch_builder(&func).arg(&params).launch(launch) }?;
-    Ok(())
+    // MOE_COMBINE_BLOCK_THREADS threads (the grid-stride loop covers every item).
+    unsafe { dev.launch(stream, &func, launch, &params) }
 }
 
 /// Check a [`shared_expert_accumulate`] call's lengths.
@@ -288,27 +366,78 @@ pub fn shared_expert_accumulate<T: GpuElement>(
     }
     dev.check_owns("shared expert output", part)?;
     dev.check_owns("shared expert sum", sum)?;
-    if num_tokens == 0 || hidden == 0 {
-        return Ok(());
-    }
     let stream = dev.stream();
     let (x_ptr, _x_guard) = x.device_ptr(stream);
     let gate_ptr = gate.map(|g| g.device_ptr(stream));
     let (part_ptr, _part_guard) = part.device_ptr(stream);
     let (sum_ptr, _sum_guard) = sum.device_ptr_mut(stream);
-    let name = match T::DTYPE {
+    // SAFETY: the buffers are live buffers of this device's context with the lengths checked above
+    // (x, part and sum T * hidden, gate hidden), of the types passed; the guards held until after
+    // this call order the launch on the device's stream against other accesses to them.
+    unsafe {
+        shared_expert_accumulate_raw(
+            dev,
+            dev.raw_stream(),
+            T::DTYPE,
+            x_ptr,
+            num_tokens,
+            hidden,
+            gate_ptr.as_ref().map(|(p, _)| *p),
+            part_ptr,
+            accumulate,
+            sum_ptr,
+        )
+    }
+}
+
+/// [`shared_expert_accumulate`](crate::gpu::shared_expert_accumulate) on raw device pointers and
+/// a raw stream: `x` `[num_tokens, hidden]` and `gate` `[hidden]` of `dtype`, `part` and `sum`
+/// `[num_tokens, hidden]` `f32`.
+///
+/// Errors as for [`shared_expert_accumulate`](crate::gpu::shared_expert_accumulate).
+///
+/// # Safety
+///
+/// The pointers must hold the elements listed, device allocations of `dev`'s context valid until
+/// the launch completes, `sum` not accessed by other work meanwhile; `stream` must be a stream of
+/// `dev`'s context.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn shared_expert_accumulate_raw(
+    dev: &Device,
+    stream: Stream,
+    dtype: DType,
+    x: DevicePtr,
+    num_tokens: usize,
+    hidden: usize,
+    gate: Option<DevicePtr>,
+    part: DevicePtr,
+    accumulate: bool,
+    sum: DevicePtr,
+) -> Result<()> {
+    // The lengths the pointers hold by contract; checked_mul reports what would overflow.
+    let elems = num_tokens.saturating_mul(hidden);
+    check_shared_accumulate(
+        elems,
+        num_tokens,
+        hidden,
+        gate.map(|_| hidden),
+        elems,
+        elems,
+    )?;
+    if num_tokens == 0 || hidden == 0 {
+        return Ok(());
+    }
+    let name = match dtype {
         DType::F32 => "moe_shared_accumulate_f32",
         DType::BF16 => "moe_shared_accumulate_bf16",
         DType::F16 => "moe_shared_accumulate_f16",
     };
     let func = dev.function(FAMILY, name)?;
     let params = MoeSharedAccumulateParams {
-        x: x_ptr as *const c_void,
-        gate: gate_ptr
-            .as_ref()
-            .map_or(std::ptr::null(), |(p, _)| *p as *const c_void),
-        part: part_ptr as *const f32,
-        sum: sum_ptr as *mut f32,
+        x: x as *const c_void,
+        gate: gate.map_or(std::ptr::null(), |p| p as *const c_void),
+        part: part as *const f32,
+        sum: sum as *mut f32,
         num_tokens: num_tokens as i64,
         hidden: hidden as i64,
         accumulate: i64::from(accumulate),
@@ -319,12 +448,11 @@ pub fn shared_expert_accumulate<T: GpuElement>(
         shared_mem_bytes: 0,
     };
     // SAFETY: the kernel takes one `MoeSharedAccumulateParams` by value (layout checked against the
-    // C header) and was picked for T, the element type of x and gate. Lengths were checked above
-    // (x, part and sum T * hidden, gate hidden or null); the kernel touches tokens below T and
-    // columns below hidden only. The launch uses MOE_SHARED_BLOCK_THREADS threads, whole warps, as
-    // its block reduction requires. The guards order the launch against other accesses.
-    unsafe { stream.launch_builder(&func).arg(&params).launch(launch) }?;
-    Ok(())
+    // C header) and was picked for `dtype`, the element type of x and gate. By the caller's contract
+    // x, part and sum hold T * hidden elements and gate hidden (or null); the kernel touches tokens
+    // below T and columns below hidden only. The launch uses MOE_SHARED_BLOCK_THREADS threads, whole
+    // warps, as its block reduction requires.
+    unsafe { dev.launch(stream, &func, launch, &params) }
 }
 
 #[cfg(test)]

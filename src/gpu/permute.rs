@@ -14,12 +14,14 @@
 use super::abi::{self, MoeGatherParams, MoePermuteParams, MoeStatus};
 use super::check_len;
 use super::{Device, DeviceStatus, GpuElement};
+use crate::dtype::DType;
 use crate::error::{MoeError, Result};
 use crate::host_math::permute::{permute_max_chunks, permute_plan, permute_row_bound, PermutePlan};
+use crate::raw::{DevicePtr, Stream};
 use crate::view::checked_mul;
 use cudarc::driver::{
-    CudaSlice, CudaView, CudaViewMut, DevicePtr, DevicePtrMut, DeviceRepr, LaunchConfig,
-    PushKernelArg,
+    CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr as _, DevicePtrMut as _, DeviceRepr,
+    LaunchConfig, SyncOnDrop,
 };
 use std::ffi::c_void;
 
@@ -253,6 +255,132 @@ impl GpuPermutation {
     }
 }
 
+impl GpuPermutation {
+    /// The buffers as a [`RawPermutation`] for launches that write them, with the guards that
+    /// order `stream` against other accesses to them until they are dropped.
+    fn raw_mut<'a>(&'a mut self, stream: &'a CudaStream) -> (RawPermutation, [SyncOnDrop<'a>; 5]) {
+        let c = self.capacity;
+        let [(offsets, g0), (counts, g1), (source, g2), (slot, g3), (scratch, g4)] = [
+            self.expert_offsets.device_ptr_mut(stream),
+            self.expert_counts.device_ptr_mut(stream),
+            self.row_source.device_ptr_mut(stream),
+            self.slot_row.device_ptr_mut(stream),
+            self.scratch.device_ptr_mut(stream),
+        ];
+        let raw = RawPermutation {
+            top_k: c.top_k,
+            num_experts: c.num_experts,
+            block_size: c.block_size,
+            expert_offsets: offsets,
+            expert_counts: counts,
+            row_source: source,
+            slot_row: slot,
+            scratch,
+        };
+        (raw, [g0, g1, g2, g3, g4])
+    }
+}
+
+/// The device buffers of a permutation as raw pointers, for the [`raw`](crate::raw) layer: a
+/// [`GpuPermutation`]'s, or regions of a caller's workspace (see [`RawPermutation::carve`]).
+///
+/// For a permutation of `T` tokens they hold: `expert_offsets` `[E + 1]`, `expert_counts` `[E]`,
+/// `row_source` `[max_rows(T)]`, `slot_row` `[T * k]`, all `i64`, and `scratch`, the kernels'
+/// counters (`u32`, see [`RawPermutation::bytes`] for the total).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawPermutation {
+    /// Experts per token `k`.
+    pub top_k: usize,
+    /// Experts `E`.
+    pub num_experts: usize,
+    /// Segment padding (1: none).
+    pub block_size: usize,
+    /// `[E + 1]` segment starts.
+    pub expert_offsets: DevicePtr,
+    /// `[E]` real rows per expert.
+    pub expert_counts: DevicePtr,
+    /// `[max_rows(T)]` flat source of each row.
+    pub row_source: DevicePtr,
+    /// `[T * k]` row of each flat position.
+    pub slot_row: DevicePtr,
+    /// The kernels' scratch counters.
+    pub scratch: DevicePtr,
+}
+
+/// Alignment of each region [`RawPermutation::carve`] cuts (and of the layer workspace's regions).
+pub(crate) const REGION_ALIGN: usize = 256;
+
+/// `offset` rounded up to the next region boundary.
+pub(crate) fn align_region(offset: usize) -> Result<usize> {
+    offset
+        .checked_next_multiple_of(REGION_ALIGN)
+        .ok_or_else(|| MoeError::SizeOverflow("workspace offset".into()))
+}
+
+impl RawPermutation {
+    /// Bytes of device memory [`RawPermutation::carve`] needs for permutations of up to
+    /// `max_tokens` tokens (each region 256-byte aligned).
+    pub fn bytes(
+        max_tokens: usize,
+        top_k: usize,
+        num_experts: usize,
+        block_size: usize,
+    ) -> Result<usize> {
+        Self::regions(max_tokens, top_k, num_experts, block_size).map(|(_, end)| end)
+    }
+
+    /// The permutation buffers for up to `max_tokens` tokens cut from `base` (256-byte aligned,
+    /// [`RawPermutation::bytes`] long). Computes addresses only; nothing is touched.
+    pub fn carve(
+        base: DevicePtr,
+        max_tokens: usize,
+        top_k: usize,
+        num_experts: usize,
+        block_size: usize,
+    ) -> Result<Self> {
+        let (offsets, _) = Self::regions(max_tokens, top_k, num_experts, block_size)?;
+        let at = |i: usize| base + offsets[i] as u64;
+        Ok(RawPermutation {
+            top_k,
+            num_experts,
+            block_size,
+            expert_offsets: at(0),
+            expert_counts: at(1),
+            row_source: at(2),
+            slot_row: at(3),
+            scratch: at(4),
+        })
+    }
+
+    /// Start of each region (offsets, counts, row_source, slot_row, scratch) and the end.
+    fn regions(
+        max_tokens: usize,
+        top_k: usize,
+        num_experts: usize,
+        block_size: usize,
+    ) -> Result<([usize; 5], usize)> {
+        let layout = PermuteLayout::new(max_tokens, top_k, num_experts, block_size)?;
+        let overflow = || MoeError::SizeOverflow("permutation buffers".into());
+        let sizes = [
+            num_experts.checked_add(1).ok_or_else(overflow)?,
+            num_experts,
+            layout.row_bound.max(1),
+            layout.num_slots.max(1),
+        ]
+        .map(|n| n.checked_mul(8));
+        let scratch = scratch_len(&layout)?.max(1).checked_mul(4);
+        let mut starts = [0; 5];
+        let mut end = 0usize;
+        for (i, bytes) in sizes.into_iter().chain([scratch]).enumerate() {
+            starts[i] = align_region(end)?;
+            end = starts[i]
+                .checked_add(bytes.ok_or_else(overflow)?)
+                .ok_or_else(overflow)?;
+        }
+        Ok((starts, end))
+    }
+}
+
 /// What a [`GpuPermutation`]'s buffers were made for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Capacity {
@@ -350,32 +478,60 @@ pub fn permute(
     dev.check_owns("slot_row", &out.slot_row)?;
     dev.check_owns("permutation scratch", &out.scratch)?;
     dev.check_owns("status", &*status.record_mut())?;
-    let stream = dev.stream();
     out.num_tokens = num_tokens;
+    let stream = dev.stream().clone();
+    let (raw, _guards) = out.raw_mut(&stream);
+    let (ids_ptr, _ids_guard) = topk_ids.device_ptr(&stream);
+    let (status_ptr, _status_guard) = status.record_mut().device_ptr_mut(&stream);
+    // SAFETY: `raw` holds `out`'s buffers, allocated in this device's context for up to
+    // `out.max_tokens() >= num_tokens` tokens with this k, E and block size (checked above, and the
+    // scratch against this call's plan), ids hold T*k i32 (checked) and status one record; the
+    // guards held until after this call order the launches on the device's stream against other
+    // accesses to them.
+    unsafe { permute_raw(dev, dev.raw_stream(), ids_ptr, num_tokens, &raw, status_ptr) }
+}
+
+/// [`permute`](crate::gpu::permute) on raw device pointers and a raw stream: `topk_ids`
+/// `[num_tokens, k]` `i32` into the buffers of `perm`, with `perm`'s `k`, `E` and block size.
+///
+/// Errors as for [`permute`](crate::gpu::permute), before anything is enqueued.
+///
+/// # Safety
+///
+/// `topk_ids` must hold `num_tokens * k` `i32`, `perm`'s buffers must be sized for at least
+/// `num_tokens` tokens (as [`RawPermutation::carve`] cuts them), `status` must hold one status
+/// record, all device allocations of `dev`'s context valid until the launches complete and not
+/// accessed by other work meanwhile; `stream` must be a stream of `dev`'s context.
+pub unsafe fn permute_raw(
+    dev: &Device,
+    stream: Stream,
+    topk_ids: DevicePtr,
+    num_tokens: usize,
+    perm: &RawPermutation,
+    status: DevicePtr,
+) -> Result<()> {
+    let layout = PermuteLayout::new(num_tokens, perm.top_k, perm.num_experts, perm.block_size)?;
     if layout.num_slots == 0 {
-        stream.memset_zeros(&mut out.expert_offsets)?;
-        stream.memset_zeros(&mut out.expert_counts)?;
+        dev.context().bind_to_thread()?;
+        for (ptr, n) in [
+            (perm.expert_offsets, perm.num_experts + 1),
+            (perm.expert_counts, perm.num_experts),
+        ] {
+            // SAFETY: by the caller's contract the offsets hold E + 1 and the counts E i64.
+            unsafe { cudarc::driver::result::memset_d8_async(ptr, 0, n * 8, stream.cast()) }?;
+        }
         return Ok(());
     }
-
-    // Each guard orders the launches against other accesses to its buffer and records them on drop.
-    let (ids_ptr, _ids_guard) = topk_ids.device_ptr(stream);
-    let (offsets_ptr, _offsets_guard) = out.expert_offsets.device_ptr_mut(stream);
-    let (counts_ptr, _counts_guard) = out.expert_counts.device_ptr_mut(stream);
-    let (source_ptr, _source_guard) = out.row_source.device_ptr_mut(stream);
-    let (slot_ptr, _slot_guard) = out.slot_row.device_ptr_mut(stream);
-    let (scratch_ptr, _scratch_guard) = out.scratch.device_ptr_mut(stream);
-    let (status_ptr, _status_guard) = status.record_mut().device_ptr_mut(stream);
     let plan = layout.plan;
     // Every size fits i64: num_slots < 2^32, the row bound < 2^63 (PermuteLayout::new).
     let params = MoePermuteParams {
-        topk_ids: ids_ptr as *const i32,
-        expert_offsets: offsets_ptr as *mut i64,
-        expert_counts: counts_ptr as *mut i64,
-        row_source: source_ptr as *mut i64,
-        slot_row: slot_ptr as *mut i64,
-        chunk_counts: scratch_ptr as *mut u32,
-        status: status_ptr as *mut MoeStatus,
+        topk_ids: topk_ids as *const i32,
+        expert_offsets: perm.expert_offsets as *mut i64,
+        expert_counts: perm.expert_counts as *mut i64,
+        row_source: perm.row_source as *mut i64,
+        slot_row: perm.slot_row as *mut i64,
+        chunk_counts: perm.scratch as *mut u32,
+        status: status as *mut MoeStatus,
         num_slots: layout.num_slots as i64,
         row_capacity: layout.row_bound as i64,
         chunk_size: plan.chunk_size as i64,
@@ -389,22 +545,20 @@ pub fn permute(
         block_dim: (abi::MOE_PERMUTE_SINGLE_BLOCK_THREADS as u32, 1, 1),
         shared_mem_bytes: 0,
     };
-    // SAFETY (all launches below): each kernel takes one `MoePermuteParams` by value, the struct
-    // pushed (layout checked at compile time against the C header). Its pointers are live buffers of
-    // this device's context with the lengths the params state: ids = num_slots i32 (checked above),
-    // offsets E + 1, counts E, row_source the row bound of num_tokens (`out` was allocated for the
-    // bound of max_tokens >= num_tokens, and the bound grows with T), slot_row num_slots, scratch
-    // at least E * num_chunks u32 (checked above), status one record. The kernels write rows below
-    // expert_offsets[E] <= the row bound, flat positions below num_slots, and scratch entries
-    // e * num_chunks + c with e < E and c < num_chunks. Launch shapes follow the kernels'
-    // contracts: moe_permute_single and moe_permute_scan one block of
+    // SAFETY (all launches below): each kernel takes one `MoePermuteParams` by value (layout
+    // checked at compile time against the C header). By the caller's contract its pointers hold
+    // ids = num_slots i32, offsets E + 1, counts E, row_source the row bound of num_tokens,
+    // slot_row num_slots (i64 each), scratch at least E * num_chunks u32 (the counters of this
+    // plan, which `RawPermutation::bytes` covers for every token count up to the capacity) and one
+    // status record. The kernels write rows below expert_offsets[E] <= the row bound, flat positions
+    // below num_slots, and scratch entries e * num_chunks + c with e < E and c < num_chunks. Launch
+    // shapes follow the kernels' contracts: moe_permute_single and moe_permute_scan one block of
     // MOE_PERMUTE_SINGLE_BLOCK_THREADS, count and scatter whole warps of MOE_PERMUTE_BLOCK_THREADS
-    // threads (the grid-stride loops cover every chunk). The guards held until the end of this
-    // function order the launches against other accesses to the buffers; the three launches of the
-    // multi-block path are ordered by the stream.
+    // threads (the grid-stride loops cover every chunk); the three launches of the multi-block
+    // path are ordered by the stream.
     if plan.single_block {
         let func = dev.function(FAMILY, "moe_permute_single")?;
-        unsafe { stream.launch_builder(&func).arg(&params).launch(single) }?;
+        unsafe { dev.launch(stream, &func, single, &params) }?;
     } else {
         let threads = abi::MOE_PERMUTE_BLOCK_THREADS as usize;
         let blocks = plan
@@ -419,9 +573,9 @@ pub fn permute(
         let count = dev.function(FAMILY, "moe_permute_count")?;
         let scan = dev.function(FAMILY, "moe_permute_scan")?;
         let scatter = dev.function(FAMILY, "moe_permute_scatter")?;
-        unsafe { stream.launch_builder(&count).arg(&params).launch(chunked) }?;
-        unsafe { stream.launch_builder(&scan).arg(&params).launch(single) }?;
-        unsafe { stream.launch_builder(&scatter).arg(&params).launch(chunked) }?;
+        unsafe { dev.launch(stream, &count, chunked, &params) }?;
+        unsafe { dev.launch(stream, &scan, single, &params) }?;
+        unsafe { dev.launch(stream, &scatter, chunked, &params) }?;
     }
     Ok(())
 }
@@ -504,33 +658,99 @@ pub fn gather<T: GpuElement>(
     perm: &GpuPermutation,
     out: &mut CudaViewMut<'_, T>,
 ) -> Result<()> {
-    let rows = check_gather(x.len(), hidden, perm.num_tokens, &perm.capacity, out.len())?;
+    check_gather(x.len(), hidden, perm.num_tokens, &perm.capacity, out.len())?;
     dev.check_owns("hidden states", x)?;
     dev.check_owns("gathered activations", out)?;
     dev.check_owns("row_source", &perm.row_source)?;
     dev.check_owns("expert offsets", &perm.expert_offsets)?;
-    if rows == 0 {
-        return Ok(());
-    }
     let stream = dev.stream();
     let (x_ptr, _x_guard) = x.device_ptr(stream);
     let (source_ptr, _source_guard) = perm.row_source.device_ptr(stream);
     let (offsets_ptr, _offsets_guard) = perm.expert_offsets.device_ptr(stream);
     let (out_ptr, _out_guard) = out.device_ptr_mut(stream);
-    let elem = std::mem::size_of::<T>();
-    // hidden * elem fits: x holds T * hidden elements of T in memory.
-    let row_bytes = hidden * elem;
-    let unit = gather_unit(row_bytes, elem, x_ptr, out_ptr);
+    let c = perm.capacity;
+    let raw = RawPermutation {
+        top_k: c.top_k,
+        num_experts: c.num_experts,
+        block_size: c.block_size,
+        expert_offsets: offsets_ptr,
+        row_source: source_ptr,
+        // The gather reads only the offsets and the row sources.
+        expert_counts: 0,
+        slot_row: 0,
+        scratch: 0,
+    };
+    // SAFETY: x holds num_tokens rows and out the row bound of `perm`'s last permutation of hidden
+    // elements of T (lengths checked above), and `raw` holds that permutation's offsets and row
+    // sources, all live buffers of this device's context; the guards held until after this call
+    // order the launch on the device's stream against other accesses to them.
+    unsafe {
+        gather_raw(
+            dev,
+            dev.raw_stream(),
+            T::DTYPE,
+            x_ptr,
+            hidden,
+            perm.num_tokens,
+            &raw,
+            out_ptr,
+        )
+    }
+}
+
+/// [`gather`](crate::gpu::gather) on raw device pointers and a raw stream: `x` `[num_tokens,
+/// hidden]` of `dtype` into `out` `[max_rows(num_tokens), hidden]` in the order of the permutation
+/// `perm` of those `num_tokens` tokens (only its `expert_offsets` and `row_source` are read).
+///
+/// Errors as for [`gather`](crate::gpu::gather), before anything is enqueued.
+///
+/// # Safety
+///
+/// The pointers must hold the elements listed, `perm` must hold a completed (or earlier enqueued
+/// on `stream`) permutation of `num_tokens` tokens, all device allocations of `dev`'s context
+/// valid until the launch completes, `out` not accessed by other work meanwhile; `stream` must be a
+/// stream of `dev`'s context.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gather_raw(
+    dev: &Device,
+    stream: Stream,
+    dtype: DType,
+    x: DevicePtr,
+    hidden: usize,
+    num_tokens: usize,
+    perm: &RawPermutation,
+    out: DevicePtr,
+) -> Result<()> {
+    let layout = PermuteLayout::new(num_tokens, perm.top_k, perm.num_experts, perm.block_size)?;
+    let elem = dtype.size_in_bytes();
+    // The lengths the pointers hold by contract; checked_mul reports what would overflow.
+    let rows = check_gather(
+        num_tokens.saturating_mul(hidden),
+        hidden,
+        num_tokens,
+        &Capacity {
+            max_tokens: num_tokens,
+            top_k: perm.top_k,
+            num_experts: perm.num_experts,
+            block_size: perm.block_size,
+        },
+        layout.row_bound.saturating_mul(hidden),
+    )?;
+    if rows == 0 {
+        return Ok(());
+    }
+    let row_bytes = checked_mul(hidden, elem, "hidden row bytes")?;
+    let unit = gather_unit(row_bytes, elem, x, out);
     let params = MoeGatherParams {
-        x: x_ptr as *const c_void,
-        row_source: source_ptr as *const i64,
-        expert_offsets: offsets_ptr as *const i64,
-        out: out_ptr as *mut c_void,
-        num_tokens: perm.num_tokens as i64,
+        x: x as *const c_void,
+        row_source: perm.row_source as *const i64,
+        expert_offsets: perm.expert_offsets as *const i64,
+        out: out as *mut c_void,
+        num_tokens: num_tokens as i64,
         row_units: (row_bytes / unit.bytes) as i64,
-        top_k: perm.capacity.top_k as i64,
+        top_k: perm.top_k as i64,
         row_capacity: rows as i64,
-        num_experts: perm.capacity.num_experts as i64,
+        num_experts: perm.num_experts as i64,
     };
     let warps = abi::MOE_GATHER_BLOCK_THREADS as usize / WARP;
     let launch = LaunchConfig {
@@ -540,15 +760,13 @@ pub fn gather<T: GpuElement>(
     };
     let func = dev.function(FAMILY, unit.kernel)?;
     // SAFETY: the kernel takes one `MoeGatherParams` by value (layout checked against the C header).
-    // x holds num_tokens rows and out `rows` rows of `row_units` units each (lengths checked above;
-    // the 16-byte unit is chosen only when the row size and both base addresses are multiples of 16,
-    // otherwise the unit is the element). The kernel reads expert_offsets[E] (E + 1 entries) and
+    // By the caller's contract x holds num_tokens rows and out `rows` rows of `row_units` units each
+    // (the 16-byte unit is chosen only when the row size and both base addresses are multiples of
+    // 16, otherwise the unit is the element). The kernel reads expert_offsets[E] (E + 1 entries) and
     // row_source below min(that total, rows); every flat source there was written by the permutation
     // below T*k, so its token is below num_tokens, and -1 (padding) is written as zeros. The launch
-    // uses whole warps of MOE_GATHER_BLOCK_THREADS threads. The guards order the launch against
-    // other accesses to the buffers.
-    unsafe { stream.launch_builder(&func).arg(&params).launch(launch) }?;
-    Ok(())
+    // uses whole warps of MOE_GATHER_BLOCK_THREADS threads.
+    unsafe { dev.launch(stream, &func, launch, &params) }
 }
 
 #[cfg(test)]

@@ -18,7 +18,11 @@
 //! allocation of the device's context holding at least the elements its function lists, valid and
 //! not accessed by other work until the launches that use it complete.
 
+pub use crate::gpu::combine::{
+    combine_raw as combine, shared_expert_accumulate_raw as shared_expert_accumulate,
+};
 pub use crate::gpu::gemm::grouped_gemm_raw as grouped_gemm;
+pub use crate::gpu::permute::{gather_raw as gather, permute_raw as permute, RawPermutation};
 pub use crate::gpu::routing::route_raw as route;
 
 /// A device address (`CUdeviceptr`).
