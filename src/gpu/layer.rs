@@ -1,18 +1,16 @@
 //! The whole MoE block on the GPU: the device twin of [`CpuMoeLayer`](crate::cpu::layer::CpuMoeLayer)
 //! (the stage sequence is documented on [`GpuMoeLayer`]).
 
-use super::combine::{combine, shared_expert_accumulate};
-use super::gemm::{grouped_gemm, GemmElement, GemmEpilogue, GemmOutput, GroupedGemmShape};
-use super::permute::{gather, permute};
-use super::routing::route_from_hidden;
+use super::gemm::{GemmElement, GemmOutput};
 use super::weights::GpuMoeWeights;
-use super::workspace::{needs_shared_part, Workspace};
+use super::workspace::Workspace;
 use super::Device;
 use crate::config::MoeConfig;
 use crate::cpu::layer::MoeWeights;
 use crate::error::{MoeError, Result};
+use crate::raw::forward_buffers;
 use crate::view::checked_mul;
-use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, ValidAsZeroBits};
+use cudarc::driver::{CudaView, CudaViewMut, DevicePtr, DevicePtrMut, ValidAsZeroBits};
 
 /// A validated MoE block on the GPU, for activations and weights of type `T` (`bf16` or `f16`).
 ///
@@ -131,175 +129,31 @@ where
         if num_tokens == 0 {
             return Ok(());
         }
-        let (h, i, e, k) = (
-            cfg.hidden_size,
-            cfg.intermediate_size,
-            cfg.routing.num_experts,
-            cfg.routing.top_k,
-        );
-        // All products below are bounded by the workspace sizes, which were computed with checks.
-        let rows = num_tokens * k;
-        let Workspace {
-            logits,
-            topk_ids,
-            topk_weights,
-            perm,
-            rows: row_buf,
-            act,
-            shared_mid,
-            shared_sum,
-            shared_part,
-            status,
-            ..
-        } = ws;
-
-        // 1. Routing.
-        let mut ids = topk_ids.slice_mut(..rows);
-        let mut weights = topk_weights.slice_mut(..rows);
-        let bias = self.weights.correction_bias();
-        route_from_hidden(
-            dev,
-            &cfg.routing,
-            x,
-            num_tokens,
-            h,
-            &self.weights.router(),
-            bias.as_ref(),
-            &mut logits.slice_mut(..num_tokens * e),
-            &mut ids,
-            &mut weights,
-            status,
-        )?;
-
-        // 2. Permutation and gather (no padding: the GEMM takes any segment boundaries).
-        permute(dev, &ids.as_view(), num_tokens, e, 1, perm, status)?;
-        let mut permuted = row_buf.slice_mut(..rows * h);
-        gather(dev, x, h, perm, &mut permuted)?;
-
-        // 3-4. Routed experts: up projection with the activation, then down projection back into
-        // the permuted rows (the gathered activations are not needed any more).
-        let offsets = perm.expert_offsets();
-        let mut mid = act.slice_mut(..rows * i);
-        grouped_gemm::<T, T>(
-            dev,
-            &permuted.as_view(),
-            Some(&offsets),
-            &self.weights.gate_up(),
-            GroupedGemmShape {
-                rows,
-                n: cfg.activation.up_rows(i),
-                k: h,
-                num_experts: e,
-            },
-            GemmEpilogue::Activation(cfg.activation),
-            &mut mid,
-        )?;
-        grouped_gemm::<T, T>(
-            dev,
-            &mid.as_view(),
-            Some(&offsets),
-            &self.weights.down(),
-            GroupedGemmShape {
-                rows,
-                n: h,
-                k: i,
-                num_experts: e,
-            },
-            GemmEpilogue::Store,
-            &mut permuted,
-        )?;
-
-        // 5. Shared experts, summed in f32.
-        let token_elems = num_tokens * h;
-        self.shared_experts(dev, x, num_tokens, shared_mid, shared_part, shared_sum)?;
-
-        // 6. Combine.
-        let shared = (!cfg.shared_experts.is_empty()).then(|| shared_sum.slice(..token_elems));
-        combine::<T, f32, T>(
-            dev,
-            &permuted.as_view(),
-            h,
-            perm,
-            &weights.as_view(),
-            shared.as_ref(),
-            out,
-        )
-    }
-}
-
-impl<T: GemmElement + GemmOutput<T>> GpuMoeLayer<T>
-where
-    f32: GemmOutput<T>,
-{
-    /// The shared experts' summed output `[T, H]` into `sum`: for each, the up GEMM with the
-    /// activation into `mid`, the down GEMM in `f32` (into `sum` directly for a single ungated
-    /// expert, else into `part`, then gated and accumulated).
-    fn shared_experts(
-        &self,
-        dev: &Device,
-        x: &CudaView<'_, T>,
-        num_tokens: usize,
-        mid: &mut CudaSlice<T>,
-        part: &mut CudaSlice<f32>,
-        sum: &mut CudaSlice<f32>,
-    ) -> Result<()> {
-        let cfg = self.weights.config();
-        let h = cfg.hidden_size;
-        let token_elems = num_tokens * h;
-        let direct = !needs_shared_part(cfg);
-        for (n, (sw, sc)) in self
-            .weights
-            .shared()
-            .iter()
-            .zip(&cfg.shared_experts)
-            .enumerate()
-        {
-            let is = sc.intermediate_size;
-            let mut smid = mid.slice_mut(..num_tokens * is);
-            grouped_gemm::<T, T>(
+        let stream = dev.stream().clone();
+        // Each guard orders the forward's launches against other accesses to its buffer and
+        // records them when dropped, after the launches.
+        let (x_ptr, _x_guard) = x.device_ptr(&stream);
+        let (out_ptr, _out_guard) = out.device_ptr_mut(&stream);
+        let (weights, _weight_guards) = self.weights.raw(&stream);
+        let (buffers, _workspace_guards) = ws.raw_mut(&stream);
+        // SAFETY: x and out hold num_tokens * H elements of T (checked above), the weights were
+        // validated against this config at upload and the workspace holds the buffers of
+        // `WorkspaceSizes` for its config (the layer's, checked) and at least num_tokens tokens
+        // (checked), all live buffers of this device's context (checked); the guards held until
+        // after this call order the launches on the device's stream against other accesses.
+        unsafe {
+            forward_buffers(
                 dev,
-                x,
-                None,
-                &sw.gate_up(),
-                GroupedGemmShape {
-                    rows: num_tokens,
-                    n: cfg.activation.up_rows(is),
-                    k: h,
-                    num_experts: 1,
-                },
-                GemmEpilogue::Activation(cfg.activation),
-                &mut smid,
-            )?;
-            let down_shape = GroupedGemmShape {
-                rows: num_tokens,
-                n: h,
-                k: is,
-                num_experts: 1,
-            };
-            let down_out = if direct { &mut *sum } else { &mut *part };
-            grouped_gemm::<T, f32>(
-                dev,
-                &smid.as_view(),
-                None,
-                &sw.down(),
-                down_shape,
-                GemmEpilogue::Store,
-                &mut down_out.slice_mut(..token_elems),
-            )?;
-            if !direct {
-                shared_expert_accumulate(
-                    dev,
-                    x,
-                    num_tokens,
-                    h,
-                    sw.gate().as_ref(),
-                    &part.slice(..token_elems),
-                    n > 0,
-                    &mut sum.slice_mut(..token_elems),
-                )?;
-            }
+                dev.raw_stream(),
+                cfg,
+                T::DTYPE,
+                &weights,
+                x_ptr,
+                num_tokens,
+                out_ptr,
+                &buffers,
+            )
         }
-        Ok(())
     }
 }
 

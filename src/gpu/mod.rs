@@ -28,7 +28,7 @@ pub(crate) mod permute;
 pub(crate) mod routing;
 pub(crate) mod status;
 mod weights;
-mod workspace;
+pub(crate) mod workspace;
 
 pub use combine::{combine, shared_expert_accumulate};
 pub use device::{driver_library_present, Device};

@@ -258,7 +258,10 @@ impl GpuPermutation {
 impl GpuPermutation {
     /// The buffers as a [`RawPermutation`] for launches that write them, with the guards that
     /// order `stream` against other accesses to them until they are dropped.
-    fn raw_mut<'a>(&'a mut self, stream: &'a CudaStream) -> (RawPermutation, [SyncOnDrop<'a>; 5]) {
+    pub(crate) fn raw_mut<'a>(
+        &'a mut self,
+        stream: &'a CudaStream,
+    ) -> (RawPermutation, [SyncOnDrop<'a>; 5]) {
         let c = self.capacity;
         let [(offsets, g0), (counts, g1), (source, g2), (slot, g3), (scratch, g4)] = [
             self.expert_offsets.device_ptr_mut(stream),

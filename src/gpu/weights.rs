@@ -4,7 +4,8 @@ use super::{Device, GpuElement};
 use crate::config::MoeConfig;
 use crate::cpu::layer::{check_weights, MoeWeights};
 use crate::error::Result;
-use cudarc::driver::{CudaSlice, CudaView};
+use crate::raw::{RawLayerWeights, RawSharedExpert};
+use cudarc::driver::{CudaSlice, CudaStream, CudaView, DevicePtr, SyncOnDrop};
 
 /// One shared expert's weights on the device (layouts as in
 /// [`SharedExpertWeights`](crate::cpu::layer::SharedExpertWeights)).
@@ -111,6 +112,45 @@ impl<T> GpuMoeWeights<T> {
     /// The shared experts, one per entry of [`MoeConfig::shared_experts`].
     pub fn shared(&self) -> &[GpuSharedExpertWeights<T>] {
         &self.shared
+    }
+
+    /// The weights as raw pointers, with the guards that order `stream` against other accesses to
+    /// them until they are dropped.
+    pub(crate) fn raw<'a>(
+        &'a self,
+        stream: &'a CudaStream,
+    ) -> (RawLayerWeights, Vec<SyncOnDrop<'a>>) {
+        let mut guards = Vec::new();
+        let mut ptr = |s: &'a CudaSlice<T>| {
+            let (p, g) = s.device_ptr(stream);
+            guards.push(g);
+            p
+        };
+        let router = ptr(&self.router);
+        let gate_up = ptr(&self.gate_up);
+        let down = ptr(&self.down);
+        let shared = self
+            .shared
+            .iter()
+            .map(|s| RawSharedExpert {
+                gate_up: ptr(&s.gate_up),
+                down: ptr(&s.down),
+                gate: s.gate.as_ref().map(&mut ptr),
+            })
+            .collect();
+        let correction_bias = self.correction_bias.as_ref().map(|b| {
+            let (p, g) = b.device_ptr(stream);
+            guards.push(g);
+            p
+        });
+        let raw = RawLayerWeights {
+            router,
+            correction_bias,
+            gate_up,
+            down,
+            shared,
+        };
+        (raw, guards)
     }
 
     /// Check that every buffer was allocated in `dev`'s context.

@@ -6,8 +6,9 @@ use super::permute::GpuPermutation;
 use super::{Device, DeviceStatus, GpuElement};
 use crate::config::MoeConfig;
 use crate::error::{MoeError, Result};
+use crate::raw::LayerBuffers;
 use crate::view::checked_mul;
-use cudarc::driver::{CudaSlice, CudaView, ValidAsZeroBits};
+use cudarc::driver::{CudaSlice, CudaStream, CudaView, DevicePtrMut, SyncOnDrop, ValidAsZeroBits};
 
 /// Element counts of every workspace buffer for a config and a token capacity `Tm` (a pure
 /// function: size a workspace without a GPU).
@@ -222,6 +223,33 @@ impl<T> Workspace<T> {
     /// The error record, to [`reset`](DeviceStatus::reset) it.
     pub fn status_mut(&mut self) -> &mut DeviceStatus {
         &mut self.status
+    }
+
+    /// The buffers as raw pointers for a forward, with the guards that order `stream` against
+    /// other accesses to them until they are dropped.
+    pub(crate) fn raw_mut<'a>(
+        &'a mut self,
+        stream: &'a CudaStream,
+    ) -> (LayerBuffers, Vec<SyncOnDrop<'a>>) {
+        let (perm, perm_guards) = self.perm.raw_mut(stream);
+        let mut guards: Vec<SyncOnDrop<'a>> = perm_guards.into_iter().collect();
+        let mut ptr = |(p, g): (u64, SyncOnDrop<'a>)| {
+            guards.push(g);
+            p
+        };
+        let buffers = LayerBuffers {
+            logits: ptr(self.logits.device_ptr_mut(stream)),
+            topk_ids: ptr(self.topk_ids.device_ptr_mut(stream)),
+            topk_weights: ptr(self.topk_weights.device_ptr_mut(stream)),
+            perm,
+            rows: ptr(self.rows.device_ptr_mut(stream)),
+            act: ptr(self.act.device_ptr_mut(stream)),
+            shared_mid: ptr(self.shared_mid.device_ptr_mut(stream)),
+            shared_sum: ptr(self.shared_sum.device_ptr_mut(stream)),
+            shared_part: ptr(self.shared_part.device_ptr_mut(stream)),
+            status: ptr(self.status.record_mut().device_ptr_mut(stream)),
+        };
+        (buffers, guards)
     }
 
     /// Check that every buffer was allocated in `dev`'s context.

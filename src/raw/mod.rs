@@ -18,6 +18,14 @@
 //! allocation of the device's context holding at least the elements its function lists, valid and
 //! not accessed by other work until the launches that use it complete.
 
+mod layer;
+
+pub(crate) use layer::{forward_buffers, LayerBuffers};
+pub use layer::{
+    layer_forward, layer_workspace_bytes, read_status, reset_status, LayerWorkspaceLayout,
+    RawLayerWeights, RawSharedExpert, STATUS_BYTES,
+};
+
 pub use crate::gpu::combine::{
     combine_raw as combine, shared_expert_accumulate_raw as shared_expert_accumulate,
 };

@@ -1,0 +1,479 @@
+//! The whole MoE block on raw pointers: its weights ([`RawLayerWeights`]), the layout of a
+//! caller's workspace ([`LayerWorkspaceLayout`]), the forward ([`layer_forward`]) and the status
+//! record ([`read_status`], [`reset_status`]). [`GpuMoeLayer::forward`] runs the same sequence
+//! ([`forward_buffers`]) on its own buffers.
+//!
+//! [`GpuMoeLayer::forward`]: crate::gpu::GpuMoeLayer::forward
+
+use super::{DevicePtr, Stream};
+use crate::config::MoeConfig;
+use crate::dtype::DType;
+use crate::error::{MoeError, Result};
+use crate::gpu::abi::MoeStatus;
+use crate::gpu::combine::{combine_raw, shared_expert_accumulate_raw};
+use crate::gpu::gemm::{grouped_gemm_raw, GemmEpilogue, GroupedGemmShape};
+use crate::gpu::permute::{align_region, gather_raw, permute_raw, RawPermutation};
+use crate::gpu::routing::route_raw;
+use crate::gpu::status::decode;
+use crate::gpu::{Device, DeviceStatus, WorkspaceSizes};
+
+/// One shared expert's weights (layouts as in
+/// [`SharedExpertWeights`](crate::cpu::layer::SharedExpertWeights)), as device pointers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawSharedExpert {
+    /// Fused gate-up projection `[2 * Is, H]` (gate rows first), `[Is, H]` when not gated.
+    pub gate_up: DevicePtr,
+    /// Down projection `[H, Is]`.
+    pub down: DevicePtr,
+    /// Sigmoid gate `[H]`, given exactly when the config asks for one.
+    pub gate: Option<DevicePtr>,
+}
+
+/// An MoE block's weights in the crate's fused layout (see
+/// [`MoeWeights`](crate::cpu::layer::MoeWeights)), as device pointers; every matrix in the
+/// layer's element type except the `f32` correction bias.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawLayerWeights {
+    /// Router `[E, H]`.
+    pub router: DevicePtr,
+    /// Score correction bias `[E]` (`f32`), given exactly when the routing config uses one.
+    pub correction_bias: Option<DevicePtr>,
+    /// Routed experts' fused gate-up projections `[E, 2I, H]` (`[E, I, H]` when not gated).
+    pub gate_up: DevicePtr,
+    /// Routed experts' down projections `[E, H, I]`.
+    pub down: DevicePtr,
+    /// The shared experts, one per entry of [`MoeConfig::shared_experts`].
+    pub shared: Vec<RawSharedExpert>,
+}
+
+/// Where each buffer of a layer's workspace lies: byte offsets from its start (each 256-byte
+/// aligned), for forwards of up to `max_tokens` tokens; the element counts are those of
+/// [`WorkspaceSizes`].
+///
+/// The status record is always first, so it stays in place whatever the token count; the other
+/// offsets depend on the token count the layout was made for. After a
+/// [`layer_forward`] of `T` tokens, the layout for `T` tells where its routing decision
+/// (`topk_ids` `[T, k]` `i32`, `topk_weights` `[T, k]` `f32`) and router logits (`[T, E]` `f32`)
+/// are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LayerWorkspaceLayout {
+    /// The status record ([`STATUS_BYTES`]), at offset 0.
+    pub status: usize,
+    /// Router logits `[Tm, E]`, `f32`.
+    pub router_logits: usize,
+    /// Chosen experts `[Tm, k]`, `i32`.
+    pub topk_ids: usize,
+    /// Routing weights `[Tm, k]`, `f32`.
+    pub topk_weights: usize,
+    /// The permutation's buffers ([`RawPermutation::carve`]).
+    pub permutation: usize,
+    /// Permuted rows `[Tm * k, H]`, the layer's element type.
+    pub rows: usize,
+    /// Activated intermediate `[Tm * k, I]`, the layer's element type.
+    pub act: usize,
+    /// Shared-expert intermediate `[Tm, Is]`, the layer's element type.
+    pub shared_mid: usize,
+    /// Shared-expert sum `[Tm, H]`, `f32`.
+    pub shared_sum: usize,
+    /// One shared expert's output `[Tm, H]`, `f32`.
+    pub shared_part: usize,
+    /// Total bytes.
+    pub bytes: usize,
+    sizes: WorkspaceSizes,
+}
+
+/// Device bytes of one status record.
+pub const STATUS_BYTES: usize = DeviceStatus::BYTES;
+
+impl LayerWorkspaceLayout {
+    /// The layout for `cfg` (validated), a layer in `dtype` (`bf16` or `f16`) and forwards of up to
+    /// `max_tokens` tokens.
+    pub fn new(cfg: &MoeConfig, dtype: DType, max_tokens: usize) -> Result<Self> {
+        check_dtype(dtype)?;
+        let sizes = WorkspaceSizes::new(cfg, max_tokens)?;
+        let overflow = || MoeError::SizeOverflow("layer workspace bytes".into());
+        let elem = dtype.size_in_bytes();
+        let mut end = 0usize;
+        let mut region = |bytes: Option<usize>| -> Result<usize> {
+            let start = align_region(end)?;
+            end = start
+                .checked_add(bytes.ok_or_else(overflow)?)
+                .ok_or_else(overflow)?;
+            Ok(start)
+        };
+        let status = region(Some(STATUS_BYTES))?;
+        let router_logits = region(sizes.logits.checked_mul(4))?;
+        let topk_ids = region(sizes.topk.checked_mul(4))?;
+        let topk_weights = region(sizes.topk.checked_mul(4))?;
+        let permutation = region(Some(RawPermutation::bytes(
+            max_tokens,
+            cfg.routing.top_k,
+            cfg.routing.num_experts,
+            1,
+        )?))?;
+        let rows = region(sizes.rows.checked_mul(elem))?;
+        let act = region(sizes.act.checked_mul(elem))?;
+        let shared_mid = region(sizes.shared_mid.checked_mul(elem))?;
+        let shared_sum = region(sizes.shared_sum.checked_mul(4))?;
+        let shared_part = region(sizes.shared_part.checked_mul(4))?;
+        Ok(LayerWorkspaceLayout {
+            status,
+            router_logits,
+            topk_ids,
+            topk_weights,
+            permutation,
+            rows,
+            act,
+            shared_mid,
+            shared_sum,
+            shared_part,
+            bytes: end,
+            sizes,
+        })
+    }
+
+    /// The buffers of this layout in the workspace at `base`.
+    fn buffers(&self, base: DevicePtr, cfg: &MoeConfig) -> Result<LayerBuffers> {
+        let at = |offset: usize| base + offset as u64;
+        Ok(LayerBuffers {
+            logits: at(self.router_logits),
+            topk_ids: at(self.topk_ids),
+            topk_weights: at(self.topk_weights),
+            perm: RawPermutation::carve(
+                at(self.permutation),
+                self.sizes.max_tokens,
+                cfg.routing.top_k,
+                cfg.routing.num_experts,
+                1,
+            )?,
+            rows: at(self.rows),
+            act: at(self.act),
+            shared_mid: at(self.shared_mid),
+            shared_sum: at(self.shared_sum),
+            shared_part: at(self.shared_part),
+            status: at(self.status),
+        })
+    }
+}
+
+/// The device bytes a [`layer_forward`] of up to `max_tokens` tokens needs as its workspace:
+/// [`LayerWorkspaceLayout::new`]`(cfg, dtype, max_tokens).bytes`.
+pub fn layer_workspace_bytes(cfg: &MoeConfig, dtype: DType, max_tokens: usize) -> Result<usize> {
+    Ok(LayerWorkspaceLayout::new(cfg, dtype, max_tokens)?.bytes)
+}
+
+/// The layer's element type must be one the grouped GEMM takes.
+fn check_dtype(dtype: DType) -> Result<()> {
+    match dtype {
+        DType::BF16 | DType::F16 => Ok(()),
+        DType::F32 => Err(MoeError::Unsupported(
+            "the GPU layer runs in bf16 or f16 (its GEMMs run on tensor cores); use the CPU path \
+             for f32"
+                .into(),
+        )),
+    }
+}
+
+/// The forward pass on raw pointers: `out` `[num_tokens, H]` for the hidden states `x`
+/// `[num_tokens, H]`, both of `dtype` (`bf16` or `f16`), with the layer's `weights` for `cfg`, in
+/// the caller's `workspace` of `workspace_bytes` bytes (at least
+/// [`layer_workspace_bytes`]`(cfg, dtype, num_tokens)`, 256-byte aligned: any `cuMemAlloc`
+/// allocation is).
+///
+/// The launches of [`GpuMoeLayer`](crate::gpu::GpuMoeLayer)'s forward, in order, on `stream`: no
+/// allocation, no host synchronisation, so it can be captured in a CUDA graph (load the kernels
+/// first with one forward outside the capture). Device-side findings (non-finite logits,
+/// out-of-range ids) go to the status record at the start of the workspace: zero it once with
+/// [`reset_status`] before the first forward and read it with [`read_status`].
+///
+/// Errors, before anything is enqueued: [`MoeError::InvalidConfig`] for an invalid config or
+/// weights that do not match it (a bias or a shared gate given or missing);
+/// [`MoeError::ShapeMismatch`] for a workspace smaller than needed; [`MoeError::Unsupported`] for
+/// `f32` or sizes past the kernels' limits; [`MoeError::SizeOverflow`]; then [`MoeError::Cuda`].
+///
+/// # Safety
+///
+/// `x` and `out` must hold `num_tokens * H` elements of `dtype`, every weight pointer the elements
+/// its field lists for `cfg`, and `workspace` `workspace_bytes` bytes, all device allocations of
+/// `dev`'s context valid until the launches complete; `out` and the workspace must not be accessed
+/// by other work meanwhile; `stream` must be a stream of `dev`'s context.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn layer_forward(
+    dev: &Device,
+    stream: Stream,
+    cfg: &MoeConfig,
+    dtype: DType,
+    weights: &RawLayerWeights,
+    x: DevicePtr,
+    num_tokens: usize,
+    out: DevicePtr,
+    workspace: DevicePtr,
+    workspace_bytes: usize,
+) -> Result<()> {
+    let layout = LayerWorkspaceLayout::new(cfg, dtype, num_tokens)?;
+    if layout.bytes > workspace_bytes {
+        return Err(MoeError::shape(
+            "layer workspace",
+            format!("at least {} bytes for {num_tokens} tokens", layout.bytes),
+            format!("{workspace_bytes} bytes"),
+        ));
+    }
+    let buffers = layout.buffers(workspace, cfg)?;
+    // SAFETY: the caller's contract, and the workspace regions of `layout` hold the element counts
+    // of `WorkspaceSizes` for `num_tokens` tokens, inside the `workspace_bytes` just checked.
+    unsafe {
+        forward_buffers(
+            dev, stream, cfg, dtype, weights, x, num_tokens, out, &buffers,
+        )
+    }
+}
+
+/// Zero the status record at `status` (the start of a layer workspace, or any
+/// [`STATUS_BYTES`]-byte device buffer): an asynchronous memset on `stream`.
+///
+/// # Safety
+///
+/// `status` must be a device allocation of `dev`'s context of at least [`STATUS_BYTES`] bytes,
+/// not accessed by other work while the memset runs; `stream` must be a stream of that context.
+pub unsafe fn reset_status(dev: &Device, stream: Stream, status: DevicePtr) -> Result<()> {
+    dev.context().bind_to_thread()?;
+    // SAFETY: the caller's contract.
+    unsafe { cudarc::driver::result::memset_d8_async(status, 0, STATUS_BYTES, stream.cast()) }?;
+    Ok(())
+}
+
+/// Wait for `stream`, read the status record at `status` and turn it into an error, as
+/// [`DeviceStatus::check`] does. This synchronises the host with the device: call it outside the
+/// forward pass.
+///
+/// # Safety
+///
+/// `status` must be a device allocation of `dev`'s context of at least [`STATUS_BYTES`] bytes
+/// that the launches on `stream` wrote; `stream` must be a stream of that context.
+pub unsafe fn read_status(dev: &Device, stream: Stream, status: DevicePtr) -> Result<()> {
+    dev.context().bind_to_thread()?;
+    let mut record = [MoeStatus::default()];
+    // SAFETY: the caller's contract; `record` is one plain `#[repr(C)]` struct of STATUS_BYTES
+    // bytes, written by the synchronous copy after the stream's work completed.
+    unsafe {
+        cudarc::driver::result::stream::synchronize(stream.cast())?;
+        cudarc::driver::result::memcpy_dtoh_sync(&mut record, status)?;
+    }
+    decode(&record[0])
+}
+
+/// Every intermediate buffer of one forward, as device pointers (a [`Workspace`]'s buffers, or the
+/// regions of a [`LayerWorkspaceLayout`]).
+///
+/// [`Workspace`]: crate::gpu::Workspace
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct LayerBuffers {
+    pub(crate) logits: DevicePtr,
+    pub(crate) topk_ids: DevicePtr,
+    pub(crate) topk_weights: DevicePtr,
+    pub(crate) perm: RawPermutation,
+    pub(crate) rows: DevicePtr,
+    pub(crate) act: DevicePtr,
+    pub(crate) shared_mid: DevicePtr,
+    pub(crate) shared_sum: DevicePtr,
+    pub(crate) shared_part: DevicePtr,
+    pub(crate) status: DevicePtr,
+}
+
+/// The forward's launches on `buffers` (the sequence documented on
+/// [`GpuMoeLayer`](crate::gpu::GpuMoeLayer)).
+///
+/// # Safety
+///
+/// As [`layer_forward`], with `buffers` holding at least the element counts of
+/// [`WorkspaceSizes`]`::new(cfg, num_tokens)` (and a permutation for `num_tokens` tokens).
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn forward_buffers(
+    dev: &Device,
+    stream: Stream,
+    cfg: &MoeConfig,
+    dtype: DType,
+    weights: &RawLayerWeights,
+    x: DevicePtr,
+    num_tokens: usize,
+    out: DevicePtr,
+    b: &LayerBuffers,
+) -> Result<()> {
+    check_dtype(dtype)?;
+    check_weights(cfg, weights)?;
+    // Validates the config and every product below.
+    WorkspaceSizes::new(cfg, num_tokens)?;
+    if num_tokens == 0 {
+        return Ok(());
+    }
+    let (h, i, e) = (
+        cfg.hidden_size,
+        cfg.intermediate_size,
+        cfg.routing.num_experts,
+    );
+    let rows = num_tokens * cfg.routing.top_k;
+    let f32s = DType::F32;
+    // SAFETY (every launch below): the caller's contract gives each buffer the elements its stage
+    // needs for `num_tokens` tokens; the stages are ordered by `stream`.
+    unsafe {
+        // 1. Routing: the router GEMM into f32 logits, then top-k.
+        let router = GroupedGemmShape {
+            rows: num_tokens,
+            n: e,
+            k: h,
+            num_experts: 1,
+        };
+        grouped_gemm_raw(
+            dev,
+            stream,
+            dtype,
+            f32s,
+            x,
+            None,
+            weights.router,
+            router,
+            GemmEpilogue::Store,
+            b.logits,
+        )?;
+        route_raw(
+            dev,
+            stream,
+            &cfg.routing,
+            f32s,
+            b.logits,
+            num_tokens,
+            weights.correction_bias,
+            b.topk_ids,
+            b.topk_weights,
+            b.status,
+        )?;
+
+        // 2. Permutation and gather (no padding: the GEMM takes any segment boundaries).
+        permute_raw(dev, stream, b.topk_ids, num_tokens, &b.perm, b.status)?;
+        gather_raw(dev, stream, dtype, x, h, num_tokens, &b.perm, b.rows)?;
+
+        // 3-4. Routed experts: up projection with the activation, then down projection back into
+        // the permuted rows (the gathered activations are not needed any more).
+        let offsets = Some(b.perm.expert_offsets);
+        let up = GroupedGemmShape {
+            rows,
+            n: cfg.activation.up_rows(i),
+            k: h,
+            num_experts: e,
+        };
+        let act = GemmEpilogue::Activation(cfg.activation);
+        grouped_gemm_raw(
+            dev,
+            stream,
+            dtype,
+            dtype,
+            b.rows,
+            offsets,
+            weights.gate_up,
+            up,
+            act,
+            b.act,
+        )?;
+        let down = GroupedGemmShape {
+            rows,
+            n: h,
+            k: i,
+            num_experts: e,
+        };
+        let store = GemmEpilogue::Store;
+        grouped_gemm_raw(
+            dev,
+            stream,
+            dtype,
+            dtype,
+            b.act,
+            offsets,
+            weights.down,
+            down,
+            store,
+            b.rows,
+        )?;
+
+        // 5. Shared experts, summed in f32: for each, the up GEMM with the activation, the down
+        // GEMM in f32 (into the sum directly for a single ungated expert, else into the part
+        // buffer, then gated and accumulated).
+        let direct = !crate::gpu::workspace::needs_shared_part(cfg);
+        for (n, (sw, sc)) in weights.shared.iter().zip(&cfg.shared_experts).enumerate() {
+            let is = sc.intermediate_size;
+            let up = GroupedGemmShape {
+                rows: num_tokens,
+                n: cfg.activation.up_rows(is),
+                k: h,
+                num_experts: 1,
+            };
+            let (x_, w_, mid) = (x, sw.gate_up, b.shared_mid);
+            grouped_gemm_raw(dev, stream, dtype, dtype, x_, None, w_, up, act, mid)?;
+            let down = GroupedGemmShape {
+                rows: num_tokens,
+                n: h,
+                k: is,
+                num_experts: 1,
+            };
+            let part = if direct { b.shared_sum } else { b.shared_part };
+            grouped_gemm_raw(
+                dev, stream, dtype, f32s, mid, None, sw.down, down, store, part,
+            )?;
+            if !direct {
+                shared_expert_accumulate_raw(
+                    dev,
+                    stream,
+                    dtype,
+                    x,
+                    num_tokens,
+                    h,
+                    sw.gate,
+                    b.shared_part,
+                    n > 0,
+                    b.shared_sum,
+                )?;
+            }
+        }
+
+        // 6. Combine, rounded once to the layer's type.
+        let shared = (!cfg.shared_experts.is_empty()).then_some(b.shared_sum);
+        let types = (dtype, shared.map(|_| f32s), dtype);
+        combine_raw(
+            dev,
+            stream,
+            types,
+            b.rows,
+            h,
+            num_tokens,
+            &b.perm,
+            b.topk_weights,
+            shared,
+            out,
+        )
+    }
+}
+
+/// The optional weights are given exactly when the config asks for them, one set per shared
+/// expert.
+fn check_weights(cfg: &MoeConfig, w: &RawLayerWeights) -> Result<()> {
+    if w.correction_bias.is_some() != cfg.routing.correction_bias {
+        return Err(MoeError::InvalidConfig(format!(
+            "the correction bias must be given exactly when the routing config uses one ({})",
+            cfg.routing.correction_bias
+        )));
+    }
+    if w.shared.len() != cfg.shared_experts.len() {
+        return Err(MoeError::InvalidConfig(format!(
+            "{} shared expert weight sets for {} shared experts",
+            w.shared.len(),
+            cfg.shared_experts.len()
+        )));
+    }
+    for (n, (s, c)) in w.shared.iter().zip(&cfg.shared_experts).enumerate() {
+        if s.gate.is_some() != c.sigmoid_gate {
+            return Err(MoeError::InvalidConfig(format!(
+                "shared expert {n}: the sigmoid gate must be given exactly when its config has one"
+            )));
+        }
+    }
+    Ok(())
+}
