@@ -140,18 +140,6 @@ fn check_layer<T: LayerElement>(
     ties
 }
 
-/// A family preset scaled down to a width and intermediate size a CPU reference runs quickly,
-/// keeping its routing (E, k, grouping, scoring) and shared-expert structure.
-fn scaled(mut cfg: MoeConfig, h: usize, i: usize) -> MoeConfig {
-    let ratio = i as f64 / cfg.intermediate_size as f64;
-    cfg.hidden_size = h;
-    cfg.intermediate_size = i;
-    for s in &mut cfg.shared_experts {
-        s.intermediate_size = ((s.intermediate_size as f64 * ratio).round() as usize).max(8);
-    }
-    cfg
-}
-
 #[test]
 fn family_presets_match_the_cpu_layer() {
     let Some(dev) = device("family_presets_match_the_cpu_layer") else {
@@ -168,7 +156,7 @@ fn family_presets_match_the_cpu_layer() {
     ];
     let mut ties = 0;
     for (n, preset) in presets.into_iter().enumerate() {
-        let cfg = scaled(preset, 256, 128);
+        let cfg = common::scaled(preset, 256, 128);
         for t in [1usize, 7, 1000] {
             ties += if n % 2 == 0 {
                 check_layer::<bf16>(&dev, &mut rng, &cfg, t, false)
@@ -178,12 +166,12 @@ fn family_presets_match_the_cpu_layer() {
         }
     }
     // The largest token count once per type, on the most routed preset.
-    let v3 = scaled(MoeConfig::deepseek_v3(), 128, 64);
+    let v3 = common::scaled(MoeConfig::deepseek_v3(), 128, 64);
     ties += check_layer::<bf16>(&dev, &mut rng, &v3, 4097, false);
     ties += check_layer::<f16>(
         &dev,
         &mut rng,
-        &scaled(MoeConfig::qwen2_moe_a2_7b(), 128, 64),
+        &common::scaled(MoeConfig::qwen2_moe_a2_7b(), 128, 64),
         4097,
         false,
     );
@@ -271,7 +259,7 @@ fn hot_expert_and_empty_experts() {
 
 /// A small DeepSeek-V3-like layer and its inputs, for the graph and repeatability tests.
 fn small_layer<T: LayerElement>(dev: &Device, rng: &mut StdRng) -> (GpuMoeLayer<T>, MoeConfig) {
-    let cfg = scaled(MoeConfig::deepseek_v3(), 256, 128);
+    let cfg = common::scaled(MoeConfig::deepseek_v3(), 256, 128);
     let weights = common::random_layer_weights::<T>(rng, &cfg, false);
     (GpuMoeLayer::upload(dev, &cfg, &weights).unwrap(), cfg)
 }
@@ -294,7 +282,7 @@ fn a_borrowed_engine_stream_gets_every_launch() {
     let engine = owned.context().new_stream().unwrap();
     let dev = Device::from_stream(engine.clone()).unwrap();
     assert!(std::sync::Arc::ptr_eq(dev.stream(), &engine));
-    let cfg = scaled(MoeConfig::qwen3_30b_a3b(), 128, 64);
+    let cfg = common::scaled(MoeConfig::qwen3_30b_a3b(), 128, 64);
     check_layer::<bf16>(&dev, &mut rng, &cfg, 33, false);
     // A capture of the engine's stream holds every launch of a forward: none ran outside it.
     check_graph_replay(&dev, "gpu_layer_engine_graph");
@@ -443,7 +431,7 @@ fn bad_input_is_rejected_before_launch() {
         &mut ws,
         &mut out.slice_mut(..4 * h + 1)
     )));
-    let other = scaled(MoeConfig::qwen3_30b_a3b(), h, 128);
+    let other = common::scaled(MoeConfig::qwen3_30b_a3b(), h, 128);
     let mut wrong = Workspace::<bf16>::new(&dev, &other, 4).unwrap();
     assert!(matches!(
         layer.forward(
@@ -481,14 +469,14 @@ fn sanitizer_smoke() {
     check_layer::<bf16>(
         &dev,
         &mut rng,
-        &scaled(MoeConfig::deepseek_v3(), 64, 32),
+        &common::scaled(MoeConfig::deepseek_v3(), 64, 32),
         5,
         false,
     );
     check_layer::<f16>(
         &dev,
         &mut rng,
-        &scaled(MoeConfig::qwen2_moe_a2_7b(), 72, 24),
+        &common::scaled(MoeConfig::qwen2_moe_a2_7b(), 72, 24),
         3,
         false,
     );

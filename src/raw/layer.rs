@@ -178,7 +178,7 @@ fn check_dtype(dtype: DType) -> Result<()> {
 /// `[num_tokens, H]`, both of `dtype` (`bf16` or `f16`), with the layer's `weights` for `cfg`, in
 /// the caller's `workspace` of `workspace_bytes` bytes (at least
 /// [`layer_workspace_bytes`]`(cfg, dtype, num_tokens)`, 256-byte aligned: any `cuMemAlloc`
-/// allocation is).
+/// allocation is). `num_tokens = 0` launches nothing and needs no workspace.
 ///
 /// The launches of [`GpuMoeLayer`](crate::gpu::GpuMoeLayer)'s forward, in order, on `stream`: no
 /// allocation, no host synchronisation, so it can be captured in a CUDA graph (load the kernels
@@ -211,6 +211,10 @@ pub unsafe fn layer_forward(
     workspace_bytes: usize,
 ) -> Result<()> {
     let layout = LayerWorkspaceLayout::new(cfg, dtype, num_tokens)?;
+    check_weights(cfg, weights)?;
+    if num_tokens == 0 {
+        return Ok(());
+    }
     if layout.bytes > workspace_bytes {
         return Err(MoeError::shape(
             "layer workspace",
@@ -476,4 +480,79 @@ fn check_weights(cfg: &MoeConfig, w: &RawLayerWeights) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workspace_regions_are_aligned_disjoint_and_sized() {
+        for cfg in [
+            MoeConfig::mixtral_8x7b(),
+            MoeConfig::qwen2_moe_a2_7b(),
+            MoeConfig::deepseek_v3(),
+        ] {
+            let (k, e) = (cfg.routing.top_k, cfg.routing.num_experts);
+            for t in [0usize, 1, 7, 1000] {
+                let l = LayerWorkspaceLayout::new(&cfg, DType::F16, t).unwrap();
+                let s = WorkspaceSizes::new(&cfg, t).unwrap();
+                let perm_bytes = RawPermutation::bytes(t, k, e, 1).unwrap();
+                let regions = [
+                    (l.status, STATUS_BYTES),
+                    (l.router_logits, s.logits * 4),
+                    (l.topk_ids, s.topk * 4),
+                    (l.topk_weights, s.topk * 4),
+                    (l.permutation, perm_bytes),
+                    (l.rows, s.rows * 2),
+                    (l.act, s.act * 2),
+                    (l.shared_mid, s.shared_mid * 2),
+                    (l.shared_sum, s.shared_sum * 4),
+                    (l.shared_part, s.shared_part * 4),
+                ];
+                assert_eq!(l.status, 0);
+                let mut end = 0;
+                for (start, bytes) in regions {
+                    assert_eq!(start % 256, 0, "{cfg:?} T = {t}");
+                    assert!(start >= end, "{cfg:?} T = {t}: regions overlap");
+                    end = start + bytes;
+                }
+                assert_eq!(end, l.bytes);
+                assert_eq!(
+                    layer_workspace_bytes(&cfg, DType::BF16, t).unwrap(),
+                    l.bytes
+                );
+                // The permutation's own regions lie inside its region, in order.
+                let p = RawPermutation::carve(1 << 20, t, k, e, 1).unwrap();
+                let starts = [
+                    p.expert_offsets,
+                    p.expert_counts,
+                    p.row_source,
+                    p.slot_row,
+                    p.scratch,
+                ];
+                assert!(starts.windows(2).all(|w| w[0] < w[1]));
+                assert!(p.scratch < (1 << 20) + perm_bytes as u64);
+            }
+        }
+    }
+
+    #[test]
+    fn workspace_layouts_reject_f32_and_overflow() {
+        let cfg = MoeConfig::olmoe_1b_7b();
+        assert!(matches!(
+            LayerWorkspaceLayout::new(&cfg, DType::F32, 4),
+            Err(MoeError::Unsupported(_))
+        ));
+        assert!(matches!(
+            layer_workspace_bytes(&cfg, DType::BF16, usize::MAX / 2),
+            Err(MoeError::SizeOverflow(_))
+        ));
+        let mut bad = cfg.clone();
+        bad.routing.top_k = bad.routing.num_experts + 1;
+        assert!(matches!(
+            layer_workspace_bytes(&bad, DType::BF16, 4),
+            Err(MoeError::InvalidConfig(_))
+        ));
+    }
 }

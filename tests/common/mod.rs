@@ -372,3 +372,15 @@ pub fn gpu(module: &str, test: &str) -> Option<moe_kernels::gpu::Device> {
 pub fn emulated() -> bool {
     backend::emulated()
 }
+
+/// A family preset scaled down to a width and intermediate size a CPU reference runs quickly,
+/// keeping its routing (E, k, grouping, scoring) and shared-expert structure.
+pub fn scaled(mut cfg: moe_kernels::MoeConfig, h: usize, i: usize) -> moe_kernels::MoeConfig {
+    let ratio = i as f64 / cfg.intermediate_size as f64;
+    cfg.hidden_size = h;
+    cfg.intermediate_size = i;
+    for s in &mut cfg.shared_experts {
+        s.intermediate_size = ((s.intermediate_size as f64 * ratio).round() as usize).max(8);
+    }
+    cfg
+}
