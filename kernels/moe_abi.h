@@ -135,12 +135,20 @@ MOE_STATIC_ASSERT(sizeof(MoeRoutingParams) == 80, "MoeRoutingParams must be 80 b
  * Arguments of the `moe_permute_*` kernels: `[num_slots]` expert ids (flat `token * top_k + slot`)
  * to the expert-sorted row layout. Rows of expert `e` are `expert_offsets[e]..expert_offsets[e+1]`,
  * each segment padded with empty rows to a multiple of `block_size`; within an expert, rows are in
- * flat order (stable). Ids outside `0..num_experts` are skipped (no row, `slot_row = -1`) and
- * recorded in `status`.
+ * flat order (stable). Ids outside `0..num_global_experts` are skipped (no row, `slot_row = -1`)
+ * and recorded in `status`. With an expert map (expert parallelism), the segments are this rank's
+ * local experts: an id's segment is `expert_map[id]`, and an id whose entry is -1 (another rank's
+ * expert) gets no row either, without being recorded.
  */
 typedef struct MoePermuteParams {
-    /** Expert ids `[num_slots]`. */
+    /** Expert ids `[num_slots]`, global. */
     const int32_t* topk_ids;
+    /**
+     * `[num_global_experts]` local expert of each global expert, -1 for another rank's; NULL: the
+     * ids are the segments (then `num_global_experts == num_experts`). An entry outside
+     * `0..num_experts` counts as -1.
+     */
+    const int32_t* expert_map;
     /** Output `[num_experts + 1]`: segment starts; `expert_offsets[num_experts]` is the row total. */
     int64_t* expert_offsets;
     /** Output `[num_experts]`: real (unpadded) rows per expert. */
@@ -163,13 +171,17 @@ typedef struct MoePermuteParams {
     int64_t num_chunks;
     /** Segment padding (>= 1; 1 = none). */
     int64_t block_size;
-    /** Number of experts `E` (>= 1). */
+    /** Number of global experts, the range of valid ids (1 <= num_global_experts < 2^31). */
+    int32_t num_global_experts;
+    /** Number of segments `E`: the local experts (all experts without a map; >= 0). */
     int32_t num_experts;
     /** Experts per token `k` (>= 1), to decode positions in `status`. */
     int32_t top_k;
+    /** Unused, zero: keeps the struct free of padding. */
+    int32_t reserved;
 } MoePermuteParams;
 
-MOE_STATIC_ASSERT(sizeof(MoePermuteParams) == 104, "MoePermuteParams must be 104 bytes without padding");
+MOE_STATIC_ASSERT(sizeof(MoePermuteParams) == 120, "MoePermuteParams must be 120 bytes without padding");
 
 /**
  * Arguments of the `moe_gather_*` kernels: `out[r] = x[row_source[r] / top_k]` for every row

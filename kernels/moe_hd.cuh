@@ -10,4 +10,13 @@
 #define MOE_HD inline
 #endif
 
+// Keeps a device loop rolled (`#pragma unroll 1` under nvcc, nothing in the host twins): for
+// loops whose unrolled copies multiply the predicates live across warp collectives until ptxas
+// spills them.
+#ifdef __CUDACC__
+#define MOE_NO_UNROLL _Pragma("unroll 1")
+#else
+#define MOE_NO_UNROLL
+#endif
+
 #endif  // MOE_HD_CUH

@@ -58,7 +58,7 @@ struct MoePermutePlan {
     int32_t single_block;
 };
 
-// The plan for `num_slots` (>= 0) positions over `num_experts` (>= 1) experts. Small inputs (decode)
+// The plan for `num_slots` (>= 0) positions over `num_experts` (>= 0) segments. Small inputs (decode)
 // use one block whose warps each own a chunk; larger ones use chunks of about
 // MOE_PERMUTE_CHUNK_SLOTS entries, fewer when `num_chunks * num_experts` would pass
 // MOE_PERMUTE_COUNTS_BUDGET. The chunk count never decreases as `num_slots` grows, so scratch sized
@@ -72,7 +72,7 @@ MOE_HD MoePermutePlan moe_permute_plan(int64_t num_slots, int64_t num_experts) {
         chunks = moe_min64(warps, MOE_PERMUTE_SINGLE_BLOCK_THREADS / MOE_PERMUTE_CHUNK_ALIGN);
         plan.single_block = 1;
     } else {
-        const int64_t cap = moe_max64(1, MOE_PERMUTE_COUNTS_BUDGET / num_experts);
+        const int64_t cap = moe_max64(1, MOE_PERMUTE_COUNTS_BUDGET / moe_max64(num_experts, 1));
         chunks = moe_min64(moe_ceil_div(n, MOE_PERMUTE_CHUNK_SLOTS), cap);
         plan.single_block = 0;
     }
@@ -91,7 +91,7 @@ MOE_HD int64_t moe_permute_max_chunks(int64_t max_slots, int64_t num_experts) {
     int64_t most = moe_min64(moe_ceil_div(single, MOE_PERMUTE_CHUNK_ALIGN),
                              MOE_PERMUTE_SINGLE_BLOCK_THREADS / MOE_PERMUTE_CHUNK_ALIGN);
     if (max_slots > MOE_PERMUTE_SINGLE_BLOCK_MAX_SLOTS) {
-        const int64_t cap = moe_max64(1, MOE_PERMUTE_COUNTS_BUDGET / num_experts);
+        const int64_t cap = moe_max64(1, MOE_PERMUTE_COUNTS_BUDGET / moe_max64(num_experts, 1));
         most = moe_max64(most, moe_min64(moe_ceil_div(max_slots, MOE_PERMUTE_CHUNK_SLOTS), cap));
     }
     return most;
@@ -115,9 +115,23 @@ MOE_HD int64_t moe_chunk_end(int64_t c, int64_t chunk_size, int64_t num_slots) {
     return moe_min64((c + 1) * chunk_size, num_slots);
 }
 
-// Whether `id` names an expert.
-MOE_HD bool moe_valid_expert(int32_t id, int32_t num_experts) {
-    return id >= 0 && id < num_experts;
+// No row: an expert of another rank (not an error).
+#define MOE_SEGMENT_REMOTE (-1)
+// No row: an id outside 0..num_global_experts (recorded in the status).
+#define MOE_SEGMENT_INVALID (-2)
+
+// The segment of expert id `id`: its local expert through the expert map (the id itself without
+// one), or MOE_SEGMENT_REMOTE / MOE_SEGMENT_INVALID. A map entry outside 0..num_experts counts as
+// remote, so no map content can send a row outside the segments.
+MOE_HD int32_t moe_permute_segment(const MoePermuteParams& p, int32_t id) {
+    // One unsigned compare covers id < 0 (num_global_experts < 2^31, host-validated).
+    const bool in_range = static_cast<uint32_t>(id) < static_cast<uint32_t>(p.num_global_experts);
+    const int32_t local = in_range && p.expert_map != nullptr ? p.expert_map[id] : id;
+    const bool local_ok = static_cast<uint32_t>(local) < static_cast<uint32_t>(p.num_experts);
+    return !in_range ? MOE_SEGMENT_INVALID
+           : local_ok ? local
+           : p.expert_map != nullptr ? MOE_SEGMENT_REMOTE
+                                     : MOE_SEGMENT_INVALID;
 }
 
 // Step 1 for chunk `c`: count its ids per expert into counts[e * num_chunks + c]. Lane l handles
@@ -134,14 +148,15 @@ MOE_HD void moe_permute_count_chunk(const Lanes& lanes, const MoePermuteParams& 
     }
     // The zeroing above (any lane) happens before the increments below (the group's leader).
     lanes.sync();
+    MOE_NO_UNROLL
     for (int64_t base = begin; base < end; base += Lanes::kWidth) {
         const int64_t flat = base + lanes.lane();
-        const int32_t id = flat < end ? p.topk_ids[flat] : -1;
-        const bool valid = flat < end && moe_valid_expert(id, p.num_experts);
-        // Invalid lanes share the key -1, which no valid lane has; their mask is never used.
-        const uint32_t peers = lanes.match_any(valid ? id : -1);
+        const int32_t seg = flat < end ? moe_permute_segment(p, p.topk_ids[flat]) : MOE_SEGMENT_REMOTE;
+        const bool valid = seg >= 0;
+        // Lanes without a row share the key -1, which no valid lane has; their mask is never used.
+        const uint32_t peers = lanes.match_any(valid ? seg : -1);
         if (valid && (peers & lanes.lanemask_lt()) == 0) {
-            column[static_cast<int64_t>(id) * p.num_chunks] += static_cast<uint32_t>(moe_popc(peers));
+            column[static_cast<int64_t>(seg) * p.num_chunks] += static_cast<uint32_t>(moe_popc(peers));
         }
         // This step's increments happen before the next step reads or adds to the same counters.
         lanes.sync();
@@ -185,26 +200,28 @@ MOE_HD void moe_permute_mark_padding(const MoePermuteParams& p, int64_t first, i
 
 // Step 3 for chunk `c`, after step 2: each position's row, written to both maps. The chunk's scanned
 // counts serve as its per-expert cursors. Out-of-range ids get no row (`slot_row = -1`) and are
-// recorded in the status.
+// recorded in the status; another rank's experts get no row either.
 template <class Lanes>
 MOE_HD void moe_permute_scatter_chunk(const Lanes& lanes, const MoePermuteParams& p, int64_t c) {
     const int64_t begin = moe_chunk_begin(c, p.chunk_size);
     const int64_t end = moe_chunk_end(c, p.chunk_size, p.num_slots);
     uint32_t* column = p.chunk_counts + c;
+    MOE_NO_UNROLL
     for (int64_t base = begin; base < end; base += Lanes::kWidth) {
         const int64_t flat = base + lanes.lane();
         const int32_t id = flat < end ? p.topk_ids[flat] : -1;
-        const bool valid = flat < end && moe_valid_expert(id, p.num_experts);
-        const uint32_t peers = lanes.match_any(valid ? id : -1);
+        const int32_t seg = flat < end ? moe_permute_segment(p, id) : MOE_SEGMENT_REMOTE;
+        const bool valid = seg >= 0;
+        const uint32_t peers = lanes.match_any(valid ? seg : -1);
         const uint32_t lower = peers & lanes.lanemask_lt();
         const bool leader = valid && lower == 0;
-        uint32_t* cursor = column + static_cast<int64_t>(valid ? id : 0) * p.num_chunks;
+        uint32_t* cursor = column + static_cast<int64_t>(valid ? seg : 0) * p.num_chunks;
         // The leader reads the group's cursor; every lane takes it from its own group's leader
         // (invalid lanes from themselves).
         const uint32_t start = lanes.shfl(leader ? *cursor : 0u,
                                           valid ? moe_lowest_lane(peers) : lanes.lane());
         if (valid) {
-            const int64_t row = p.expert_offsets[id] + static_cast<int64_t>(start) + moe_popc(lower);
+            const int64_t row = p.expert_offsets[seg] + static_cast<int64_t>(start) + moe_popc(lower);
             p.row_source[row] = flat;
             p.slot_row[flat] = row;
             if (leader) {
@@ -212,7 +229,11 @@ MOE_HD void moe_permute_scatter_chunk(const Lanes& lanes, const MoePermuteParams
             }
         } else if (flat < end) {
             p.slot_row[flat] = -1;
-            moe_report_expert_id(p.status, flat, id, p.top_k, p.num_experts);
+            if (seg == MOE_SEGMENT_INVALID) {
+                // num_global_experts < 2^31 (host-validated).
+                moe_report_expert_id(p.status, flat, id, p.top_k,
+                                     static_cast<int32_t>(p.num_global_experts));
+            }
         }
         // The leaders' cursor updates happen before the next step reads them.
         lanes.sync();

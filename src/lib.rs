@@ -29,6 +29,7 @@ pub mod config;
 pub mod cpu;
 pub mod dtype;
 pub mod error;
+pub mod expert_map;
 pub mod gpu;
 pub mod hf;
 #[doc(hidden)]
@@ -43,6 +44,7 @@ pub use config::{
 };
 pub use dtype::{DType, Element};
 pub use error::{MoeError, Result};
+pub use expert_map::ExpertMap;
 pub use tensor::{HostTensor, TensorData};
 pub use view::{ExpertsRef, MatMut, MatRef};
 

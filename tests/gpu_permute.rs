@@ -55,7 +55,11 @@ fn assert_maps(what: &str, got: &Maps, cpu: &Permutation) {
         got.row_source[rows..].iter().all(|&v| v == -1),
         "{what}: rows past the total"
     );
-    let want: Vec<i64> = cpu.slot_row().iter().map(|&v| v as i64).collect();
+    let want: Vec<i64> = cpu
+        .slot_row()
+        .iter()
+        .map(|v| v.map_or(-1, |v| v as i64))
+        .collect();
     assert_eq!(got.slot_row, want, "{what}: slot_row");
 }
 

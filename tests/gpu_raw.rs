@@ -14,7 +14,9 @@ use half::bf16;
 use moe_kernels::cpu::layer::CpuMoeLayer;
 use moe_kernels::cpu::routing::Routing;
 use moe_kernels::gpu::{Device, GpuMoeLayer, GroupedGemmShape};
-use moe_kernels::raw::{self, LayerWorkspaceLayout, RawLayerWeights, RawSharedExpert};
+use moe_kernels::raw::{
+    self, LayerWorkspaceLayout, RawExpertMap, RawLayerWeights, RawSharedExpert,
+};
 use moe_kernels::{DType, MatRef, MoeConfig, MoeError, RoutingConfig};
 use std::sync::Arc;
 
@@ -41,6 +43,11 @@ fn raw_weights(layer: &GpuMoeLayer<bf16>, stream: &Arc<CudaStream>) -> RawLayerW
                 gate: s.gate().map(|g| ptr(&g)),
             })
             .collect(),
+        expert_map: w.expert_map().map(|m| RawExpertMap {
+            table: m.device().device_ptr(stream).0,
+            num_local: m.map().num_local(),
+            shared_experts: m.map().shared_experts(),
+        }),
     }
 }
 
@@ -82,7 +89,7 @@ fn raw_forward_on_an_engine_stream_matches_the_safe_and_the_cpu_layer() {
         let x_dev = engine.clone_htod(&x).unwrap();
         let mut out = engine.clone_htod(&vec![bf16::NAN; t * h]).unwrap();
         // A workspace larger than needed, of garbage bytes (the forward must not depend on them).
-        let bytes = raw::layer_workspace_bytes(&cfg, DType::BF16, t).unwrap() + 4096;
+        let bytes = raw::layer_workspace_bytes(&cfg, DType::BF16, t, None).unwrap() + 4096;
         let mut ws: CudaSlice<u8> = engine.clone_htod(&vec![0xA5u8; bytes]).unwrap();
         {
             let (x_ptr, _) = x_dev.device_ptr(&engine);
@@ -136,7 +143,7 @@ fn raw_forward_on_an_engine_stream_matches_the_safe_and_the_cpu_layer() {
         );
 
         // The CPU layer on the raw forward's routing decision, read at the layout's offsets.
-        let layout = LayerWorkspaceLayout::new(&cfg, DType::BF16, t).unwrap();
+        let layout = LayerWorkspaceLayout::new(&cfg, DType::BF16, t, None).unwrap();
         let ids = words(&ws_host, layout.topk_ids, t * k, i32::from_le_bytes);
         let w = words(&ws_host, layout.topk_weights, t * k, f32::from_le_bytes);
         assert_eq!(
@@ -172,7 +179,7 @@ fn raw_forward_captures_in_a_graph_on_the_given_stream() {
     let x_dev = engine.clone_htod(&x).unwrap();
     let poison = vec![bf16::NAN; t * h];
     let mut out = engine.clone_htod(&poison).unwrap();
-    let bytes = raw::layer_workspace_bytes(&cfg, DType::BF16, t).unwrap();
+    let bytes = raw::layer_workspace_bytes(&cfg, DType::BF16, t, None).unwrap();
     let mut ws: CudaSlice<u8> = engine.alloc_zeros(bytes).unwrap();
     let (x_ptr, _) = x_dev.device_ptr(&engine);
     let (out_ptr, _) = out.device_ptr_mut(&engine);
@@ -235,12 +242,13 @@ fn raw_functions_validate_before_they_enqueue_anything() {
         gate_up: 0,
         down: 0,
         shared: vec![],
+        expert_map: None,
     };
     // Every call below gets null pointers: a launch would be an illegal address (a finding on the
     // emulated GPU, a fault on a real one), so each must fail in validation or launch nothing.
     // SAFETY: none of these calls may touch its pointers, which is what the test checks.
     unsafe {
-        let need = raw::layer_workspace_bytes(&cfg, DType::BF16, 4).unwrap();
+        let need = raw::layer_workspace_bytes(&cfg, DType::BF16, 4, None).unwrap();
         let small = raw::layer_forward(
             &dev,
             stream,
@@ -265,7 +273,7 @@ fn raw_functions_validate_before_they_enqueue_anything() {
         );
         let mut biased = cfg.clone();
         biased.routing.correction_bias = true;
-        let need = raw::layer_workspace_bytes(&biased, DType::BF16, 4).unwrap();
+        let need = raw::layer_workspace_bytes(&biased, DType::BF16, 4, None).unwrap();
         let no_bias = raw::layer_forward(
             &dev,
             stream,
@@ -326,7 +334,7 @@ fn raw_functions_validate_before_they_enqueue_anything() {
         let types = (DType::BF16, Some(DType::F16), DType::BF16);
         let r = raw::combine(&dev, stream, types, 0, 8, 4, &perm, 0, Some(0), 0);
         assert!(matches!(r, Err(MoeError::Unsupported(_))), "{r:?}");
-        let r = raw::permute(&dev, stream, 0, usize::MAX, &perm, 0);
+        let r = raw::permute(&dev, stream, 0, usize::MAX, 8, None, &perm, 0);
         assert!(r.is_err(), "{r:?}");
     }
     dev.synchronize().unwrap();

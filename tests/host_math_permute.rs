@@ -37,7 +37,11 @@ fn assert_matches_cpu(
         got.row_source[rows..].iter().all(|&v| v == -1),
         "{what}: rows past the total must be marked -1"
     );
-    let slots: Vec<i64> = cpu.slot_row().iter().map(|&v| v as i64).collect();
+    let slots: Vec<i64> = cpu
+        .slot_row()
+        .iter()
+        .map(|v| v.map_or(-1, |v| v as i64))
+        .collect();
     assert_eq!(got.slot_row, slots, "{what}: slot_row");
     assert!(
         got.status.is_none(),
@@ -65,7 +69,7 @@ fn host_twin_equals_cpu_permutation_for_any_chunking() {
             _ => Some(rng.random_range(1..=t * k)),
         };
         let what = format!("T = {t}, k = {k}, E = {e}, block = {block}, chunk = {chunk:?}");
-        let got = host_math::permute(&ids, k, e, block, chunk).unwrap();
+        let got = host_math::permute(&ids, k, e, None, block, chunk).unwrap();
         assert_matches_cpu(&what, &ids, k, e, block, &got);
     }
 }
@@ -81,7 +85,7 @@ fn large_inputs_use_the_multi_chunk_plan_and_still_match() {
         let plan = host_math::permute_plan(t * k, e);
         assert!(!plan.single_block && plan.num_chunks > 1, "{plan:?}");
         let ids = common::random_ids(&mut rng, t, e, k, false, false);
-        let got = host_math::permute(&ids, k, e, 1, None).unwrap();
+        let got = host_math::permute(&ids, k, e, None, 1, None).unwrap();
         assert_matches_cpu(&format!("T = {t}, E = {e}, k = {k}"), &ids, k, e, 1, &got);
     }
 }
@@ -92,11 +96,11 @@ fn empty_experts_one_hot_expert_and_no_tokens() {
     let (t, e, k) = (300usize, 64usize, 4usize);
     let ids: Vec<i32> = (0..t * k).map(|f| (f % k) as i32).collect();
     for block in [1, 16] {
-        let got = host_math::permute(&ids, k, e, block, Some(37)).unwrap();
+        let got = host_math::permute(&ids, k, e, None, block, Some(37)).unwrap();
         assert_matches_cpu("hot experts", &ids, k, e, block, &got);
     }
     // T = 0: zero offsets and counts, no rows.
-    let none = host_math::permute(&[], k, e, 16, None).unwrap();
+    let none = host_math::permute(&[], k, e, None, 16, None).unwrap();
     assert!(none.expert_offsets.iter().all(|&v| v == 0));
     assert!(none.expert_counts.iter().all(|&v| v == 0));
     assert!(none.row_source.is_empty() && none.slot_row.is_empty());
@@ -120,7 +124,7 @@ fn out_of_range_ids_are_skipped_and_the_lowest_is_reported() {
             };
         }
         let first = *bad.iter().min().unwrap();
-        let got = host_math::permute(&ids, k, e, 1, Some(rng.random_range(1..40))).unwrap();
+        let got = host_math::permute(&ids, k, e, None, 1, Some(rng.random_range(1..40))).unwrap();
         // The status names the lowest offending (token, slot), like the CPU's error.
         let cpu_err = cpu_permute(MatRef::new("ids", &ids, t, k).unwrap(), e, 1).unwrap_err();
         match (&got.status, &cpu_err) {

@@ -45,7 +45,11 @@ pub fn combine<Y: Element, S: Element, O: Element>(
     for tok in 0..t {
         acc.fill(0.0);
         for (slot, &w) in weights.row(tok).iter().enumerate() {
-            let y = expert_out.row(perm.row_of(tok, slot));
+            // A pair routed to another rank's expert adds nothing here (expert parallelism).
+            let Some(row) = perm.row_of(tok, slot) else {
+                continue;
+            };
+            let y = expert_out.row(row);
             for (a, v) in acc.iter_mut().zip(y) {
                 *a += w * v.to_f32();
             }

@@ -8,11 +8,12 @@
 use crate::config::MoeConfig;
 use crate::dtype::Element;
 use crate::error::{MoeError, Result};
+use crate::expert_map::ExpertMap;
 use crate::view::{checked_mul, expect_len, ExpertsRef, MatMut, MatRef};
 
 use super::combine::combine;
 use super::gemm::{grouped_gemm, grouped_gemm_activation};
-use super::permute::{gather, permute};
+use super::permute::{gather, permute, permute_mapped};
 use super::routing::{route, router_logits, Routing};
 use super::sigmoid;
 
@@ -52,23 +53,55 @@ pub struct MoeOutput<X> {
     pub routing: Routing,
 }
 
-/// A validated MoE block ready to run on the CPU.
+/// A validated MoE block ready to run on the CPU: the whole layer, or one rank's share of an
+/// expert-parallel layer ([`CpuMoeLayer::with_expert_map`]).
 #[derive(Clone, Debug)]
 pub struct CpuMoeLayer<W> {
     config: MoeConfig,
     weights: MoeWeights<W>,
+    expert_map: Option<ExpertMap>,
 }
 
 impl<W: Element> CpuMoeLayer<W> {
     /// Validate `config` and every weight's shape against it.
     pub fn new(config: MoeConfig, weights: MoeWeights<W>) -> Result<Self> {
         check_weights(&config, &weights)?;
-        Ok(CpuMoeLayer { config, weights })
+        Ok(CpuMoeLayer {
+            config,
+            weights,
+            expert_map: None,
+        })
+    }
+
+    /// One rank of an expert-parallel layer: `weights` hold the router of all `E` experts and the
+    /// routed experts of this rank only (`gate_up` `[num_local, 2I, H]`, `down` `[num_local, H, I]`,
+    /// in local order), and the shared experts. Its forwards return this rank's partial sum: the
+    /// (token, slot) pairs of local experts, plus the shared experts when the map says this rank
+    /// adds them; the ranks' partial sums add up to the whole layer.
+    ///
+    /// Errors: those of [`CpuMoeLayer::new`] for these shapes, and [`MoeError::InvalidConfig`] for
+    /// a map of another expert count than the config's.
+    pub fn with_expert_map(
+        config: MoeConfig,
+        weights: MoeWeights<W>,
+        expert_map: ExpertMap,
+    ) -> Result<Self> {
+        check_rank_weights(&config, &weights, Some(&expert_map))?;
+        Ok(CpuMoeLayer {
+            config,
+            weights,
+            expert_map: Some(expert_map),
+        })
     }
 
     /// The configuration.
     pub fn config(&self) -> &MoeConfig {
         &self.config
+    }
+
+    /// The expert map of a rank's layer, `None` for the whole layer.
+    pub fn expert_map(&self) -> Option<&ExpertMap> {
+        self.expert_map.as_ref()
     }
 
     /// The weights.
@@ -141,7 +174,12 @@ impl<W: Element> CpuMoeLayer<W> {
                 format!("[{}, {}]", routing.num_tokens, routing.top_k),
             ));
         }
-        let perm = permute(routing.ids_view(), e, 1)?;
+        let perm = match &self.expert_map {
+            Some(map) => permute_mapped(routing.ids_view(), map, 1)?,
+            None => permute(routing.ids_view(), e, 1)?,
+        };
+        // The routed experts this layer holds: all, or the rank's local ones.
+        let e = perm.num_experts();
         let rows = perm.num_rows();
         let offsets = perm.expert_offsets();
 
@@ -179,7 +217,11 @@ impl<W: Element> CpuMoeLayer<W> {
             &mut MatMut::new("expert outputs", &mut down, rows, h)?,
         )?;
 
-        let shared = if cfg.shared_experts.is_empty() {
+        let adds_shared = self
+            .expert_map
+            .as_ref()
+            .is_none_or(ExpertMap::shared_experts);
+        let shared = if cfg.shared_experts.is_empty() || !adds_shared {
             None
         } else {
             Some(shared_experts(cfg, x, &self.weights.shared)?)
@@ -202,16 +244,40 @@ impl<W: Element> CpuMoeLayer<W> {
 /// Validate `config` and every weight's shape against it: the checks of [`CpuMoeLayer::new`], also
 /// used by the GPU weights' upload.
 pub(crate) fn check_weights<W>(config: &MoeConfig, weights: &MoeWeights<W>) -> Result<()> {
+    check_rank_weights(config, weights, None)
+}
+
+/// [`check_weights`] for one rank of an expert-parallel layer (`map`), whose routed experts are its
+/// local ones.
+pub(crate) fn check_rank_weights<W>(
+    config: &MoeConfig,
+    weights: &MoeWeights<W>,
+    map: Option<&ExpertMap>,
+) -> Result<()> {
     config.validate()?;
     let (h, i, e) = (
         config.hidden_size,
         config.intermediate_size,
         config.routing.num_experts,
     );
+    let local = match map {
+        Some(m) if m.num_global() != e => {
+            return Err(MoeError::InvalidConfig(format!(
+                "an expert map of {} experts for a layer of {e}",
+                m.num_global()
+            )))
+        }
+        Some(m) => m.num_local(),
+        None => e,
+    };
     let up = config.activation.up_rows(i);
     expect_len("router weight", weights.router.len(), &[e, h])?;
-    expect_len("expert gate_up weights", weights.gate_up.len(), &[e, up, h])?;
-    expect_len("expert down weights", weights.down.len(), &[e, h, i])?;
+    expect_len(
+        "expert gate_up weights",
+        weights.gate_up.len(),
+        &[local, up, h],
+    )?;
+    expect_len("expert down weights", weights.down.len(), &[local, h, i])?;
     match (&weights.correction_bias, config.routing.correction_bias) {
         (Some(b), true) => expect_len("correction bias", b.len(), &[e])?,
         (None, false) => {}

@@ -5,9 +5,13 @@
 //! (and slot order, which only matters for ids given by the caller). With a block size `b > 1`, each
 //! expert's segment is padded with empty rows up to a multiple of `b` (an expert with no rows stays
 //! empty), so a GEMM tile of `b` rows never straddles two experts; padding rows have no source.
+//!
+//! With an [`ExpertMap`] (expert parallelism, [`permute_mapped`]) the segments are the rank's local
+//! experts, and the (token, slot) pairs routed to another rank's experts get no row.
 
 use crate::dtype::Element;
 use crate::error::{MoeError, Result};
+use crate::expert_map::ExpertMap;
 use crate::view::{checked_mul, MatMut, MatRef};
 
 use super::routing::validate_ids;
@@ -21,7 +25,7 @@ pub struct Permutation {
     expert_offsets: Vec<usize>,
     expert_counts: Vec<usize>,
     row_source: Vec<Option<usize>>,
-    slot_row: Vec<usize>,
+    slot_row: Vec<Option<usize>>,
 }
 
 impl Permutation {
@@ -35,7 +39,7 @@ impl Permutation {
         self.top_k
     }
 
-    /// Number of experts `E`.
+    /// Number of experts `E` (segments: the local experts of a [`permute_mapped`] permutation).
     pub fn num_experts(&self) -> usize {
         self.expert_counts.len()
     }
@@ -55,7 +59,8 @@ impl Permutation {
         &self.expert_offsets
     }
 
-    /// `[E]` real (unpadded) rows per expert; they sum to `T * k`.
+    /// `[E]` real (unpadded) rows per expert; they sum to `T * k` (less the pairs of other ranks'
+    /// experts, with a map).
     pub fn expert_counts(&self) -> &[usize] {
         &self.expert_counts
     }
@@ -65,8 +70,9 @@ impl Permutation {
         &self.row_source
     }
 
-    /// `[T * k]` flat (token, slot) index -> row: the inverse of [`Permutation::row_source`].
-    pub fn slot_row(&self) -> &[usize] {
+    /// `[T * k]` flat (token, slot) index -> row: the inverse of [`Permutation::row_source`];
+    /// `None` for a pair routed to another rank's expert ([`permute_mapped`]).
+    pub fn slot_row(&self) -> &[Option<usize>] {
         &self.slot_row
     }
 
@@ -75,8 +81,8 @@ impl Permutation {
         self.row_source[row].map(|f| (f / self.top_k, f % self.top_k))
     }
 
-    /// The row holding token `token`'s `slot`-th choice.
-    pub fn row_of(&self, token: usize, slot: usize) -> usize {
+    /// The row holding token `token`'s `slot`-th choice, `None` when it went to another rank.
+    pub fn row_of(&self, token: usize, slot: usize) -> Option<usize> {
         self.slot_row[token * self.top_k + slot]
     }
 }
@@ -95,21 +101,50 @@ pub fn permute(
             "num_experts must be at least 1".into(),
         ));
     }
+    validate_ids(topk_ids, num_experts)?;
+    sort_by_segment(topk_ids, num_experts, block_size, |id| Some(id as usize))
+}
+
+/// [`permute`] on one rank of an expert-parallel layer: `topk_ids` holds global expert ids (in
+/// `0..map.num_global()`), the segments are the rank's `map.num_local()` experts, and the pairs
+/// routed to another rank's expert get no row (`slot_row` `None`).
+///
+/// Errors: an id outside `0..map.num_global()`, `block_size == 0`, or a row count that overflows.
+pub fn permute_mapped(
+    topk_ids: MatRef<'_, i32>,
+    map: &ExpertMap,
+    block_size: usize,
+) -> Result<Permutation> {
+    validate_ids(topk_ids, map.num_global())?;
+    sort_by_segment(topk_ids, map.num_local(), block_size, |id| {
+        map.local(id as usize)
+    })
+}
+
+/// The counting sort of validated ids into `segments` segments; `segment` gives an id's segment,
+/// `None` for no row.
+fn sort_by_segment(
+    topk_ids: MatRef<'_, i32>,
+    segments: usize,
+    block_size: usize,
+    segment: impl Fn(i32) -> Option<usize>,
+) -> Result<Permutation> {
     if block_size == 0 {
         return Err(MoeError::InvalidConfig(
             "block_size must be at least 1".into(),
         ));
     }
-    validate_ids(topk_ids, num_experts)?;
     let (t, k) = (topk_ids.rows(), topk_ids.cols());
     let ids = topk_ids.data();
 
     // Histogram, then exclusive scan of the padded counts.
-    let mut counts = vec![0usize; num_experts];
+    let mut counts = vec![0usize; segments];
     for &id in ids {
-        counts[id as usize] += 1;
+        if let Some(s) = segment(id) {
+            counts[s] += 1;
+        }
     }
-    let mut offsets = Vec::with_capacity(num_experts + 1);
+    let mut offsets = Vec::with_capacity(segments + 1);
     offsets.push(0usize);
     for &c in &counts {
         let padded = c
@@ -119,17 +154,19 @@ pub fn permute(
             .ok_or_else(|| MoeError::SizeOverflow("padded permutation rows".into()))?;
         offsets.push(padded);
     }
-    let rows = offsets[num_experts];
+    let rows = offsets[segments];
 
     // Stable scatter: visiting (token, slot) in flat order keeps token order within each expert.
-    let mut next = offsets[..num_experts].to_vec();
+    let mut next = offsets[..segments].to_vec();
     let mut row_source = vec![None; rows];
-    let mut slot_row = vec![0usize; checked_mul(t, k, "permutation slots")?];
+    let mut slot_row = vec![None; checked_mul(t, k, "permutation slots")?];
     for (flat, &id) in ids.iter().enumerate() {
-        let row = next[id as usize];
-        next[id as usize] += 1;
-        row_source[row] = Some(flat);
-        slot_row[flat] = row;
+        if let Some(s) = segment(id) {
+            let row = next[s];
+            next[s] += 1;
+            row_source[row] = Some(flat);
+            slot_row[flat] = Some(row);
+        }
     }
     Ok(Permutation {
         num_tokens: t,

@@ -140,12 +140,14 @@ impl Default for MoeRoutingParams {
         }
     }
 }
-#[doc = " Arguments of the `moe_permute_*` kernels: `[num_slots]` expert ids (flat `token * top_k + slot`)\n to the expert-sorted row layout. Rows of expert `e` are `expert_offsets[e]..expert_offsets[e+1]`,\n each segment padded with empty rows to a multiple of `block_size`; within an expert, rows are in\n flat order (stable). Ids outside `0..num_experts` are skipped (no row, `slot_row = -1`) and\n recorded in `status`."]
+#[doc = " Arguments of the `moe_permute_*` kernels: `[num_slots]` expert ids (flat `token * top_k + slot`)\n to the expert-sorted row layout. Rows of expert `e` are `expert_offsets[e]..expert_offsets[e+1]`,\n each segment padded with empty rows to a multiple of `block_size`; within an expert, rows are in\n flat order (stable). Ids outside `0..num_global_experts` are skipped (no row, `slot_row = -1`)\n and recorded in `status`. With an expert map (expert parallelism), the segments are this rank's\n local experts: an id's segment is `expert_map[id]`, and an id whose entry is -1 (another rank's\n expert) gets no row either, without being recorded."]
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct MoePermuteParams {
-    #[doc = " Expert ids `[num_slots]`."]
+    #[doc = " Expert ids `[num_slots]`, global."]
     pub topk_ids: *const i32,
+    #[doc = " `[num_global_experts]` local expert of each global expert, -1 for another rank's; NULL: the\n ids are the segments (then `num_global_experts == num_experts`). An entry outside\n `0..num_experts` counts as -1."]
+    pub expert_map: *const i32,
     #[doc = " Output `[num_experts + 1]`: segment starts; `expert_offsets[num_experts]` is the row total."]
     pub expert_offsets: *mut i64,
     #[doc = " Output `[num_experts]`: real (unpadded) rows per expert."]
@@ -168,43 +170,53 @@ pub struct MoePermuteParams {
     pub num_chunks: i64,
     #[doc = " Segment padding (>= 1; 1 = none)."]
     pub block_size: i64,
-    #[doc = " Number of experts `E` (>= 1)."]
+    #[doc = " Number of global experts, the range of valid ids (1 <= num_global_experts < 2^31)."]
+    pub num_global_experts: i32,
+    #[doc = " Number of segments `E`: the local experts (all experts without a map; >= 0)."]
     pub num_experts: i32,
     #[doc = " Experts per token `k` (>= 1), to decode positions in `status`."]
     pub top_k: i32,
+    #[doc = " Unused, zero: keeps the struct free of padding."]
+    pub reserved: i32,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of MoePermuteParams"][::core::mem::size_of::<MoePermuteParams>() - 104usize];
+    ["Size of MoePermuteParams"][::core::mem::size_of::<MoePermuteParams>() - 120usize];
     ["Alignment of MoePermuteParams"][::core::mem::align_of::<MoePermuteParams>() - 8usize];
     ["Offset of field: MoePermuteParams::topk_ids"]
         [::core::mem::offset_of!(MoePermuteParams, topk_ids) - 0usize];
+    ["Offset of field: MoePermuteParams::expert_map"]
+        [::core::mem::offset_of!(MoePermuteParams, expert_map) - 8usize];
     ["Offset of field: MoePermuteParams::expert_offsets"]
-        [::core::mem::offset_of!(MoePermuteParams, expert_offsets) - 8usize];
+        [::core::mem::offset_of!(MoePermuteParams, expert_offsets) - 16usize];
     ["Offset of field: MoePermuteParams::expert_counts"]
-        [::core::mem::offset_of!(MoePermuteParams, expert_counts) - 16usize];
+        [::core::mem::offset_of!(MoePermuteParams, expert_counts) - 24usize];
     ["Offset of field: MoePermuteParams::row_source"]
-        [::core::mem::offset_of!(MoePermuteParams, row_source) - 24usize];
+        [::core::mem::offset_of!(MoePermuteParams, row_source) - 32usize];
     ["Offset of field: MoePermuteParams::slot_row"]
-        [::core::mem::offset_of!(MoePermuteParams, slot_row) - 32usize];
+        [::core::mem::offset_of!(MoePermuteParams, slot_row) - 40usize];
     ["Offset of field: MoePermuteParams::chunk_counts"]
-        [::core::mem::offset_of!(MoePermuteParams, chunk_counts) - 40usize];
+        [::core::mem::offset_of!(MoePermuteParams, chunk_counts) - 48usize];
     ["Offset of field: MoePermuteParams::status"]
-        [::core::mem::offset_of!(MoePermuteParams, status) - 48usize];
+        [::core::mem::offset_of!(MoePermuteParams, status) - 56usize];
     ["Offset of field: MoePermuteParams::num_slots"]
-        [::core::mem::offset_of!(MoePermuteParams, num_slots) - 56usize];
+        [::core::mem::offset_of!(MoePermuteParams, num_slots) - 64usize];
     ["Offset of field: MoePermuteParams::row_capacity"]
-        [::core::mem::offset_of!(MoePermuteParams, row_capacity) - 64usize];
+        [::core::mem::offset_of!(MoePermuteParams, row_capacity) - 72usize];
     ["Offset of field: MoePermuteParams::chunk_size"]
-        [::core::mem::offset_of!(MoePermuteParams, chunk_size) - 72usize];
+        [::core::mem::offset_of!(MoePermuteParams, chunk_size) - 80usize];
     ["Offset of field: MoePermuteParams::num_chunks"]
-        [::core::mem::offset_of!(MoePermuteParams, num_chunks) - 80usize];
+        [::core::mem::offset_of!(MoePermuteParams, num_chunks) - 88usize];
     ["Offset of field: MoePermuteParams::block_size"]
-        [::core::mem::offset_of!(MoePermuteParams, block_size) - 88usize];
+        [::core::mem::offset_of!(MoePermuteParams, block_size) - 96usize];
+    ["Offset of field: MoePermuteParams::num_global_experts"]
+        [::core::mem::offset_of!(MoePermuteParams, num_global_experts) - 104usize];
     ["Offset of field: MoePermuteParams::num_experts"]
-        [::core::mem::offset_of!(MoePermuteParams, num_experts) - 96usize];
+        [::core::mem::offset_of!(MoePermuteParams, num_experts) - 108usize];
     ["Offset of field: MoePermuteParams::top_k"]
-        [::core::mem::offset_of!(MoePermuteParams, top_k) - 100usize];
+        [::core::mem::offset_of!(MoePermuteParams, top_k) - 112usize];
+    ["Offset of field: MoePermuteParams::reserved"]
+        [::core::mem::offset_of!(MoePermuteParams, reserved) - 116usize];
 };
 impl Default for MoePermuteParams {
     fn default() -> Self {

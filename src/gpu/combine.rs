@@ -260,7 +260,8 @@ pub unsafe fn combine_raw(
     out: DevicePtr,
 ) -> Result<()> {
     let (y, s, o) = types;
-    let layout = PermuteLayout::new(num_tokens, perm.top_k, perm.num_experts, perm.block_size)?;
+    let layout =
+        PermuteLayout::for_segments(num_tokens, perm.top_k, perm.num_experts, perm.block_size)?;
     // The lengths the pointers hold by contract; checked_mul reports what would overflow.
     let token_elems = num_tokens.saturating_mul(hidden);
     let shape = check_combine(

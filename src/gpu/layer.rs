@@ -8,6 +8,7 @@ use super::Device;
 use crate::config::MoeConfig;
 use crate::cpu::layer::MoeWeights;
 use crate::error::{MoeError, Result};
+use crate::expert_map::ExpertMap;
 use crate::raw::forward_buffers;
 use crate::view::checked_mul;
 use cudarc::driver::{CudaView, CudaViewMut, DevicePtr, DevicePtrMut, ValidAsZeroBits};
@@ -73,6 +74,20 @@ where
         Ok(Self::new(GpuMoeWeights::upload(dev, config, weights)?))
     }
 
+    /// One rank of an expert-parallel layer (see [`GpuMoeWeights::upload_rank`]): its forwards
+    /// write this rank's partial sum, as
+    /// [`CpuMoeLayer::with_expert_map`](crate::cpu::layer::CpuMoeLayer::with_expert_map)'s do.
+    pub fn upload_rank(
+        dev: &Device,
+        config: &MoeConfig,
+        weights: &MoeWeights<T>,
+        expert_map: &ExpertMap,
+    ) -> Result<Self> {
+        Ok(Self::new(GpuMoeWeights::upload_rank(
+            dev, config, weights, expert_map,
+        )?))
+    }
+
     /// The configuration.
     pub fn config(&self) -> &MoeConfig {
         self.weights.config()
@@ -88,7 +103,7 @@ where
     where
         T: ValidAsZeroBits,
     {
-        Workspace::new(dev, self.config(), max_tokens)
+        Workspace::with_segments(dev, self.config(), max_tokens, self.weights.num_routed())
     }
 
     /// The forward pass: `out` `[num_tokens, H]` for the hidden states `x` `[num_tokens, H]`.

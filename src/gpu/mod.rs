@@ -22,6 +22,7 @@
 pub(crate) mod abi;
 pub(crate) mod combine;
 mod device;
+mod expert_map;
 pub(crate) mod gemm;
 mod layer;
 pub(crate) mod permute;
@@ -32,11 +33,12 @@ pub(crate) mod workspace;
 
 pub use combine::{combine, shared_expert_accumulate};
 pub use device::{driver_library_present, Device};
+pub use expert_map::DeviceExpertMap;
 pub use gemm::{grouped_gemm, GemmElement, GemmEpilogue, GemmOutput, GroupedGemmShape};
 #[doc(hidden)]
 pub use gemm::{plan_grouped_gemm, GemmLaunchPlan, GemmRequest, GemmTileConfig};
 pub use layer::GpuMoeLayer;
-pub use permute::{gather, permute, GpuPermutation, PermuteLayout};
+pub use permute::{gather, permute, permute_mapped, GpuPermutation, PermuteLayout};
 pub use routing::{route, route_from_hidden};
 pub use status::DeviceStatus;
 pub use weights::{GpuMoeWeights, GpuSharedExpertWeights};

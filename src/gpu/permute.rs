@@ -13,7 +13,7 @@
 
 use super::abi::{self, MoeGatherParams, MoePermuteParams, MoeStatus};
 use super::check_len;
-use super::{Device, DeviceStatus, GpuElement};
+use super::{Device, DeviceExpertMap, DeviceStatus, GpuElement};
 use crate::dtype::DType;
 use crate::error::{MoeError, Result};
 use crate::host_math::permute::{permute_max_chunks, permute_plan, permute_row_bound, PermutePlan};
@@ -75,6 +75,18 @@ impl PermuteLayout {
                 "num_experts must be at least 1".into(),
             ));
         }
+        Self::for_segments(num_tokens, top_k, num_experts, block_size)
+    }
+
+    /// [`PermuteLayout::new`] for `segments` segments, which may be 0: the local experts of one
+    /// rank of an expert-parallel layer (see [`ExpertMap`](crate::ExpertMap)).
+    pub(crate) fn for_segments(
+        num_tokens: usize,
+        top_k: usize,
+        segments: usize,
+        block_size: usize,
+    ) -> Result<Self> {
+        let num_experts = segments;
         if top_k == 0 {
             return Err(MoeError::InvalidConfig("top_k must be at least 1".into()));
         }
@@ -146,7 +158,9 @@ pub struct GpuPermutation {
 
 impl GpuPermutation {
     /// Allocate the buffers for permutations of up to `max_tokens` tokens with `top_k`,
-    /// `num_experts` and `block_size` (see [`PermuteLayout::new`] for the limits).
+    /// `num_experts` and `block_size` (see [`PermuteLayout::new`] for the limits). For one rank of
+    /// an expert-parallel layer ([`permute_mapped`]) `num_experts` is the rank's local expert count,
+    /// which may be 0.
     pub fn new(
         dev: &Device,
         max_tokens: usize,
@@ -154,7 +168,7 @@ impl GpuPermutation {
         num_experts: usize,
         block_size: usize,
     ) -> Result<Self> {
-        let layout = PermuteLayout::new(max_tokens, top_k, num_experts, block_size)?;
+        let layout = PermuteLayout::for_segments(max_tokens, top_k, num_experts, block_size)?;
         let stream = dev.stream();
         Ok(GpuPermutation {
             capacity: Capacity {
@@ -165,7 +179,7 @@ impl GpuPermutation {
             },
             num_tokens: 0,
             expert_offsets: stream.alloc_zeros(num_experts + 1)?,
-            expert_counts: stream.alloc_zeros(num_experts)?,
+            expert_counts: stream.alloc_zeros(num_experts.max(1))?,
             row_source: stream.alloc_zeros(layout.row_bound.max(1))?,
             slot_row: stream.alloc_zeros(layout.num_slots.max(1))?,
             scratch: stream.alloc_zeros(scratch_len(&layout)?.max(1))?,
@@ -180,7 +194,7 @@ impl GpuPermutation {
         num_experts: usize,
         block_size: usize,
     ) -> Result<usize> {
-        Ok(PermuteLayout::new(num_tokens, top_k, num_experts, block_size)?.row_bound)
+        Ok(PermuteLayout::for_segments(num_tokens, top_k, num_experts, block_size)?.row_bound)
     }
 
     /// Device memory [`GpuPermutation::new`] allocates, in bytes.
@@ -190,7 +204,7 @@ impl GpuPermutation {
         num_experts: usize,
         block_size: usize,
     ) -> Result<usize> {
-        let layout = PermuteLayout::new(max_tokens, top_k, num_experts, block_size)?;
+        let layout = PermuteLayout::for_segments(max_tokens, top_k, num_experts, block_size)?;
         let words = [
             2 * num_experts + 1,
             layout.row_bound.max(1),
@@ -362,7 +376,7 @@ impl RawPermutation {
         num_experts: usize,
         block_size: usize,
     ) -> Result<([usize; 5], usize)> {
-        let layout = PermuteLayout::new(max_tokens, top_k, num_experts, block_size)?;
+        let layout = PermuteLayout::for_segments(max_tokens, top_k, num_experts, block_size)?;
         let overflow = || MoeError::SizeOverflow("permutation buffers".into());
         let sizes = [
             num_experts.checked_add(1).ok_or_else(overflow)?,
@@ -419,7 +433,7 @@ fn check_permute(
     block_size: usize,
     out: &Capacity,
 ) -> Result<PermuteLayout> {
-    let layout = PermuteLayout::new(num_tokens, out.top_k, num_experts, block_size)?;
+    let layout = PermuteLayout::for_segments(num_tokens, out.top_k, num_experts, block_size)?;
     if num_experts != out.num_experts || block_size != out.block_size {
         return Err(MoeError::InvalidConfig(format!(
             "the permutation buffers were made for {} experts and block size {}, not {num_experts} \
@@ -462,10 +476,76 @@ pub fn permute(
     out: &mut GpuPermutation,
     status: &mut DeviceStatus,
 ) -> Result<()> {
+    PermuteLayout::new(num_tokens, out.capacity.top_k, num_experts, block_size)?;
+    permute_into(
+        dev,
+        topk_ids,
+        num_tokens,
+        num_experts,
+        None,
+        block_size,
+        out,
+        status,
+    )
+}
+
+/// [`permute`] on one rank of an expert-parallel layer (see [`ExpertMap`](crate::ExpertMap)): `topk_ids` hold global
+/// expert ids in `0..map.num_global()`, `out` was made for the rank's `map.num_local()` experts, and
+/// the (token, slot) pairs routed to another rank's experts get no row (`slot_row = -1`, not an
+/// error; [`combine`](super::combine) then skips them, giving this rank's partial sum). The device
+/// twin of [`cpu::permute::permute_mapped`](crate::cpu::permute::permute_mapped).
+///
+/// `map` is the map on the device ([`DeviceExpertMap`]). Errors as for [`permute`], and
+/// [`MoeError::InvalidConfig`] when `out` was made for another expert count than the map's local
+/// one.
+#[allow(clippy::too_many_arguments)]
+pub fn permute_mapped(
+    dev: &Device,
+    topk_ids: &CudaView<'_, i32>,
+    num_tokens: usize,
+    map: &DeviceExpertMap,
+    block_size: usize,
+    out: &mut GpuPermutation,
+    status: &mut DeviceStatus,
+) -> Result<()> {
+    dev.check_owns("expert map", map.device())?;
+    if out.capacity.num_experts != map.map().num_local() {
+        return Err(MoeError::InvalidConfig(format!(
+            "the permutation buffers were made for {} experts, the expert map has {} local ones",
+            out.capacity.num_experts,
+            map.map().num_local()
+        )));
+    }
+    let (map_ptr, _map_guard) = map.device().device_ptr(dev.stream());
+    let global = map.map().num_global();
+    let local = Some(map_ptr);
+    permute_into(
+        dev, topk_ids, num_tokens, global, local, block_size, out, status,
+    )
+}
+
+/// The checks and launch of [`permute`] and [`permute_mapped`]: `num_global` ids, the segments of
+/// `out` (its experts), `expert_map` a device map of `num_global` entries or `None`.
+#[allow(clippy::too_many_arguments)]
+fn permute_into(
+    dev: &Device,
+    topk_ids: &CudaView<'_, i32>,
+    num_tokens: usize,
+    num_global: usize,
+    expert_map: Option<DevicePtr>,
+    block_size: usize,
+    out: &mut GpuPermutation,
+    status: &mut DeviceStatus,
+) -> Result<()> {
+    let segments = if expert_map.is_some() {
+        out.capacity.num_experts
+    } else {
+        num_global
+    };
     let layout = check_permute(
         topk_ids.len(),
         num_tokens,
-        num_experts,
+        segments,
         block_size,
         &out.capacity,
     )?;
@@ -487,33 +567,66 @@ pub fn permute(
     let (ids_ptr, _ids_guard) = topk_ids.device_ptr(&stream);
     let (status_ptr, _status_guard) = status.record_mut().device_ptr_mut(&stream);
     // SAFETY: `raw` holds `out`'s buffers, allocated in this device's context for up to
-    // `out.max_tokens() >= num_tokens` tokens with this k, E and block size (checked above, and the
-    // scratch against this call's plan), ids hold T*k i32 (checked) and status one record; the
-    // guards held until after this call order the launches on the device's stream against other
-    // accesses to them.
-    unsafe { permute_raw(dev, dev.raw_stream(), ids_ptr, num_tokens, &raw, status_ptr) }
+    // `out.max_tokens() >= num_tokens` tokens with this k, segment count and block size (checked
+    // above, and the scratch against this call's plan), ids hold T*k i32 (checked), the map (the
+    // caller's, uploaded from a validated `ExpertMap` of `num_global` entries) and status one
+    // record; the guards held until after this call order the launches on the device's stream
+    // against other accesses to them.
+    unsafe {
+        permute_raw(
+            dev,
+            dev.raw_stream(),
+            ids_ptr,
+            num_tokens,
+            num_global,
+            expert_map,
+            &raw,
+            status_ptr,
+        )
+    }
 }
 
-/// [`permute`](crate::gpu::permute) on raw device pointers and a raw stream: `topk_ids`
-/// `[num_tokens, k]` `i32` into the buffers of `perm`, with `perm`'s `k`, `E` and block size.
+/// [`permute`](crate::gpu::permute) and [`permute_mapped`](crate::gpu::permute_mapped) on raw
+/// device pointers and a raw stream: `topk_ids` `[num_tokens, k]` `i32`, ids of `num_global`
+/// experts, into the buffers of `perm`, with `perm`'s `k`, segments (`perm.num_experts`) and block
+/// size. Without `expert_map` the segments are the experts (`perm.num_experts == num_global`); with
+/// one (`[num_global]` `i32`, as [`ExpertMap::global_to_local`](crate::ExpertMap::global_to_local)
+/// holds it), they are the rank's
+/// local experts, and entries of -1 (or outside the segments) give no row.
 ///
 /// Errors as for [`permute`](crate::gpu::permute), before anything is enqueued.
 ///
 /// # Safety
 ///
-/// `topk_ids` must hold `num_tokens * k` `i32`, `perm`'s buffers must be sized for at least
-/// `num_tokens` tokens (as [`RawPermutation::carve`] cuts them), `status` must hold one status
-/// record, all device allocations of `dev`'s context valid until the launches complete and not
-/// accessed by other work meanwhile; `stream` must be a stream of `dev`'s context.
+/// `topk_ids` must hold `num_tokens * k` `i32`, `expert_map` `num_global` `i32`, `perm`'s buffers
+/// must be sized for at least `num_tokens` tokens (as [`RawPermutation::carve`] cuts them),
+/// `status` must hold one status record, all device allocations of `dev`'s context valid until the
+/// launches complete and not accessed by other work meanwhile; `stream` must be a stream of `dev`'s
+/// context.
+#[allow(clippy::too_many_arguments)]
 pub unsafe fn permute_raw(
     dev: &Device,
     stream: Stream,
     topk_ids: DevicePtr,
     num_tokens: usize,
+    num_global: usize,
+    expert_map: Option<DevicePtr>,
     perm: &RawPermutation,
     status: DevicePtr,
 ) -> Result<()> {
-    let layout = PermuteLayout::new(num_tokens, perm.top_k, perm.num_experts, perm.block_size)?;
+    if num_global == 0 || num_global > i32::MAX as usize {
+        return Err(MoeError::InvalidConfig(format!(
+            "the permutation takes 1 to 2^31 - 1 experts, got {num_global}"
+        )));
+    }
+    if expert_map.is_none() && num_global != perm.num_experts {
+        return Err(MoeError::InvalidConfig(format!(
+            "without an expert map the permutation's {} segments are the {num_global} experts",
+            perm.num_experts
+        )));
+    }
+    let layout =
+        PermuteLayout::for_segments(num_tokens, perm.top_k, perm.num_experts, perm.block_size)?;
     if layout.num_slots == 0 {
         dev.context().bind_to_thread()?;
         for (ptr, n) in [
@@ -529,6 +642,7 @@ pub unsafe fn permute_raw(
     // Every size fits i64: num_slots < 2^32, the row bound < 2^63 (PermuteLayout::new).
     let params = MoePermuteParams {
         topk_ids: topk_ids as *const i32,
+        expert_map: expert_map.map_or(std::ptr::null(), |p| p as *const i32),
         expert_offsets: perm.expert_offsets as *mut i64,
         expert_counts: perm.expert_counts as *mut i64,
         row_source: perm.row_source as *mut i64,
@@ -540,8 +654,11 @@ pub unsafe fn permute_raw(
         chunk_size: plan.chunk_size as i64,
         num_chunks: plan.num_chunks as i64,
         block_size: layout.block_size as i64,
+        // Below 2^31, checked above.
+        num_global_experts: num_global as i32,
         num_experts: layout.num_experts_i32(),
         top_k: layout.top_k_i32(),
+        reserved: 0,
     };
     let single = LaunchConfig {
         grid_dim: (1, 1, 1),
@@ -550,7 +667,8 @@ pub unsafe fn permute_raw(
     };
     // SAFETY (all launches below): each kernel takes one `MoePermuteParams` by value (layout
     // checked at compile time against the C header). By the caller's contract its pointers hold
-    // ids = num_slots i32, offsets E + 1, counts E, row_source the row bound of num_tokens,
+    // ids = num_slots i32, the map num_global i32 (read only at ids below num_global; its entries
+    // are range-checked against E before use), offsets E + 1, counts E, row_source the row bound of num_tokens,
     // slot_row num_slots (i64 each), scratch at least E * num_chunks u32 (the counters of this
     // plan, which `RawPermutation::bytes` covers for every token count up to the capacity) and one
     // status record. The kernels write rows below expert_offsets[E] <= the row bound, flat positions
@@ -724,7 +842,8 @@ pub unsafe fn gather_raw(
     perm: &RawPermutation,
     out: DevicePtr,
 ) -> Result<()> {
-    let layout = PermuteLayout::new(num_tokens, perm.top_k, perm.num_experts, perm.block_size)?;
+    let layout =
+        PermuteLayout::for_segments(num_tokens, perm.top_k, perm.num_experts, perm.block_size)?;
     let elem = dtype.size_in_bytes();
     // The lengths the pointers hold by contract; checked_mul reports what would overflow.
     let rows = check_gather(

@@ -1,10 +1,11 @@
 //! An MoE block's weights on the device, uploaded once.
 
-use super::{Device, GpuElement};
+use super::{Device, DeviceExpertMap, GpuElement};
 use crate::config::MoeConfig;
-use crate::cpu::layer::{check_weights, MoeWeights};
+use crate::cpu::layer::{check_rank_weights, check_weights, MoeWeights};
 use crate::error::Result;
-use crate::raw::{RawLayerWeights, RawSharedExpert};
+use crate::expert_map::ExpertMap;
+use crate::raw::{RawExpertMap, RawLayerWeights, RawSharedExpert};
 use cudarc::driver::{CudaSlice, CudaStream, CudaView, DevicePtr, SyncOnDrop};
 
 /// One shared expert's weights on the device (layouts as in
@@ -34,7 +35,8 @@ impl<T> GpuSharedExpertWeights<T> {
 }
 
 /// An MoE block's weights on the device, in the crate's fused layout (see
-/// [`MoeWeights`]), with the config they were validated against.
+/// [`MoeWeights`]), with the config they were validated against, and for one rank of an
+/// expert-parallel layer its expert map.
 #[derive(Debug)]
 pub struct GpuMoeWeights<T> {
     config: MoeConfig,
@@ -43,6 +45,7 @@ pub struct GpuMoeWeights<T> {
     gate_up: CudaSlice<T>,
     down: CudaSlice<T>,
     shared: Vec<GpuSharedExpertWeights<T>>,
+    expert_map: Option<DeviceExpertMap>,
 }
 
 impl<T: GpuElement> GpuMoeWeights<T> {
@@ -56,6 +59,31 @@ impl<T: GpuElement> GpuMoeWeights<T> {
     /// [`MoeError::Cuda`]: crate::MoeError::Cuda
     pub fn upload(dev: &Device, config: &MoeConfig, weights: &MoeWeights<T>) -> Result<Self> {
         check_weights(config, weights)?;
+        Self::copy(dev, config, weights, None)
+    }
+
+    /// [`GpuMoeWeights::upload`] for one rank of an expert-parallel layer: `weights` hold this
+    /// rank's routed experts only, as for
+    /// [`CpuMoeLayer::with_expert_map`](crate::cpu::layer::CpuMoeLayer::with_expert_map), whose
+    /// checks apply.
+    pub fn upload_rank(
+        dev: &Device,
+        config: &MoeConfig,
+        weights: &MoeWeights<T>,
+        expert_map: &ExpertMap,
+    ) -> Result<Self> {
+        check_rank_weights(config, weights, Some(expert_map))?;
+        let map = DeviceExpertMap::upload(dev, expert_map)?;
+        Self::copy(dev, config, weights, Some(map))
+    }
+
+    /// Copy validated weights to `dev`.
+    fn copy(
+        dev: &Device,
+        config: &MoeConfig,
+        weights: &MoeWeights<T>,
+        expert_map: Option<DeviceExpertMap>,
+    ) -> Result<Self> {
         let stream = dev.stream();
         let shared = weights
             .shared
@@ -79,6 +107,7 @@ impl<T: GpuElement> GpuMoeWeights<T> {
             gate_up: stream.clone_htod(&weights.gate_up)?,
             down: stream.clone_htod(&weights.down)?,
             shared,
+            expert_map,
         })
     }
 }
@@ -114,6 +143,18 @@ impl<T> GpuMoeWeights<T> {
         &self.shared
     }
 
+    /// The expert map of a rank's weights, `None` for the whole layer's.
+    pub fn expert_map(&self) -> Option<&DeviceExpertMap> {
+        self.expert_map.as_ref()
+    }
+
+    /// Routed experts these weights hold: all, or the rank's local ones.
+    pub(crate) fn num_routed(&self) -> usize {
+        self.expert_map
+            .as_ref()
+            .map_or(self.config.routing.num_experts, |m| m.map().num_local())
+    }
+
     /// The weights as raw pointers, with the guards that order `stream` against other accesses to
     /// them until they are dropped.
     pub(crate) fn raw<'a>(
@@ -143,12 +184,22 @@ impl<T> GpuMoeWeights<T> {
             guards.push(g);
             p
         });
+        let expert_map = self.expert_map.as_ref().map(|m| {
+            let (table, g) = m.device().device_ptr(stream);
+            guards.push(g);
+            RawExpertMap {
+                table,
+                num_local: m.map().num_local(),
+                shared_experts: m.map().shared_experts(),
+            }
+        });
         let raw = RawLayerWeights {
             router,
             correction_bias,
             gate_up,
             down,
             shared,
+            expert_map,
         };
         (raw, guards)
     }
@@ -161,6 +212,9 @@ impl<T> GpuMoeWeights<T> {
         }
         dev.check_owns("expert gate_up weights", &self.gate_up)?;
         dev.check_owns("expert down weights", &self.down)?;
+        if let Some(m) = &self.expert_map {
+            dev.check_owns("expert map", m.device())?;
+        }
         for s in &self.shared {
             dev.check_owns("shared expert gate_up weight", &s.gate_up)?;
             dev.check_owns("shared expert down weight", &s.down)?;

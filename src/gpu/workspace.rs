@@ -144,6 +144,17 @@ pub struct Workspace<T> {
 impl<T: GpuElement + ValidAsZeroBits> Workspace<T> {
     /// Allocate (zeroed) the buffers for forwards of up to `max_tokens` tokens of `cfg` on `dev`.
     pub fn new(dev: &Device, cfg: &MoeConfig, max_tokens: usize) -> Result<Self> {
+        Self::with_segments(dev, cfg, max_tokens, cfg.routing.num_experts)
+    }
+
+    /// [`Workspace::new`] with a permutation of `segments` experts: all of them, or one rank's
+    /// local ones.
+    pub(crate) fn with_segments(
+        dev: &Device,
+        cfg: &MoeConfig,
+        max_tokens: usize,
+        segments: usize,
+    ) -> Result<Self> {
         let sizes = WorkspaceSizes::new(cfg, max_tokens)?;
         let stream = dev.stream();
         // Every buffer gets at least one element, so that a view of it always exists.
@@ -154,13 +165,7 @@ impl<T: GpuElement + ValidAsZeroBits> Workspace<T> {
             logits: stream.alloc_zeros(sizes.logits.max(1))?,
             topk_ids: stream.alloc_zeros(sizes.topk.max(1))?,
             topk_weights: stream.alloc_zeros(sizes.topk.max(1))?,
-            perm: GpuPermutation::new(
-                dev,
-                max_tokens,
-                cfg.routing.top_k,
-                cfg.routing.num_experts,
-                1,
-            )?,
+            perm: GpuPermutation::new(dev, max_tokens, cfg.routing.top_k, segments, 1)?,
             rows: stream.alloc_zeros(sizes.rows.max(1))?,
             act: stream.alloc_zeros(sizes.act.max(1))?,
             shared_mid: stream.alloc_zeros(sizes.shared_mid.max(1))?,

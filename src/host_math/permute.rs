@@ -5,7 +5,7 @@
 use crate::error::Result;
 use crate::gpu::abi::{MoePermuteParams, MoeStatus};
 use crate::gpu::permute::PermuteLayout;
-use crate::MoeError;
+use crate::{ExpertMap, MoeError};
 
 extern "C" {
     fn moe_host_permute_plan(
@@ -101,18 +101,32 @@ pub struct HostPermutation {
 }
 
 /// Run the permutation kernels' algorithm on the host, one serial lane, over `topk_ids` `[T, k]`
-/// (`T = topk_ids.len() / top_k`). `chunk_size` overrides the plan's chunk size (any size >= 1 works
-/// for one lane), to exercise many chunks on small inputs. Every output entry is first poisoned with
-/// `i64::MIN`, so an entry the algorithm fails to write shows.
+/// (`T = topk_ids.len() / top_k`) of `num_experts` experts, or of one rank's local experts with
+/// `expert_map` (whose global count must be `num_experts`). `chunk_size` overrides the plan's chunk
+/// size (any size >= 1 works for one lane), to exercise many chunks on small inputs. Every output
+/// entry is first poisoned with `i64::MIN`, so an entry the algorithm fails to write shows.
 pub fn permute(
     topk_ids: &[i32],
     top_k: usize,
     num_experts: usize,
+    expert_map: Option<&ExpertMap>,
     block_size: usize,
     chunk_size: Option<usize>,
 ) -> Result<HostPermutation> {
     let num_tokens = topk_ids.len() / top_k.max(1);
-    let layout = PermuteLayout::new(num_tokens, top_k, num_experts, block_size)?;
+    PermuteLayout::new(num_tokens, top_k, num_experts, block_size)?;
+    let segments = match expert_map {
+        Some(m) if m.num_global() != num_experts => {
+            return Err(MoeError::InvalidConfig(format!(
+                "an expert map of {} experts for {num_experts}",
+                m.num_global()
+            )))
+        }
+        Some(m) => m.num_local(),
+        None => num_experts,
+    };
+    let layout = PermuteLayout::for_segments(num_tokens, top_k, segments, block_size)?;
+    let num_experts = segments;
     if layout.num_slots != topk_ids.len() {
         return Err(MoeError::shape(
             "topk_ids",
@@ -135,6 +149,7 @@ pub fn permute(
     if layout.num_slots > 0 {
         let params = MoePermuteParams {
             topk_ids: topk_ids.as_ptr(),
+            expert_map: expert_map.map_or(std::ptr::null(), |m| m.global_to_local().as_ptr()),
             expert_offsets: out.expert_offsets.as_mut_ptr(),
             expert_counts: out.expert_counts.as_mut_ptr(),
             row_source: out.row_source.as_mut_ptr(),
@@ -146,11 +161,14 @@ pub fn permute(
             chunk_size: i64_of(chunk_size),
             num_chunks: i64_of(num_chunks),
             block_size: i64_of(block_size),
+            num_global_experts: expert_map.map_or(num_experts, ExpertMap::num_global) as i32,
             num_experts: layout.num_experts_i32(),
             top_k: layout.top_k_i32(),
+            reserved: 0,
         };
         // SAFETY: every pointer is a live, exclusively borrowed host buffer of the length the
-        // params promise (ids: num_slots, offsets: E + 1, counts: E, row_source: the row bound,
+        // params promise (ids: num_slots, map: the global expert count (below 2^31, validated
+        // with the map) or null, offsets: E + 1, counts: E, row_source: the row bound,
         // which the padded total cannot pass, slot_row: num_slots, scratch: E * num_chunks, status:
         // one record), and the sizes were validated by PermuteLayout::new.
         unsafe { moe_host_permute(&params) };

@@ -29,9 +29,23 @@ pub struct RawSharedExpert {
     pub gate: Option<DevicePtr>,
 }
 
+/// One rank's share of an expert-parallel layer (see [`ExpertMap`](crate::ExpertMap)), as the
+/// raw forward takes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawExpertMap {
+    /// `[E]` `i32` on the device: the local id of each global expert, -1 for another rank's
+    /// ([`ExpertMap::global_to_local`](crate::ExpertMap::global_to_local)).
+    pub table: DevicePtr,
+    /// The rank's experts: the expert weights are `[num_local, ..]`.
+    pub num_local: usize,
+    /// Whether this rank adds the shared experts to its partial sum.
+    pub shared_experts: bool,
+}
+
 /// An MoE block's weights in the crate's fused layout (see
 /// [`MoeWeights`](crate::cpu::layer::MoeWeights)), as device pointers; every matrix in the
-/// layer's element type except the `f32` correction bias.
+/// layer's element type except the `f32` correction bias. With an expert map the routed experts'
+/// matrices hold the rank's `num_local` experts, in local order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RawLayerWeights {
     /// Router `[E, H]`.
@@ -44,6 +58,9 @@ pub struct RawLayerWeights {
     pub down: DevicePtr,
     /// The shared experts, one per entry of [`MoeConfig::shared_experts`].
     pub shared: Vec<RawSharedExpert>,
+    /// For one rank of an expert-parallel layer: which experts are local. The forward's output is
+    /// then this rank's partial sum.
+    pub expert_map: Option<RawExpertMap>,
 }
 
 /// Where each buffer of a layer's workspace lies: byte offsets from its start (each 256-byte
@@ -80,6 +97,8 @@ pub struct LayerWorkspaceLayout {
     /// Total bytes.
     pub bytes: usize,
     sizes: WorkspaceSizes,
+    /// Segments of the permutation: the experts, or a rank's local experts.
+    segments: usize,
 }
 
 /// Device bytes of one status record.
@@ -87,8 +106,14 @@ pub const STATUS_BYTES: usize = DeviceStatus::BYTES;
 
 impl LayerWorkspaceLayout {
     /// The layout for `cfg` (validated), a layer in `dtype` (`bf16` or `f16`) and forwards of up to
-    /// `max_tokens` tokens.
-    pub fn new(cfg: &MoeConfig, dtype: DType, max_tokens: usize) -> Result<Self> {
+    /// `max_tokens` tokens; `local_experts` is the rank's expert count for one rank of an
+    /// expert-parallel layer ([`RawExpertMap::num_local`]), `None` otherwise.
+    pub fn new(
+        cfg: &MoeConfig,
+        dtype: DType,
+        max_tokens: usize,
+        local_experts: Option<usize>,
+    ) -> Result<Self> {
         check_dtype(dtype)?;
         let sizes = WorkspaceSizes::new(cfg, max_tokens)?;
         let overflow = || MoeError::SizeOverflow("layer workspace bytes".into());
@@ -105,10 +130,11 @@ impl LayerWorkspaceLayout {
         let router_logits = region(sizes.logits.checked_mul(4))?;
         let topk_ids = region(sizes.topk.checked_mul(4))?;
         let topk_weights = region(sizes.topk.checked_mul(4))?;
+        let segments = local_experts.unwrap_or(cfg.routing.num_experts);
         let permutation = region(Some(RawPermutation::bytes(
             max_tokens,
             cfg.routing.top_k,
-            cfg.routing.num_experts,
+            segments,
             1,
         )?))?;
         let rows = region(sizes.rows.checked_mul(elem))?;
@@ -129,6 +155,7 @@ impl LayerWorkspaceLayout {
             shared_part,
             bytes: end,
             sizes,
+            segments,
         })
     }
 
@@ -143,7 +170,7 @@ impl LayerWorkspaceLayout {
                 at(self.permutation),
                 self.sizes.max_tokens,
                 cfg.routing.top_k,
-                cfg.routing.num_experts,
+                self.segments,
                 1,
             )?,
             rows: at(self.rows),
@@ -157,9 +184,14 @@ impl LayerWorkspaceLayout {
 }
 
 /// The device bytes a [`layer_forward`] of up to `max_tokens` tokens needs as its workspace:
-/// [`LayerWorkspaceLayout::new`]`(cfg, dtype, max_tokens).bytes`.
-pub fn layer_workspace_bytes(cfg: &MoeConfig, dtype: DType, max_tokens: usize) -> Result<usize> {
-    Ok(LayerWorkspaceLayout::new(cfg, dtype, max_tokens)?.bytes)
+/// [`LayerWorkspaceLayout::new`]`(cfg, dtype, max_tokens, local_experts).bytes`.
+pub fn layer_workspace_bytes(
+    cfg: &MoeConfig,
+    dtype: DType,
+    max_tokens: usize,
+    local_experts: Option<usize>,
+) -> Result<usize> {
+    Ok(LayerWorkspaceLayout::new(cfg, dtype, max_tokens, local_experts)?.bytes)
 }
 
 /// The layer's element type must be one the grouped GEMM takes.
@@ -177,8 +209,10 @@ fn check_dtype(dtype: DType) -> Result<()> {
 /// The forward pass on raw pointers: `out` `[num_tokens, H]` for the hidden states `x`
 /// `[num_tokens, H]`, both of `dtype` (`bf16` or `f16`), with the layer's `weights` for `cfg`, in
 /// the caller's `workspace` of `workspace_bytes` bytes (at least
-/// [`layer_workspace_bytes`]`(cfg, dtype, num_tokens)`, 256-byte aligned: any `cuMemAlloc`
-/// allocation is). `num_tokens = 0` launches nothing and needs no workspace.
+/// [`layer_workspace_bytes`]`(cfg, dtype, num_tokens, local experts)`, 256-byte aligned: any
+/// `cuMemAlloc` allocation is). `num_tokens = 0` launches nothing and needs no workspace. With
+/// `weights.expert_map`, `out` receives this rank's partial sum (see
+/// [`ExpertMap`](crate::ExpertMap)).
 ///
 /// The launches of [`GpuMoeLayer`](crate::gpu::GpuMoeLayer)'s forward, in order, on `stream`: no
 /// allocation, no host synchronisation, so it can be captured in a CUDA graph (load the kernels
@@ -210,7 +244,8 @@ pub unsafe fn layer_forward(
     workspace: DevicePtr,
     workspace_bytes: usize,
 ) -> Result<()> {
-    let layout = LayerWorkspaceLayout::new(cfg, dtype, num_tokens)?;
+    let local = weights.expert_map.map(|m| m.num_local);
+    let layout = LayerWorkspaceLayout::new(cfg, dtype, num_tokens, local)?;
     check_weights(cfg, weights)?;
     if num_tokens == 0 {
         return Ok(());
@@ -310,11 +345,21 @@ pub(crate) unsafe fn forward_buffers(
     if num_tokens == 0 {
         return Ok(());
     }
-    let (h, i, e) = (
+    let (h, i, e_global) = (
         cfg.hidden_size,
         cfg.intermediate_size,
         cfg.routing.num_experts,
     );
+    // The routed experts this layer runs: all, or the rank's local ones.
+    let map = weights.expert_map;
+    let e = map.map_or(e_global, |m| m.num_local);
+    let shared_experts = map.is_none_or(|m| m.shared_experts);
+    if b.perm.num_experts != e {
+        return Err(MoeError::InvalidConfig(format!(
+            "the workspace's permutation was made for {} experts, the layer runs {e}",
+            b.perm.num_experts
+        )));
+    }
     let rows = num_tokens * cfg.routing.top_k;
     let f32s = DType::F32;
     // SAFETY (every launch below): the caller's contract gives each buffer the elements its stage
@@ -323,7 +368,7 @@ pub(crate) unsafe fn forward_buffers(
         // 1. Routing: the router GEMM into f32 logits, then top-k.
         let router = GroupedGemmShape {
             rows: num_tokens,
-            n: e,
+            n: e_global,
             k: h,
             num_experts: 1,
         };
@@ -353,7 +398,11 @@ pub(crate) unsafe fn forward_buffers(
         )?;
 
         // 2. Permutation and gather (no padding: the GEMM takes any segment boundaries).
-        permute_raw(dev, stream, b.topk_ids, num_tokens, &b.perm, b.status)?;
+        let table = map.map(|m| m.table);
+        let ids = b.topk_ids;
+        permute_raw(
+            dev, stream, ids, num_tokens, e_global, table, &b.perm, b.status,
+        )?;
         gather_raw(dev, stream, dtype, x, h, num_tokens, &b.perm, b.rows)?;
 
         // 3-4. Routed experts: up projection with the activation, then down projection back into
@@ -402,7 +451,12 @@ pub(crate) unsafe fn forward_buffers(
         // GEMM in f32 (into the sum directly for a single ungated expert, else into the part
         // buffer, then gated and accumulated).
         let direct = !crate::gpu::workspace::needs_shared_part(cfg);
-        for (n, (sw, sc)) in weights.shared.iter().zip(&cfg.shared_experts).enumerate() {
+        let shared_weights = if shared_experts {
+            &weights.shared[..]
+        } else {
+            &[]
+        };
+        for (n, (sw, sc)) in shared_weights.iter().zip(&cfg.shared_experts).enumerate() {
             let is = sc.intermediate_size;
             let up = GroupedGemmShape {
                 rows: num_tokens,
@@ -439,7 +493,7 @@ pub(crate) unsafe fn forward_buffers(
         }
 
         // 6. Combine, rounded once to the layer's type.
-        let shared = (!cfg.shared_experts.is_empty()).then_some(b.shared_sum);
+        let shared = (shared_experts && !cfg.shared_experts.is_empty()).then_some(b.shared_sum);
         let types = (dtype, shared.map(|_| f32s), dtype);
         combine_raw(
             dev,
@@ -479,6 +533,14 @@ fn check_weights(cfg: &MoeConfig, w: &RawLayerWeights) -> Result<()> {
             )));
         }
     }
+    if let Some(m) = w.expert_map {
+        if m.num_local > cfg.routing.num_experts {
+            return Err(MoeError::InvalidConfig(format!(
+                "an expert map with {} local experts for a layer of {}",
+                m.num_local, cfg.routing.num_experts
+            )));
+        }
+    }
     Ok(())
 }
 
@@ -495,7 +557,7 @@ mod tests {
         ] {
             let (k, e) = (cfg.routing.top_k, cfg.routing.num_experts);
             for t in [0usize, 1, 7, 1000] {
-                let l = LayerWorkspaceLayout::new(&cfg, DType::F16, t).unwrap();
+                let l = LayerWorkspaceLayout::new(&cfg, DType::F16, t, None).unwrap();
                 let s = WorkspaceSizes::new(&cfg, t).unwrap();
                 let perm_bytes = RawPermutation::bytes(t, k, e, 1).unwrap();
                 let regions = [
@@ -519,7 +581,7 @@ mod tests {
                 }
                 assert_eq!(end, l.bytes);
                 assert_eq!(
-                    layer_workspace_bytes(&cfg, DType::BF16, t).unwrap(),
+                    layer_workspace_bytes(&cfg, DType::BF16, t, None).unwrap(),
                     l.bytes
                 );
                 // The permutation's own regions lie inside its region, in order.
@@ -541,17 +603,17 @@ mod tests {
     fn workspace_layouts_reject_f32_and_overflow() {
         let cfg = MoeConfig::olmoe_1b_7b();
         assert!(matches!(
-            LayerWorkspaceLayout::new(&cfg, DType::F32, 4),
+            LayerWorkspaceLayout::new(&cfg, DType::F32, 4, None),
             Err(MoeError::Unsupported(_))
         ));
         assert!(matches!(
-            layer_workspace_bytes(&cfg, DType::BF16, usize::MAX / 2),
+            layer_workspace_bytes(&cfg, DType::BF16, usize::MAX / 2, None),
             Err(MoeError::SizeOverflow(_))
         ));
         let mut bad = cfg.clone();
         bad.routing.top_k = bad.routing.num_experts + 1;
         assert!(matches!(
-            layer_workspace_bytes(&bad, DType::BF16, 4),
+            layer_workspace_bytes(&bad, DType::BF16, 4, None),
             Err(MoeError::InvalidConfig(_))
         ));
     }
