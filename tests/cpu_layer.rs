@@ -78,11 +78,8 @@ fn check_layer<X: Element, W: Element>(rng: &mut StdRng, cfg: &MoeConfig, t: usi
         renorm: r.renormalize,
         scale: r.routed_scaling_factor as f64,
     };
-    let gelu = cfg.activation.kind == ActivationKind::GeluTanh;
     let x64 = common::el64(&x);
     let router = common::el64(&weights.router);
-    let (gu, dn) = (common::el64(&weights.gate_up), common::el64(&weights.down));
-    let up = cfg.activation.up_rows(i);
     let mut want = vec![0f64; t * h];
     for tok in 0..t {
         let xt = &x64[tok * h..(tok + 1) * h];
@@ -100,35 +97,8 @@ fn check_layer<X: Element, W: Element>(rng: &mut StdRng, cfg: &MoeConfig, t: usi
             );
         }
         let wts = oracle::weights_for(&route, &o.scores, &ids);
-        let acc = &mut want[tok * h..(tok + 1) * h];
-        for (&ex, &w) in ids.iter().zip(&wts) {
-            let y = oracle::mlp(
-                xt,
-                &gu[ex * up * h..(ex + 1) * up * h],
-                &dn[ex * h * i..(ex + 1) * h * i],
-                h,
-                i,
-                cfg.activation.gated,
-                gelu,
-            );
-            acc.iter_mut().zip(&y).for_each(|(a, v)| *a += w * v);
-        }
-        for (sc, sw) in cfg.shared_experts.iter().zip(&weights.shared) {
-            let y = oracle::mlp(
-                xt,
-                &common::el64(&sw.gate_up),
-                &common::el64(&sw.down),
-                h,
-                sc.intermediate_size,
-                cfg.activation.gated,
-                gelu,
-            );
-            let g = sw.gate.as_ref().map_or(1.0, |g| {
-                let l: f64 = common::el64(g).iter().zip(xt).map(|(a, b)| a * b).sum();
-                1.0 / (1.0 + (-l).exp())
-            });
-            acc.iter_mut().zip(&y).for_each(|(a, v)| *a += g * v);
-        }
+        let y = oracle::layer_token(cfg, &weights, xt, &ids, &wts, true);
+        want[tok * h..(tok + 1) * h].copy_from_slice(&y);
     }
     common::assert_close(
         &format!(

@@ -4,9 +4,9 @@
 
 mod common;
 
-use moe_kernels::cpu::permute::permute as cpu_permute;
+use moe_kernels::cpu::permute::{permute as cpu_permute, permute_mapped, Permutation};
 use moe_kernels::host_math::{self, HostPermutation};
-use moe_kernels::{MatRef, MoeError};
+use moe_kernels::{ExpertMap, MatRef, MoeError};
 use rand::Rng;
 
 /// Assert the host twin's maps equal the CPU reference's exactly.
@@ -20,6 +20,11 @@ fn assert_matches_cpu(
 ) {
     let t = ids.len() / k;
     let cpu = cpu_permute(MatRef::new("ids", ids, t, k).unwrap(), e, block).unwrap();
+    assert_equal(what, &cpu, got);
+}
+
+/// Assert the host twin's maps equal `cpu`'s exactly.
+fn assert_equal(what: &str, cpu: &Permutation, got: &HostPermutation) {
     let offsets: Vec<i64> = cpu.expert_offsets().iter().map(|&v| v as i64).collect();
     assert_eq!(got.expert_offsets, offsets, "{what}: offsets");
     let counts: Vec<i64> = cpu.expert_counts().iter().map(|&v| v as i64).collect();
@@ -218,4 +223,41 @@ fn row_bound_and_gather_token() {
     assert_eq!(host_math::gather_token(0, 4), 0);
     assert_eq!(host_math::gather_token(11, 4), 2);
     assert_eq!(host_math::gather_token(11, 1), 11);
+}
+
+#[test]
+fn host_twin_equals_cpu_mapped_permutation() {
+    let mut rng = common::rng("host_twin_equals_cpu_mapped_permutation");
+    for case in 0..300 {
+        let e = [1usize, 2, 7, 8, 60, 128, 256][case % 7];
+        let k = rng.random_range(1..=e.min(8));
+        let t = [1usize, 2, 7, 33, 100, 1000][rng.random_range(0..6)];
+        let block = [1usize, 1, 2, 16][rng.random_range(0..4)];
+        let ranks = rng.random_range(1..=e + 2);
+        let rank = rng.random_range(0..ranks);
+        // The contiguous split, or a random subset of experts in a random local order.
+        let map = if rng.random_bool(0.5) {
+            ExpertMap::contiguous(e, rank, ranks).unwrap()
+        } else {
+            let mut table = vec![-1i32; e];
+            let mut local: Vec<usize> = (0..e).filter(|_| rng.random_bool(0.4)).collect();
+            for i in (1..local.len()).rev() {
+                local.swap(i, rng.random_range(0..=i));
+            }
+            for (l, &g) in local.iter().enumerate() {
+                table[g] = l as i32;
+            }
+            ExpertMap::new(table).unwrap()
+        };
+        let hot = rng.random_bool(0.2);
+        let ids = common::random_ids(&mut rng, t, e, k, hot, false);
+        let chunk = [None, Some(1), Some(rng.random_range(1..64))][rng.random_range(0..3)];
+        let got = host_math::permute(&ids, k, e, Some(&map), block, chunk).unwrap();
+        let cpu = permute_mapped(MatRef::new("ids", &ids, t, k).unwrap(), &map, block).unwrap();
+        let what = format!(
+            "case {case}: T {t}, E {e}, k {k}, block {block}, {} local, chunk {chunk:?}",
+            map.num_local()
+        );
+        assert_equal(&what, &cpu, &got);
+    }
 }

@@ -406,46 +406,49 @@ pub(crate) unsafe fn forward_buffers(
         gather_raw(dev, stream, dtype, x, h, num_tokens, &b.perm, b.rows)?;
 
         // 3-4. Routed experts: up projection with the activation, then down projection back into
-        // the permuted rows (the gathered activations are not needed any more).
+        // the permuted rows (the gathered activations are not needed any more). A rank without
+        // experts has no rows.
         let offsets = Some(b.perm.expert_offsets);
-        let up = GroupedGemmShape {
-            rows,
-            n: cfg.activation.up_rows(i),
-            k: h,
-            num_experts: e,
-        };
         let act = GemmEpilogue::Activation(cfg.activation);
-        grouped_gemm_raw(
-            dev,
-            stream,
-            dtype,
-            dtype,
-            b.rows,
-            offsets,
-            weights.gate_up,
-            up,
-            act,
-            b.act,
-        )?;
-        let down = GroupedGemmShape {
-            rows,
-            n: h,
-            k: i,
-            num_experts: e,
-        };
         let store = GemmEpilogue::Store;
-        grouped_gemm_raw(
-            dev,
-            stream,
-            dtype,
-            dtype,
-            b.act,
-            offsets,
-            weights.down,
-            down,
-            store,
-            b.rows,
-        )?;
+        if e > 0 {
+            let up = GroupedGemmShape {
+                rows,
+                n: cfg.activation.up_rows(i),
+                k: h,
+                num_experts: e,
+            };
+            grouped_gemm_raw(
+                dev,
+                stream,
+                dtype,
+                dtype,
+                b.rows,
+                offsets,
+                weights.gate_up,
+                up,
+                act,
+                b.act,
+            )?;
+            let down = GroupedGemmShape {
+                rows,
+                n: h,
+                k: i,
+                num_experts: e,
+            };
+            grouped_gemm_raw(
+                dev,
+                stream,
+                dtype,
+                dtype,
+                b.act,
+                offsets,
+                weights.down,
+                down,
+                store,
+                b.rows,
+            )?;
+        }
 
         // 5. Shared experts, summed in f32: for each, the up GEMM with the activation, the down
         // GEMM in f32 (into the sum directly for a single ungated expert, else into the part

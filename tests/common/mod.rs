@@ -337,6 +337,51 @@ pub mod oracle {
             .collect();
         matvec(down, h, i, &mid)
     }
+
+    /// One token's layer output: `sum_s w_s * expert_{ids[s]}(x) + sum of the shared experts`
+    /// (each times its sigmoid gate), from the whole layer's weights; `shared` adds the shared
+    /// experts or not.
+    pub fn layer_token<W: moe_kernels::Element>(
+        cfg: &moe_kernels::MoeConfig,
+        weights: &moe_kernels::cpu::layer::MoeWeights<W>,
+        x: &[f64],
+        ids: &[usize],
+        wts: &[f64],
+        shared: bool,
+    ) -> Vec<f64> {
+        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+        let up = cfg.activation.up_rows(i);
+        let gelu = cfg.activation.kind == moe_kernels::ActivationKind::GeluTanh;
+        let gated = cfg.activation.gated;
+        let el = |v: &[W]| v.iter().map(|e| e.to_f32() as f64).collect::<Vec<f64>>();
+        let mut acc = vec![0f64; h];
+        for (&ex, &w) in ids.iter().zip(wts) {
+            let gu = el(&weights.gate_up[ex * up * h..(ex + 1) * up * h]);
+            let dn = el(&weights.down[ex * h * i..(ex + 1) * h * i]);
+            let y = mlp(x, &gu, &dn, h, i, gated, gelu);
+            acc.iter_mut().zip(&y).for_each(|(a, v)| *a += w * v);
+        }
+        if !shared {
+            return acc;
+        }
+        for (sc, sw) in cfg.shared_experts.iter().zip(&weights.shared) {
+            let y = mlp(
+                x,
+                &el(&sw.gate_up),
+                &el(&sw.down),
+                h,
+                sc.intermediate_size,
+                gated,
+                gelu,
+            );
+            let g = sw.gate.as_ref().map_or(1.0, |g| {
+                let l: f64 = el(g).iter().zip(x).map(|(a, b)| a * b).sum();
+                1.0 / (1.0 + (-l).exp())
+            });
+            acc.iter_mut().zip(&y).for_each(|(a, v)| *a += g * v);
+        }
+        acc
+    }
 }
 
 /// The GPU for GPU test `module::test`: the real GPU when there is one, else the emulated GPU
