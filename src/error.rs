@@ -193,6 +193,41 @@ pub enum MoeError {
         /// Which config setting makes it dense.
         reason: String,
     },
+
+    /// An error reported by candle (the `candle` feature): a tensor operation of candle's failed, for
+    /// example because the tensors of one call live on different devices.
+    #[cfg(feature = "candle")]
+    #[error("candle: {0}")]
+    Candle(#[from] candle_core::Error),
+
+    /// A candle tensor has an element type the operation does not take (the `candle` feature).
+    #[cfg(feature = "candle")]
+    #[error("dtype mismatch for {what}: expected {expected}, found {}", found.as_str())]
+    CandleDType {
+        /// Which argument.
+        what: String,
+        /// The element types the operation takes.
+        expected: String,
+        /// The tensor's element type.
+        found: candle_core::DType,
+    },
+
+    /// A candle tensor is not contiguous (row-major and densely packed), as every operation of
+    /// [`candle`](crate::candle) needs; a start offset into the storage is fine. `Tensor::contiguous`
+    /// makes a contiguous copy.
+    #[cfg(feature = "candle")]
+    #[error(
+        "{what} is not contiguous (shape {shape:?}, strides {stride:?}): make it contiguous first \
+         (Tensor::contiguous)"
+    )]
+    NonContiguous {
+        /// Which argument.
+        what: String,
+        /// The tensor's shape.
+        shape: Vec<usize>,
+        /// The tensor's strides, in elements.
+        stride: Vec<usize>,
+    },
 }
 
 impl MoeError {

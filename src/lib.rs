@@ -20,11 +20,17 @@
 //! [`MoeError::KernelsNotBuilt`].
 //!
 //! ## Crate features
-//! None yet: the CPU path is always built, and the GPU path is always compiled in, loading the CUDA
-//! driver at run time only when it is used.
+//! The CPU path is always built, and the GPU path is always compiled in, loading the CUDA driver at
+//! run time only when it is used. Optional parts:
+//! - `cli` (default): the `moe` command; engines that link the library alone can turn it off.
+//! - `candle`: the stages and the whole block on candle tensors (module `candle`), on the CPU.
+//! - `candle-cuda`: the same on CUDA tensors; builds candle-core's CUDA backend (nvcc at build
+//!   time, cuBLAS, cuRAND and NVRTC to link).
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "candle")]
+pub mod candle;
 pub mod config;
 pub mod cpu;
 pub mod dtype;
