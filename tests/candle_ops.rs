@@ -10,9 +10,7 @@ use candle_core::{DType, Device, Tensor};
 use common::oracle::{self, Route};
 use moe_kernels::candle::{self as mc, MoeBlock};
 use moe_kernels::cpu::layer::MoeWeights;
-use moe_kernels::{
-    Activation, ActivationKind, GroupScore, MoeConfig, MoeError, RoutingConfig, ScoringFunc,
-};
+use moe_kernels::{Activation, ActivationKind, MoeConfig, MoeError, RoutingConfig};
 use rand::rngs::StdRng;
 use rand::Rng;
 
@@ -54,20 +52,6 @@ fn rel_tol(dtype: DType) -> f64 {
     }
 }
 
-fn to_oracle(cfg: &RoutingConfig, bias: Option<&[f32]>) -> Route {
-    Route {
-        e: cfg.num_experts,
-        k: cfg.top_k,
-        sigmoid: cfg.scoring == ScoringFunc::Sigmoid,
-        bias: bias.map(common::f64s),
-        groups: cfg
-            .grouping
-            .map(|g| (g.n_group, g.topk_group, g.score == GroupScore::SumTop2)),
-        renorm: cfg.renormalize,
-        scale: cfg.routed_scaling_factor as f64,
-    }
-}
-
 #[test]
 fn route_matches_oracle() {
     let mut rng = common::rng("route_matches_oracle");
@@ -89,7 +73,7 @@ fn route_matches_oracle() {
         let ids = ids.to_vec2::<u32>().unwrap();
         let weights = weights.to_vec2::<f32>().unwrap();
         let l64 = f64_values(&logits);
-        let r = to_oracle(&cfg, bias.as_deref());
+        let r = Route::of(&cfg, bias.as_deref());
         let (mut got_w, mut want_w) = (vec![], vec![]);
         for tok in 0..t {
             let want = oracle::route_row(&r, &l64[tok * e..(tok + 1) * e]);
@@ -329,7 +313,7 @@ fn qwen3_small(h: usize, i: usize, e: usize, k: usize) -> MoeConfig {
 /// token's k-th and (k+1)-th choices are a near-tie.
 fn oracle_block(cfg: &MoeConfig, x: &[f64], w: &MoeWeights<f32>) -> Option<Vec<f64>> {
     let (h, e, k) = (cfg.hidden_size, cfg.routing.num_experts, cfg.routing.top_k);
-    let route = to_oracle(&cfg.routing, None);
+    let route = Route::of(&cfg.routing, None);
     let router = common::f64s(&w.router);
     let mut out = vec![];
     for xt in x.chunks(h) {

@@ -7,20 +7,6 @@ use moe_kernels::cpu::routing::{route, router_logits, Routing};
 use moe_kernels::{GroupScore, GroupedTopK, MatMut, MatRef, RoutingConfig, ScoringFunc};
 use rand::Rng;
 
-fn to_oracle(cfg: &RoutingConfig, bias: Option<&[f32]>) -> Route {
-    Route {
-        e: cfg.num_experts,
-        k: cfg.top_k,
-        sigmoid: cfg.scoring == ScoringFunc::Sigmoid,
-        bias: bias.map(common::f64s),
-        groups: cfg
-            .grouping
-            .map(|g| (g.n_group, g.topk_group, g.score == GroupScore::SumTop2)),
-        renorm: cfg.renormalize,
-        scale: cfg.routed_scaling_factor as f64,
-    }
-}
-
 /// Check a routing decision against the oracle: same ids except where the oracle's choice scores of the
 /// two experts involved are within `1e-5` relative (a near-tie, decided by f32 rounding), and weights
 /// within `1e-5` relative of the oracle's weights for the ids actually chosen.
@@ -28,7 +14,7 @@ fn check_routing(cfg: &RoutingConfig, logits: &[f32], bias: Option<&[f32]>, got:
     let (e, k) = (cfg.num_experts, cfg.top_k);
     let t = logits.len() / e;
     assert_eq!((got.num_tokens, got.top_k), (t, k));
-    let r = to_oracle(cfg, bias);
+    let r = Route::of(cfg, bias);
     for tok in 0..t {
         let want = oracle::route_row(&r, &common::f64s(&logits[tok * e..(tok + 1) * e]));
         let ids: Vec<usize> = got.ids[tok * k..(tok + 1) * k]

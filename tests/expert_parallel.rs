@@ -16,7 +16,7 @@ use half::bf16;
 use moe_kernels::cpu::layer::{CpuMoeLayer, MoeWeights};
 use moe_kernels::cpu::routing::Routing;
 use moe_kernels::gpu::GpuMoeLayer;
-use moe_kernels::raw::{self, RawExpertMap, RawLayerWeights, RawSharedExpert};
+use moe_kernels::raw::{self, RawExpertMap};
 use moe_kernels::{DType, Element, ExpertMap, MatRef, MoeConfig, MoeError};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -299,29 +299,15 @@ fn raw_ranks_partial_sums_add_up_to_the_layer() {
     for map in maps(&mut rng, e, 5, true) {
         let layer =
             GpuMoeLayer::upload_rank(&dev, &cfg, &rank_weights(&cfg, &full, &map), &map).unwrap();
-        let w = layer.weights();
-        let m = w.expert_map().unwrap();
-        let ptr = |v: &cudarc::driver::CudaView<'_, bf16>| v.device_ptr(s).0;
-        let weights = RawLayerWeights {
-            router: ptr(&w.router()),
-            correction_bias: w.correction_bias().map(|b| b.device_ptr(s).0),
-            gate_up: ptr(&w.gate_up()),
-            down: ptr(&w.down()),
-            shared: w
-                .shared()
-                .iter()
-                .map(|sh| RawSharedExpert {
-                    gate_up: ptr(&sh.gate_up()),
-                    down: ptr(&sh.down()),
-                    gate: sh.gate().map(|g| ptr(&g)),
-                })
-                .collect(),
-            expert_map: Some(RawExpertMap {
-                table: m.device().device_ptr(s).0,
+        let weights = common::raw_weights(&layer, s);
+        assert_eq!(
+            weights.expert_map,
+            Some(RawExpertMap {
+                table: weights.expert_map.unwrap().table,
                 num_local: map.num_local(),
                 shared_experts: map.shared_experts(),
-            }),
-        };
+            })
+        );
         let bytes =
             raw::layer_workspace_bytes(&cfg, DType::BF16, t, Some(map.num_local())).unwrap();
         let mut ws: CudaSlice<u8> = s.clone_htod(&vec![0x5Au8; bytes]).unwrap();

@@ -9,46 +9,16 @@
 mod common;
 
 use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
-use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
+use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut};
 use half::bf16;
 use moe_kernels::cpu::layer::CpuMoeLayer;
 use moe_kernels::cpu::routing::Routing;
 use moe_kernels::gpu::{Device, GpuMoeLayer, GroupedGemmShape};
-use moe_kernels::raw::{
-    self, LayerWorkspaceLayout, RawExpertMap, RawLayerWeights, RawSharedExpert,
-};
+use moe_kernels::raw::{self, LayerWorkspaceLayout, RawLayerWeights};
 use moe_kernels::{DType, MatRef, MoeConfig, MoeError, RoutingConfig};
-use std::sync::Arc;
 
 fn device(test: &str) -> Option<Device> {
     common::gpu("gpu_raw", test)
-}
-
-/// Pointers of an uploaded layer's weights, read on `stream` (the test keeps every buffer on one
-/// stream at a time and synchronises between, so the guards are not kept).
-fn raw_weights(layer: &GpuMoeLayer<bf16>, stream: &Arc<CudaStream>) -> RawLayerWeights {
-    let w = layer.weights();
-    let ptr = |v: &cudarc::driver::CudaView<'_, bf16>| v.device_ptr(stream).0;
-    RawLayerWeights {
-        router: ptr(&w.router()),
-        correction_bias: w.correction_bias().map(|b| b.device_ptr(stream).0),
-        gate_up: ptr(&w.gate_up()),
-        down: ptr(&w.down()),
-        shared: w
-            .shared()
-            .iter()
-            .map(|s| RawSharedExpert {
-                gate_up: ptr(&s.gate_up()),
-                down: ptr(&s.down()),
-                gate: s.gate().map(|g| ptr(&g)),
-            })
-            .collect(),
-        expert_map: w.expert_map().map(|m| RawExpertMap {
-            table: m.device().device_ptr(stream).0,
-            num_local: m.map().num_local(),
-            shared_experts: m.map().shared_experts(),
-        }),
-    }
 }
 
 /// `n` little-endian 4-byte values from `bytes` at `offset`.
@@ -83,7 +53,7 @@ fn raw_forward_on_an_engine_stream_matches_the_safe_and_the_cpu_layer() {
     // The engine's stream and memory; the layer's weights were uploaded on the device's stream.
     dev.synchronize().unwrap();
     let engine = dev.context().new_stream().unwrap();
-    let weights = raw_weights(&layer, &engine);
+    let weights = common::raw_weights(&layer, &engine);
     for t in [1usize, 9, 300] {
         let x: Vec<bf16> = common::values(&mut rng, t * h, 1.0);
         let x_dev = engine.clone_htod(&x).unwrap();
@@ -174,7 +144,7 @@ fn raw_forward_captures_in_a_graph_on_the_given_stream() {
     let (t, h) = (16usize, cfg.hidden_size);
     dev.synchronize().unwrap();
     let engine = dev.context().new_stream().unwrap();
-    let weights = raw_weights(&layer, &engine);
+    let weights = common::raw_weights(&layer, &engine);
     let x: Vec<bf16> = common::values(&mut rng, t * h, 1.0);
     let x_dev = engine.clone_htod(&x).unwrap();
     let poison = vec![bf16::NAN; t * h];

@@ -221,40 +221,38 @@ enum PermutationData {
 }
 
 impl Permutation {
+    /// `(T, k, E, T * k)` of the permutation, wherever it lives.
+    fn sizes(&self) -> (usize, usize, usize, usize) {
+        match &self.data {
+            PermutationData::Cpu(p) => (p.num_tokens(), p.top_k(), p.num_experts(), p.num_rows()),
+            #[cfg(feature = "candle-cuda")]
+            PermutationData::Cuda { perm, .. } => (
+                perm.num_tokens(),
+                perm.top_k(),
+                perm.num_experts(),
+                perm.num_rows_bound(),
+            ),
+        }
+    }
+
     /// Tokens `T`.
     pub fn num_tokens(&self) -> usize {
-        match &self.data {
-            PermutationData::Cpu(p) => p.num_tokens(),
-            #[cfg(feature = "candle-cuda")]
-            PermutationData::Cuda { perm, .. } => perm.num_tokens(),
-        }
+        self.sizes().0
     }
 
     /// Experts per token `k`.
     pub fn top_k(&self) -> usize {
-        match &self.data {
-            PermutationData::Cpu(p) => p.top_k(),
-            #[cfg(feature = "candle-cuda")]
-            PermutationData::Cuda { perm, .. } => perm.top_k(),
-        }
+        self.sizes().1
     }
 
     /// Experts `E`.
     pub fn num_experts(&self) -> usize {
-        match &self.data {
-            PermutationData::Cpu(p) => p.num_experts(),
-            #[cfg(feature = "candle-cuda")]
-            PermutationData::Cuda { perm, .. } => perm.num_experts(),
-        }
+        self.sizes().2
     }
 
     /// Rows of the permuted layout, `T * k`.
     pub fn num_rows(&self) -> usize {
-        match &self.data {
-            PermutationData::Cpu(p) => p.num_rows(),
-            #[cfg(feature = "candle-cuda")]
-            PermutationData::Cuda { perm, .. } => perm.num_rows_bound(),
-        }
+        self.sizes().3
     }
 
     /// The device it lives on.

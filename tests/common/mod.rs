@@ -224,6 +224,24 @@ pub mod oracle {
         pub scale: f64,
     }
 
+    impl Route {
+        /// The settings of `cfg`, with the correction bias `bias` (given exactly when it uses one).
+        pub fn of(cfg: &moe_kernels::RoutingConfig, bias: Option<&[f32]>) -> Route {
+            use moe_kernels::{GroupScore, ScoringFunc};
+            Route {
+                e: cfg.num_experts,
+                k: cfg.top_k,
+                sigmoid: cfg.scoring == ScoringFunc::Sigmoid,
+                bias: bias.map(super::f64s),
+                groups: cfg
+                    .grouping
+                    .map(|g| (g.n_group, g.topk_group, g.score == GroupScore::SumTop2)),
+                renorm: cfg.renormalize,
+                scale: cfg.routed_scaling_factor as f64,
+            }
+        }
+    }
+
     /// One token's routing: chosen ids (descending choice, ties to the lower index), weights, and every
     /// expert's score and choice score (for near-tie decisions and for re-weighting another selection).
     #[derive(Clone, Debug)]
@@ -410,6 +428,39 @@ pub fn gpu(module: &str, test: &str) -> Option<moe_kernels::gpu::Device> {
             None
         }
         Err(e) => panic!("Device::new(0) failed unexpectedly: {e}"),
+    }
+}
+
+/// The device pointers of an uploaded layer's weights, as the raw layer takes them, read on
+/// `stream` (the tests keep every buffer on one stream at a time and synchronise between, so the
+/// guards are not kept).
+pub fn raw_weights(
+    layer: &moe_kernels::gpu::GpuMoeLayer<half::bf16>,
+    stream: &std::sync::Arc<cudarc::driver::CudaStream>,
+) -> moe_kernels::raw::RawLayerWeights {
+    use cudarc::driver::{CudaView, DevicePtr};
+    use moe_kernels::raw::{RawExpertMap, RawLayerWeights, RawSharedExpert};
+    let w = layer.weights();
+    let ptr = |v: &CudaView<'_, half::bf16>| v.device_ptr(stream).0;
+    RawLayerWeights {
+        router: ptr(&w.router()),
+        correction_bias: w.correction_bias().map(|b| b.device_ptr(stream).0),
+        gate_up: ptr(&w.gate_up()),
+        down: ptr(&w.down()),
+        shared: w
+            .shared()
+            .iter()
+            .map(|s| RawSharedExpert {
+                gate_up: ptr(&s.gate_up()),
+                down: ptr(&s.down()),
+                gate: s.gate().map(|g| ptr(&g)),
+            })
+            .collect(),
+        expert_map: w.expert_map().map(|m| RawExpertMap {
+            table: m.device().device_ptr(stream).0,
+            num_local: m.map().num_local(),
+            shared_experts: m.map().shared_experts(),
+        }),
     }
 }
 
