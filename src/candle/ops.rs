@@ -23,6 +23,7 @@ use {
     super::device::gpu_device,
     super::tensor::{cuda_output, cuda_view, element_dtype},
     crate::gpu::{self, GemmElement, GpuElement, GpuPermutation},
+    candle_core::backend::BackendDevice,
     candle_core::{cuda_backend::CudaDType, CudaDevice, CudaStorage},
     cudarc::driver::{CudaSlice, CudaView, ValidAsZeroBits},
 };
@@ -215,7 +216,7 @@ enum PermutationData {
     Cpu(cpu::permute::Permutation),
     #[cfg(feature = "candle-cuda")]
     Cuda {
-        perm: GpuPermutation,
+        perm: Box<GpuPermutation>,
         device: CudaDevice,
     },
 }
@@ -313,7 +314,7 @@ impl Permutation {
     #[cfg(feature = "candle-cuda")]
     fn on_cuda(&self, device: &CudaDevice) -> Result<&GpuPermutation> {
         match &self.data {
-            PermutationData::Cuda { perm, device: own } if own.same_device(device) => Ok(perm),
+            PermutationData::Cuda { perm, device: own } if own.same_device(device) => Ok(perm.as_ref()),
             _ => Err(device_mismatch(
                 "the permutation",
                 &self.device(),
@@ -376,7 +377,7 @@ pub fn permute(topk_ids: &Tensor, num_experts: usize) -> Result<Permutation> {
             gpu::permute(&dev, &ids, t, num_experts, 1, &mut perm, &mut status)?;
             status.check()?;
             PermutationData::Cuda {
-                perm,
+                perm: Box::new(perm),
                 device: s.device.clone(),
             }
         }

@@ -20,13 +20,31 @@ const MIN_COMPUTE_CAPABILITY: (i32, i32) = (8, 0);
 /// cudarc's own probe exists only when it loads the driver at run time; this one also serves builds
 /// where another crate of the graph made cudarc link the driver (it is then loaded already).
 pub fn driver_library_present() -> bool {
-    const NAMES: &[&str] = if cfg!(windows) {
-        &["nvcuda.dll"]
+    cuda_library_present("cuda")
+}
+
+/// Whether the CUDA library `name` (`cuda` for the driver, `cublas`, `curand`, ...) can be opened
+/// under one of the names it is installed as (`lib<name>.so` and its versioned names;
+/// `<name>64_<major>.dll` on Windows), all of which cudarc also tries. Like
+/// [`driver_library_present`], it serves whether cudarc loads the library at run time or links it.
+pub fn cuda_library_present(name: &str) -> bool {
+    let names: Vec<String> = if cfg!(windows) {
+        if name == "cuda" {
+            vec!["nvcuda.dll".into()]
+        } else {
+            ["13", "12", "11"]
+                .iter()
+                .map(|major| format!("{name}64_{major}.dll"))
+                .collect()
+        }
     } else {
-        &["libcuda.so", "libcuda.so.1"]
+        ["", ".1", ".13", ".12", ".11"]
+            .iter()
+            .map(|suffix| format!("lib{name}.so{suffix}"))
+            .collect()
     };
-    NAMES.iter().any(|&name| {
-        // SAFETY: opening the driver library runs only its initialisers, as cudarc's loading of it
+    names.iter().any(|name| {
+        // SAFETY: opening a CUDA library runs only its initialisers, as cudarc's loading of it
         // would; no symbol is called and the handle is dropped at once.
         unsafe { libloading::Library::new(name) }.is_ok()
     })

@@ -32,7 +32,7 @@ mod weights;
 pub(crate) mod workspace;
 
 pub use combine::{combine, shared_expert_accumulate};
-pub use device::{driver_library_present, Device};
+pub use device::{cuda_library_present, driver_library_present, Device};
 pub use expert_map::DeviceExpertMap;
 pub use gemm::{grouped_gemm, GemmElement, GemmEpilogue, GemmOutput, GroupedGemmShape};
 #[doc(hidden)]

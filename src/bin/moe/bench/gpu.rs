@@ -81,8 +81,7 @@ impl Gpu {
         let start = ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
         let end = ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
         let flush = dev.stream().alloc_zeros::<u8>(FLUSH_BYTES)?;
-        // SAFETY: only tries to open the cuBLAS library by name; no symbol of it is called.
-        let (blas, note) = if unsafe { cudarc::cublas::sys::is_culib_present() } {
+        let (blas, note) = if moe_kernels::gpu::cuda_library_present("cublas") {
             (Some(CudaBlas::new(dev.stream().clone())?), None)
         } else {
             (
