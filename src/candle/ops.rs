@@ -314,7 +314,9 @@ impl Permutation {
     #[cfg(feature = "candle-cuda")]
     fn on_cuda(&self, device: &CudaDevice) -> Result<&GpuPermutation> {
         match &self.data {
-            PermutationData::Cuda { perm, device: own } if own.same_device(device) => Ok(perm.as_ref()),
+            PermutationData::Cuda { perm, device: own } if own.same_device(device) => {
+                Ok(perm.as_ref())
+            }
             _ => Err(device_mismatch(
                 "the permutation",
                 &self.device(),
