@@ -78,6 +78,102 @@ fn reference_configs_match_presets() {
     assert_eq!(c.moe_layers().len(), 16);
 }
 
+/// Every name a family's config class accepts for the expert count (its `attribute_map`) gives the
+/// same config; two names that disagree, or none, are errors naming them.
+#[test]
+fn expert_count_aliases() {
+    let base = |family: ModelFamily| -> Value {
+        let mut v = json!({"model_type": family.name(), "hidden_size": 8, "intermediate_size": 4,
+            "moe_intermediate_size": 4, "shared_expert_intermediate_size": 4,
+            "num_experts_per_tok": 2, "num_hidden_layers": 2});
+        if family == ModelFamily::DeepseekV3 {
+            v["n_group"] = json!(2);
+            v["topk_group"] = json!(1);
+        }
+        v
+    };
+    for family in ModelFamily::ALL {
+        let keys = family.expert_count_keys();
+        let mut first = base(family);
+        first[keys[0]] = json!(6);
+        let want = parse(&first).unwrap().moe;
+        assert_eq!(want.routing.num_experts, 6, "{family}");
+        for key in keys {
+            let mut v = base(family);
+            v[*key] = json!(6);
+            assert_eq!(parse(&v).unwrap().moe, want, "{family}: `{key}`");
+        }
+        // transformers 5 writes a Qwen3-MoE config with `num_local_experts`.
+        assert!(keys.contains(&"num_local_experts"), "{family}");
+
+        let mut both = base(family);
+        both[keys[0]] = json!(6);
+        both[keys[1]] = json!(6);
+        assert_eq!(
+            parse(&both).unwrap().moe,
+            want,
+            "{family}: agreeing aliases"
+        );
+        both[keys[1]] = json!(8);
+        let msg = parse(&both).unwrap_err().to_string();
+        assert!(
+            msg.contains(keys[0]) && msg.contains(keys[1]) && msg.contains("agree"),
+            "{msg}"
+        );
+        let msg = parse(&base(family)).unwrap_err().to_string();
+        assert!(
+            keys.iter().all(|k| msg.contains(&format!("`{k}`"))) && msg.contains("missing"),
+            "{msg}"
+        );
+        let mut zero = base(family);
+        zero[keys[keys.len() - 1]] = json!(0);
+        let msg = parse(&zero).unwrap_err().to_string();
+        assert!(
+            msg.contains(&format!("`{}`", keys[keys.len() - 1])) && msg.contains("no MoE"),
+            "{msg}"
+        );
+    }
+}
+
+/// A multimodal config keeps the language model's settings under `text_config`; errors name the
+/// nested field.
+#[test]
+fn text_config_is_read() {
+    let text = json!({"model_type": "qwen3_moe", "hidden_size": 2048, "intermediate_size": 6144,
+        "moe_intermediate_size": 768, "num_local_experts": 128, "num_experts_per_tok": 8,
+        "norm_topk_prob": true, "num_hidden_layers": 48, "hidden_act": "silu"});
+    let wrapped = json!({"model_type": "qwen3_vl_moe", "dtype": "bfloat16",
+        "vision_config": {"hidden_size": 1152, "num_hidden_layers": 27}, "text_config": text});
+    let c = parse(&wrapped).unwrap();
+    assert_eq!(c.moe, MoeConfig::qwen3_30b_a3b());
+    assert_eq!(
+        (c.family, c.model_type.as_str()),
+        (ModelFamily::Qwen3Moe, "qwen3_moe")
+    );
+    assert_eq!(c.torch_dtype.as_deref(), Some("bfloat16"));
+
+    // The wrapper's model_type stands in when the text config has none.
+    let mut untyped = wrapped.clone();
+    untyped["model_type"] = json!("qwen3_moe");
+    untyped["text_config"]
+        .as_object_mut()
+        .unwrap()
+        .remove("model_type");
+    assert_eq!(parse(&untyped).unwrap().moe, MoeConfig::qwen3_30b_a3b());
+
+    let mut bad = wrapped.clone();
+    bad["text_config"]["num_hidden_layers"] = json!("many");
+    let msg = parse(&bad).unwrap_err().to_string();
+    assert!(msg.contains("`text_config.num_hidden_layers`"), "{msg}");
+    let mut bad = wrapped.clone();
+    bad["text_config"] = json!([1, 2]);
+    let msg = parse(&bad).unwrap_err().to_string();
+    assert!(
+        msg.contains("`text_config`") && msg.contains("object"),
+        "{msg}"
+    );
+}
+
 fn deepseek(version: &str, extra: Value) -> Value {
     let mut v = json!({"model_type": version, "hidden_size": 8, "moe_intermediate_size": 4,
         "n_routed_experts": 8, "num_experts_per_tok": 2, "num_hidden_layers": 4});
@@ -399,6 +495,38 @@ fn load_every_family_and_layout() {
                 ));
             }
             load_moe_layer::<f32>(dir.path(), m.moe_layer_no()).unwrap();
+        }
+    }
+}
+
+/// Multimodal checkpoints: the config under `text_config`, the language model's keys under
+/// `model.language_model.` (transformers 5) or `language_model.model.`.
+#[test]
+fn load_multimodal_layouts() {
+    let mut rng = common::rng("load_multimodal_layouts");
+    for (n, root) in ["model.language_model.", "language_model.model."]
+        .into_iter()
+        .enumerate()
+    {
+        let family = [ModelFamily::Qwen3Moe, ModelFamily::DeepseekV3][n];
+        let m = TinyModel::new(&mut rng, family, DType::BF16, n == 1).into_multimodal(root);
+        let dir = m.write_temp("multimodal", 1 + n);
+        let model = HfModel::open(dir.path()).unwrap();
+        let what = format!("{family} under {root}");
+        assert_eq!(model.config().family, family, "{what}");
+        assert_eq!(model.config().moe, m.moe, "{what}");
+        assert_eq!(model.config().torch_dtype.as_deref(), Some("bfloat16"));
+        for (&l, want) in &m.layers {
+            let keys = model.block_keys(l).unwrap();
+            assert_eq!(
+                keys.prefix,
+                m.prefix(l).replacen("model.", root, 1),
+                "{what}"
+            );
+            assert!(
+                model.moe_weights::<f32>(l).unwrap() == *want,
+                "{what}: layer {l}"
+            );
         }
     }
 }

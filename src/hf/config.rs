@@ -6,7 +6,7 @@
 //!
 //! | setting | Mixtral | Qwen2-MoE | Qwen3-MoE | OLMoE | DeepSeek-V2 | DeepSeek-V3 |
 //! |---|---|---|---|---|---|---|
-//! | experts `E` (required) | `num_local_experts` | `num_experts` | `num_experts` | `num_experts` | `n_routed_experts` | `n_routed_experts` |
+//! | experts `E` (required) | `num_local_experts` or `num_experts` | `num_experts` or `num_local_experts` | as Qwen2-MoE | as Qwen2-MoE | `n_routed_experts`, `num_local_experts` or `num_experts` | as V2 |
 //! | expert size `I` (required) | `intermediate_size` | `moe_intermediate_size` | `moe_intermediate_size` | `intermediate_size` | `moe_intermediate_size` | `moe_intermediate_size` |
 //! | renormalise | always | `norm_topk_prob` (false) | `norm_topk_prob` (false) | `norm_topk_prob` (false) | `norm_topk_prob` (false) and `k > 1` | `norm_topk_prob` (false) and `k > 1` |
 //! | scaling | 1 | 1 | 1 | 1 | `routed_scaling_factor` (1) when not renormalised, else 1 | `routed_scaling_factor` (1) |
@@ -23,6 +23,12 @@
 //! The DeepSeek weight rules follow the models' reference code (`modeling_deepseek.py`): V2 multiplies by
 //! `routed_scaling_factor` only when it does not renormalise; V3 renormalises (when asked) and then always
 //! scales. Both renormalise only when `k > 1`.
+//!
+//! The expert count's other names are the aliases of the config classes' `attribute_map`
+//! (transformers 5 writes Qwen3-MoE's as `num_local_experts`); two names with different values are an
+//! error. A multimodal config (Llama 4, Qwen3-VL-MoE, ...) keeps these settings under `text_config`,
+//! which is read instead of the top level when present (its `model_type`, else the top level's, picks
+//! the family).
 //!
 //! Every family also needs `hidden_size`, `num_experts_per_tok` and `num_hidden_layers`; `hidden_act`
 //! defaults to `silu`. Activations: `silu`/`swish` are gated SiLU (SwiGLU); `gelu_pytorch_tanh`,
@@ -92,6 +98,21 @@ impl ModelFamily {
             "deepseek_v2" => Some(ModelFamily::DeepseekV2),
             "deepseek_v3" | "kimi_k2" | "glm4_moe" => Some(ModelFamily::DeepseekV3),
             _ => None,
+        }
+    }
+
+    /// The `config.json` names of the routed-expert count: the family's own first, then the aliases
+    /// of its config class's `attribute_map` (transformers 5 writes `num_local_experts` for Qwen3-MoE,
+    /// for one), all accepted.
+    pub fn expert_count_keys(self) -> &'static [&'static str] {
+        match self {
+            ModelFamily::Mixtral => &["num_local_experts", "num_experts"],
+            ModelFamily::Qwen2Moe | ModelFamily::Qwen3Moe | ModelFamily::Olmoe => {
+                &["num_experts", "num_local_experts"]
+            }
+            ModelFamily::DeepseekV2 | ModelFamily::DeepseekV3 => {
+                &["n_routed_experts", "num_local_experts", "num_experts"]
+            }
         }
     }
 
@@ -282,14 +303,21 @@ impl HfModelConfig {
 }
 
 /// Typed access to the fields of the config object, with errors naming the file and the field.
+#[derive(Clone, Copy)]
 struct Fields<'a> {
     obj: &'a Map<String, Value>,
     path: &'a Path,
+    /// `text_config.` when the fields are those of a multimodal config's language model.
+    scope: &'static str,
 }
 
 impl Fields<'_> {
     fn err(&self, field: &str, problem: impl fmt::Display) -> MoeError {
-        MoeError::InvalidConfig(format!("{}: `{field}` {problem}", self.path.display()))
+        MoeError::InvalidConfig(format!(
+            "{}: `{}{field}` {problem}",
+            self.path.display(),
+            self.scope
+        ))
     }
 
     /// The value of `field`, `None` when missing or `null`.
@@ -313,6 +341,36 @@ impl Fields<'_> {
     fn usize_req(&self, field: &str) -> Result<usize> {
         self.usize_opt(field)?
             .ok_or_else(|| self.err(field, "is missing"))
+    }
+
+    /// A required integer that the family's config class also accepts under other names (its
+    /// `attribute_map`; transformers 5 writes some fields under the mapped name): the first of
+    /// `names` present, with the name it was found under. Two names with different values are an
+    /// error, as is none of them.
+    fn usize_req_any<'n>(&self, names: &[&'n str]) -> Result<(usize, &'n str)> {
+        let mut found: Option<(usize, &str)> = None;
+        for &name in names {
+            if let Some(v) = self.usize_opt(name)? {
+                match found {
+                    Some((w, first)) if w != v => {
+                        return Err(self.err(
+                            name,
+                            format!("is {v}, but its alias `{first}` is {w}: they must agree"),
+                        ))
+                    }
+                    Some(_) => {}
+                    None => found = Some((v, name)),
+                }
+            }
+        }
+        found.ok_or_else(|| {
+            let aliases = names[1..]
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            self.err(names[0], format!("is missing (nor is its alias {aliases})"))
+        })
     }
 
     fn f32_opt(&self, field: &str) -> Result<Option<f32>> {
@@ -399,12 +457,32 @@ fn parse(text: &str, path: &Path, family_override: Option<ModelFamily>) -> Resul
         message,
     };
     let value: Value = serde_json::from_str(text).map_err(|e| malformed(e.to_string()))?;
-    let obj = value
+    let top = value
         .as_object()
         .ok_or_else(|| malformed("the top level is not a JSON object".into()))?;
-    let f = Fields { obj, path };
-
-    let model_type = f.str_opt("model_type")?.unwrap_or("").to_string();
+    let top = Fields {
+        obj: top,
+        path,
+        scope: "",
+    };
+    // A multimodal model (Llama 4, Qwen3-VL-MoE, ...) keeps its language model's settings, the MoE
+    // blocks' included, under `text_config`; its `model_type` names the text model when present.
+    let f = match top.get("text_config") {
+        None => top,
+        Some(Value::Object(obj)) => Fields {
+            obj,
+            path,
+            scope: "text_config.",
+        },
+        Some(other) => {
+            return Err(top.err("text_config", format!("must be an object, found {other}")))
+        }
+    };
+    let model_type = match f.str_opt("model_type")? {
+        Some(t) => t,
+        None => top.str_opt("model_type")?.unwrap_or(""),
+    }
+    .to_string();
     let family = match family_override {
         Some(fam) => fam,
         None if model_type.is_empty() => {
@@ -427,81 +505,81 @@ fn parse(text: &str, path: &Path, family_override: Option<ModelFamily>) -> Resul
     let top_k = f.usize_req("num_experts_per_tok")?;
     let hidden_act = f.str_opt("hidden_act")?.unwrap_or("silu").to_string();
     let act = activation(&hidden_act)?;
-    let torch_dtype = match f.str_opt("torch_dtype")? {
-        Some(s) => Some(s.to_string()),
-        None => f.str_opt("dtype")?.map(str::to_string),
-    };
+    let mut torch_dtype = None;
+    for fields in [f, top] {
+        for key in ["torch_dtype", "dtype"] {
+            if torch_dtype.is_none() {
+                torch_dtype = fields.str_opt(key)?.map(str::to_string);
+            }
+        }
+    }
 
-    let (num_experts, intermediate_size, routing_rest, shared_experts, placement) = match family {
-        ModelFamily::Mixtral => (
-            f.usize_req("num_local_experts")?,
-            f.usize_req("intermediate_size")?,
-            Rest::softmax(true),
-            vec![],
-            LayerPlacement::Every,
-        ),
-        ModelFamily::Olmoe => (
-            f.usize_req("num_experts")?,
-            f.usize_req("intermediate_size")?,
-            Rest::softmax(f.bool_opt("norm_topk_prob")?.unwrap_or(false)),
-            vec![],
-            LayerPlacement::Every,
-        ),
-        ModelFamily::Qwen2Moe | ModelFamily::Qwen3Moe => {
-            let shared = if family == ModelFamily::Qwen2Moe {
-                match f.usize_req("shared_expert_intermediate_size")? {
-                    0 => vec![],
-                    is => vec![SharedExpertConfig {
-                        intermediate_size: is,
-                        sigmoid_gate: true,
-                    }],
-                }
-            } else {
-                vec![]
-            };
-            (
-                f.usize_req("num_experts")?,
-                f.usize_req("moe_intermediate_size")?,
+    let ((num_experts, experts_key), intermediate_size, routing_rest, shared_experts, placement) =
+        match family {
+            ModelFamily::Mixtral => (
+                f.usize_req_any(family.expert_count_keys())?,
+                f.usize_req("intermediate_size")?,
+                Rest::softmax(true),
+                vec![],
+                LayerPlacement::Every,
+            ),
+            ModelFamily::Olmoe => (
+                f.usize_req_any(family.expert_count_keys())?,
+                f.usize_req("intermediate_size")?,
                 Rest::softmax(f.bool_opt("norm_topk_prob")?.unwrap_or(false)),
-                shared,
-                LayerPlacement::SparseStep {
-                    decoder_sparse_step: f.step("decoder_sparse_step", 1)?,
-                    mlp_only_layers: f.usize_list_opt("mlp_only_layers")?.unwrap_or_default(),
-                },
-            )
-        }
-        ModelFamily::DeepseekV2 | ModelFamily::DeepseekV3 => {
-            let i = f.usize_req("moe_intermediate_size")?;
-            let shared = match f.usize_opt("n_shared_experts")? {
-                None | Some(0) => vec![],
-                Some(n) => vec![SharedExpertConfig {
-                    intermediate_size: n.checked_mul(i).ok_or_else(|| {
-                        MoeError::SizeOverflow(format!(
-                            "n_shared_experts * moe_intermediate_size ({n} x {i})"
-                        ))
-                    })?,
-                    sigmoid_gate: false,
-                }],
-            };
-            (
-                f.usize_req("n_routed_experts")?,
-                i,
-                deepseek_routing(&f, family, top_k)?,
-                shared,
-                LayerPlacement::FirstKDense {
-                    first_k_dense_replace: f.usize_opt("first_k_dense_replace")?.unwrap_or(0),
-                    moe_layer_freq: f.step("moe_layer_freq", 1)?,
-                },
-            )
-        }
-    };
-    if num_experts == 0 {
-        let field = match family {
-            ModelFamily::Mixtral => "num_local_experts",
-            ModelFamily::DeepseekV2 | ModelFamily::DeepseekV3 => "n_routed_experts",
-            _ => "num_experts",
+                vec![],
+                LayerPlacement::Every,
+            ),
+            ModelFamily::Qwen2Moe | ModelFamily::Qwen3Moe => {
+                let shared = if family == ModelFamily::Qwen2Moe {
+                    match f.usize_req("shared_expert_intermediate_size")? {
+                        0 => vec![],
+                        is => vec![SharedExpertConfig {
+                            intermediate_size: is,
+                            sigmoid_gate: true,
+                        }],
+                    }
+                } else {
+                    vec![]
+                };
+                (
+                    f.usize_req_any(family.expert_count_keys())?,
+                    f.usize_req("moe_intermediate_size")?,
+                    Rest::softmax(f.bool_opt("norm_topk_prob")?.unwrap_or(false)),
+                    shared,
+                    LayerPlacement::SparseStep {
+                        decoder_sparse_step: f.step("decoder_sparse_step", 1)?,
+                        mlp_only_layers: f.usize_list_opt("mlp_only_layers")?.unwrap_or_default(),
+                    },
+                )
+            }
+            ModelFamily::DeepseekV2 | ModelFamily::DeepseekV3 => {
+                let i = f.usize_req("moe_intermediate_size")?;
+                let shared = match f.usize_opt("n_shared_experts")? {
+                    None | Some(0) => vec![],
+                    Some(n) => vec![SharedExpertConfig {
+                        intermediate_size: n.checked_mul(i).ok_or_else(|| {
+                            MoeError::SizeOverflow(format!(
+                                "n_shared_experts * moe_intermediate_size ({n} x {i})"
+                            ))
+                        })?,
+                        sigmoid_gate: false,
+                    }],
+                };
+                (
+                    f.usize_req_any(family.expert_count_keys())?,
+                    i,
+                    deepseek_routing(&f, family, top_k)?,
+                    shared,
+                    LayerPlacement::FirstKDense {
+                        first_k_dense_replace: f.usize_opt("first_k_dense_replace")?.unwrap_or(0),
+                        moe_layer_freq: f.step("moe_layer_freq", 1)?,
+                    },
+                )
+            }
         };
-        return Err(f.err(field, "is 0: this model has no MoE layers"));
+    if num_experts == 0 {
+        return Err(f.err(experts_key, "is 0: this model has no MoE layers"));
     }
 
     let moe = MoeConfig {

@@ -1,7 +1,8 @@
 //! One layer's MoE block from a Hugging Face checkpoint, packed into the crate's fused layout.
 //!
 //! Key names, with `P = model.layers.{L}.mlp` (Mixtral: `model.layers.{L}.block_sparse_moe`, or `mlp`
-//! when the checkpoint uses that name):
+//! when the checkpoint uses that name; in a multimodal checkpoint `model.language_model.layers.{L}` or
+//! `language_model.model.layers.{L}` in place of `model.layers.{L}`):
 //!
 //! | tensor | key | shape |
 //! |---|---|---|
@@ -56,9 +57,9 @@ impl MoeBlockKeys {
             ModelFamily::Mixtral => &["block_sparse_moe", "mlp"],
             _ => &["mlp"],
         };
-        let prefixes: Vec<String> = names
+        let prefixes: Vec<String> = LAYER_ROOTS
             .iter()
-            .map(|n| format!("model.layers.{layer}.{n}"))
+            .flat_map(|root| names.iter().map(move |n| format!("{root}.{layer}.{n}")))
             .collect();
         let prefix = prefixes
             .iter()
@@ -157,6 +158,15 @@ impl MoeBlockKeys {
         }
     }
 }
+
+/// Where a checkpoint keeps its decoder layers: `model.layers` in a language model; under the
+/// language model's prefix in a multimodal one (transformers 5 writes `model.language_model.layers`,
+/// earlier releases and some hub checkpoints `language_model.model.layers`).
+const LAYER_ROOTS: [&str; 3] = [
+    "model.layers",
+    "model.language_model.layers",
+    "language_model.model.layers",
+];
 
 /// The error for a key the checkpoint lacks: the checkpoint's own, which names the file (the single file,
 /// or the index) that should have held it.

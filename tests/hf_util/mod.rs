@@ -414,6 +414,30 @@ impl TinyModel {
         }
     }
 
+    /// The same model as a multimodal checkpoint stores it: the config under `text_config` of a
+    /// wrapper config (whose own `model_type` is not a family), and every `model.*` key moved under
+    /// `lm_root` (`model.language_model.` or `language_model.model.`).
+    pub fn into_multimodal(mut self, lm_root: &str) -> Self {
+        self.config = json!({
+            "model_type": "tiny_vl_moe",
+            "torch_dtype": "bfloat16",
+            "vision_config": {"hidden_size": 7, "num_hidden_layers": 1},
+            "text_config": self.config,
+        });
+        self.tensors = std::mem::take(&mut self.tensors)
+            .into_iter()
+            .map(|(k, v)| match k.strip_prefix("model.") {
+                Some(rest) => (format!("{lm_root}{rest}"), v),
+                None => (k, v),
+            })
+            .collect();
+        self.tensors.insert(
+            "model.visual.patch_embed.weight".into(),
+            Stored::float(DType::F32, vec![2, 2], &[0.5, -0.5, 0.25, 1.0]),
+        );
+        self
+    }
+
     /// Write `config.json` and the checkpoint into `dir`: one file, or `shards` shards plus an index.
     pub fn write(&self, dir: &Path, shards: usize) {
         std::fs::write(
