@@ -130,20 +130,28 @@ impl SafetensorsFile {
         })
     }
 
+    /// Check that `key` is stored with shape `expected` (a [`MoeError::TensorShape`] naming the key
+    /// and file otherwise).
+    pub fn check_shape(&self, key: &str, expected: &[usize]) -> Result<()> {
+        let info = self.info(key)?;
+        if info.shape != expected {
+            return Err(MoeError::TensorShape {
+                key: key.to_string(),
+                file: self.path.display().to_string(),
+                expected: expected.to_vec(),
+                found: info.shape.clone(),
+            });
+        }
+        Ok(())
+    }
+
     /// The stored bytes and dtype of `key`, checked against `expected` when given.
     fn raw(&self, key: &str, expected: Option<&[usize]>) -> Result<(DType, &[u8], &[usize])> {
+        if let Some(want) = expected {
+            self.check_shape(key, want)?;
+        }
         let info = self.info(key)?;
         let file = || self.path.display().to_string();
-        if let Some(want) = expected {
-            if info.shape != want {
-                return Err(MoeError::TensorShape {
-                    key: key.to_string(),
-                    file: file(),
-                    expected: want.to_vec(),
-                    found: info.shape.clone(),
-                });
-            }
-        }
         let dtype = crate_dtype(info.dtype).ok_or_else(|| MoeError::TensorDType {
             key: key.to_string(),
             file: file(),
@@ -181,8 +189,11 @@ impl SafetensorsFile {
         Ok(())
     }
 
-    /// Read `key`, which must have shape `expected`, converted to `W`.
+    /// Read `key`, which must have shape `expected`, converted to `W`. The stored shape is checked
+    /// before anything is allocated, so the allocation is bounded by the file's size, never by
+    /// `expected` alone.
     pub fn read<W: Element>(&self, key: &str, expected: &[usize]) -> Result<Vec<W>> {
+        self.check_shape(key, expected)?;
         let n = shape_len(expected)
             .ok_or_else(|| MoeError::SizeOverflow(format!("elements of `{key}` {expected:?}")))?;
         let mut out = vec![W::default(); n];
@@ -362,6 +373,12 @@ impl Checkpoint {
     /// The stored dtype, shape and file of `key`.
     pub fn meta(&self, key: &str) -> Result<TensorMeta> {
         self.file_of(key)?.meta(key)
+    }
+
+    /// Check that `key` exists with shape `expected` ([`MoeError::MissingTensor`] or
+    /// [`MoeError::TensorShape`] otherwise), reading only the header.
+    pub fn check_shape(&self, key: &str, expected: &[usize]) -> Result<()> {
+        self.file_of(key)?.check_shape(key, expected)
     }
 
     /// Read `key`, which must have shape `expected`, converted to `W`, into `out`.

@@ -195,6 +195,35 @@ pub fn load_moe_weights<W: Element>(
     let keys = MoeBlockKeys::resolve(ckpt, cfg, layer)?;
     let m = &cfg.moe;
     let (h, i, e) = (m.hidden_size, m.intermediate_size, m.routing.num_experts);
+    let up = checked_mul(2, i, "expert gate_up rows")?;
+
+    // Every tensor's stored shape is checked before anything is allocated: the config's sizes are
+    // untrusted, and the buffers below are sized by them. Once the shapes match, every buffer is
+    // bounded by the bytes the checkpoint's files really hold.
+    ckpt.check_shape(&keys.router(), &[e, h])?;
+    if m.routing.correction_bias {
+        ckpt.check_shape(&keys.correction_bias(), &[e])?;
+    }
+    match keys.layout {
+        ExpertLayout::Fused => {
+            ckpt.check_shape(&keys.fused_gate_up(), &[e, up, h])?;
+            ckpt.check_shape(&keys.fused_down(), &[e, h, i])?;
+        }
+        ExpertLayout::PerExpert => {
+            for x in 0..e {
+                ckpt.check_shape(&keys.expert_gate(x), &[i, h])?;
+                ckpt.check_shape(&keys.expert_up(x), &[i, h])?;
+                ckpt.check_shape(&keys.expert_down(x), &[h, i])?;
+            }
+        }
+    }
+    if let (Some(sc), Some(sp)) = (m.shared_experts.first(), keys.shared_prefix()) {
+        let is = sc.intermediate_size;
+        ckpt.check_shape(&format!("{sp}.gate_proj.weight"), &[is, h])?;
+        ckpt.check_shape(&format!("{sp}.up_proj.weight"), &[is, h])?;
+        ckpt.check_shape(&format!("{sp}.down_proj.weight"), &[h, is])?;
+    }
+
     let router = ckpt.read::<W>(&keys.router(), &[e, h])?;
     let correction_bias = if m.routing.correction_bias {
         Some(ckpt.read::<f32>(&keys.correction_bias(), &[e])?)
@@ -205,7 +234,7 @@ pub fn load_moe_weights<W: Element>(
     let ih = checked_mul(i, h, "expert projection")?;
     let (gate_up, down) = match keys.layout {
         ExpertLayout::Fused => {
-            let gate_up = ckpt.read::<W>(&keys.fused_gate_up(), &[e, 2 * i, h])?;
+            let gate_up = ckpt.read::<W>(&keys.fused_gate_up(), &[e, up, h])?;
             let down = ckpt.read::<W>(&keys.fused_down(), &[e, h, i])?;
             (gate_up, down)
         }
