@@ -200,7 +200,8 @@ impl Activation {
     /// Rows of the up projection for intermediate size `i`: `2i` when gated, `i` otherwise.
     pub fn up_rows(self, i: usize) -> usize {
         if self.gated {
-            2 * i
+            // Saturating: an absurd size from an untrusted config then fails the shape checks.
+            i.saturating_mul(2)
         } else {
             i
         }
@@ -232,7 +233,46 @@ pub struct MoeConfig {
     pub shared_experts: Vec<SharedExpertConfig>,
 }
 
+/// Parameter counts of one MoE block (saturating at `u64::MAX` for absurd configs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockParams {
+    /// Every parameter: router, correction bias, all routed experts, shared experts and their gates.
+    pub total: u64,
+    /// The parameters one token reads: the router (and bias), its `k` routed experts and the shared
+    /// experts.
+    pub active_per_token: u64,
+}
+
 impl MoeConfig {
+    /// How many parameters the block has, and how many one token uses.
+    pub fn parameter_counts(&self) -> BlockParams {
+        let n = |v: usize| v as u64;
+        let (h, i) = (n(self.hidden_size), n(self.intermediate_size));
+        let (e, k) = (n(self.routing.num_experts), n(self.routing.top_k));
+        let mlp = |i: u64| {
+            n(self.activation.up_rows(1))
+                .saturating_mul(i)
+                .saturating_mul(h)
+                .saturating_add(h.saturating_mul(i))
+        };
+        let router = e
+            .saturating_mul(h)
+            .saturating_add(if self.routing.correction_bias { e } else { 0 });
+        let shared = self.shared_experts.iter().fold(0u64, |acc, s| {
+            acc.saturating_add(mlp(n(s.intermediate_size)))
+                .saturating_add(if s.sigmoid_gate { h } else { 0 })
+        });
+        let with = |experts: u64| {
+            router
+                .saturating_add(experts.saturating_mul(mlp(i)))
+                .saturating_add(shared)
+        };
+        BlockParams {
+            total: with(e),
+            active_per_token: with(k),
+        }
+    }
+
     /// Check every setting, naming the first one that is invalid.
     pub fn validate(&self) -> Result<()> {
         if self.hidden_size == 0 {

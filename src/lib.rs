@@ -45,8 +45,8 @@ pub mod tensor;
 pub mod view;
 
 pub use config::{
-    Activation, ActivationKind, GroupScore, GroupedTopK, MoeConfig, RoutingConfig, ScoringFunc,
-    SharedExpertConfig,
+    Activation, ActivationKind, BlockParams, GroupScore, GroupedTopK, MoeConfig, RoutingConfig,
+    ScoringFunc, SharedExpertConfig,
 };
 pub use dtype::{DType, Element};
 pub use error::{MoeError, Result};

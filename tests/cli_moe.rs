@@ -611,10 +611,31 @@ fn info_prints_settings_and_moe_layers() {
         "2.5",
         "intermediate_size 16",
         "2 shards",
-        "layer 1: fused expert keys under model.layers.1.mlp, stored as BF16",
     ] {
         assert!(s.contains(needle), "info lacks `{needle}`:\n{s}");
     }
+    // Parameters, counted here from the tiny model's sizes: router and bias, 8 experts (3 active),
+    // one ungated shared expert.
+    let (h, i, e, k, is) = (24u64, 16, 8, 3, 16);
+    let (router, expert, shared) = (e * h + e, 3 * i * h, 3 * is * h);
+    let (total, active) = (router + e * expert + shared, router + k * expert + shared);
+    assert_eq!((total, active), (10568, 4808));
+    assert!(
+        s.contains("10.6K per MoE block, 4.8K active per token (45.5%)"),
+        "{s}"
+    );
+    // Bytes per layer: every stored tensor under the layer's block prefix.
+    let bytes: usize = m
+        .tensors
+        .iter()
+        .filter(|(key, _)| key.starts_with(&format!("{}.", m.prefix(1))))
+        .map(|(_, t)| t.bytes.len())
+        .sum();
+    let want = format!(
+        "1-2: experts BF16 (fused, under model.layers.{{L}}.mlp), router BF16, {:.1} KiB per layer",
+        bytes as f64 / 1024.0
+    );
+    assert!(s.contains(&want), "info lacks `{want}`:\n{s}");
 
     // Config only: still prints, says the checkpoint is not usable.
     std::fs::remove_file(dir.path().join("model.safetensors.index.json")).unwrap();

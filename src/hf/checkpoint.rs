@@ -35,6 +35,8 @@ pub struct TensorMeta {
     pub stored: String,
     /// The stored shape.
     pub shape: Vec<usize>,
+    /// The bytes it occupies in the file.
+    pub bytes: usize,
     /// The file holding it.
     pub file: PathBuf,
 }
@@ -126,6 +128,7 @@ impl SafetensorsFile {
             dtype: crate_dtype(info.dtype),
             stored: format!("{:?}", info.dtype),
             shape: info.shape.clone(),
+            bytes: info.data_offsets.1 - info.data_offsets.0,
             file: self.path.clone(),
         })
     }

@@ -19,6 +19,7 @@
 
 use super::checkpoint::Checkpoint;
 use super::config::{HfModelConfig, ModelFamily};
+use crate::config::MoeConfig;
 use crate::cpu::layer::{CpuMoeLayer, MoeWeights, SharedExpertWeights};
 use crate::dtype::{DType, Element};
 use crate::error::{MoeError, Result};
@@ -149,6 +150,60 @@ impl MoeBlockKeys {
         format!("{}.shared_expert_gate.weight", self.prefix)
     }
 
+    /// Every tensor of the block with the shape `cfg` gives it, in load order: the router, the
+    /// correction bias, the routed experts (fused, or per expert gate, up, down) and the shared
+    /// experts' projections. Not the Qwen2-MoE shared gate, stored as `[1, H]` or `[H]`
+    /// ([`MoeBlockKeys::shared_gate`]). Lazy, so that an untrusted expert count costs nothing until
+    /// its keys are looked at.
+    pub fn tensors<'a>(
+        &'a self,
+        cfg: &'a MoeConfig,
+    ) -> impl Iterator<Item = (String, Vec<usize>)> + 'a {
+        let (h, i, e) = (
+            cfg.hidden_size,
+            cfg.intermediate_size,
+            cfg.routing.num_experts,
+        );
+        let up = cfg.activation.up_rows(i);
+        let router = std::iter::once((self.router(), vec![e, h]));
+        let bias = cfg
+            .routing
+            .correction_bias
+            .then(|| (self.correction_bias(), vec![e]));
+        let fused = (self.layout == ExpertLayout::Fused).then(|| {
+            [
+                (self.fused_gate_up(), vec![e, up, h]),
+                (self.fused_down(), vec![e, h, i]),
+            ]
+        });
+        let per_expert = (0..e)
+            .filter(move |_| self.layout == ExpertLayout::PerExpert)
+            .flat_map(move |x| {
+                [
+                    (self.expert_gate(x), vec![i, h]),
+                    (self.expert_up(x), vec![i, h]),
+                    (self.expert_down(x), vec![h, i]),
+                ]
+            });
+        let shared = cfg
+            .shared_experts
+            .first()
+            .zip(self.shared_prefix())
+            .map(move |(sc, sp)| {
+                let is = sc.intermediate_size;
+                [
+                    (format!("{sp}.gate_proj.weight"), vec![is, h]),
+                    (format!("{sp}.up_proj.weight"), vec![is, h]),
+                    (format!("{sp}.down_proj.weight"), vec![h, is]),
+                ]
+            });
+        router
+            .chain(bias)
+            .chain(fused.into_iter().flatten())
+            .chain(per_expert)
+            .chain(shared.into_iter().flatten())
+    }
+
     /// The tensor whose stored dtype is taken as the layer's dtype: the first expert's gate (or the fused
     /// gate-up projection).
     pub fn representative(&self) -> String {
@@ -195,33 +250,13 @@ pub fn load_moe_weights<W: Element>(
     let keys = MoeBlockKeys::resolve(ckpt, cfg, layer)?;
     let m = &cfg.moe;
     let (h, i, e) = (m.hidden_size, m.intermediate_size, m.routing.num_experts);
-    let up = checked_mul(2, i, "expert gate_up rows")?;
+    let up = m.activation.up_rows(i);
 
     // Every tensor's stored shape is checked before anything is allocated: the config's sizes are
     // untrusted, and the buffers below are sized by them. Once the shapes match, every buffer is
     // bounded by the bytes the checkpoint's files really hold.
-    ckpt.check_shape(&keys.router(), &[e, h])?;
-    if m.routing.correction_bias {
-        ckpt.check_shape(&keys.correction_bias(), &[e])?;
-    }
-    match keys.layout {
-        ExpertLayout::Fused => {
-            ckpt.check_shape(&keys.fused_gate_up(), &[e, up, h])?;
-            ckpt.check_shape(&keys.fused_down(), &[e, h, i])?;
-        }
-        ExpertLayout::PerExpert => {
-            for x in 0..e {
-                ckpt.check_shape(&keys.expert_gate(x), &[i, h])?;
-                ckpt.check_shape(&keys.expert_up(x), &[i, h])?;
-                ckpt.check_shape(&keys.expert_down(x), &[h, i])?;
-            }
-        }
-    }
-    if let (Some(sc), Some(sp)) = (m.shared_experts.first(), keys.shared_prefix()) {
-        let is = sc.intermediate_size;
-        ckpt.check_shape(&format!("{sp}.gate_proj.weight"), &[is, h])?;
-        ckpt.check_shape(&format!("{sp}.up_proj.weight"), &[is, h])?;
-        ckpt.check_shape(&format!("{sp}.down_proj.weight"), &[h, is])?;
+    for (key, shape) in keys.tensors(m) {
+        ckpt.check_shape(&key, &shape)?;
     }
 
     let router = ckpt.read::<W>(&keys.router(), &[e, h])?;

@@ -119,6 +119,15 @@ pub fn main(args: Args) -> Result<()> {
                     .join("; ")
             },
         ),
+        ("parameters", {
+            let p = m.parameter_counts();
+            format!(
+                "{} per MoE block, {} active per token ({:.1}%)",
+                count(p.total),
+                count(p.active_per_token),
+                100.0 * p.active_per_token as f64 / p.total.max(1) as f64
+            )
+        }),
         (
             "config dtype",
             cfg.torch_dtype
@@ -140,8 +149,8 @@ pub fn main(args: Args) -> Result<()> {
                     "model.safetensors".into()
                 },
             ));
-            if let Some(&first) = moe_layers.first() {
-                lines.push(("first MoE layer", describe_block(&ckpt, &cfg, first)));
+            for (layers, what) in layer_formats(&ckpt, &cfg, &moe_layers) {
+                lines.push(("weights", format!("{}: {what}", ranges(&layers))));
             }
         }
     }
@@ -152,24 +161,71 @@ pub fn main(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// Layer `layer`'s keys and stored dtype, or why they cannot be found.
-fn describe_block(ckpt: &Checkpoint, cfg: &HfModelConfig, layer: usize) -> String {
-    let keys = match MoeBlockKeys::resolve(ckpt, cfg, layer) {
-        Ok(k) => k,
-        Err(e) => return format!("layer {layer}: {e}"),
-    };
+/// Each MoE layer's weight format and bytes, consecutive layers that agree merged: the expert key
+/// layout and prefix, the stored types of the experts and the router, and the bytes of every tensor of
+/// the block; or why the layer cannot be read.
+fn layer_formats(
+    ckpt: &Checkpoint,
+    cfg: &HfModelConfig,
+    layers: &[usize],
+) -> Vec<(Vec<usize>, String)> {
+    let mut out: Vec<(Vec<usize>, String)> = Vec::new();
+    for &layer in layers {
+        let what = layer_format(ckpt, cfg, layer).unwrap_or_else(|e| e.to_string());
+        match out.last_mut() {
+            Some((ls, w)) if *w == what && ls.last() == Some(&(layer - 1)) => ls.push(layer),
+            _ => out.push((vec![layer], what)),
+        }
+    }
+    out
+}
+
+fn layer_format(
+    ckpt: &Checkpoint,
+    cfg: &HfModelConfig,
+    layer: usize,
+) -> moe_kernels::Result<String> {
+    let keys = MoeBlockKeys::resolve(ckpt, cfg, layer)?;
+    let mut bytes = 0u64;
+    for (key, _) in keys.tensors(&cfg.moe) {
+        bytes += ckpt.meta(&key)?.bytes as u64;
+    }
+    if cfg.moe.shared_experts.iter().any(|s| s.sigmoid_gate) {
+        bytes += ckpt.meta(&keys.shared_gate())?.bytes as u64;
+    }
     let layout = match keys.layout {
         ExpertLayout::PerExpert => "per-expert",
         ExpertLayout::Fused => "fused",
     };
-    let dtype = match ckpt.meta(&keys.representative()) {
-        Ok(m) => m.stored,
-        Err(e) => format!("unknown ({e})"),
-    };
-    format!(
-        "layer {layer}: {layout} expert keys under {}, stored as {dtype}",
-        keys.prefix
-    )
+    let experts = ckpt.meta(&keys.representative())?.stored;
+    let router = ckpt.meta(&keys.router())?.stored;
+    // Replace the layer number in the prefix, so that equal layers merge.
+    let prefix = keys.prefix.replace(&format!(".{layer}."), ".{L}.");
+    Ok(format!(
+        "experts {experts} ({layout}, under {prefix}), router {router}, {} per layer",
+        size(bytes)
+    ))
+}
+
+/// A parameter count in K, M or B.
+fn count(n: u64) -> String {
+    match n {
+        0..1_000 => n.to_string(),
+        1_000..1_000_000 => format!("{:.1}K", n as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1}M", n as f64 / 1e6),
+        _ => format!("{:.2}B", n as f64 / 1e9),
+    }
+}
+
+/// Bytes in KiB, MiB or GiB.
+fn size(b: u64) -> String {
+    let f = b as f64;
+    match b {
+        0..1024 => format!("{b} B"),
+        1024..1_048_576 => format!("{:.1} KiB", f / 1024.0),
+        1_048_576..1_073_741_824 => format!("{:.1} MiB", f / 1_048_576.0),
+        _ => format!("{:.2} GiB", f / 1_073_741_824.0),
+    }
 }
 
 /// `[0, 1, 2, 5, 7, 8]` as `0-2, 5, 7-8`.
