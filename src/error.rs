@@ -81,6 +81,19 @@ pub enum MoeError {
         value: f32,
     },
 
+    /// A quantization scale is NaN, infinite, zero or negative.
+    #[error(
+        "invalid scale in {what} at index {index}: {value} (scales must be finite and positive)"
+    )]
+    BadScale {
+        /// Which scales.
+        what: String,
+        /// The index of the first bad one.
+        index: usize,
+        /// Its value.
+        value: f32,
+    },
+
     /// A size computation would overflow the index type (for example `T * k * H` past `usize`).
     #[error("size overflow computing {0}")]
     SizeOverflow(String),
@@ -156,9 +169,9 @@ pub enum MoeError {
         found: Vec<usize>,
     },
 
-    /// A checkpoint tensor is stored in an element type the crate cannot read (anything but BF16, F16
-    /// and F32, for example I64 or the FP8 types).
-    #[error("tensor `{key}` in {file} is stored as {found}; only BF16, F16 and F32 can be loaded")]
+    /// A checkpoint tensor is stored in another element type than the one it must have: BF16, F16 or
+    /// F32 for plain weights (not I64, say), F8_E4M3 for the codes of FP8-quantized ones.
+    #[error("tensor `{key}` in {file} is stored as {found}; expected {expected}")]
     TensorDType {
         /// The tensor's key.
         key: String,
@@ -166,6 +179,8 @@ pub enum MoeError {
         file: String,
         /// The stored element type, as the safetensors header names it.
         found: String,
+        /// The element types it may have.
+        expected: String,
     },
 
     /// A model (its `model_type`, activation, routing method or scoring function) that the crate does

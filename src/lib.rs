@@ -40,6 +40,7 @@ pub mod gpu;
 pub mod hf;
 #[doc(hidden)]
 pub mod host_math;
+pub mod quant;
 pub mod raw;
 pub mod tensor;
 pub mod view;

@@ -1,5 +1,5 @@
-//! The loader never panics: seeded random mutations of tiny checkpoints of every family (their
-//! `config.json`, safetensors files and shard index) each end in a loaded layer or a typed, one-line
+//! The loader never panics: seeded random mutations of tiny checkpoints of every family, plain and
+//! FP8-quantized (their `config.json`, safetensors files, scales and shard index) each end in a loaded layer or a typed, one-line
 //! error. No allocation may be sized by an untrusted number: this binary's allocator records the
 //! largest request and refuses any over 256 MiB (the process then aborts, failing the test), and each
 //! case checks that nothing larger than the files justify was asked for. A sample of the cases also
@@ -11,7 +11,7 @@
 mod common;
 mod hf_util;
 
-use hf_util::{TempDir, TinyModel};
+use hf_util::{Fp8Scheme, TempDir, TinyModel};
 use moe_kernels::hf::{HfModel, ModelFamily};
 use moe_kernels::DType;
 use rand::rngs::StdRng;
@@ -224,7 +224,20 @@ fn mutate_weights(rng: &mut StdRng, dir: &Path) -> String {
     let Some(key) = keys.choose(rng).cloned() else {
         return format!("{name}: (no tensor left)");
     };
-    let (what, out) = match rng.random_range(0..9) {
+    let scale_keys: Vec<&String> = keys.iter().filter(|k| k.contains("scale")).collect();
+    let (what, out) = match rng.random_range(0..10) {
+        9 if !scale_keys.is_empty() => {
+            // A NaN, infinite, zero or negative scale.
+            let key = (*scale_keys.choose(rng).unwrap()).clone();
+            let bad: f32 = *[f32::NAN, f32::INFINITY, 0.0, -0.5].choose(rng).unwrap();
+            let a = header[&key]["data_offsets"][0].as_u64().unwrap() as usize;
+            let mut d = data.clone();
+            match header[&key]["dtype"].as_str() {
+                Some("F32") => d[a..a + 4].copy_from_slice(&bad.to_le_bytes()),
+                _ => d[a..a + 2].copy_from_slice(&half::bf16::from_f32(bad).to_le_bytes()),
+            }
+            (format!("`{key}` scale {bad}"), join(&header, &d))
+        }
         0 => {
             let cut = rng.random_range(0..bytes.len());
             (format!("truncated to {cut} bytes"), bytes[..cut].to_vec())
@@ -298,9 +311,13 @@ fn mutate_weights(rng: &mut StdRng, dir: &Path) -> String {
             }
             ("non-finite data".into(), b)
         }
-        _ => {
+        8 => {
             std::fs::remove_file(&path).unwrap();
             return format!("{name}: deleted");
+        }
+        _ => {
+            header.as_object_mut().unwrap().remove(&key);
+            (format!("`{key}` removed"), join(&header, &data))
         }
     };
     std::fs::write(&path, out).unwrap();
@@ -387,11 +404,20 @@ fn load_all(dir: &Path, case: &str) -> usize {
     let layers = model.config().num_hidden_layers.min(8);
     let mut loaded = 0;
     for l in 0..=layers {
-        match model.cpu_layer::<f32>(l) {
-            Ok(_) => loaded += 1,
+        let layer = if model.is_quantized() {
+            model.quantized_cpu_layer::<f32>(l).map(|_| ())
+        } else {
+            model.cpu_layer::<f32>(l).map(|_| ())
+        };
+        match layer {
+            Ok(()) => loaded += 1,
             Err(e) => one_line(e),
         }
+        // Plain weights of a quantized model (and the reverse) are a typed error too.
         if let Err(e) = model.moe_weights::<half::bf16>(l) {
+            one_line(e);
+        }
+        if let Err(e) = model.quantized_cpu_layer::<half::bf16>(l) {
             one_line(e);
         }
     }
@@ -405,7 +431,7 @@ fn mutated_checkpoints_load_or_fail_with_one_line() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(3000);
-    let bases: Vec<(TinyModel, usize)> = ModelFamily::ALL
+    let mut bases: Vec<(TinyModel, usize)> = ModelFamily::ALL
         .iter()
         .enumerate()
         .flat_map(|(n, &family)| {
@@ -414,6 +440,15 @@ fn mutated_checkpoints_load_or_fail_with_one_line() {
                 .map(|(fused, shards)| (TinyModel::new(&mut rng, family, dtype, fused), shards))
         })
         .collect::<Vec<_>>();
+    for (family, scheme, shards) in [
+        (ModelFamily::DeepseekV3, Fp8Scheme::Block([16, 16]), 2),
+        (ModelFamily::Qwen2Moe, Fp8Scheme::Channel, 1),
+        (ModelFamily::Mixtral, Fp8Scheme::Tensor, 1),
+    ] {
+        let mut m = TinyModel::new(&mut rng, family, DType::BF16, false);
+        m.quantize_fp8(&mut rng, scheme);
+        bases.push((m, shards));
+    }
     let work = TempDir::new("fuzz-io");
     let input = work.path().join("in.safetensors");
     let output = work.path().join("out.safetensors");

@@ -33,6 +33,7 @@ use super::activation::activate_row;
 use crate::config::Activation;
 use crate::dtype::Element;
 use crate::error::{MoeError, Result};
+use crate::quant::QuantExperts;
 use crate::view::{ExpertsRef, MatMut, MatRef};
 
 /// Weight rows per parallel work item (a column strip of a row block's accumulators).
@@ -46,6 +47,57 @@ const M_BLOCK: usize = 32;
 /// Multiply-adds below which a piece of a row block is not split off to another thread: a row block
 /// with less than twice this much work runs on the calling thread alone, never touching the pool.
 const PAR_GRAIN: usize = 1 << 18;
+
+/// Expert weights `[E, N, K]` as the GEMMs read them: a row at a time, widened to `f32`. Plain
+/// element weights ([`ExpertsRef`]) convert each value; quantized ones ([`QuantExperts`]) dequantize
+/// the row's codes with its scales, so a quantized layer is never held in full precision.
+pub trait ExpertRows: Sync {
+    /// `[E, N, K]`.
+    fn shape(&self) -> [usize; 3];
+
+    /// Row `j` of expert `e` as `f32` into `out` (`K` values).
+    fn row_into(&self, e: usize, j: usize, out: &mut [f32]);
+}
+
+impl<W: Element> ExpertRows for ExpertsRef<'_, W> {
+    fn shape(&self) -> [usize; 3] {
+        [self.experts(), self.n(), self.k()]
+    }
+
+    #[inline(always)]
+    fn row_into(&self, e: usize, j: usize, out: &mut [f32]) {
+        for (dst, v) in out.iter_mut().zip(self.expert(e).row(j)) {
+            *dst = v.to_f32();
+        }
+    }
+}
+
+impl ExpertRows for QuantExperts {
+    fn shape(&self) -> [usize; 3] {
+        QuantExperts::shape(self)
+    }
+
+    #[inline(always)]
+    fn row_into(&self, e: usize, j: usize, out: &mut [f32]) {
+        QuantExperts::row_into(self, e, j, out)
+    }
+}
+
+impl<R: ExpertRows + ?Sized> ExpertRows for &R {
+    fn shape(&self) -> [usize; 3] {
+        (**self).shape()
+    }
+
+    #[inline(always)]
+    fn row_into(&self, e: usize, j: usize, out: &mut [f32]) {
+        (**self).row_into(e, j, out)
+    }
+}
+
+/// `[E, N, K]` as the `[E, N, K]` of an error message.
+fn dims(w: &impl ExpertRows) -> String {
+    format!("{:?}", w.shape())
+}
 
 /// Check that `offsets` is a valid `[E + 1]` segmentation of `rows` rows.
 pub fn validate_offsets(offsets: &[usize], num_experts: usize, rows: usize) -> Result<()> {
@@ -77,13 +129,13 @@ pub fn validate_offsets(offsets: &[usize], num_experts: usize, rows: usize) -> R
 /// For each expert `e`, `out[rows of e] = x[rows of e] @ w[e]^T`, accumulated in `f32` and rounded once.
 ///
 /// `x` is `[rows, K]`, `w` is `[E, N, K]`, `out` is `[rows, N]`, `offsets` is `[E + 1]`.
-pub fn grouped_gemm<X: Element, W: Element, Y: Element>(
+pub fn grouped_gemm<X: Element, Y: Element>(
     x: MatRef<'_, X>,
     offsets: &[usize],
-    w: ExpertsRef<'_, W>,
+    w: impl ExpertRows,
     out: &mut MatMut<'_, Y>,
 ) -> Result<()> {
-    out.expect_shape("grouped GEMM output", x.rows(), w.n())?;
+    out.expect_shape("grouped GEMM output", x.rows(), w.shape()[1])?;
     grouped_gemm_rows(x, offsets, w, |r, acc| {
         for (o, &a) in out.row_mut(r).iter_mut().zip(acc) {
             *o = Y::from_f32(a);
@@ -97,19 +149,19 @@ pub fn grouped_gemm<X: Element, W: Element, Y: Element>(
 ///
 /// `x` is `[rows, K]`, `w` is `[E, up, K]` with `up = act.up_rows(I)` (gate rows first when gated),
 /// `out` is `[rows, I]`.
-pub fn grouped_gemm_activation<X: Element, W: Element, Y: Element>(
+pub fn grouped_gemm_activation<X: Element, Y: Element>(
     x: MatRef<'_, X>,
     offsets: &[usize],
-    w: ExpertsRef<'_, W>,
+    w: impl ExpertRows,
     act: Activation,
     out: &mut MatMut<'_, Y>,
 ) -> Result<()> {
     let i = out.cols();
-    if w.n() != act.up_rows(i) {
+    if w.shape()[1] != act.up_rows(i) {
         return Err(MoeError::shape(
             "expert up-projection weights",
             format!("[E, {}, K] for an output of {i} columns", act.up_rows(i)),
-            format!("[{}, {}, {}]", w.experts(), w.n(), w.k()),
+            dims(&w),
         ));
     }
     out.expect_shape("activated output", x.rows(), i)?;
@@ -121,25 +173,25 @@ pub fn grouped_gemm_activation<X: Element, W: Element, Y: Element>(
 /// The grouped GEMM with the epilogue left to the caller: `sink(r, acc)` receives row `r`'s `f32`
 /// accumulators (all `N` columns) once, for every row of every expert, in row order on the calling
 /// thread (see the module docs for how the work is split).
-fn grouped_gemm_rows<X: Element, W: Element>(
+fn grouped_gemm_rows<X: Element>(
     x: MatRef<'_, X>,
     offsets: &[usize],
-    w: ExpertsRef<'_, W>,
+    w: impl ExpertRows,
     mut sink: impl FnMut(usize, &[f32]),
 ) -> Result<()> {
-    if w.k() != x.cols() {
+    let [experts, n, k] = w.shape();
+    if k != x.cols() {
         return Err(MoeError::shape(
             "expert weights",
             format!("[E, N, {}] (K of the activations)", x.cols()),
-            format!("[{}, {}, {}]", w.experts(), w.n(), w.k()),
+            dims(&w),
         ));
     }
-    validate_offsets(offsets, w.experts(), x.rows())?;
-    let (n, k) = (w.n(), w.k());
+    validate_offsets(offsets, experts, x.rows())?;
     let mut xbuf = vec![0f32; M_BLOCK * k];
     let mut acc = vec![0f32; M_BLOCK * n];
-    for e in 0..w.experts() {
-        let we = w.expert(e);
+    for e in 0..experts {
+        let we = ExpertRow { w: &w, e, n, k };
         for m0 in (offsets[e]..offsets[e + 1]).step_by(M_BLOCK) {
             let mb = M_BLOCK.min(offsets[e + 1] - m0);
             for i in 0..mb {
@@ -156,10 +208,26 @@ fn grouped_gemm_rows<X: Element, W: Element>(
     Ok(())
 }
 
+/// One expert's weight matrix `[N, K]` of an [`ExpertRows`].
+struct ExpertRow<'a, R> {
+    w: &'a R,
+    e: usize,
+    n: usize,
+    k: usize,
+}
+
+impl<R> Clone for ExpertRow<'_, R> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<R> Copy for ExpertRow<'_, R> {}
+
 /// `acc[i * N + j] = dot_f32(xs row i, we row j)` for the `mb = acc.len() / N` rows of one block, in
 /// parallel over strips of [`W_BLOCK`] columns, each with its own `PANEL * K` scratch.
-fn block_product<W: Element>(xs: &[f32], we: MatRef<'_, W>, acc: &mut [f32]) {
-    let (n, k) = (we.rows(), we.cols());
+fn block_product<R: ExpertRows>(xs: &[f32], we: ExpertRow<'_, R>, acc: &mut [f32]) {
+    let (n, k) = (we.n, we.k);
     if n == 0 {
         return;
     }
@@ -189,9 +257,9 @@ fn block_product<W: Element>(xs: &[f32], we: MatRef<'_, W>, acc: &mut [f32]) {
 
 /// One strip: `strip[i][j] = dot_f32(xs row i, we row n0 + j)`, in the AVX2 build of
 /// [`strip_product_body`] when the CPU has it.
-fn strip_product<W: Element>(
+fn strip_product<R: ExpertRows>(
     xs: &[f32],
-    we: MatRef<'_, W>,
+    we: ExpertRow<'_, R>,
     n0: usize,
     strip: &mut [&mut [f32]],
     panel: &mut [f32],
@@ -211,9 +279,9 @@ fn strip_product<W: Element>(
 /// The CPU must support AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn strip_product_avx2<W: Element>(
+unsafe fn strip_product_avx2<R: ExpertRows>(
     xs: &[f32],
-    we: MatRef<'_, W>,
+    we: ExpertRow<'_, R>,
     n0: usize,
     strip: &mut [&mut [f32]],
     panel: &mut [f32],
@@ -225,22 +293,19 @@ unsafe fn strip_product_avx2<W: Element>(
 /// every activation row of the block, [`dot_f32_many`](super::dot_f32_many) for a full panel and
 /// [`dot_f32`](super::dot_f32) for the strip's last rows.
 #[inline(always)]
-fn strip_product_body<W: Element>(
+fn strip_product_body<R: ExpertRows>(
     xs: &[f32],
-    we: MatRef<'_, W>,
+    we: ExpertRow<'_, R>,
     n0: usize,
     strip: &mut [&mut [f32]],
     panel: &mut [f32],
 ) {
-    let k = we.cols();
+    let k = we.k;
     let nb = strip[0].len();
     for j0 in (0..nb).step_by(PANEL) {
         let pb = PANEL.min(nb - j0);
         for j in 0..pb {
-            let src = we.row(n0 + j0 + j);
-            for (dst, v) in panel[j * k..(j + 1) * k].iter_mut().zip(src) {
-                *dst = v.to_f32();
-            }
+            we.w.row_into(we.e, n0 + j0 + j, &mut panel[j * k..(j + 1) * k]);
         }
         for (i, out) in strip.iter_mut().enumerate() {
             let xr = &xs[i * k..(i + 1) * k];

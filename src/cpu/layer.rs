@@ -9,39 +9,69 @@ use crate::config::MoeConfig;
 use crate::dtype::Element;
 use crate::error::{MoeError, Result};
 use crate::expert_map::ExpertMap;
+use crate::quant::QuantExperts;
 use crate::view::{checked_mul, expect_len, ExpertsRef, MatMut, MatRef};
+use std::fmt;
+
+/// How a layer stores its expert matrices (routed and shared): plain elements, `Vec<W>` (the
+/// default), or quantized codes with scales, [`QuantExperts`], dequantized inside the GEMMs.
+pub trait ExpertStorage: Clone + fmt::Debug + PartialEq + Send + Sync {
+    /// These matrices as `[E, N, K]` for the GEMMs, or a [`MoeError::ShapeMismatch`] naming `what`
+    /// when they do not have that shape.
+    fn rows(&self, what: &str, shape: [usize; 3]) -> Result<impl ExpertRows + '_>;
+}
+
+impl<W: Element> ExpertStorage for Vec<W> {
+    fn rows(&self, what: &str, [e, n, k]: [usize; 3]) -> Result<impl ExpertRows + '_> {
+        ExpertsRef::new(what, self, e, n, k)
+    }
+}
+
+impl ExpertStorage for QuantExperts {
+    fn rows(&self, what: &str, shape: [usize; 3]) -> Result<impl ExpertRows + '_> {
+        if self.shape() != shape {
+            return Err(MoeError::shape(
+                what,
+                format!("{shape:?}"),
+                format!("{:?}", self.shape()),
+            ));
+        }
+        Ok(self)
+    }
+}
 
 use super::combine::combine;
-use super::gemm::{grouped_gemm, grouped_gemm_activation};
+use super::gemm::{grouped_gemm, grouped_gemm_activation, ExpertRows};
 use super::permute::{gather, permute, permute_mapped};
 use super::routing::{route, router_logits, Routing};
 use super::sigmoid;
 
-/// Weights of one shared expert.
+/// Weights of one shared expert; its projections are stored as `S` ([`ExpertStorage`]).
 #[derive(Clone, Debug, PartialEq)]
-pub struct SharedExpertWeights<W> {
+pub struct SharedExpertWeights<W, S = Vec<W>> {
     /// Fused gate-up projection `[2 * Is, H]` (gate rows first) for gated activations, `[Is, H]` otherwise.
-    pub gate_up: Vec<W>,
+    pub gate_up: S,
     /// Down projection `[H, Is]`.
-    pub down: Vec<W>,
+    pub down: S,
     /// Sigmoid gate `[H]` (Qwen2-MoE `shared_expert_gate`), present exactly when the config asks for it.
     pub gate: Option<Vec<W>>,
 }
 
-/// Weights of one MoE block, in the crate's fused layout.
+/// Weights of one MoE block, in the crate's fused layout: the router in `W`, the expert matrices
+/// (routed and shared) stored as `S` ([`ExpertStorage`]): `Vec<W>` by default, or quantized.
 #[derive(Clone, Debug, PartialEq)]
-pub struct MoeWeights<W> {
+pub struct MoeWeights<W, S = Vec<W>> {
     /// Router `[E, H]`.
     pub router: Vec<W>,
     /// Score correction bias `[E]` (DeepSeek-V3), present exactly when the routing config uses one.
     pub correction_bias: Option<Vec<f32>>,
     /// Routed experts' fused gate-up projections `[E, 2I, H]` (gate rows first; `[E, I, H]` when the
     /// activation is not gated).
-    pub gate_up: Vec<W>,
+    pub gate_up: S,
     /// Routed experts' down projections `[E, H, I]`.
-    pub down: Vec<W>,
+    pub down: S,
     /// Shared experts, one per entry of [`MoeConfig::shared_experts`].
-    pub shared: Vec<SharedExpertWeights<W>>,
+    pub shared: Vec<SharedExpertWeights<W, S>>,
 }
 
 /// The output of a forward pass.
@@ -56,15 +86,15 @@ pub struct MoeOutput<X> {
 /// A validated MoE block ready to run on the CPU: the whole layer, or one rank's share of an
 /// expert-parallel layer ([`CpuMoeLayer::with_expert_map`]).
 #[derive(Clone, Debug)]
-pub struct CpuMoeLayer<W> {
+pub struct CpuMoeLayer<W, S = Vec<W>> {
     config: MoeConfig,
-    weights: MoeWeights<W>,
+    weights: MoeWeights<W, S>,
     expert_map: Option<ExpertMap>,
 }
 
-impl<W: Element> CpuMoeLayer<W> {
+impl<W: Element, S: ExpertStorage> CpuMoeLayer<W, S> {
     /// Validate `config` and every weight's shape against it.
-    pub fn new(config: MoeConfig, weights: MoeWeights<W>) -> Result<Self> {
+    pub fn new(config: MoeConfig, weights: MoeWeights<W, S>) -> Result<Self> {
         check_weights(&config, &weights)?;
         Ok(CpuMoeLayer {
             config,
@@ -83,7 +113,7 @@ impl<W: Element> CpuMoeLayer<W> {
     /// a map of another expert count than the config's.
     pub fn with_expert_map(
         config: MoeConfig,
-        weights: MoeWeights<W>,
+        weights: MoeWeights<W, S>,
         expert_map: ExpertMap,
     ) -> Result<Self> {
         check_rank_weights(&config, &weights, Some(&expert_map))?;
@@ -105,7 +135,7 @@ impl<W: Element> CpuMoeLayer<W> {
     }
 
     /// The weights.
-    pub fn weights(&self) -> &MoeWeights<W> {
+    pub fn weights(&self) -> &MoeWeights<W, S> {
         &self.weights
     }
 
@@ -192,13 +222,10 @@ impl<W: Element> CpuMoeLayer<W> {
         let gathered = MatRef::new("gathered activations", &gathered, rows, h)?;
 
         let mut act = vec![X::default(); checked_mul(rows, i, "expert intermediate")?];
-        let gate_up = ExpertsRef::new(
-            "expert gate_up weights",
-            &self.weights.gate_up,
-            e,
-            cfg.activation.up_rows(i),
-            h,
-        )?;
+        let gate_up = self
+            .weights
+            .gate_up
+            .rows("expert gate_up weights", [e, cfg.activation.up_rows(i), h])?;
         grouped_gemm_activation(
             gathered,
             offsets,
@@ -209,7 +236,7 @@ impl<W: Element> CpuMoeLayer<W> {
         let act = MatRef::new("expert intermediate", &act, rows, i)?;
 
         let mut down = vec![X::default(); checked_mul(rows, h, "expert outputs")?];
-        let down_w = ExpertsRef::new("expert down weights", &self.weights.down, e, h, i)?;
+        let down_w = self.weights.down.rows("expert down weights", [e, h, i])?;
         grouped_gemm(
             act,
             offsets,
@@ -243,15 +270,18 @@ impl<W: Element> CpuMoeLayer<W> {
 
 /// Validate `config` and every weight's shape against it: the checks of [`CpuMoeLayer::new`], also
 /// used by the GPU weights' upload.
-pub(crate) fn check_weights<W>(config: &MoeConfig, weights: &MoeWeights<W>) -> Result<()> {
+pub(crate) fn check_weights<W, S: ExpertStorage>(
+    config: &MoeConfig,
+    weights: &MoeWeights<W, S>,
+) -> Result<()> {
     check_rank_weights(config, weights, None)
 }
 
 /// [`check_weights`] for one rank of an expert-parallel layer (`map`), whose routed experts are its
 /// local ones.
-pub(crate) fn check_rank_weights<W>(
+pub(crate) fn check_rank_weights<W, S: ExpertStorage>(
     config: &MoeConfig,
-    weights: &MoeWeights<W>,
+    weights: &MoeWeights<W, S>,
     map: Option<&ExpertMap>,
 ) -> Result<()> {
     config.validate()?;
@@ -272,12 +302,10 @@ pub(crate) fn check_rank_weights<W>(
     };
     let up = config.activation.up_rows(i);
     expect_len("router weight", weights.router.len(), &[e, h])?;
-    expect_len(
-        "expert gate_up weights",
-        weights.gate_up.len(),
-        &[local, up, h],
-    )?;
-    expect_len("expert down weights", weights.down.len(), &[local, h, i])?;
+    weights
+        .gate_up
+        .rows("expert gate_up weights", [local, up, h])?;
+    weights.down.rows("expert down weights", [local, h, i])?;
     match (&weights.correction_bias, config.routing.correction_bias) {
         (Some(b), true) => expect_len("correction bias", b.len(), &[e])?,
         (None, false) => {}
@@ -300,10 +328,10 @@ pub(crate) fn check_rank_weights<W>(
 /// expert, `down(act(gate_up(x)))`, times `sigmoid(x . gate)` per token when it has a gate.
 ///
 /// The intermediate is rounded to `X` like the routed experts'; the sum stays `f32`.
-pub fn shared_experts<X: Element, W: Element>(
+pub fn shared_experts<X: Element, W: Element, S: ExpertStorage>(
     cfg: &MoeConfig,
     x: MatRef<'_, X>,
-    shared: &[SharedExpertWeights<W>],
+    shared: &[SharedExpertWeights<W, S>],
 ) -> Result<Vec<f32>> {
     cfg.validate()?;
     let (t, h) = (x.rows(), cfg.hidden_size);
@@ -313,20 +341,13 @@ pub fn shared_experts<X: Element, W: Element>(
     let all_rows = [0, t];
     for (n, (sw, sc)) in shared.iter().zip(&cfg.shared_experts).enumerate() {
         let is = sc.intermediate_size;
-        let gate_up = ExpertsRef::new(
+        let gate_up = sw.gate_up.rows(
             &format!("shared expert {n} gate_up weight"),
-            &sw.gate_up,
-            1,
-            cfg.activation.up_rows(is),
-            h,
+            [1, cfg.activation.up_rows(is), h],
         )?;
-        let down = ExpertsRef::new(
-            &format!("shared expert {n} down weight"),
-            &sw.down,
-            1,
-            h,
-            is,
-        )?;
+        let down = sw
+            .down
+            .rows(&format!("shared expert {n} down weight"), [1, h, is])?;
         let gate = match &sw.gate {
             Some(g) => {
                 let g = MatRef::new(&format!("shared expert {n} gate"), g, 1, h)?;
@@ -368,7 +389,10 @@ pub fn shared_experts<X: Element, W: Element>(
 
 /// Check the shared experts' weights against the config: count, shapes, and a gate exactly where the
 /// config asks for one.
-fn check_shared<W>(cfg: &MoeConfig, shared: &[SharedExpertWeights<W>]) -> Result<()> {
+fn check_shared<W, S: ExpertStorage>(
+    cfg: &MoeConfig,
+    shared: &[SharedExpertWeights<W, S>],
+) -> Result<()> {
     if shared.len() != cfg.shared_experts.len() {
         return Err(MoeError::shape(
             "shared experts",
@@ -379,16 +403,12 @@ fn check_shared<W>(cfg: &MoeConfig, shared: &[SharedExpertWeights<W>]) -> Result
     let h = cfg.hidden_size;
     for (n, (sw, sc)) in shared.iter().zip(&cfg.shared_experts).enumerate() {
         let is = sc.intermediate_size;
-        expect_len(
+        sw.gate_up.rows(
             &format!("shared expert {n} gate_up weight"),
-            sw.gate_up.len(),
-            &[cfg.activation.up_rows(is), h],
+            [1, cfg.activation.up_rows(is), h],
         )?;
-        expect_len(
-            &format!("shared expert {n} down weight"),
-            sw.down.len(),
-            &[h, is],
-        )?;
+        sw.down
+            .rows(&format!("shared expert {n} down weight"), [1, h, is])?;
         match (&sw.gate, sc.sigmoid_gate) {
             (Some(g), true) => expect_len(&format!("shared expert {n} gate"), g.len(), &[h])?,
             (None, false) => {}

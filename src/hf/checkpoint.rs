@@ -41,6 +41,9 @@ pub struct TensorMeta {
     pub file: PathBuf,
 }
 
+/// The stored types plain (unquantized) weights may have.
+pub(crate) const PLAIN_TYPES: &str = "BF16, F16 or F32";
+
 /// One memory-mapped safetensors file with its parsed header.
 #[derive(Debug)]
 pub struct SafetensorsFile {
@@ -159,17 +162,56 @@ impl SafetensorsFile {
             key: key.to_string(),
             file: file(),
             found: format!("{:?}", info.dtype),
+            expected: PLAIN_TYPES.into(),
         })?;
+        Ok((dtype, self.data(key, info)?, &info.shape))
+    }
+
+    /// The stored bytes of `key` (`info`'s).
+    fn data(&self, key: &str, info: &TensorInfo) -> Result<&[u8]> {
         let (a, b) = info.data_offsets;
-        let bytes = self
-            .mmap
-            .get(self.data_start + a..self.data_start + b)
+        // read_metadata has checked that every tensor's byte length matches its shape and dtype, and
+        // that the offsets lie inside the file; the checked sums keep a bad header an error anyway.
+        self.data_start
+            .checked_add(a)
+            .zip(self.data_start.checked_add(b))
+            .and_then(|(a, b)| self.mmap.get(a..b))
             .ok_or_else(|| MoeError::MalformedFile {
                 path: self.path.clone(),
                 message: format!("the data of `{key}` lies outside the file"),
-            })?;
-        // read_metadata has checked that every tensor's byte length matches its shape and dtype.
-        Ok((dtype, bytes, &info.shape))
+            })
+    }
+
+    /// Copy the stored bytes of `key`, which must have shape `expected` and the stored type `stored`
+    /// (as safetensors names it, `F8_E4M3` say), into `out` (one byte per element).
+    pub fn read_codes_into(
+        &self,
+        key: &str,
+        expected: &[usize],
+        stored: &str,
+        out: &mut [u8],
+    ) -> Result<()> {
+        self.check_shape(key, expected)?;
+        let info = self.info(key)?;
+        let found = format!("{:?}", info.dtype);
+        if found != stored {
+            return Err(MoeError::TensorDType {
+                key: key.to_string(),
+                file: self.path.display().to_string(),
+                found,
+                expected: stored.to_string(),
+            });
+        }
+        let bytes = self.data(key, info)?;
+        if bytes.len() != out.len() {
+            return Err(MoeError::shape(
+                format!("output buffer for `{key}`"),
+                format!("{} bytes", bytes.len()),
+                format!("{} bytes", out.len()),
+            ));
+        }
+        out.copy_from_slice(bytes);
+        Ok(())
     }
 
     /// Read `key`, which must have shape `expected`, converting to `W` into `out` (whose length must be
@@ -397,6 +439,19 @@ impl Checkpoint {
     /// Read `key`, which must have shape `expected`, converted to `W`.
     pub fn read<W: Element>(&self, key: &str, expected: &[usize]) -> Result<Vec<W>> {
         self.file_of(key)?.read(key, expected)
+    }
+
+    /// Copy the stored bytes of `key` (shape `expected`, stored type `stored`) into `out`
+    /// ([`SafetensorsFile::read_codes_into`]).
+    pub fn read_codes_into(
+        &self,
+        key: &str,
+        expected: &[usize],
+        stored: &str,
+        out: &mut [u8],
+    ) -> Result<()> {
+        self.file_of(key)?
+            .read_codes_into(key, expected, stored, out)
     }
 
     /// Read `key` in its stored dtype and shape.

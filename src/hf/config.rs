@@ -244,6 +244,29 @@ pub struct HfModelConfig {
     pub hidden_act: String,
     /// `torch_dtype` (or `dtype`) as written, when present.
     pub torch_dtype: Option<String>,
+    /// How the expert weights are quantized (`quantization_config`), `None` for plain weights.
+    pub quantization: Option<WeightQuant>,
+}
+
+/// Quantized expert weights, from `quantization_config`: which scales go with each FP8 weight.
+///
+/// - `quant_method: "fp8"` (DeepSeek-V3/R1, Kimi-K2, GLM-4.5 FP8, Qwen3-FP8, MiniMax-M2): `fmt`
+///   `e4m3`, `weight_block_size` `[rows, cols]` (128 x 128), scales `<module>.weight_scale_inv`.
+/// - `quant_method: "compressed-tensors"` with 8-bit `float` weights: `strategy` `tensor`, `channel`
+///   or `block` (`block_structure`), scales `<module>.weight_scale`.
+///
+/// Either way `w = fp8(code) * scale`; the scale tensor's shape tells a block, channel or tensor
+/// scale apart (see [`quant`](crate::quant)). Activations stay in the layer's element type (a
+/// weight-only computation). Other methods (MXFP4, GPTQ, AWQ, int4 compressed-tensors, ...) are
+/// [`MoeError::UnsupportedModel`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WeightQuant {
+    /// `quant_method` as written.
+    pub method: String,
+    /// The scale tensor's name next to `weight` (`weight_scale_inv` or `weight_scale`).
+    pub scale_name: &'static str,
+    /// The scale block `[rows, cols]` of block-scaled weights.
+    pub block: Option<[usize; 2]>,
 }
 
 impl HfModelConfig {
@@ -609,7 +632,116 @@ fn parse(text: &str, path: &Path, family_override: Option<ModelFamily>) -> Resul
         placement,
         hidden_act,
         torch_dtype,
+        quantization: quantization(&top)?,
     })
+}
+
+/// `quantization_config` (at the top level, also for multimodal models).
+fn quantization(top: &Fields<'_>) -> Result<Option<WeightQuant>> {
+    let obj = match top.get("quantization_config") {
+        None => return Ok(None),
+        Some(Value::Object(obj)) => obj,
+        Some(other) => {
+            return Err(top.err(
+                "quantization_config",
+                format!("must be an object, found {other}"),
+            ))
+        }
+    };
+    let q = Fields {
+        obj,
+        path: top.path,
+        scope: "quantization_config.",
+    };
+    let method = q.str_opt("quant_method")?.unwrap_or("");
+    let unsupported = |what: String| {
+        Err(MoeError::UnsupportedModel(format!(
+            "{}: quantization {what} is not supported (supported: quant_method fp8 with fmt e4m3, \
+             and compressed-tensors with 8-bit float weights)",
+            top.path.display()
+        )))
+    };
+    let block = |v: Option<&Value>, field: &str| -> Result<Option<[usize; 2]>> {
+        match v.filter(|v| !v.is_null()) {
+            None => Ok(None),
+            Some(v) => {
+                let bad = || q.err(field, format!("must be two positive integers, found {v}"));
+                let a = v.as_array().filter(|a| a.len() == 2).ok_or_else(bad)?;
+                let n = |i: usize| {
+                    a[i].as_u64()
+                        .and_then(|n| usize::try_from(n).ok())
+                        .filter(|&n| n > 0)
+                        .ok_or_else(bad)
+                };
+                Ok(Some([n(0)?, n(1)?]))
+            }
+        }
+    };
+    match method {
+        "fp8" => {
+            match q.str_opt("fmt")? {
+                None | Some("e4m3") | Some("float8_e4m3fn") => {}
+                Some(other) => return unsupported(format!("fp8 with fmt `{other}`")),
+            }
+            Ok(Some(WeightQuant {
+                method: method.into(),
+                scale_name: "weight_scale_inv",
+                block: block(q.get("weight_block_size"), "weight_block_size")?,
+            }))
+        }
+        "compressed-tensors" => {
+            let groups = q
+                .get("config_groups")
+                .and_then(Value::as_object)
+                .ok_or_else(|| q.err("config_groups", "is missing or not an object"))?;
+            let mut found: Option<WeightQuant> = None;
+            for (name, group) in groups {
+                let w = group.get("weights").filter(|w| !w.is_null());
+                let Some(w) = w.and_then(Value::as_object) else {
+                    continue;
+                };
+                let field = |k: &str| w.get(k).filter(|v| !v.is_null());
+                let bits = field("num_bits").and_then(Value::as_u64);
+                let kind = field("type").and_then(Value::as_str);
+                if bits != Some(8) || kind != Some("float") {
+                    return unsupported(format!(
+                        "compressed-tensors group `{name}` with {} {} weights",
+                        bits.map_or("?".into(), |b| format!("{b}-bit")),
+                        kind.unwrap_or("?")
+                    ));
+                }
+                let strategy = field("strategy")
+                    .and_then(Value::as_str)
+                    .unwrap_or("tensor");
+                let blk = match strategy {
+                    "tensor" | "channel" => None,
+                    "block" => block(field("block_structure"), "block_structure")?,
+                    other => {
+                        return unsupported(format!(
+                            "compressed-tensors strategy `{other}` (group `{name}`)"
+                        ))
+                    }
+                };
+                let this = WeightQuant {
+                    method: method.into(),
+                    scale_name: "weight_scale",
+                    block: blk,
+                };
+                if found.as_ref().is_some_and(|f| *f != this) {
+                    return unsupported(
+                        "compressed-tensors with groups of different schemes".into(),
+                    );
+                }
+                found = Some(this);
+            }
+            match found {
+                Some(f) => Ok(Some(f)),
+                None => Err(q.err("config_groups", "has no group with `weights`")),
+            }
+        }
+        "" => Err(q.err("quant_method", "is missing")),
+        other => unsupported(format!("method `{other}`")),
+    }
 }
 
 /// The routing settings other than `E` and `k`.

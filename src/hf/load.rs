@@ -18,11 +18,12 @@
 //! converted to the weight type `W`.
 
 use super::checkpoint::Checkpoint;
-use super::config::{HfModelConfig, ModelFamily};
+use super::config::{HfModelConfig, ModelFamily, WeightQuant};
 use crate::config::MoeConfig;
-use crate::cpu::layer::{CpuMoeLayer, MoeWeights, SharedExpertWeights};
+use crate::cpu::layer::{CpuMoeLayer, ExpertStorage, MoeWeights, SharedExpertWeights};
 use crate::dtype::{DType, Element};
 use crate::error::{MoeError, Result};
+use crate::quant::{check_scales, expand_scales, CodeFormat, QuantExperts, StoredScales};
 use crate::view::checked_mul;
 use std::path::{Path, PathBuf};
 
@@ -235,20 +236,121 @@ fn missing(ckpt: &Checkpoint, key: &str) -> MoeError {
     }
 }
 
-/// Load layer `layer`'s MoE block from `ckpt` as described by `cfg`, converted to `W`, in the crate's
-/// fused layout.
+/// Expert storage the loader fills from a checkpoint ([`ExpertStorage`]): plain elements converted to
+/// `W` (`Vec<W>`), or FP8 codes with their scales ([`QuantExperts`]), as the config's
+/// `quantization_config` says ([`HfModelConfig::quantization`]).
+pub trait LoadExperts: ExpertStorage {
+    /// The stored matrices `parts` (keys and shapes, every shape `[..., k]` and already checked)
+    /// stacked in order into one storage of `shape` = `[experts, n, k]`.
+    fn load(
+        ckpt: &Checkpoint,
+        quant: Option<&WeightQuant>,
+        parts: &mut dyn Iterator<Item = (String, Vec<usize>)>,
+        shape: [usize; 3],
+    ) -> Result<Self>;
+}
+
+impl<W: Element> LoadExperts for Vec<W> {
+    fn load(
+        ckpt: &Checkpoint,
+        quant: Option<&WeightQuant>,
+        parts: &mut dyn Iterator<Item = (String, Vec<usize>)>,
+        [e, n, k]: [usize; 3],
+    ) -> Result<Self> {
+        if let Some(q) = quant {
+            return Err(MoeError::UnsupportedModel(format!(
+                "the experts are quantized ({}): load them as QuantExperts (HfModel::quant_cpu_layer)",
+                q.method
+            )));
+        }
+        let mut out = vec![W::default(); checked_mul(checked_mul(e, n, "experts")?, k, "experts")?];
+        let mut at = 0;
+        for (key, shape) in parts {
+            let len = shape.iter().product::<usize>();
+            let dst = out
+                .get_mut(at..at + len)
+                .ok_or_else(|| stack_overflow(&key))?;
+            ckpt.read_into(&key, &shape, dst)?;
+            at += len;
+        }
+        Ok(out)
+    }
+}
+
+impl LoadExperts for QuantExperts {
+    fn load(
+        ckpt: &Checkpoint,
+        quant: Option<&WeightQuant>,
+        parts: &mut dyn Iterator<Item = (String, Vec<usize>)>,
+        [e, n, k]: [usize; 3],
+    ) -> Result<Self> {
+        let Some(q) = quant else {
+            return Err(MoeError::UnsupportedModel(
+                "the config has no quantization_config: the experts are plain weights".into(),
+            ));
+        };
+        let format = CodeFormat::Fp8E4M3;
+        let group = q.block.map_or(k, |[_, cols]| cols);
+        let rows = checked_mul(e, n, "experts")?;
+        let mut codes = vec![0u8; checked_mul(rows, k, "experts")?];
+        let mut scales = Vec::with_capacity(checked_mul(rows, k.div_ceil(group), "scales")?);
+        let mut at = 0;
+        for (key, shape) in parts {
+            let [r, c] = shape[..] else {
+                return Err(MoeError::UnsupportedModel(format!(
+                    "`{key}`: quantized experts stored fused ({shape:?}) are not supported, only one \
+                     matrix per expert"
+                )));
+            };
+            let dst = codes
+                .get_mut(at..at + r * c)
+                .ok_or_else(|| stack_overflow(&key))?;
+            ckpt.read_codes_into(&key, &shape, format.stored_name(), dst)?;
+            at += r * c;
+            let scale_key = match key.strip_suffix(".weight") {
+                Some(module) => format!("{module}.{}", q.scale_name),
+                None => format!("{key}_{}", q.scale_name),
+            };
+            let meta = ckpt.meta(&scale_key)?;
+            let values = ckpt.read::<f32>(&scale_key, &meta.shape)?;
+            check_scales(&scale_key, &values)?;
+            let stored = StoredScales {
+                values: &values,
+                shape: &meta.shape,
+            };
+            scales.extend(expand_scales(&scale_key, stored, [r, c], q.block, group)?);
+        }
+        QuantExperts::new(format, [e, n, k], group, codes, scales)
+    }
+}
+
+/// The error for stored parts with more rows than the experts' shape (the shapes are checked first,
+/// so this means the key lists disagree with the shape).
+fn stack_overflow(key: &str) -> MoeError {
+    MoeError::shape(
+        format!("`{key}`"),
+        "the rows left in the experts' shape",
+        "more",
+    )
+}
+
+/// Load layer `layer`'s MoE block from `ckpt` as described by `cfg`, in the crate's fused layout:
+/// the router (and shared gates) converted to `W`, the expert matrices as `S` (plain `Vec<W>`, or
+/// [`QuantExperts`] for a quantized checkpoint).
 ///
 /// Errors: [`MoeError::LayerOutOfRange`] / [`MoeError::NotMoeLayer`] for a layer that has no MoE block;
 /// [`MoeError::MissingTensor`], [`MoeError::TensorShape`] and [`MoeError::TensorDType`] naming the key and
-/// file of a missing, misshapen or unreadable tensor; [`MoeError::Io`] / [`MoeError::MalformedFile`] for a
-/// shard that cannot be read.
-pub fn load_moe_weights<W: Element>(
+/// file of a missing, misshapen or unreadable tensor (a scale too); [`MoeError::BadScale`];
+/// [`MoeError::UnsupportedModel`] for plain storage of quantized experts or the reverse;
+/// [`MoeError::Io`] / [`MoeError::MalformedFile`] for a shard that cannot be read.
+pub fn load_moe_weights<W: Element, S: LoadExperts>(
     ckpt: &Checkpoint,
     cfg: &HfModelConfig,
     layer: usize,
-) -> Result<MoeWeights<W>> {
+) -> Result<MoeWeights<W, S>> {
     let keys = MoeBlockKeys::resolve(ckpt, cfg, layer)?;
     let m = &cfg.moe;
+    let quant = cfg.quantization.as_ref();
     let (h, i, e) = (m.hidden_size, m.intermediate_size, m.routing.num_experts);
     let up = m.activation.up_rows(i);
 
@@ -265,46 +367,61 @@ pub fn load_moe_weights<W: Element>(
     } else {
         None
     };
-
-    let ih = checked_mul(i, h, "expert projection")?;
     let (gate_up, down) = match keys.layout {
-        ExpertLayout::Fused => {
-            let gate_up = ckpt.read::<W>(&keys.fused_gate_up(), &[e, up, h])?;
-            let down = ckpt.read::<W>(&keys.fused_down(), &[e, h, i])?;
-            (gate_up, down)
-        }
-        ExpertLayout::PerExpert => {
-            let mut gate_up = vec![W::default(); checked_mul(e, 2 * ih, "expert gate_up weights")?];
-            let mut down = vec![W::default(); checked_mul(e, ih, "expert down weights")?];
-            for x in 0..e {
-                let block = &mut gate_up[x * 2 * ih..(x + 1) * 2 * ih];
-                let (g, u) = block.split_at_mut(ih);
-                ckpt.read_into(&keys.expert_gate(x), &[i, h], g)?;
-                ckpt.read_into(&keys.expert_up(x), &[i, h], u)?;
-                ckpt.read_into(
-                    &keys.expert_down(x),
-                    &[h, i],
-                    &mut down[x * ih..(x + 1) * ih],
-                )?;
-            }
-            (gate_up, down)
-        }
+        ExpertLayout::Fused => (
+            S::load(
+                ckpt,
+                quant,
+                &mut std::iter::once((keys.fused_gate_up(), vec![e, up, h])),
+                [e, up, h],
+            )?,
+            S::load(
+                ckpt,
+                quant,
+                &mut std::iter::once((keys.fused_down(), vec![e, h, i])),
+                [e, h, i],
+            )?,
+        ),
+        ExpertLayout::PerExpert => (
+            S::load(
+                ckpt,
+                quant,
+                &mut (0..e).flat_map(|x| {
+                    [
+                        (keys.expert_gate(x), vec![i, h]),
+                        (keys.expert_up(x), vec![i, h]),
+                    ]
+                }),
+                [e, up, h],
+            )?,
+            S::load(
+                ckpt,
+                quant,
+                &mut (0..e).map(|x| (keys.expert_down(x), vec![h, i])),
+                [e, h, i],
+            )?,
+        ),
     };
 
     let mut shared = Vec::with_capacity(m.shared_experts.len());
     if let (Some(sc), Some(sp)) = (m.shared_experts.first(), keys.shared_prefix()) {
         let is = sc.intermediate_size;
-        let ish = checked_mul(is, h, "shared expert projection")?;
-        let mut sgu = vec![W::default(); 2 * ish];
-        let (g, u) = sgu.split_at_mut(ish);
-        ckpt.read_into(&format!("{sp}.gate_proj.weight"), &[is, h], g)?;
-        ckpt.read_into(&format!("{sp}.up_proj.weight"), &[is, h], u)?;
-        let sdown = {
-            let key = format!("{sp}.down_proj.weight");
-            let mut d = vec![W::default(); ish];
-            ckpt.read_into(&key, &[h, is], &mut d)?;
-            d
-        };
+        let gate_up = S::load(
+            ckpt,
+            quant,
+            &mut [
+                (format!("{sp}.gate_proj.weight"), vec![is, h]),
+                (format!("{sp}.up_proj.weight"), vec![is, h]),
+            ]
+            .into_iter(),
+            [1, m.activation.up_rows(is), h],
+        )?;
+        let down = S::load(
+            ckpt,
+            quant,
+            &mut std::iter::once((format!("{sp}.down_proj.weight"), vec![h, is])),
+            [1, h, is],
+        )?;
         let gate = if sc.sigmoid_gate {
             let key = keys.shared_gate();
             // `Linear(H, 1)` stores `[1, H]`; accept a plain `[H]` vector too.
@@ -315,8 +432,8 @@ pub fn load_moe_weights<W: Element>(
             None
         };
         shared.push(SharedExpertWeights {
-            gate_up: sgu,
-            down: sdown,
+            gate_up,
+            down,
             gate,
         });
     }
@@ -394,14 +511,20 @@ impl HfModel {
     }
 
     /// The stored dtype of layer `layer`'s expert weights (of its first expert's gate projection, or of
-    /// the fused gate-up tensor).
+    /// the fused gate-up tensor); for quantized experts, of the router, the type the layer computes in.
     pub fn stored_dtype(&self, layer: usize) -> Result<DType> {
-        let key = self.block_keys(layer)?.representative();
+        let keys = self.block_keys(layer)?;
+        let key = if self.is_quantized() {
+            keys.router()
+        } else {
+            keys.representative()
+        };
         let meta = self.checkpoint.meta(&key)?;
         meta.dtype.ok_or_else(|| MoeError::TensorDType {
             key,
             file: meta.file.display().to_string(),
             found: meta.stored,
+            expected: super::checkpoint::PLAIN_TYPES.into(),
         })
     }
 
@@ -413,7 +536,29 @@ impl HfModel {
 
     /// Layer `layer`'s MoE block as a validated CPU layer with weights of type `W`.
     pub fn cpu_layer<W: Element>(&self, layer: usize) -> Result<CpuMoeLayer<W>> {
-        CpuMoeLayer::new(self.config.moe.clone(), self.moe_weights(layer)?)
+        self.cpu_layer_as(layer)
+    }
+
+    /// Layer `layer`'s MoE block with its quantized experts kept quantized ([`QuantExperts`],
+    /// dequantized inside the GEMMs), the router in `W`; for a model whose config has a
+    /// `quantization_config` ([`HfModelConfig::quantization`]).
+    pub fn quantized_cpu_layer<W: Element>(
+        &self,
+        layer: usize,
+    ) -> Result<CpuMoeLayer<W, QuantExperts>> {
+        self.cpu_layer_as(layer)
+    }
+
+    /// Whether the experts are quantized: load them with [`HfModel::quantized_cpu_layer`].
+    pub fn is_quantized(&self) -> bool {
+        self.config.quantization.is_some()
+    }
+
+    fn cpu_layer_as<W: Element, S: LoadExperts>(&self, layer: usize) -> Result<CpuMoeLayer<W, S>> {
+        CpuMoeLayer::new(
+            self.config.moe.clone(),
+            load_moe_weights(&self.checkpoint, &self.config, layer)?,
+        )
     }
 }
 

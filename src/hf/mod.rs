@@ -26,5 +26,7 @@ pub mod config;
 pub mod load;
 
 pub use checkpoint::{Checkpoint, SafetensorsFile, TensorMeta};
-pub use config::{HfModelConfig, LayerPlacement, ModelFamily};
-pub use load::{load_moe_layer, load_moe_weights, ExpertLayout, HfModel, MoeBlockKeys};
+pub use config::{HfModelConfig, LayerPlacement, ModelFamily, WeightQuant};
+pub use load::{
+    load_moe_layer, load_moe_weights, ExpertLayout, HfModel, LoadExperts, MoeBlockKeys,
+};

@@ -127,6 +127,17 @@ pub struct TinyModel {
     pub dense_layer: Option<usize>,
 }
 
+/// The FP8 scale layouts of [`TinyModel::quantize_fp8`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fp8Scheme {
+    /// One scale per `[rows, cols]` block (partial blocks at the edges when a size is not a multiple).
+    Block([usize; 2]),
+    /// One scale per output row.
+    Channel,
+    /// One scale per matrix.
+    Tensor,
+}
+
 pub const H: usize = 24;
 pub const I: usize = 16;
 pub const E: usize = 8;
@@ -412,6 +423,79 @@ impl TinyModel {
             (ModelFamily::Mixtral, false) => format!("model.layers.{l}.block_sparse_moe"),
             _ => format!("model.layers.{l}.mlp"),
         }
+    }
+
+    /// Store every expert projection (routed and shared, per-expert layout) as FP8 e4m3 codes with
+    /// scales of `scheme`, as the shipped checkpoints do: block scales in `weight_scale_inv` (F32)
+    /// with `quant_method: fp8`, channel (BF16) or tensor (F32) scales in `weight_scale` with
+    /// compressed-tensors; the config gets the matching `quantization_config`. The codes are random
+    /// (|value| <= 3.75, never NaN), the scales random in [0.05, 0.2]; `self.layers` no longer
+    /// describes the weights (tests dequantize the stored tensors themselves).
+    pub fn quantize_fp8(&mut self, rng: &mut StdRng, scheme: Fp8Scheme) {
+        assert!(
+            !self.fused,
+            "quantized checkpoints store one matrix per expert"
+        );
+        let keys: Vec<String> = self
+            .tensors
+            .iter()
+            .filter(|(k, t)| {
+                (k.contains(".experts.") || k.contains(".shared_expert"))
+                    && k.ends_with(".weight")
+                    && !k.contains("shared_expert_gate")
+                    && t.shape.len() == 2
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            let [n, k] = self.tensors[&key].shape[..] else {
+                unreachable!()
+            };
+            let codes: Vec<u8> = (0..n * k)
+                .map(|_| {
+                    let (e, m): (u8, u8) = (rng.random_range(0..=8), rng.random_range(0..8));
+                    (rng.random_bool(0.5) as u8) << 7 | e << 3 | m
+                })
+                .collect();
+            self.tensors.insert(
+                key.clone(),
+                Stored {
+                    dtype: Dtype::F8_E4M3,
+                    shape: vec![n, k],
+                    bytes: codes,
+                },
+            );
+            let module = key.strip_suffix(".weight").unwrap();
+            let (name, shape, dtype) = match scheme {
+                Fp8Scheme::Block([br, bc]) => (
+                    "weight_scale_inv",
+                    vec![n.div_ceil(br), k.div_ceil(bc)],
+                    DType::F32,
+                ),
+                Fp8Scheme::Channel => ("weight_scale", vec![n, 1], DType::BF16),
+                Fp8Scheme::Tensor => ("weight_scale", vec![1], DType::F32),
+            };
+            let count = shape.iter().product::<usize>();
+            let scales = round_to(
+                dtype,
+                &(0..count)
+                    .map(|_| rng.random_range(0.05..0.2))
+                    .collect::<Vec<f32>>(),
+            );
+            self.tensors.insert(
+                format!("{module}.{name}"),
+                Stored::float(dtype, shape, &scales),
+            );
+        }
+        self.config["quantization_config"] = match scheme {
+            Fp8Scheme::Block(b) => json!({"quant_method": "fp8", "fmt": "e4m3",
+                "activation_scheme": "dynamic", "weight_block_size": b}),
+            Fp8Scheme::Channel | Fp8Scheme::Tensor => json!({
+                "quant_method": "compressed-tensors", "format": "float-quantized",
+                "config_groups": {"group_0": {"targets": ["Linear"], "weights": {
+                    "num_bits": 8, "type": "float", "symmetric": true,
+                    "strategy": if scheme == Fp8Scheme::Channel { "channel" } else { "tensor" }}}}}),
+        };
     }
 
     /// The same model as a multimodal checkpoint stores it: the config under `text_config` of a

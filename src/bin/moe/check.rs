@@ -3,14 +3,16 @@
 //! On a GPU the candidate is the GPU layer; on a machine without one (or `--device cpu`) it is the CPU
 //! layer in bf16, which measures how far bf16 rounding moves this layer.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use half::bf16;
 use moe_kernels::cpu::routing::Routing;
 use moe_kernels::hf::HfModel;
-use moe_kernels::MatRef;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::common::{rel_l2, resolve_device, Backend, DeviceArg, FastRng, GpuCapable, ModelArgs};
+use super::common::{
+    cpu_forward, gpu_layer_forward, rel_l2, resolve_device, Backend, DeviceArg, FastRng,
+    GpuCapable, ModelArgs,
+};
 use moe_kernels::gpu::Device;
 
 /// `moe check` arguments.
@@ -106,19 +108,11 @@ fn forward<T: GpuCapable>(
     t: usize,
     gpu: Option<&Device>,
 ) -> Result<(Vec<f32>, Routing)> {
-    let cpu = model
-        .cpu_layer::<T>(layer)
-        .with_context(|| format!("cannot load layer {layer} in {}", T::DTYPE))?;
-    let h = cpu.config().hidden_size;
     let xt: Vec<T> = x.iter().map(|&v| T::from_f32(v)).collect();
-    if let Some(dev) = gpu {
-        return T::gpu_forward(dev, &cpu, &xt, t)
-            .with_context(|| format!("layer {layer} failed on the GPU"));
+    match gpu {
+        Some(dev) => gpu_layer_forward(dev, model, layer, &xt, t),
+        None => cpu_forward(model, layer, &xt, t),
     }
-    let out = cpu
-        .forward(MatRef::new("hidden_states", &xt, t, h)?)
-        .with_context(|| format!("layer {layer} failed in {}", T::DTYPE))?;
-    Ok((out.hidden.iter().map(|v| v.to_f32()).collect(), out.routing))
 }
 
 /// The fraction of (token, chosen expert) pairs both routings share, and the number of tokens whose

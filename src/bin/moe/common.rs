@@ -8,7 +8,7 @@ use moe_kernels::cpu::routing::Routing;
 use moe_kernels::gpu::{Device, GemmElement, GemmOutput, GpuMoeLayer};
 use moe_kernels::hf::{HfModel, ModelFamily};
 use moe_kernels::DType;
-use moe_kernels::Element;
+use moe_kernels::{Element, MatRef};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -88,6 +88,51 @@ pub fn resolve_device(device: DeviceArg, command: &str) -> Result<(Backend, Opti
             Err(e) => Ok((Backend::Cpu, Some(format!("no usable GPU: {e}")))),
         },
     }
+}
+
+/// Layer `layer` of `model` on the CPU, with weights (the router's, for quantized experts, which stay
+/// quantized) and activations of type `T`, on `x` `[t, H]`: the output widened to `f32`, and the
+/// routing.
+pub fn cpu_forward<T: Element>(
+    model: &HfModel,
+    layer: usize,
+    x: &[T],
+    t: usize,
+) -> Result<(Vec<f32>, Routing)> {
+    let x = MatRef::new("hidden_states", x, t, model.config().moe.hidden_size)?;
+    let loading = || format!("cannot load layer {layer} in {}", T::DTYPE);
+    let failed = || format!("layer {layer} failed in {}", T::DTYPE);
+    let out = if model.is_quantized() {
+        let cpu = model
+            .quantized_cpu_layer::<T>(layer)
+            .with_context(loading)?;
+        cpu.forward(x).with_context(failed)?
+    } else {
+        let cpu = model.cpu_layer::<T>(layer).with_context(loading)?;
+        cpu.forward(x).with_context(failed)?
+    };
+    Ok((out.hidden.iter().map(|v| v.to_f32()).collect(), out.routing))
+}
+
+/// Layer `layer` of `model` on the GPU with weights and activations of type `T`, on `x` `[t, H]`
+/// ([`gpu_forward`]); quantized experts are an error (they run on the CPU only so far).
+pub fn gpu_layer_forward<T: GpuCapable>(
+    dev: &Device,
+    model: &HfModel,
+    layer: usize,
+    x: &[T],
+    t: usize,
+) -> Result<(Vec<f32>, Routing)> {
+    if model.is_quantized() {
+        anyhow::bail!(
+            "layer {layer}'s experts are quantized (FP8), which runs on the CPU only so far: use \
+             --device cpu"
+        );
+    }
+    let cpu = model
+        .cpu_layer::<T>(layer)
+        .with_context(|| format!("cannot load layer {layer} in {}", T::DTYPE))?;
+    T::gpu_forward(dev, &cpu, x, t).with_context(|| format!("layer {layer} failed on the GPU"))
 }
 
 /// Run `cpu`'s layer on the GPU: upload its weights, run one forward on `x` `[t, H]`, check the

@@ -1,16 +1,17 @@
 //! `moe run`: one layer's MoE block on hidden states read from a file.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use half::{bf16, f16};
 use moe_kernels::cpu::routing::Routing;
 use moe_kernels::gpu::Device;
 use moe_kernels::hf::HfModel;
-use moe_kernels::{DType, Element, HostTensor, MatRef};
+use moe_kernels::{DType, Element, HostTensor};
 use std::collections::HashMap;
 use std::path::PathBuf;
 
 use super::common::{
-    check_output_path, resolve_device, Backend, DTypeArg, DeviceArg, GpuCapable, ModelArgs,
+    check_output_path, cpu_forward, gpu_layer_forward, resolve_device, Backend, DTypeArg,
+    DeviceArg, GpuCapable, ModelArgs,
 };
 use super::tensors::{read_hidden_states, write_atomic, OutTensor, HIDDEN};
 
@@ -39,9 +40,16 @@ pub struct Args {
 
 /// Run the command.
 pub fn main(args: Args) -> Result<()> {
-    let (backend, note) = resolve_device(args.device, "run")?;
     check_output_path(&args.output)?;
     let model = args.model.open()?;
+    // Quantized experts run on the CPU only so far: `auto` picks it for them.
+    let (backend, note) = match args.device {
+        DeviceArg::Auto if model.is_quantized() => (
+            Backend::Cpu,
+            Some("the experts are quantized (FP8), which runs on the CPU only so far".into()),
+        ),
+        device => resolve_device(device, "run")?,
+    };
     let layer = args.layer;
     let cfg = model.config();
     cfg.check_moe_layer(layer)?;
@@ -93,27 +101,18 @@ pub fn main(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// Load the layer with weights of type `T`, run it on `input` converted to `T` (on `gpu` when given,
-/// else on the CPU), and widen the output.
+/// Run the layer with weights of type `T` on `input` converted to `T` (on `gpu` when given, else on
+/// the CPU), and widen the output.
 fn forward<T: Element + GpuCapable>(
     model: &HfModel,
     layer: usize,
     input: &HostTensor,
     gpu: Option<&Device>,
 ) -> Result<(Vec<f32>, Routing)> {
-    let cpu = model
-        .cpu_layer::<T>(layer)
-        .with_context(|| format!("cannot load layer {layer}"))?;
-    let (t, h) = (input.shape()[0], input.shape()[1]);
+    let t = input.shape()[0];
     let x: Vec<T> = input.to_vec();
     match gpu {
-        Some(dev) => T::gpu_forward(dev, &cpu, &x, t)
-            .with_context(|| format!("layer {layer} failed on the GPU")),
-        None => {
-            let out = cpu
-                .forward(MatRef::new(HIDDEN, &x, t, h)?)
-                .with_context(|| format!("layer {layer} failed"))?;
-            Ok((out.hidden.iter().map(|v| v.to_f32()).collect(), out.routing))
-        }
+        Some(dev) => gpu_layer_forward(dev, model, layer, &x, t),
+        None => cpu_forward(model, layer, &x, t),
     }
 }

@@ -1,0 +1,251 @@
+//! Quantized expert weights: stacks of matrices stored as 8-bit or 4-bit codes with scales, as the
+//! shipped checkpoints hold them, dequantized a row at a time inside the GEMM (never into a
+//! full-precision copy of the layer).
+//!
+//! | format | code | scales | checkpoints |
+//! |---|---|---|---|
+//! | FP8 block | e4m3 (`F8_E4M3`) | one per block of `block_rows x block_cols` (`weight_scale_inv`) | DeepSeek-V3/R1, Kimi-K2, GLM-4.5 FP8, Qwen3-FP8, MiniMax-M2 |
+//! | FP8 channel | e4m3 | one per output row (`weight_scale` `[N, 1]`) | compressed-tensors `strategy: channel` |
+//! | FP8 tensor | e4m3 | one per matrix (`weight_scale` `[1]` or `[]`) | compressed-tensors `strategy: tensor` |
+//!
+//! Every format has the same dequantisation, `w[r][c] = decode(code[r][c]) * scale(r, c)`, and is
+//! kept in one representation, [`QuantExperts`]: the codes `[E, N, K]` and, for every row, one `f32`
+//! scale per group of `group` columns (`[E, N, ceil(K / group)]`). A block scale is repeated for
+//! each row of its block (3% of the codes' bytes at 128 x 128), which lets the gate and up
+//! projections of an expert stack into one `[2I, H]` matrix even when `I` is not a multiple of the
+//! block height, and serves partial edge blocks without a special case.
+
+use crate::error::{MoeError, Result};
+use crate::view::{checked_mul, expect_len};
+
+/// How the codes of a [`QuantExperts`] encode values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CodeFormat {
+    /// FP8 e4m3 (the `fn` variant: no infinities, `0x7f` and `0xff` are NaN), one code per byte.
+    Fp8E4M3,
+}
+
+impl CodeFormat {
+    /// The safetensors name of the stored code type.
+    pub fn stored_name(self) -> &'static str {
+        match self {
+            CodeFormat::Fp8E4M3 => "F8_E4M3",
+        }
+    }
+}
+
+/// The value of an FP8 e4m3 code (exact in `f32`): sign, 4 exponent bits (bias 7), 3 mantissa bits;
+/// exponent 0 is subnormal (`m / 8 * 2^-6`); `S.1111.111` is NaN; the largest finite value is 448.
+pub fn fp8_e4m3_to_f32(code: u8) -> f32 {
+    FP8_E4M3[code as usize]
+}
+
+/// Every e4m3 code's value, built at compile time.
+static FP8_E4M3: [f32; 256] = {
+    let mut t = [0f32; 256];
+    let mut c = 0;
+    while c < 256 {
+        let (e, m) = ((c >> 3) & 0xf, c & 7);
+        let mag = if e == 0xf && m == 7 {
+            f32::NAN
+        } else if e == 0 {
+            m as f32 / 8.0 / 64.0
+        } else {
+            // 2^(e - 7) as a product of exact powers of two.
+            let mut p = 1.0f32;
+            let mut i = 0;
+            while i < e {
+                p *= 2.0;
+                i += 1;
+            }
+            (1.0 + m as f32 / 8.0) * p / 128.0
+        };
+        t[c] = if c & 0x80 != 0 { -mag } else { mag };
+        c += 1;
+    }
+    t
+};
+
+/// A stack of `E` quantized matrices `[E, N, K]` (a layer's routed experts' gate-up or down
+/// projections, or one shared expert's as `E = 1`), with a scale per row and group of `group`
+/// columns. See the module docs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuantExperts {
+    format: CodeFormat,
+    experts: usize,
+    n: usize,
+    k: usize,
+    group: usize,
+    codes: Vec<u8>,
+    scales: Vec<f32>,
+}
+
+impl QuantExperts {
+    /// Codes `[E, N, K]` and scales `[E, N, ceil(K / group)]`, checked: the lengths, `group >= 1`, and
+    /// every scale finite and positive ([`MoeError::BadScale`] otherwise).
+    pub fn new(
+        format: CodeFormat,
+        [experts, n, k]: [usize; 3],
+        group: usize,
+        codes: Vec<u8>,
+        scales: Vec<f32>,
+    ) -> Result<Self> {
+        if group == 0 {
+            return Err(MoeError::InvalidConfig(
+                "a quantization scale group of 0 columns".into(),
+            ));
+        }
+        expect_len("quantized codes", codes.len(), &[experts, n, k])?;
+        expect_len(
+            "quantization scales",
+            scales.len(),
+            &[experts, n, k.div_ceil(group)],
+        )?;
+        check_scales("quantization scales", &scales)?;
+        Ok(QuantExperts {
+            format,
+            experts,
+            n,
+            k,
+            group,
+            codes,
+            scales,
+        })
+    }
+
+    /// The code format.
+    pub fn format(&self) -> CodeFormat {
+        self.format
+    }
+
+    /// `[E, N, K]`.
+    pub fn shape(&self) -> [usize; 3] {
+        [self.experts, self.n, self.k]
+    }
+
+    /// Columns per scale.
+    pub fn group(&self) -> usize {
+        self.group
+    }
+
+    /// The codes `[E, N, K]`.
+    pub fn codes(&self) -> &[u8] {
+        &self.codes
+    }
+
+    /// The scales `[E, N, ceil(K / group)]`.
+    pub fn scales(&self) -> &[f32] {
+        &self.scales
+    }
+
+    /// Row `j` of matrix `e`, dequantized into `out` (`K` values).
+    #[inline]
+    pub fn row_into(&self, e: usize, j: usize, out: &mut [f32]) {
+        let row = e * self.n + j;
+        let codes = &self.codes[row * self.k..(row + 1) * self.k];
+        let groups = self.k.div_ceil(self.group);
+        let scales = &self.scales[row * groups..(row + 1) * groups];
+        match self.format {
+            CodeFormat::Fp8E4M3 => {
+                for ((o, c), &s) in out
+                    .chunks_mut(self.group)
+                    .zip(codes.chunks(self.group))
+                    .zip(scales)
+                {
+                    for (o, &c) in o.iter_mut().zip(c) {
+                        *o = fp8_e4m3_to_f32(c) * s;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Every scale must be finite and positive.
+pub(crate) fn check_scales(what: &str, scales: &[f32]) -> Result<()> {
+    match scales.iter().position(|s| !(s.is_finite() && *s > 0.0)) {
+        None => Ok(()),
+        Some(index) => Err(MoeError::BadScale {
+            what: what.to_string(),
+            index,
+            value: scales[index],
+        }),
+    }
+}
+
+/// One stored quantized matrix `[N, K]` with its scale tensor as the checkpoint holds it, to be
+/// stacked into a [`QuantExperts`]: `scales` is `[ceil(N / block_rows), ceil(K / block_cols)]`
+/// (block), `[N, 1]` (channel) or `[1]` / `[]` (tensor), told apart by its shape.
+#[derive(Clone, Copy, Debug)]
+pub struct StoredScales<'a> {
+    /// The scale values, row-major.
+    pub values: &'a [f32],
+    /// Their stored shape.
+    pub shape: &'a [usize],
+}
+
+/// The per-row scales `[N, ceil(K / group)]` of one stored matrix `[n, k]`, from its stored scale
+/// tensor, for scale groups of `group` columns along K; `block` is the checkpoint's block size
+/// `[rows, cols]` for block scales (`group` must then be `block[1]`).
+///
+/// Errors: [`MoeError::ShapeMismatch`] when the scale tensor's shape is none of the three forms for
+/// `[n, k]`, or its values are not as many as its shape says.
+pub fn expand_scales(
+    what: &str,
+    scales: StoredScales<'_>,
+    [n, k]: [usize; 2],
+    block: Option<[usize; 2]>,
+    group: usize,
+) -> Result<Vec<f32>> {
+    expect_len(what, scales.values.len(), scales.shape)?;
+    let groups = k.div_ceil(group.max(1));
+    let mut out = Vec::with_capacity(checked_mul(n, groups, what)?);
+    match (scales.shape, block) {
+        ([] | [1], _) => out.resize(n * groups, scales.values[0]),
+        ([rows, 1], _) if *rows == n => {
+            for &s in scales.values {
+                out.extend(std::iter::repeat_n(s, groups));
+            }
+        }
+        ([rb, cb], Some([br, bc]))
+            if br > 0 && bc == group && *rb == n.div_ceil(br) && *cb == groups =>
+        {
+            for r in 0..n {
+                let b = r / br;
+                out.extend_from_slice(&scales.values[b * cb..(b + 1) * cb]);
+            }
+        }
+        (shape, _) => {
+            let block_form = match block {
+                Some([br, bc]) => format!(
+                    "[{}, {}] (blocks of {br} x {bc}), ",
+                    n.div_ceil(br.max(1)),
+                    k.div_ceil(bc.max(1))
+                ),
+                None => String::new(),
+            };
+            return Err(MoeError::shape(
+                what,
+                format!("{block_form}[{n}, 1] (per channel) or [1] (per tensor) for a [{n}, {k}] matrix"),
+                format!("{shape:?}"),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn e4m3_special_values() {
+        assert_eq!(fp8_e4m3_to_f32(0x00), 0.0);
+        assert_eq!(fp8_e4m3_to_f32(0x80).to_bits(), (-0.0f32).to_bits());
+        assert_eq!(fp8_e4m3_to_f32(0x7e), 448.0);
+        assert_eq!(fp8_e4m3_to_f32(0xfe), -448.0);
+        assert_eq!(fp8_e4m3_to_f32(0x38), 1.0);
+        assert_eq!(fp8_e4m3_to_f32(0x01), 2f32.powi(-9));
+        assert!(fp8_e4m3_to_f32(0x7f).is_nan() && fp8_e4m3_to_f32(0xff).is_nan());
+    }
+}
