@@ -216,6 +216,10 @@ fn run_deepseek_v2() {
 fn run_deepseek_v3() {
     run_family(ModelFamily::DeepseekV3);
 }
+#[test]
+fn run_minimax_m2() {
+    run_family(ModelFamily::MinimaxM2);
+}
 
 /// `moe run --device cuda` (on the emulated GPU when there is no real one) gives the same routing
 /// and, within bf16 tolerance, the same output as `--device cpu`, for every family, per-expert and
@@ -233,6 +237,7 @@ fn run_on_the_gpu_matches_the_cpu() {
         ModelFamily::Olmoe,
         ModelFamily::DeepseekV2,
         ModelFamily::DeepseekV3,
+        ModelFamily::MinimaxM2,
     ]
     .into_iter()
     .enumerate()

@@ -7,7 +7,6 @@
 mod common;
 mod hf_util;
 
-use common::oracle::{self, Route};
 use hf_util::{Fp8Scheme, Stored, TempDir, TinyModel};
 use moe_kernels::cpu::layer::MoeWeights;
 use moe_kernels::hf::{HfModel, HfModelConfig, ModelFamily};
@@ -93,7 +92,7 @@ fn oracle_weights(m: &TinyModel, l: usize, block: Option<[usize; 2]>) -> MoeWeig
     let plain = &m.layers[&l];
     let p = m.prefix(l);
     let names = match m.family {
-        ModelFamily::Mixtral => ["w1", "w3", "w2"],
+        ModelFamily::Mixtral | ModelFamily::MinimaxM2 => ["w1", "w3", "w2"],
         _ => ["gate_proj", "up_proj", "down_proj"],
     };
     let f32s = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect::<Vec<f32>>();
@@ -133,25 +132,6 @@ fn oracle_weights(m: &TinyModel, l: usize, block: Option<[usize; 2]>) -> MoeWeig
         down: f32s(down),
         shared,
     }
-}
-
-/// The oracle's output `[T, H]` for `x`, or `None` when a token's routing is a near-tie.
-fn oracle_layer(m: &TinyModel, w: &MoeWeights<f32>, x: &[f64]) -> Option<Vec<f64>> {
-    let cfg = &m.moe;
-    let (h, e, k) = (cfg.hidden_size, cfg.routing.num_experts, cfg.routing.top_k);
-    let route = Route::of(&cfg.routing, w.correction_bias.as_deref());
-    let router = common::f64s(&w.router);
-    let mut out = vec![];
-    for xt in x.chunks(h) {
-        let r = oracle::route_row(&route, &oracle::matvec(&router, e, h, xt));
-        let mut c = r.choice.clone();
-        c.sort_by(|a, b| b.partial_cmp(a).unwrap());
-        if k < e && (c[k - 1] - c[k]).abs() <= 1e-4 * c[k - 1].abs().max(1e-3) {
-            return None;
-        }
-        out.extend(oracle::layer_token(cfg, w, xt, &r.ids, &r.weights, true));
-    }
-    Some(out)
 }
 
 fn quantized(rng: &mut StdRng, family: ModelFamily, scheme: Fp8Scheme) -> TinyModel {
@@ -196,7 +176,7 @@ fn fp8_layers_match_the_oracle() {
             let (t, h) = (7, m.moe.hidden_size);
             let (x, want) = loop {
                 let x = common::randn(&mut rng, t * h, 1.0);
-                if let Some(want) = oracle_layer(&m, &w, &common::f64s(&x)) {
+                if let Some(want) = hf_util::oracle_output(&m.moe, &w, &common::f64s(&x)) {
                     break (x, want);
                 }
             };
@@ -240,42 +220,11 @@ fn moe_run_on_an_fp8_checkpoint() {
     let (t, h) = (4, m.moe.hidden_size);
     let x: Vec<f32> = common::randn(&mut rng, t * h, 1.0);
     let input = work.path().join("in.safetensors");
-    hf_util::write_safetensors(
-        &input,
-        &[(
-            "hidden_states".to_string(),
-            Stored::float(DType::F32, vec![t, h], &x),
-        )]
-        .into_iter()
-        .collect(),
-    );
-    let output = work.path().join("out.safetensors");
+    hf_util::write_hidden_states(&input, &x, t);
     let l = m.moe_layer_no();
-    let out = Command::new(env!("CARGO_BIN_EXE_moe"))
-        .args(["run", "--model"])
-        .arg(dir.path())
-        .args(["--layer", &l.to_string(), "--dtype", "f32", "--input"])
-        .arg(&input)
-        .arg("--output")
-        .arg(&output)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let bytes = std::fs::read(&output).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let got: Vec<f64> = st
-        .tensor("hidden_states")
-        .unwrap()
-        .data()
-        .chunks(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
-        .collect();
-    let want = oracle_layer(
-        &m,
+    let got = hf_util::moe_run_f32(dir.path(), l, &input, &work.path().join("out.safetensors"));
+    let want = hf_util::oracle_output(
+        &m.moe,
         &oracle_weights(&m, l, Some([16, 16])),
         &common::f64s(&x),
     );

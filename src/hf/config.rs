@@ -44,6 +44,27 @@ use serde_json::{Map, Value};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+/// The model types that use the block and key names of one of the six families, with their own
+/// defaults and rules, from transformers' config and modeling code:
+///
+/// | model_type | block | differences from the family |
+/// |---|---|---|
+/// | `kimi_k2` | DeepSeek-V3 | none (the repository's remote code is DeepSeek-V3's) |
+/// | `glm4_moe` | DeepSeek-V3 | `norm_topk_prob` defaults to true, renormalised for `k = 1` too; `n_group`/`topk_group` default to 1; MoE layers from `first_k_dense_replace` (default 1), `moe_layer_freq` ignored |
+/// | `dots1` | DeepSeek-V3 | sigmoid and `noaux_tc` always (its `scoring_func`/`topk_method` are not read); `n_group`/`topk_group` default to 1; renormalised for `k = 1` too; `moe_layer_freq` ignored |
+/// | `deepseek_v32` | DeepSeek-V3 | `norm_topk_prob` defaults to true, renormalised for `k = 1` too; MoE layers from `mlp_layer_types` (`"sparse"`) when given, else from `first_k_dense_replace`; `moe_layer_freq` ignored |
+/// | `qwen3_next` | Qwen2-MoE | `norm_topk_prob` defaults to true |
+/// | `qwen3_5_moe`, `qwen3_5_moe_text` | Qwen2-MoE | always renormalised; every layer is an MoE layer (`norm_topk_prob`, `decoder_sparse_step`, `mlp_only_layers` not read) |
+pub const RELATED_MODEL_TYPES: [&str; 7] = [
+    "kimi_k2",
+    "glm4_moe",
+    "dots1",
+    "deepseek_v32",
+    "qwen3_next",
+    "qwen3_5_moe",
+    "qwen3_5_moe_text",
+];
+
 /// The MoE block layouts (key names and routing rules) the loader knows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ModelFamily {
@@ -60,17 +81,21 @@ pub enum ModelFamily {
     /// `deepseek_v3`: `mlp` experts plus `shared_experts`, sigmoid routing with `e_score_correction_bias`
     /// and grouped top-k (`noaux_tc`).
     DeepseekV3,
+    /// `minimax_m2`: Mixtral's `block_sparse_moe` (`w1`, `w3`, `w2`) with sigmoid routing, an
+    /// `e_score_correction_bias` beside the router, plain top-k, always renormalised.
+    MinimaxM2,
 }
 
 impl ModelFamily {
     /// Every family, in a fixed order.
-    pub const ALL: [ModelFamily; 6] = [
+    pub const ALL: [ModelFamily; 7] = [
         ModelFamily::Mixtral,
         ModelFamily::Qwen2Moe,
         ModelFamily::Qwen3Moe,
         ModelFamily::Olmoe,
         ModelFamily::DeepseekV2,
         ModelFamily::DeepseekV3,
+        ModelFamily::MinimaxM2,
     ];
 
     /// The `model_type` string of the family's reference model (`mixtral`, `qwen2_moe`, ...).
@@ -82,13 +107,14 @@ impl ModelFamily {
             ModelFamily::Olmoe => "olmoe",
             ModelFamily::DeepseekV2 => "deepseek_v2",
             ModelFamily::DeepseekV3 => "deepseek_v3",
+            ModelFamily::MinimaxM2 => "minimax_m2",
         }
     }
 
-    /// The family of a `config.json` `model_type`: the six family names, plus `kimi_k2` and `glm4_moe`,
-    /// which use the DeepSeek-V3 block (sigmoid, `noaux_tc`, `shared_experts`, same key names). `None` for
-    /// anything else; such a model can still be loaded by naming its family explicitly
-    /// ([`HfModelConfig::from_json_str_as`]).
+    /// The family of a `config.json` `model_type`: the six family names, plus the model types that
+    /// reuse one of their blocks and key names ([`RELATED_MODEL_TYPES`]), whose own defaults and rules
+    /// the parser applies. `None` for anything else; such a model can still be loaded by naming its
+    /// family explicitly ([`HfModelConfig::from_json_str_as`]).
     pub fn from_model_type(model_type: &str) -> Option<Self> {
         match model_type {
             "mixtral" => Some(ModelFamily::Mixtral),
@@ -96,7 +122,11 @@ impl ModelFamily {
             "qwen3_moe" => Some(ModelFamily::Qwen3Moe),
             "olmoe" => Some(ModelFamily::Olmoe),
             "deepseek_v2" => Some(ModelFamily::DeepseekV2),
-            "deepseek_v3" | "kimi_k2" | "glm4_moe" => Some(ModelFamily::DeepseekV3),
+            "deepseek_v3" | "kimi_k2" | "glm4_moe" | "dots1" | "deepseek_v32" => {
+                Some(ModelFamily::DeepseekV3)
+            }
+            "qwen3_next" | "qwen3_5_moe" | "qwen3_5_moe_text" => Some(ModelFamily::Qwen2Moe),
+            "minimax_m2" => Some(ModelFamily::MinimaxM2),
             _ => None,
         }
     }
@@ -106,7 +136,7 @@ impl ModelFamily {
     /// for one), all accepted.
     pub fn expert_count_keys(self) -> &'static [&'static str] {
         match self {
-            ModelFamily::Mixtral => &["num_local_experts", "num_experts"],
+            ModelFamily::Mixtral | ModelFamily::MinimaxM2 => &["num_local_experts", "num_experts"],
             ModelFamily::Qwen2Moe | ModelFamily::Qwen3Moe | ModelFamily::Olmoe => {
                 &["num_experts", "num_local_experts"]
             }
@@ -152,6 +182,8 @@ pub enum LayerPlacement {
         /// `mlp_only_layers`: layers forced dense.
         mlp_only_layers: Vec<usize>,
     },
+    /// An explicit flag per layer (DeepSeek-V3.2 `mlp_layer_types`: `"sparse"` layers are MoE layers).
+    List(Vec<bool>),
     /// DeepSeek: layer `l` is an MoE layer when `l >= first_k_dense_replace` and `l % moe_layer_freq == 0`.
     FirstKDense {
         /// `first_k_dense_replace`: the first layers are dense.
@@ -187,6 +219,14 @@ impl LayerPlacement {
                     None
                 }
             }
+            LayerPlacement::List(sparse) => match sparse.get(layer) {
+                Some(true) => None,
+                Some(false) => Some(format!("mlp_layer_types[{layer}] is \"dense\"")),
+                None => Some(format!(
+                    "mlp_layer_types lists {} layers, not layer {layer}",
+                    sparse.len()
+                )),
+            },
             LayerPlacement::FirstKDense {
                 first_k_dense_replace: f,
                 moe_layer_freq: q,
@@ -216,6 +256,11 @@ impl LayerPlacement {
                 mlp_only_layers,
             } => format!(
                 "decoder_sparse_step = {decoder_sparse_step}, mlp_only_layers = {mlp_only_layers:?}"
+            ),
+            LayerPlacement::List(sparse) => format!(
+                "mlp_layer_types: {} of {} layers sparse",
+                sparse.iter().filter(|&&s| s).count(),
+                sparse.len()
             ),
             LayerPlacement::FirstKDense {
                 first_k_dense_replace,
@@ -444,6 +489,20 @@ impl Fields<'_> {
         }
     }
 
+    fn str_list_opt(&self, field: &str) -> Result<Option<Vec<&str>>> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(v) => {
+                let bad = || self.err(field, format!("must be a list of strings, found {v}"));
+                let arr = v.as_array().ok_or_else(bad)?;
+                arr.iter()
+                    .map(|x| x.as_str().ok_or_else(bad))
+                    .collect::<Result<Vec<_>>>()
+                    .map(Some)
+            }
+        }
+    }
+
     /// A step or frequency: at least 1.
     fn step(&self, field: &str, default: usize) -> Result<usize> {
         let s = self.usize_opt(field)?.unwrap_or(default);
@@ -516,9 +575,10 @@ fn parse(text: &str, path: &Path, family_override: Option<ModelFamily>) -> Resul
         }
         None => ModelFamily::from_model_type(&model_type).ok_or_else(|| {
             MoeError::UnsupportedModel(format!(
-                "model_type `{model_type}` is not supported (supported: {}, kimi_k2, glm4_moe; a model with \
-                 one of these MoE layouts can be loaded by naming its family)",
-                ModelFamily::supported_list()
+                "model_type `{model_type}` is not supported (supported: {}, {}; a model with one of \
+                 these MoE layouts can be loaded by naming its family)",
+                ModelFamily::supported_list(),
+                RELATED_MODEL_TYPES.join(", ")
             ))
         })?,
     };
@@ -546,6 +606,13 @@ fn parse(text: &str, path: &Path, family_override: Option<ModelFamily>) -> Resul
                 vec![],
                 LayerPlacement::Every,
             ),
+            ModelFamily::MinimaxM2 => (
+                f.usize_req_any(family.expert_count_keys())?,
+                f.usize_req("intermediate_size")?,
+                minimax_routing(&f)?,
+                vec![],
+                LayerPlacement::Every,
+            ),
             ModelFamily::Olmoe => (
                 f.usize_req_any(family.expert_count_keys())?,
                 f.usize_req("intermediate_size")?,
@@ -565,15 +632,28 @@ fn parse(text: &str, path: &Path, family_override: Option<ModelFamily>) -> Resul
                 } else {
                     vec![]
                 };
+                // Qwen3.5-MoE always renormalises and has an MoE block in every layer; Qwen3-Next
+                // renormalises unless told otherwise.
+                let (renormalize, placement) = if model_type.starts_with("qwen3_5_moe") {
+                    (true, LayerPlacement::Every)
+                } else {
+                    let norm_default = model_type == "qwen3_next";
+                    (
+                        f.bool_opt("norm_topk_prob")?.unwrap_or(norm_default),
+                        LayerPlacement::SparseStep {
+                            decoder_sparse_step: f.step("decoder_sparse_step", 1)?,
+                            mlp_only_layers: f
+                                .usize_list_opt("mlp_only_layers")?
+                                .unwrap_or_default(),
+                        },
+                    )
+                };
                 (
                     f.usize_req_any(family.expert_count_keys())?,
                     f.usize_req("moe_intermediate_size")?,
-                    Rest::softmax(f.bool_opt("norm_topk_prob")?.unwrap_or(false)),
+                    Rest::softmax(renormalize),
                     shared,
-                    LayerPlacement::SparseStep {
-                        decoder_sparse_step: f.step("decoder_sparse_step", 1)?,
-                        mlp_only_layers: f.usize_list_opt("mlp_only_layers")?.unwrap_or_default(),
-                    },
+                    placement,
                 )
             }
             ModelFamily::DeepseekV2 | ModelFamily::DeepseekV3 => {
@@ -589,15 +669,28 @@ fn parse(text: &str, path: &Path, family_override: Option<ModelFamily>) -> Resul
                         sigmoid_gate: false,
                     }],
                 };
+                let native = NativeDeepseek::of(&model_type);
+                let first_k = f
+                    .usize_opt("first_k_dense_replace")?
+                    .unwrap_or(if model_type == "glm4_moe" { 1 } else { 0 });
+                let placement = match f.str_list_opt("mlp_layer_types")? {
+                    Some(types) if model_type == "deepseek_v32" => {
+                        LayerPlacement::List(layer_types(&f, &types)?)
+                    }
+                    _ => LayerPlacement::FirstKDense {
+                        first_k_dense_replace: first_k,
+                        moe_layer_freq: match native {
+                            Some(_) => 1,
+                            None => f.step("moe_layer_freq", 1)?,
+                        },
+                    },
+                };
                 (
                     f.usize_req_any(family.expert_count_keys())?,
                     i,
-                    deepseek_routing(&f, family, top_k)?,
+                    deepseek_routing(&f, family, top_k, native)?,
                     shared,
-                    LayerPlacement::FirstKDense {
-                        first_k_dense_replace: f.usize_opt("first_k_dense_replace")?.unwrap_or(0),
-                        moe_layer_freq: f.step("moe_layer_freq", 1)?,
-                    },
+                    placement,
                 )
             }
         };
@@ -765,8 +858,96 @@ impl Rest {
     }
 }
 
-fn deepseek_routing(f: &Fields<'_>, family: ModelFamily, top_k: usize) -> Result<Rest> {
+/// MiniMax-M2's routing, which transformers hard-wires: sigmoid scores, the correction bias for
+/// selection, plain top-k, always renormalised. Its hub config also writes `scoring_func`,
+/// `use_routing_bias` and `shared_intermediate_size`, which transformers does not read; any value
+/// but the one its code implies is refused rather than ignored.
+fn minimax_routing(f: &Fields<'_>) -> Result<Rest> {
+    let refuse = |what: String| {
+        Err(MoeError::UnsupportedModel(format!(
+            "minimax_m2 with {what}: transformers' MiniMax-M2 always uses sigmoid scores, the \
+             routing bias and no shared expert"
+        )))
+    };
+    if let Some(s) = f.str_opt("scoring_func")?.filter(|&s| s != "sigmoid") {
+        return refuse(format!("scoring_func `{s}`"));
+    }
+    if f.bool_opt("use_routing_bias")? == Some(false) {
+        return refuse("use_routing_bias false".into());
+    }
+    if let Some(n) = f.usize_opt("shared_intermediate_size")?.filter(|&n| n != 0) {
+        return refuse(format!("shared_intermediate_size {n}"));
+    }
+    Ok(Rest {
+        scoring: ScoringFunc::Sigmoid,
+        correction_bias: true,
+        grouping: None,
+        renormalize: true,
+        routed_scaling_factor: 1.0,
+    })
+}
+
+/// The DeepSeek-V3-block model types that transformers runs with its own (native) code rather than
+/// DeepSeek's remote code, and the rules that differ: renormalisation for `k = 1` too,
+/// `moe_layer_freq` not read, and their own defaults (see [`RELATED_MODEL_TYPES`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NativeDeepseek {
+    Glm4Moe,
+    Dots1,
+    DeepseekV32,
+}
+
+impl NativeDeepseek {
+    fn of(model_type: &str) -> Option<Self> {
+        match model_type {
+            "glm4_moe" => Some(NativeDeepseek::Glm4Moe),
+            "dots1" => Some(NativeDeepseek::Dots1),
+            "deepseek_v32" => Some(NativeDeepseek::DeepseekV32),
+            _ => None,
+        }
+    }
+}
+
+/// `mlp_layer_types` (`"dense"` or `"sparse"` per layer) as MoE-layer flags.
+fn layer_types(f: &Fields<'_>, types: &[&str]) -> Result<Vec<bool>> {
+    types
+        .iter()
+        .map(|&t| match t {
+            "sparse" => Ok(true),
+            "dense" => Ok(false),
+            other => Err(f.err(
+                "mlp_layer_types",
+                format!("holds `{other}`: each entry must be \"dense\" or \"sparse\""),
+            )),
+        })
+        .collect()
+}
+
+fn deepseek_routing(
+    f: &Fields<'_>,
+    family: ModelFamily,
+    top_k: usize,
+    native: Option<NativeDeepseek>,
+) -> Result<Rest> {
     let v3 = family == ModelFamily::DeepseekV3;
+    if native == Some(NativeDeepseek::Dots1) || native == Some(NativeDeepseek::Glm4Moe) {
+        // Sigmoid with the correction bias and top-2-sum groups, whatever the file says; the groups
+        // default to one (a no-op).
+        let group = |field: &str| f.usize_opt(field).map(|g| g.unwrap_or(1));
+        return Ok(Rest {
+            scoring: ScoringFunc::Sigmoid,
+            correction_bias: true,
+            grouping: Some(GroupedTopK {
+                n_group: group("n_group")?,
+                topk_group: group("topk_group")?,
+                score: GroupScore::SumTop2,
+            }),
+            renormalize: f
+                .bool_opt("norm_topk_prob")?
+                .unwrap_or(native == Some(NativeDeepseek::Glm4Moe)),
+            routed_scaling_factor: f.f32_opt("routed_scaling_factor")?.unwrap_or(1.0),
+        });
+    }
     let scoring = match f.str_opt("scoring_func")? {
         None if v3 => ScoringFunc::Sigmoid,
         None => ScoringFunc::Softmax,
@@ -806,9 +987,10 @@ fn deepseek_routing(f: &Fields<'_>, family: ModelFamily, top_k: usize) -> Result
             )))
         }
     };
-    let norm = f.bool_opt("norm_topk_prob")?.unwrap_or(false);
+    let norm = f.bool_opt("norm_topk_prob")?.unwrap_or(native.is_some());
     let rsf = f.f32_opt("routed_scaling_factor")?.unwrap_or(1.0);
-    let renormalize = norm && top_k > 1;
+    // DeepSeek's remote code renormalises only for k > 1; transformers' native code always.
+    let renormalize = norm && (top_k > 1 || native.is_some());
     let routed_scaling_factor = if v3 || !renormalize { rsf } else { 1.0 };
     Ok(Rest {
         scoring,

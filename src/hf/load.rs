@@ -56,7 +56,7 @@ impl MoeBlockKeys {
     pub fn resolve(ckpt: &Checkpoint, cfg: &HfModelConfig, layer: usize) -> Result<Self> {
         cfg.check_moe_layer(layer)?;
         let names: &[&str] = match cfg.family {
-            ModelFamily::Mixtral => &["block_sparse_moe", "mlp"],
+            ModelFamily::Mixtral | ModelFamily::MinimaxM2 => &["block_sparse_moe", "mlp"],
             _ => &["mlp"],
         };
         let prefixes: Vec<String> = LAYER_ROOTS
@@ -85,9 +85,13 @@ impl MoeBlockKeys {
         format!("{}.gate.weight", self.prefix)
     }
 
-    /// The score correction bias `[E]`.
+    /// The score correction bias `[E]` (`P.gate.e_score_correction_bias`; MiniMax-M2 keeps it beside
+    /// the router, `P.e_score_correction_bias`).
     pub fn correction_bias(&self) -> String {
-        format!("{}.gate.e_score_correction_bias", self.prefix)
+        match self.family {
+            ModelFamily::MinimaxM2 => format!("{}.e_score_correction_bias", self.prefix),
+            _ => format!("{}.gate.e_score_correction_bias", self.prefix),
+        }
     }
 
     /// The fused gate-up projections `[E, 2I, H]`.
@@ -102,7 +106,7 @@ impl MoeBlockKeys {
 
     fn expert_names(&self) -> [&'static str; 3] {
         match self.family {
-            ModelFamily::Mixtral => ["w1", "w3", "w2"],
+            ModelFamily::Mixtral | ModelFamily::MinimaxM2 => ["w1", "w3", "w2"],
             _ => ["gate_proj", "up_proj", "down_proj"],
         }
     }

@@ -1,8 +1,9 @@
 //! Hugging Face checkpoints: `config.json` parsing and memory-mapped loading of one layer's MoE block.
 //!
 //! The supported layouts are those of the `transformers` implementations of `mixtral`, `qwen2_moe`,
-//! `qwen3_moe`, `olmoe`, `deepseek_v2` and `deepseek_v3` (plus a few model types that reuse one of them,
-//! see [`ModelFamily::from_model_type`], and any other model whose family is named explicitly).
+//! `qwen3_moe`, `olmoe`, `deepseek_v2`, `deepseek_v3` and `minimax_m2` (plus the model types that reuse
+//! one of them with their own rules, [`config::RELATED_MODEL_TYPES`], and any other model whose
+//! family is named explicitly). Experts may be stored plain or FP8-quantized ([`WeightQuant`]).
 //!
 //! ```no_run
 //! use moe_kernels::hf::HfModel;

@@ -270,6 +270,29 @@ impl TinyModel {
                     3,
                     vec![1, 2],
                 ),
+                ModelFamily::MinimaxM2 => (
+                    json!({"model_type": "minimax_m2", "hidden_size": H, "intermediate_size": I,
+                       "num_local_experts": E, "num_experts_per_tok": 2, "num_hidden_layers": 2,
+                       "hidden_act": "silu", "scoring_func": "sigmoid", "use_routing_bias": true,
+                       "shared_intermediate_size": 0, "router_jitter_noise": 0.0}),
+                    MoeConfig {
+                        hidden_size: H,
+                        intermediate_size: I,
+                        routing: RoutingConfig {
+                            num_experts: E,
+                            top_k: 2,
+                            scoring: ScoringFunc::Sigmoid,
+                            correction_bias: true,
+                            grouping: None,
+                            renormalize: true,
+                            routed_scaling_factor: 1.0,
+                        },
+                        activation: Activation::SWIGLU,
+                        shared_experts: vec![],
+                    },
+                    2,
+                    vec![0, 1],
+                ),
             };
 
         let mut m = TinyModel {
@@ -326,21 +349,23 @@ impl TinyModel {
 
     fn moe_layer(&mut self, rng: &mut StdRng, l: usize) -> MoeWeights<f32> {
         let fam = self.family;
-        let prefix = match (fam, self.fused) {
-            (ModelFamily::Mixtral, false) => format!("model.layers.{l}.block_sparse_moe"),
-            _ => format!("model.layers.{l}.mlp"),
-        };
+        let prefix = self.prefix(l);
         let router = self.put_f32(rng, &format!("{prefix}.gate.weight"), vec![E, H], 0.5);
-        let correction_bias = if fam == ModelFamily::DeepseekV3 {
-            let b: Vec<f32> = (0..E).map(|_| rng.random_range(-0.1..0.1)).collect();
-            self.tensors.insert(
-                format!("{prefix}.gate.e_score_correction_bias"),
-                Stored::float(DType::F32, vec![E], &b),
-            );
-            Some(b)
-        } else {
-            None
+        // MiniMax-M2 keeps its bias beside the router, and a wide one, so that a bias left out of
+        // the selection (or put into the weights) changes the result.
+        let bias_at = match fam {
+            ModelFamily::DeepseekV3 => {
+                Some((format!("{prefix}.gate.e_score_correction_bias"), 0.1))
+            }
+            ModelFamily::MinimaxM2 => Some((format!("{prefix}.e_score_correction_bias"), 2.0)),
+            _ => None,
         };
+        let correction_bias = bias_at.map(|(key, spread)| {
+            let b: Vec<f32> = (0..E).map(|_| rng.random_range(-spread..spread)).collect();
+            self.tensors
+                .insert(key, Stored::float(DType::F32, vec![E], &b));
+            b
+        });
         let mut gate_up = Vec::with_capacity(E * 2 * I * H);
         let mut down = Vec::with_capacity(E * H * I);
         if self.fused {
@@ -363,7 +388,7 @@ impl TinyModel {
             down = dn;
         } else {
             let names = match fam {
-                ModelFamily::Mixtral => ["w1", "w3", "w2"],
+                ModelFamily::Mixtral | ModelFamily::MinimaxM2 => ["w1", "w3", "w2"],
                 _ => ["gate_proj", "up_proj", "down_proj"],
             };
             for e in 0..E {
@@ -420,7 +445,9 @@ impl TinyModel {
     /// The key prefix of layer `l`'s MoE block in this checkpoint.
     pub fn prefix(&self, l: usize) -> String {
         match (self.family, self.fused) {
-            (ModelFamily::Mixtral, false) => format!("model.layers.{l}.block_sparse_moe"),
+            (ModelFamily::Mixtral | ModelFamily::MinimaxM2, false) => {
+                format!("model.layers.{l}.block_sparse_moe")
+            }
             _ => format!("model.layers.{l}.mlp"),
         }
     }
@@ -561,4 +588,65 @@ impl TinyModel {
 
 pub fn shard_name(s: usize, n: usize) -> String {
     format!("model-{:05}-of-{:05}.safetensors", s + 1, n)
+}
+
+/// The float64 oracle's output `[T, H]` of a block of `cfg` with weights `w` on `x` `[T, H]`
+/// (routing from `crate::common::oracle`, experts and shared experts from its layer oracle), or
+/// `None` when a token's k-th and (k+1)-th choices are a near-tie that rounding may decide.
+pub fn oracle_output(cfg: &MoeConfig, w: &MoeWeights<f32>, x: &[f64]) -> Option<Vec<f64>> {
+    use crate::common::{self, oracle};
+    let (h, e, k) = (cfg.hidden_size, cfg.routing.num_experts, cfg.routing.top_k);
+    let route = oracle::Route::of(&cfg.routing, w.correction_bias.as_deref());
+    let router = common::f64s(&w.router);
+    let mut out = vec![];
+    for xt in x.chunks(h) {
+        let r = oracle::route_row(&route, &oracle::matvec(&router, e, h, xt));
+        let mut c = r.choice.clone();
+        c.sort_by(|a, b| b.partial_cmp(a).unwrap());
+        if k < e && (c[k - 1] - c[k]).abs() <= 1e-4 * c[k - 1].abs().max(1e-3) {
+            return None;
+        }
+        out.extend(oracle::layer_token(cfg, w, xt, &r.ids, &r.weights, true));
+    }
+    Some(out)
+}
+
+/// Run `moe run --device cpu --dtype f32` on layer `layer` of the model in `dir` with `input`,
+/// writing `output`; panics with its stderr when it fails. Returns the output's `hidden_states`.
+pub fn moe_run_f32(dir: &Path, layer: usize, input: &Path, output: &Path) -> Vec<f64> {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_moe"))
+        .args(["run", "--device", "cpu", "--model"])
+        .arg(dir)
+        .args(["--layer", &layer.to_string(), "--dtype", "f32", "--input"])
+        .arg(input)
+        .arg("--output")
+        .arg(output)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "moe run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(output).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    st.tensor("hidden_states")
+        .unwrap()
+        .data()
+        .chunks(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+        .collect()
+}
+
+/// Write `x` `[t, H]` as `moe run`'s input file (`hidden_states`, F32).
+pub fn write_hidden_states(path: &Path, x: &[f32], t: usize) {
+    write_safetensors(
+        path,
+        &[(
+            "hidden_states".to_string(),
+            Stored::float(DType::F32, vec![t, x.len() / t.max(1)], x),
+        )]
+        .into_iter()
+        .collect(),
+    );
 }

@@ -1,0 +1,221 @@
+//! The model types that reuse a family's block with their own config rules (Kimi-K2, GLM-4.5,
+//! dots1, DeepSeek-V3.2, Qwen3-Next, Qwen3.5-MoE) and MiniMax-M2: a tiny checkpoint in the hub's key
+//! layout and config spelling, its parsed config against the rules of transformers' code (written
+//! out here by hand), and `moe run` against the float64 oracle.
+
+mod common;
+mod hf_util;
+
+use hf_util::{TempDir, TinyModel};
+use moe_kernels::config::{GroupScore, GroupedTopK, MoeConfig};
+use moe_kernels::hf::{HfModel, ModelFamily};
+use moe_kernels::DType;
+use serde_json::{json, Value};
+
+/// One case: the base family's tiny model with its config edited to the model type's spelling,
+/// the config the rules give, and the MoE layers.
+struct Case {
+    name: &'static str,
+    model: TinyModel,
+    want: MoeConfig,
+    moe_layers: Vec<usize>,
+}
+
+fn edit(config: &mut Value, set: Value, remove: &[&str]) {
+    for (k, v) in set.as_object().unwrap() {
+        config[k] = v.clone();
+    }
+    for k in remove {
+        config.as_object_mut().unwrap().remove(*k);
+    }
+}
+
+fn cases(rng: &mut rand::rngs::StdRng) -> Vec<Case> {
+    let mut out = vec![];
+    let groups = |n_group, topk_group| {
+        Some(GroupedTopK {
+            n_group,
+            topk_group,
+            score: GroupScore::SumTop2,
+        })
+    };
+
+    // Kimi-K2: DeepSeek-V3's keys and remote code; one group, its own scaling factor.
+    let mut m = TinyModel::new(rng, ModelFamily::DeepseekV3, DType::BF16, false);
+    edit(
+        &mut m.config,
+        json!({"model_type": "kimi_k2", "n_group": 1, "topk_group": 1,
+            "routed_scaling_factor": 2.827, "architectures": ["DeepseekV3ForCausalLM"]}),
+        &[],
+    );
+    let mut want = m.moe.clone();
+    want.routing.grouping = groups(1, 1);
+    want.routing.routed_scaling_factor = 2.827;
+    out.push(Case {
+        name: "kimi_k2",
+        model: m,
+        want,
+        moe_layers: vec![1, 2],
+    });
+
+    // GLM-4.5: sigmoid + bias + top-2-sum groups hard-wired; norm_topk_prob defaults to true;
+    // groups default to 1; moe_layer_freq is not read (2 would make layer 1 dense).
+    let mut m = TinyModel::new(rng, ModelFamily::DeepseekV3, DType::BF16, false);
+    edit(
+        &mut m.config,
+        json!({"model_type": "glm4_moe", "moe_layer_freq": 2}),
+        &[
+            "scoring_func",
+            "topk_method",
+            "n_group",
+            "topk_group",
+            "norm_topk_prob",
+        ],
+    );
+    let mut want = m.moe.clone();
+    want.routing.grouping = groups(1, 1);
+    out.push(Case {
+        name: "glm4_moe",
+        model: m,
+        want,
+        moe_layers: vec![1, 2],
+    });
+
+    // dots1: its hub file writes scoring_func "noaux_tc", which transformers does not read; groups
+    // null or absent mean one group.
+    let mut m = TinyModel::new(rng, ModelFamily::DeepseekV3, DType::BF16, false);
+    edit(
+        &mut m.config,
+        json!({"model_type": "dots1", "scoring_func": "noaux_tc", "n_group": null}),
+        &["topk_group"],
+    );
+    let mut want = m.moe.clone();
+    want.routing.grouping = groups(1, 1);
+    out.push(Case {
+        name: "dots1",
+        model: m,
+        want,
+        moe_layers: vec![1, 2],
+    });
+
+    // DeepSeek-V3.2: mlp_layer_types wins over first_k_dense_replace (2 would make layer 1 dense).
+    let mut m = TinyModel::new(rng, ModelFamily::DeepseekV3, DType::BF16, false);
+    edit(
+        &mut m.config,
+        json!({"model_type": "deepseek_v32", "first_k_dense_replace": 2,
+            "mlp_layer_types": ["dense", "sparse", "sparse"]}),
+        &[],
+    );
+    let want = m.moe.clone();
+    out.push(Case {
+        name: "deepseek_v32",
+        model: m,
+        want,
+        moe_layers: vec![1, 2],
+    });
+
+    // Qwen3-Next: the Qwen2-MoE block; norm_topk_prob defaults to true.
+    let mut m = TinyModel::new(rng, ModelFamily::Qwen2Moe, DType::BF16, false);
+    edit(
+        &mut m.config,
+        json!({"model_type": "qwen3_next"}),
+        &["norm_topk_prob"],
+    );
+    let mut want = m.moe.clone();
+    want.routing.renormalize = true;
+    out.push(Case {
+        name: "qwen3_next",
+        model: m,
+        want,
+        moe_layers: vec![1, 2],
+    });
+
+    // Qwen3.5-MoE: multimodal (text_config, model.language_model. keys), experts fused on the hub,
+    // always renormalised, every layer an MoE layer whatever norm_topk_prob and mlp_only_layers say.
+    let m = TinyModel::new(rng, ModelFamily::Qwen2Moe, DType::BF16, true);
+    let mut m = m.into_multimodal("model.language_model.");
+    edit(&mut m.config, json!({"model_type": "qwen3_5_moe"}), &[]);
+    m.config["text_config"]["model_type"] = json!("qwen3_5_moe_text");
+    let mut want = m.moe.clone();
+    want.routing.renormalize = true;
+    out.push(Case {
+        name: "qwen3_5_moe",
+        model: m,
+        want,
+        moe_layers: vec![0, 1, 2],
+    });
+
+    // MiniMax-M2: its own family (bias beside the router, spread wide in the tiny model).
+    let m = TinyModel::new(rng, ModelFamily::MinimaxM2, DType::BF16, false);
+    let want = m.moe.clone();
+    out.push(Case {
+        name: "minimax_m2",
+        model: m,
+        want,
+        moe_layers: vec![0, 1],
+    });
+    out
+}
+
+#[test]
+fn related_model_types_parse_and_run_against_the_oracle() {
+    let mut rng = common::rng("related_model_types");
+    for case in cases(&mut rng) {
+        let Case {
+            name,
+            model: m,
+            want,
+            moe_layers,
+        } = case;
+        let dir = m.write_temp("family", 1);
+        let model = HfModel::open(dir.path()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let cfg = model.config();
+        assert_eq!(cfg.moe, want, "{name}: config");
+        assert_eq!(cfg.moe_layers(), moe_layers, "{name}: MoE layers");
+
+        let work = TempDir::new("family-io");
+        let input = work.path().join("in.safetensors");
+        let output = work.path().join("out.safetensors");
+        for (&l, w) in &m.layers {
+            let t = 6;
+            let (x, oracle) = loop {
+                let x = common::randn(&mut rng, t * want.hidden_size, 1.0);
+                if let Some(o) = hf_util::oracle_output(&want, w, &common::f64s(&x)) {
+                    break (x, o);
+                }
+            };
+            hf_util::write_hidden_states(&input, &x, t);
+            let got = hf_util::moe_run_f32(dir.path(), l, &input, &output);
+            common::assert_close(&format!("{name} layer {l}"), &got, &oracle, 1e-4);
+        }
+    }
+}
+
+/// MiniMax-M2's hub keys that transformers never reads are accepted at the values its code implies
+/// and refused otherwise; an unknown model type names the supported ones.
+#[test]
+fn minimax_m2_extra_keys_and_unknown_types() {
+    let mut rng = common::rng("minimax_m2_extra_keys");
+    let m = TinyModel::new(&mut rng, ModelFamily::MinimaxM2, DType::BF16, false);
+    let parse = |v: &Value| moe_kernels::hf::HfModelConfig::from_json_str(&v.to_string());
+    parse(&m.config).unwrap();
+    for (k, v) in [
+        ("scoring_func", json!("softmax")),
+        ("use_routing_bias", json!(false)),
+        ("shared_intermediate_size", json!(64)),
+    ] {
+        let mut c = m.config.clone();
+        c[k] = v;
+        assert!(
+            matches!(parse(&c), Err(moe_kernels::MoeError::UnsupportedModel(_))),
+            "{k}"
+        );
+    }
+    let mut c = m.config.clone();
+    c["model_type"] = json!("gpt_oss");
+    let msg = parse(&c).unwrap_err().to_string();
+    assert!(
+        msg.contains("gpt_oss") && msg.contains("minimax_m2") && msg.contains("qwen3_next"),
+        "{msg}"
+    );
+}
