@@ -19,13 +19,13 @@ use cudarc::driver::{CudaView, CudaViewMut, DevicePtr, DevicePtrMut, ValidAsZero
 /// synchronisation and no allocation (every intermediate lives in a [`Workspace`]), so it can be
 /// captured in a CUDA graph and replayed:
 ///
-/// 1. router GEMM `x @ W_router^T` into `f32` logits, and routing ([`route_from_hidden`]);
-/// 2. permutation ([`permute`]) and gather ([`gather`]) of the hidden states by expert;
-/// 3. grouped up-projection GEMM with the activation fused ([`grouped_gemm`]), intermediate in `T`;
+/// 1. router GEMM `x @ W_router^T` into `f32` logits, and routing ([`route_from_hidden`](super::route_from_hidden));
+/// 2. permutation ([`permute`](super::permute)) and gather ([`gather`](super::gather)) of the hidden states by expert;
+/// 3. grouped up-projection GEMM with the activation fused ([`grouped_gemm`](super::grouped_gemm)), intermediate in `T`;
 /// 4. grouped down-projection GEMM, output in `T`;
 /// 5. shared experts: up GEMM with the activation, down GEMM in `f32`, optional per-token sigmoid
-///    gate, summed in `f32` ([`shared_expert_accumulate`]);
-/// 6. [`combine`]: weighted sum in slot order plus the shared sum, rounded once to `T`.
+///    gate, summed in `f32` ([`shared_expert_accumulate`](super::shared_expert_accumulate));
+/// 6. [`combine`](super::combine): weighted sum in slot order plus the shared sum, rounded once to `T`.
 ///
 /// The rounding points are those of [`cpu::layer`](crate::cpu::layer): the activated intermediate
 /// and the down projection in `T`, the shared sum and every accumulator in `f32`, the output in `T`.
