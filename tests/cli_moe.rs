@@ -220,6 +220,10 @@ fn run_deepseek_v3() {
 fn run_minimax_m2() {
     run_family(ModelFamily::MinimaxM2);
 }
+#[test]
+fn run_granitemoe() {
+    run_family(ModelFamily::GraniteMoe);
+}
 
 /// `moe run --device cuda` (on the emulated GPU when there is no real one) gives the same routing
 /// and, within bf16 tolerance, the same output as `--device cpu`, for every family, per-expert and
@@ -238,6 +242,7 @@ fn run_on_the_gpu_matches_the_cpu() {
         ModelFamily::DeepseekV2,
         ModelFamily::DeepseekV3,
         ModelFamily::MinimaxM2,
+        ModelFamily::GraniteMoe,
     ]
     .into_iter()
     .enumerate()

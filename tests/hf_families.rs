@@ -1,5 +1,6 @@
 //! The model types that reuse a family's block with their own config rules (Kimi-K2, GLM-4.5,
-//! dots1, DeepSeek-V3.2, Qwen3-Next, Qwen3.5-MoE) and MiniMax-M2: a tiny checkpoint in the hub's key
+//! dots1, DeepSeek-V3.2, Qwen3-Next, Qwen3.5-MoE), MiniMax-M2 and Granite (with and without its
+//! shared MLP): a tiny checkpoint in the hub's key
 //! layout and config spelling, its parsed config against the rules of transformers' code (written
 //! out here by hand), and `moe run` against the float64 oracle.
 
@@ -143,6 +144,34 @@ fn cases(rng: &mut rand::rngs::StdRng) -> Vec<Case> {
         model: m,
         want,
         moe_layers: vec![0, 1, 2],
+    });
+
+    // Granite: router.layer, input_linear/output_linear; granitemoeshared adds the shared_mlp
+    // beside the block (the tiny model's own type), plain granitemoe has none.
+    let m = TinyModel::new(rng, ModelFamily::GraniteMoe, DType::BF16, true);
+    let want = m.moe.clone();
+    out.push(Case {
+        name: "granitemoeshared",
+        model: m,
+        want,
+        moe_layers: vec![0, 1],
+    });
+    let mut m = TinyModel::new(rng, ModelFamily::GraniteMoe, DType::BF16, true);
+    edit(
+        &mut m.config,
+        json!({"model_type": "granitemoe"}),
+        &["shared_intermediate_size"],
+    );
+    for w in m.layers.values_mut() {
+        w.shared.clear();
+    }
+    let mut want = m.moe.clone();
+    want.shared_experts.clear();
+    out.push(Case {
+        name: "granitemoe",
+        model: m,
+        want,
+        moe_layers: vec![0, 1],
     });
 
     // MiniMax-M2: its own family (bias beside the router, spread wide in the tiny model).

@@ -84,11 +84,15 @@ pub enum ModelFamily {
     /// `minimax_m2`: Mixtral's `block_sparse_moe` (`w1`, `w3`, `w2`) with sigmoid routing, an
     /// `e_score_correction_bias` beside the router, plain top-k, always renormalised.
     MinimaxM2,
+    /// `granitemoe` and `granitemoeshared`: `block_sparse_moe` with `router.layer`, the experts fused
+    /// as `input_linear` `[E, 2I, H]` and `output_linear` `[E, H, I]`, softmax top-k renormalised; an
+    /// ungated `shared_mlp` beside the block when `shared_intermediate_size > 0`.
+    GraniteMoe,
 }
 
 impl ModelFamily {
     /// Every family, in a fixed order.
-    pub const ALL: [ModelFamily; 7] = [
+    pub const ALL: [ModelFamily; 8] = [
         ModelFamily::Mixtral,
         ModelFamily::Qwen2Moe,
         ModelFamily::Qwen3Moe,
@@ -96,6 +100,7 @@ impl ModelFamily {
         ModelFamily::DeepseekV2,
         ModelFamily::DeepseekV3,
         ModelFamily::MinimaxM2,
+        ModelFamily::GraniteMoe,
     ];
 
     /// The `model_type` string of the family's reference model (`mixtral`, `qwen2_moe`, ...).
@@ -108,6 +113,7 @@ impl ModelFamily {
             ModelFamily::DeepseekV2 => "deepseek_v2",
             ModelFamily::DeepseekV3 => "deepseek_v3",
             ModelFamily::MinimaxM2 => "minimax_m2",
+            ModelFamily::GraniteMoe => "granitemoe",
         }
     }
 
@@ -127,6 +133,7 @@ impl ModelFamily {
             }
             "qwen3_next" | "qwen3_5_moe" | "qwen3_5_moe_text" => Some(ModelFamily::Qwen2Moe),
             "minimax_m2" => Some(ModelFamily::MinimaxM2),
+            "granitemoe" | "granitemoeshared" => Some(ModelFamily::GraniteMoe),
             _ => None,
         }
     }
@@ -137,6 +144,7 @@ impl ModelFamily {
     pub fn expert_count_keys(self) -> &'static [&'static str] {
         match self {
             ModelFamily::Mixtral | ModelFamily::MinimaxM2 => &["num_local_experts", "num_experts"],
+            ModelFamily::GraniteMoe => &["num_local_experts"],
             ModelFamily::Qwen2Moe | ModelFamily::Qwen3Moe | ModelFamily::Olmoe => {
                 &["num_experts", "num_local_experts"]
             }
@@ -437,7 +445,11 @@ impl Fields<'_> {
                 .map(|n| format!("`{n}`"))
                 .collect::<Vec<_>>()
                 .join(", ");
-            self.err(names[0], format!("is missing (nor is its alias {aliases})"))
+            if aliases.is_empty() {
+                self.err(names[0], "is missing")
+            } else {
+                self.err(names[0], format!("is missing (nor is its alias {aliases})"))
+            }
         })
     }
 
@@ -604,6 +616,20 @@ fn parse(text: &str, path: &Path, family_override: Option<ModelFamily>) -> Resul
                 f.usize_req("intermediate_size")?,
                 Rest::softmax(true),
                 vec![],
+                LayerPlacement::Every,
+            ),
+            ModelFamily::GraniteMoe => (
+                f.usize_req_any(family.expert_count_keys())?,
+                f.usize_req("intermediate_size")?,
+                // Top-k of the logits, then softmax over the chosen: softmax top-k, renormalised.
+                Rest::softmax(true),
+                match f.usize_opt("shared_intermediate_size")?.unwrap_or(0) {
+                    0 => vec![],
+                    is => vec![SharedExpertConfig {
+                        intermediate_size: is,
+                        sigmoid_gate: false,
+                    }],
+                },
                 LayerPlacement::Every,
             ),
             ModelFamily::MinimaxM2 => (

@@ -56,17 +56,20 @@ impl MoeBlockKeys {
     pub fn resolve(ckpt: &Checkpoint, cfg: &HfModelConfig, layer: usize) -> Result<Self> {
         cfg.check_moe_layer(layer)?;
         let names: &[&str] = match cfg.family {
-            ModelFamily::Mixtral | ModelFamily::MinimaxM2 => &["block_sparse_moe", "mlp"],
+            ModelFamily::Mixtral | ModelFamily::MinimaxM2 | ModelFamily::GraniteMoe => {
+                &["block_sparse_moe", "mlp"]
+            }
             _ => &["mlp"],
         };
+        let router = router_name(cfg.family);
         let prefixes: Vec<String> = LAYER_ROOTS
             .iter()
             .flat_map(|root| names.iter().map(move |n| format!("{root}.{layer}.{n}")))
             .collect();
         let prefix = prefixes
             .iter()
-            .find(|p| ckpt.contains(&format!("{p}.gate.weight")))
-            .ok_or_else(|| missing(ckpt, &format!("{}.gate.weight", prefixes[0])))?
+            .find(|p| ckpt.contains(&format!("{p}.{router}")))
+            .ok_or_else(|| missing(ckpt, &format!("{}.{router}", prefixes[0])))?
             .clone();
         let mut keys = MoeBlockKeys {
             layer,
@@ -80,9 +83,9 @@ impl MoeBlockKeys {
         Ok(keys)
     }
 
-    /// The router weight `[E, H]`.
+    /// The router weight `[E, H]` (`P.gate.weight`; Granite `P.router.layer.weight`).
     pub fn router(&self) -> String {
-        format!("{}.gate.weight", self.prefix)
+        format!("{}.{}", self.prefix, router_name(self.family))
     }
 
     /// The score correction bias `[E]` (`P.gate.e_score_correction_bias`; MiniMax-M2 keeps it beside
@@ -94,14 +97,22 @@ impl MoeBlockKeys {
         }
     }
 
-    /// The fused gate-up projections `[E, 2I, H]`.
+    /// The fused gate-up projections `[E, 2I, H]` (`P.experts.gate_up_proj`; Granite
+    /// `P.input_linear.weight`).
     pub fn fused_gate_up(&self) -> String {
-        format!("{}.experts.gate_up_proj", self.prefix)
+        match self.family {
+            ModelFamily::GraniteMoe => format!("{}.input_linear.weight", self.prefix),
+            _ => format!("{}.experts.gate_up_proj", self.prefix),
+        }
     }
 
-    /// The fused down projections `[E, H, I]`.
+    /// The fused down projections `[E, H, I]` (`P.experts.down_proj`; Granite
+    /// `P.output_linear.weight`).
     pub fn fused_down(&self) -> String {
-        format!("{}.experts.down_proj", self.prefix)
+        match self.family {
+            ModelFamily::GraniteMoe => format!("{}.output_linear.weight", self.prefix),
+            _ => format!("{}.experts.down_proj", self.prefix),
+        }
     }
 
     fn expert_names(&self) -> [&'static str; 3] {
@@ -146,8 +157,40 @@ impl MoeBlockKeys {
             ModelFamily::DeepseekV2 | ModelFamily::DeepseekV3 => {
                 Some(format!("{}.shared_experts", self.prefix))
             }
+            // A sibling of the routed block: `model.layers.{L}.shared_mlp`.
+            ModelFamily::GraniteMoe => {
+                let root = self.prefix.rsplit_once('.').map_or("", |(root, _)| root);
+                Some(format!("{root}.shared_mlp"))
+            }
             _ => None,
         }
+    }
+
+    /// The shared expert's stored projections for intermediate size `is` (`up` gate-up rows) and
+    /// width `h`: the parts of its gate-up matrix (gate rows first) and its down projection, with
+    /// their shapes; `None` for families without shared experts. Separate `gate_proj` and
+    /// `up_proj` matrices, or one fused `input_linear` (Granite).
+    #[allow(clippy::type_complexity)]
+    pub fn shared_tensors(
+        &self,
+        is: usize,
+        up: usize,
+        h: usize,
+    ) -> Option<(Vec<(String, Vec<usize>)>, (String, Vec<usize>))> {
+        let sp = self.shared_prefix()?;
+        Some(match self.family {
+            ModelFamily::GraniteMoe => (
+                vec![(format!("{sp}.input_linear.weight"), vec![up, h])],
+                (format!("{sp}.output_linear.weight"), vec![h, is]),
+            ),
+            _ => (
+                vec![
+                    (format!("{sp}.gate_proj.weight"), vec![is, h]),
+                    (format!("{sp}.up_proj.weight"), vec![is, h]),
+                ],
+                (format!("{sp}.down_proj.weight"), vec![h, is]),
+            ),
+        })
     }
 
     /// The Qwen2-MoE shared expert's sigmoid gate `[1, H]`.
@@ -190,18 +233,11 @@ impl MoeBlockKeys {
                     (self.expert_down(x), vec![h, i]),
                 ]
             });
-        let shared = cfg
-            .shared_experts
-            .first()
-            .zip(self.shared_prefix())
-            .map(move |(sc, sp)| {
-                let is = sc.intermediate_size;
-                [
-                    (format!("{sp}.gate_proj.weight"), vec![is, h]),
-                    (format!("{sp}.up_proj.weight"), vec![is, h]),
-                    (format!("{sp}.down_proj.weight"), vec![h, is]),
-                ]
-            });
+        let shared = cfg.shared_experts.first().and_then(move |sc| {
+            let is = sc.intermediate_size;
+            let (gate_up, down) = self.shared_tensors(is, cfg.activation.up_rows(is), h)?;
+            Some(gate_up.into_iter().chain([down]))
+        });
         router
             .chain(bias)
             .chain(fused.into_iter().flatten())
@@ -216,6 +252,14 @@ impl MoeBlockKeys {
             ExpertLayout::Fused => self.fused_gate_up(),
             ExpertLayout::PerExpert => self.expert_gate(0),
         }
+    }
+}
+
+/// The router's name under the block prefix: `gate.weight`; Granite `router.layer.weight`.
+fn router_name(family: ModelFamily) -> &'static str {
+    match family {
+        ModelFamily::GraniteMoe => "router.layer.weight",
+        _ => "gate.weight",
     }
 }
 
@@ -408,24 +452,19 @@ pub fn load_moe_weights<W: Element, S: LoadExperts>(
     };
 
     let mut shared = Vec::with_capacity(m.shared_experts.len());
-    if let (Some(sc), Some(sp)) = (m.shared_experts.first(), keys.shared_prefix()) {
+    let shared_parts = m.shared_experts.first().and_then(|sc| {
+        let is = sc.intermediate_size;
+        Some((sc, keys.shared_tensors(is, m.activation.up_rows(is), h)?))
+    });
+    if let Some((sc, (gate_up_parts, down_part))) = shared_parts {
         let is = sc.intermediate_size;
         let gate_up = S::load(
             ckpt,
             quant,
-            &mut [
-                (format!("{sp}.gate_proj.weight"), vec![is, h]),
-                (format!("{sp}.up_proj.weight"), vec![is, h]),
-            ]
-            .into_iter(),
+            &mut gate_up_parts.into_iter(),
             [1, m.activation.up_rows(is), h],
         )?;
-        let down = S::load(
-            ckpt,
-            quant,
-            &mut std::iter::once((format!("{sp}.down_proj.weight"), vec![h, is])),
-            [1, h, is],
-        )?;
+        let down = S::load(ckpt, quant, &mut std::iter::once(down_part), [1, h, is])?;
         let gate = if sc.sigmoid_gate {
             let key = keys.shared_gate();
             // `Linear(H, 1)` stores `[1, H]`; accept a plain `[H]` vector too.

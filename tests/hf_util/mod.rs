@@ -270,6 +270,21 @@ impl TinyModel {
                     3,
                     vec![1, 2],
                 ),
+                ModelFamily::GraniteMoe => (
+                    json!({"model_type": "granitemoeshared", "hidden_size": H,
+                       "intermediate_size": I, "num_local_experts": E, "num_experts_per_tok": 2,
+                       "shared_intermediate_size": 20, "num_hidden_layers": 2,
+                       "hidden_act": "silu", "residual_multiplier": 0.22}),
+                    MoeConfig {
+                        hidden_size: H,
+                        intermediate_size: I,
+                        routing: RoutingConfig::softmax_topk(E, 2, true),
+                        activation: Activation::SWIGLU,
+                        shared_experts: vec![sw(20, false)],
+                    },
+                    2,
+                    vec![0, 1],
+                ),
                 ModelFamily::MinimaxM2 => (
                     json!({"model_type": "minimax_m2", "hidden_size": H, "intermediate_size": I,
                        "num_local_experts": E, "num_experts_per_tok": 2, "num_hidden_layers": 2,
@@ -295,6 +310,8 @@ impl TinyModel {
                 ),
             };
 
+        // Granite stores its experts fused only.
+        let fused = fused || family == ModelFamily::GraniteMoe;
         let mut m = TinyModel {
             family,
             dtype,
@@ -350,7 +367,11 @@ impl TinyModel {
     fn moe_layer(&mut self, rng: &mut StdRng, l: usize) -> MoeWeights<f32> {
         let fam = self.family;
         let prefix = self.prefix(l);
-        let router = self.put_f32(rng, &format!("{prefix}.gate.weight"), vec![E, H], 0.5);
+        let router_key = match fam {
+            ModelFamily::GraniteMoe => format!("{prefix}.router.layer.weight"),
+            _ => format!("{prefix}.gate.weight"),
+        };
+        let router = self.put_f32(rng, &router_key, vec![E, H], 0.5);
         // MiniMax-M2 keeps its bias beside the router, and a wide one, so that a bias left out of
         // the selection (or put into the weights) changes the result.
         let bias_at = match fam {
@@ -376,12 +397,16 @@ impl TinyModel {
                 .collect();
             let dn: Vec<f32> = (0..E * H * I).map(|_| rng.random_range(-a..a)).collect();
             let (gu, dn) = (round_to(self.dtype, &gu), round_to(self.dtype, &dn));
+            let (gu_key, dn_key) = match fam {
+                ModelFamily::GraniteMoe => ("input_linear.weight", "output_linear.weight"),
+                _ => ("experts.gate_up_proj", "experts.down_proj"),
+            };
             self.tensors.insert(
-                format!("{prefix}.experts.gate_up_proj"),
+                format!("{prefix}.{gu_key}"),
                 Stored::float(self.dtype, vec![E, 2 * I, H], &gu),
             );
             self.tensors.insert(
-                format!("{prefix}.experts.down_proj"),
+                format!("{prefix}.{dn_key}"),
                 Stored::float(self.dtype, vec![E, H, I], &dn),
             );
             gate_up = gu;
@@ -409,6 +434,23 @@ impl TinyModel {
             }
             _ => None,
         };
+        if fam == ModelFamily::GraniteMoe {
+            // Granite's shared MLP sits beside the block, its gate and up fused in one matrix.
+            let is = self.moe.shared_experts[0].intermediate_size;
+            let sp = format!("model.layers.{l}.shared_mlp");
+            let gu = self.put_f32(
+                rng,
+                &format!("{sp}.input_linear.weight"),
+                vec![2 * is, H],
+                0.2,
+            );
+            let d = self.put_f32(rng, &format!("{sp}.output_linear.weight"), vec![H, is], 0.2);
+            shared.push(SharedExpertWeights {
+                gate_up: gu,
+                down: d,
+                gate: None,
+            });
+        }
         if let Some(sp) = shared_prefix {
             let is = self.moe.shared_experts[0].intermediate_size;
             let g = self.put_f32(rng, &format!("{sp}.gate_proj.weight"), vec![is, H], 0.2);
@@ -445,7 +487,8 @@ impl TinyModel {
     /// The key prefix of layer `l`'s MoE block in this checkpoint.
     pub fn prefix(&self, l: usize) -> String {
         match (self.family, self.fused) {
-            (ModelFamily::Mixtral | ModelFamily::MinimaxM2, false) => {
+            (ModelFamily::Mixtral | ModelFamily::MinimaxM2, false)
+            | (ModelFamily::GraniteMoe, _) => {
                 format!("model.layers.{l}.block_sparse_moe")
             }
             _ => format!("model.layers.{l}.mlp"),
