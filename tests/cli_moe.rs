@@ -224,6 +224,10 @@ fn run_minimax_m2() {
 fn run_granitemoe() {
     run_family(ModelFamily::GraniteMoe);
 }
+#[test]
+fn run_hunyuan_v1_moe() {
+    run_family(ModelFamily::HunyuanV1Moe);
+}
 
 /// `moe run --device cuda` (on the emulated GPU when there is no real one) gives the same routing
 /// and, within bf16 tolerance, the same output as `--device cpu`, for every family, per-expert and
@@ -243,6 +247,7 @@ fn run_on_the_gpu_matches_the_cpu() {
         ModelFamily::DeepseekV3,
         ModelFamily::MinimaxM2,
         ModelFamily::GraniteMoe,
+        ModelFamily::HunyuanV1Moe,
     ]
     .into_iter()
     .enumerate()

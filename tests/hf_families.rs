@@ -174,6 +174,16 @@ fn cases(rng: &mut rand::rngs::StdRng) -> Vec<Case> {
         moe_layers: vec![0, 1],
     });
 
+    // Hunyuan: per-layer moe_topk lists (equal), router at gate.wg, shared_mlp.
+    let m = TinyModel::new(rng, ModelFamily::HunyuanV1Moe, DType::BF16, false);
+    let want = m.moe.clone();
+    out.push(Case {
+        name: "hunyuan_v1_moe",
+        model: m,
+        want,
+        moe_layers: vec![0, 1],
+    });
+
     // MiniMax-M2: its own family (bias beside the router, spread wide in the tiny model).
     let m = TinyModel::new(rng, ModelFamily::MinimaxM2, DType::BF16, false);
     let want = m.moe.clone();
@@ -234,6 +244,19 @@ fn minimax_m2_extra_keys_and_unknown_types() {
         ("shared_intermediate_size", json!(64)),
     ] {
         let mut c = m.config.clone();
+        c[k] = v;
+        assert!(
+            matches!(parse(&c), Err(moe_kernels::MoeError::UnsupportedModel(_))),
+            "{k}"
+        );
+    }
+    // Hunyuan layers with different k or expert sizes are refused, not guessed.
+    let h = TinyModel::new(&mut rng, ModelFamily::HunyuanV1Moe, DType::BF16, false);
+    for (k, v) in [
+        ("moe_topk", json!([3, 2])),
+        ("moe_intermediate_size", json!(8)),
+    ] {
+        let mut c = h.config.clone();
         c[k] = v;
         assert!(
             matches!(parse(&c), Err(moe_kernels::MoeError::UnsupportedModel(_))),

@@ -84,6 +84,10 @@ pub enum ModelFamily {
     /// `minimax_m2`: Mixtral's `block_sparse_moe` (`w1`, `w3`, `w2`) with sigmoid routing, an
     /// `e_score_correction_bias` beside the router, plain top-k, always renormalised.
     MinimaxM2,
+    /// `hunyuan_v1_moe`: `mlp` experts with the router at `gate.wg`, softmax top-k always
+    /// renormalised, an ungated `shared_mlp` of `intermediate_size` (routed experts too); `moe_topk`
+    /// may be a per-layer list (of equal values).
+    HunyuanV1Moe,
     /// `granitemoe` and `granitemoeshared`: `block_sparse_moe` with `router.layer`, the experts fused
     /// as `input_linear` `[E, 2I, H]` and `output_linear` `[E, H, I]`, softmax top-k renormalised; an
     /// ungated `shared_mlp` beside the block when `shared_intermediate_size > 0`.
@@ -92,7 +96,7 @@ pub enum ModelFamily {
 
 impl ModelFamily {
     /// Every family, in a fixed order.
-    pub const ALL: [ModelFamily; 8] = [
+    pub const ALL: [ModelFamily; 9] = [
         ModelFamily::Mixtral,
         ModelFamily::Qwen2Moe,
         ModelFamily::Qwen3Moe,
@@ -101,6 +105,7 @@ impl ModelFamily {
         ModelFamily::DeepseekV3,
         ModelFamily::MinimaxM2,
         ModelFamily::GraniteMoe,
+        ModelFamily::HunyuanV1Moe,
     ];
 
     /// The `model_type` string of the family's reference model (`mixtral`, `qwen2_moe`, ...).
@@ -114,6 +119,7 @@ impl ModelFamily {
             ModelFamily::DeepseekV3 => "deepseek_v3",
             ModelFamily::MinimaxM2 => "minimax_m2",
             ModelFamily::GraniteMoe => "granitemoe",
+            ModelFamily::HunyuanV1Moe => "hunyuan_v1_moe",
         }
     }
 
@@ -134,6 +140,7 @@ impl ModelFamily {
             "qwen3_next" | "qwen3_5_moe" | "qwen3_5_moe_text" => Some(ModelFamily::Qwen2Moe),
             "minimax_m2" => Some(ModelFamily::MinimaxM2),
             "granitemoe" | "granitemoeshared" => Some(ModelFamily::GraniteMoe),
+            "hunyuan_v1_moe" => Some(ModelFamily::HunyuanV1Moe),
             _ => None,
         }
     }
@@ -145,9 +152,10 @@ impl ModelFamily {
         match self {
             ModelFamily::Mixtral | ModelFamily::MinimaxM2 => &["num_local_experts", "num_experts"],
             ModelFamily::GraniteMoe => &["num_local_experts"],
-            ModelFamily::Qwen2Moe | ModelFamily::Qwen3Moe | ModelFamily::Olmoe => {
-                &["num_experts", "num_local_experts"]
-            }
+            ModelFamily::Qwen2Moe
+            | ModelFamily::Qwen3Moe
+            | ModelFamily::Olmoe
+            | ModelFamily::HunyuanV1Moe => &["num_experts", "num_local_experts"],
             ModelFamily::DeepseekV2 | ModelFamily::DeepseekV3 => {
                 &["n_routed_experts", "num_local_experts", "num_experts"]
             }
@@ -501,6 +509,33 @@ impl Fields<'_> {
         }
     }
 
+    /// A number that may be written once or once per layer (all layers equal): the first of `names`
+    /// present; `None` when none is. Different per-layer values are [`MoeError::UnsupportedModel`].
+    fn uniform_opt(&self, names: &[&str]) -> Result<Option<usize>> {
+        for &name in names {
+            let values = match self.get(name) {
+                None => continue,
+                Some(Value::Array(_)) => self.usize_list_opt(name)?.unwrap_or_default(),
+                Some(_) => vec![self.usize_req(name)?],
+            };
+            return match values[..] {
+                [] => Err(self.err(name, "is an empty list")),
+                [first, ..] if values.iter().all(|&v| v == first) => Ok(Some(first)),
+                _ => Err(MoeError::UnsupportedModel(format!(
+                    "`{name}` differs between layers ({values:?}); one value for every layer is \
+                     supported"
+                ))),
+            };
+        }
+        Ok(None)
+    }
+
+    /// [`Fields::uniform_opt`], required.
+    fn uniform_req(&self, names: &[&str]) -> Result<usize> {
+        self.uniform_opt(names)?
+            .ok_or_else(|| self.err(names[0], "is missing"))
+    }
+
     fn str_list_opt(&self, field: &str) -> Result<Option<Vec<&str>>> {
         match self.get(field) {
             None => Ok(None),
@@ -597,7 +632,11 @@ fn parse(text: &str, path: &Path, family_override: Option<ModelFamily>) -> Resul
 
     let num_hidden_layers = f.usize_req("num_hidden_layers")?;
     let hidden_size = f.usize_req("hidden_size")?;
-    let top_k = f.usize_req("num_experts_per_tok")?;
+    let top_k = match family {
+        // `moe_topk` (alias `num_experts_per_tok`), a number or one per layer.
+        ModelFamily::HunyuanV1Moe => f.uniform_req(&["moe_topk", "num_experts_per_tok"])?,
+        _ => f.usize_req("num_experts_per_tok")?,
+    };
     let hidden_act = f.str_opt("hidden_act")?.unwrap_or("silu").to_string();
     let act = activation(&hidden_act)?;
     let mut torch_dtype = None;
@@ -618,6 +657,30 @@ fn parse(text: &str, path: &Path, family_override: Option<ModelFamily>) -> Resul
                 vec![],
                 LayerPlacement::Every,
             ),
+            ModelFamily::HunyuanV1Moe => {
+                // transformers sizes the routed experts and the shared MLP by intermediate_size;
+                // a per-layer moe_intermediate_size that says otherwise is refused, not guessed.
+                let i = f.usize_req("intermediate_size")?;
+                if let Some(mi) = f
+                    .uniform_opt(&["moe_intermediate_size"])?
+                    .filter(|&m| m != i)
+                {
+                    return Err(MoeError::UnsupportedModel(format!(
+                        "hunyuan_v1_moe with moe_intermediate_size {mi} != intermediate_size {i}: \
+                         transformers sizes the experts by intermediate_size"
+                    )));
+                }
+                (
+                    f.usize_req_any(family.expert_count_keys())?,
+                    i,
+                    Rest::softmax(true),
+                    vec![SharedExpertConfig {
+                        intermediate_size: i,
+                        sigmoid_gate: false,
+                    }],
+                    LayerPlacement::Every,
+                )
+            }
             ModelFamily::GraniteMoe => (
                 f.usize_req_any(family.expert_count_keys())?,
                 f.usize_req("intermediate_size")?,

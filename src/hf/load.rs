@@ -83,7 +83,8 @@ impl MoeBlockKeys {
         Ok(keys)
     }
 
-    /// The router weight `[E, H]` (`P.gate.weight`; Granite `P.router.layer.weight`).
+    /// The router weight `[E, H]` (`P.gate.weight`; Granite `P.router.layer.weight`, Hunyuan
+    /// `P.gate.wg.weight`).
     pub fn router(&self) -> String {
         format!("{}.{}", self.prefix, router_name(self.family))
     }
@@ -157,6 +158,7 @@ impl MoeBlockKeys {
             ModelFamily::DeepseekV2 | ModelFamily::DeepseekV3 => {
                 Some(format!("{}.shared_experts", self.prefix))
             }
+            ModelFamily::HunyuanV1Moe => Some(format!("{}.shared_mlp", self.prefix)),
             // A sibling of the routed block: `model.layers.{L}.shared_mlp`.
             ModelFamily::GraniteMoe => {
                 let root = self.prefix.rsplit_once('.').map_or("", |(root, _)| root);
@@ -255,10 +257,12 @@ impl MoeBlockKeys {
     }
 }
 
-/// The router's name under the block prefix: `gate.weight`; Granite `router.layer.weight`.
+/// The router's name under the block prefix: `gate.weight`; Granite `router.layer.weight`,
+/// Hunyuan `gate.wg.weight`.
 fn router_name(family: ModelFamily) -> &'static str {
     match family {
         ModelFamily::GraniteMoe => "router.layer.weight",
+        ModelFamily::HunyuanV1Moe => "gate.wg.weight",
         _ => "gate.weight",
     }
 }

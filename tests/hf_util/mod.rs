@@ -270,6 +270,22 @@ impl TinyModel {
                     3,
                     vec![1, 2],
                 ),
+                ModelFamily::HunyuanV1Moe => (
+                    // A13B-style per-layer lists; the shared MLP has the experts' size.
+                    json!({"model_type": "hunyuan_v1_moe", "hidden_size": H,
+                       "intermediate_size": I, "moe_intermediate_size": [I, I], "num_experts": E,
+                       "moe_topk": [3, 3], "num_shared_expert": [1, 1], "use_mixed_mlp_moe": true,
+                       "num_hidden_layers": 2, "hidden_act": "silu"}),
+                    MoeConfig {
+                        hidden_size: H,
+                        intermediate_size: I,
+                        routing: RoutingConfig::softmax_topk(E, 3, true),
+                        activation: Activation::SWIGLU,
+                        shared_experts: vec![sw(I, false)],
+                    },
+                    2,
+                    vec![0, 1],
+                ),
                 ModelFamily::GraniteMoe => (
                     json!({"model_type": "granitemoeshared", "hidden_size": H,
                        "intermediate_size": I, "num_local_experts": E, "num_experts_per_tok": 2,
@@ -369,6 +385,7 @@ impl TinyModel {
         let prefix = self.prefix(l);
         let router_key = match fam {
             ModelFamily::GraniteMoe => format!("{prefix}.router.layer.weight"),
+            ModelFamily::HunyuanV1Moe => format!("{prefix}.gate.wg.weight"),
             _ => format!("{prefix}.gate.weight"),
         };
         let router = self.put_f32(rng, &router_key, vec![E, H], 0.5);
@@ -432,6 +449,7 @@ impl TinyModel {
             ModelFamily::DeepseekV2 | ModelFamily::DeepseekV3 => {
                 Some(format!("{prefix}.shared_experts"))
             }
+            ModelFamily::HunyuanV1Moe => Some(format!("{prefix}.shared_mlp")),
             _ => None,
         };
         if fam == ModelFamily::GraniteMoe {
