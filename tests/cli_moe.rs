@@ -228,6 +228,10 @@ fn run_granitemoe() {
 fn run_hunyuan_v1_moe() {
     run_family(ModelFamily::HunyuanV1Moe);
 }
+#[test]
+fn run_ernie4_5_moe() {
+    run_family(ModelFamily::Ernie45Moe);
+}
 
 /// `moe run --device cuda` (on the emulated GPU when there is no real one) gives the same routing
 /// and, within bf16 tolerance, the same output as `--device cpu`, for every family, per-expert and
@@ -248,6 +252,7 @@ fn run_on_the_gpu_matches_the_cpu() {
         ModelFamily::MinimaxM2,
         ModelFamily::GraniteMoe,
         ModelFamily::HunyuanV1Moe,
+        ModelFamily::Ernie45Moe,
     ]
     .into_iter()
     .enumerate()

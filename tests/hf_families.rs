@@ -184,6 +184,28 @@ fn cases(rng: &mut rand::rngs::StdRng) -> Vec<Case> {
         moe_layers: vec![0, 1],
     });
 
+    // ERNIE 4.5: softmax with a selection bias stored [1, E], its own layer placement; a second
+    // case with every other layer (interval 2: layers 1 and 3 of 0..=3 would be MoE, the tiny
+    // model has layers 1 and 2, so only 1) checks the interval rule.
+    let m = TinyModel::new(rng, ModelFamily::Ernie45Moe, DType::BF16, false);
+    let want = m.moe.clone();
+    out.push(Case {
+        name: "ernie4_5_moe",
+        model: m,
+        want,
+        moe_layers: vec![1, 2],
+    });
+    let mut m = TinyModel::new(rng, ModelFamily::Ernie45Moe, DType::BF16, false);
+    edit(&mut m.config, json!({"moe_layer_interval": 2}), &[]);
+    m.layers.remove(&2);
+    let want = m.moe.clone();
+    out.push(Case {
+        name: "ernie4_5_moe interval 2",
+        model: m,
+        want,
+        moe_layers: vec![1],
+    });
+
     // MiniMax-M2: its own family (bias beside the router, spread wide in the tiny model).
     let m = TinyModel::new(rng, ModelFamily::MinimaxM2, DType::BF16, false);
     let want = m.moe.clone();
@@ -263,6 +285,13 @@ fn minimax_m2_extra_keys_and_unknown_types() {
             "{k}"
         );
     }
+    let e = TinyModel::new(&mut rng, ModelFamily::Ernie45Moe, DType::BF16, false);
+    let mut c = e.config.clone();
+    c["use_bias"] = json!(true);
+    assert!(matches!(
+        parse(&c),
+        Err(moe_kernels::MoeError::UnsupportedModel(_))
+    ));
     let mut c = m.config.clone();
     c["model_type"] = json!("gpt_oss");
     let msg = parse(&c).unwrap_err().to_string();

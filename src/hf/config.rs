@@ -84,6 +84,11 @@ pub enum ModelFamily {
     /// `minimax_m2`: Mixtral's `block_sparse_moe` (`w1`, `w3`, `w2`) with sigmoid routing, an
     /// `e_score_correction_bias` beside the router, plain top-k, always renormalised.
     MinimaxM2,
+    /// `ernie4_5_moe`: `mlp` experts, softmax scores with a correction bias for selection
+    /// (`moe_statics.e_score_correction_bias` `[1, E]`), always renormalised, DeepSeek-style
+    /// `shared_experts`, MoE layers from `moe_layer_start_index` to `moe_layer_end_index` every
+    /// `moe_layer_interval`.
+    Ernie45Moe,
     /// `hunyuan_v1_moe`: `mlp` experts with the router at `gate.wg`, softmax top-k always
     /// renormalised, an ungated `shared_mlp` of `intermediate_size` (routed experts too); `moe_topk`
     /// may be a per-layer list (of equal values).
@@ -96,7 +101,7 @@ pub enum ModelFamily {
 
 impl ModelFamily {
     /// Every family, in a fixed order.
-    pub const ALL: [ModelFamily; 9] = [
+    pub const ALL: [ModelFamily; 10] = [
         ModelFamily::Mixtral,
         ModelFamily::Qwen2Moe,
         ModelFamily::Qwen3Moe,
@@ -106,6 +111,7 @@ impl ModelFamily {
         ModelFamily::MinimaxM2,
         ModelFamily::GraniteMoe,
         ModelFamily::HunyuanV1Moe,
+        ModelFamily::Ernie45Moe,
     ];
 
     /// The `model_type` string of the family's reference model (`mixtral`, `qwen2_moe`, ...).
@@ -120,6 +126,7 @@ impl ModelFamily {
             ModelFamily::MinimaxM2 => "minimax_m2",
             ModelFamily::GraniteMoe => "granitemoe",
             ModelFamily::HunyuanV1Moe => "hunyuan_v1_moe",
+            ModelFamily::Ernie45Moe => "ernie4_5_moe",
         }
     }
 
@@ -141,6 +148,7 @@ impl ModelFamily {
             "minimax_m2" => Some(ModelFamily::MinimaxM2),
             "granitemoe" | "granitemoeshared" => Some(ModelFamily::GraniteMoe),
             "hunyuan_v1_moe" => Some(ModelFamily::HunyuanV1Moe),
+            "ernie4_5_moe" => Some(ModelFamily::Ernie45Moe),
             _ => None,
         }
     }
@@ -152,6 +160,7 @@ impl ModelFamily {
         match self {
             ModelFamily::Mixtral | ModelFamily::MinimaxM2 => &["num_local_experts", "num_experts"],
             ModelFamily::GraniteMoe => &["num_local_experts"],
+            ModelFamily::Ernie45Moe => &["moe_num_experts", "num_experts"],
             ModelFamily::Qwen2Moe
             | ModelFamily::Qwen3Moe
             | ModelFamily::Olmoe
@@ -200,6 +209,15 @@ pub enum LayerPlacement {
     },
     /// An explicit flag per layer (DeepSeek-V3.2 `mlp_layer_types`: `"sparse"` layers are MoE layers).
     List(Vec<bool>),
+    /// ERNIE 4.5: layer `l` is an MoE layer when `start <= l <= end` and `(l + 1) % interval == 0`.
+    Interval {
+        /// `moe_layer_start_index`.
+        start: usize,
+        /// `moe_layer_end_index` (-1 in the file: the last layer).
+        end: usize,
+        /// `moe_layer_interval` (>= 1).
+        interval: usize,
+    },
     /// DeepSeek: layer `l` is an MoE layer when `l >= first_k_dense_replace` and `l % moe_layer_freq == 0`.
     FirstKDense {
         /// `first_k_dense_replace`: the first layers are dense.
@@ -230,6 +248,25 @@ impl LayerPlacement {
                 } else if (layer + 1) % s != 0 {
                     Some(format!(
                         "decoder_sparse_step = {s}: only layers l with (l + 1) divisible by {s} are MoE layers"
+                    ))
+                } else {
+                    None
+                }
+            }
+            LayerPlacement::Interval {
+                start,
+                end,
+                interval,
+            } => {
+                if layer < *start || layer > *end {
+                    Some(format!(
+                        "moe_layer_start_index = {start}, moe_layer_end_index = {end}: only layers \
+                         {start} to {end} are MoE layers"
+                    ))
+                } else if (layer + 1) % interval != 0 {
+                    Some(format!(
+                        "moe_layer_interval = {interval}: only layers l with (l + 1) divisible by \
+                         {interval} are MoE layers"
                     ))
                 } else {
                     None
@@ -272,6 +309,13 @@ impl LayerPlacement {
                 mlp_only_layers,
             } => format!(
                 "decoder_sparse_step = {decoder_sparse_step}, mlp_only_layers = {mlp_only_layers:?}"
+            ),
+            LayerPlacement::Interval {
+                start,
+                end,
+                interval,
+            } => format!(
+                "moe_layer_start_index = {start}, moe_layer_end_index = {end}, moe_layer_interval = {interval}"
             ),
             LayerPlacement::List(sparse) => format!(
                 "mlp_layer_types: {} of {} layers sparse",
@@ -635,6 +679,7 @@ fn parse(text: &str, path: &Path, family_override: Option<ModelFamily>) -> Resul
     let top_k = match family {
         // `moe_topk` (alias `num_experts_per_tok`), a number or one per layer.
         ModelFamily::HunyuanV1Moe => f.uniform_req(&["moe_topk", "num_experts_per_tok"])?,
+        ModelFamily::Ernie45Moe => f.uniform_req(&["moe_k", "num_experts_per_tok"])?,
         _ => f.usize_req("num_experts_per_tok")?,
     };
     let hidden_act = f.str_opt("hidden_act")?.unwrap_or("silu").to_string();
@@ -657,6 +702,44 @@ fn parse(text: &str, path: &Path, family_override: Option<ModelFamily>) -> Resul
                 vec![],
                 LayerPlacement::Every,
             ),
+            ModelFamily::Ernie45Moe => {
+                if f.bool_opt("use_bias")? == Some(true) {
+                    return Err(MoeError::UnsupportedModel(
+                        "ernie4_5_moe with use_bias true (biased shared experts) is not supported"
+                            .into(),
+                    ));
+                }
+                let i = f.usize_req("moe_intermediate_size")?;
+                let shared = match f.usize_opt("moe_num_shared_experts")?.unwrap_or(2) {
+                    0 => vec![],
+                    n => vec![SharedExpertConfig {
+                        intermediate_size: n.checked_mul(i).ok_or_else(|| {
+                            MoeError::SizeOverflow(format!(
+                                "moe_num_shared_experts * moe_intermediate_size ({n} x {i})"
+                            ))
+                        })?,
+                        sigmoid_gate: false,
+                    }],
+                };
+                let end = match f.get("moe_layer_end_index").and_then(Value::as_i64) {
+                    None | Some(-1) => num_hidden_layers.saturating_sub(1),
+                    Some(_) => f.usize_req("moe_layer_end_index")?,
+                };
+                (
+                    f.usize_req_any(family.expert_count_keys())?,
+                    i,
+                    Rest {
+                        correction_bias: true,
+                        ..Rest::softmax(true)
+                    },
+                    shared,
+                    LayerPlacement::Interval {
+                        start: f.usize_opt("moe_layer_start_index")?.unwrap_or(1),
+                        end,
+                        interval: f.step("moe_layer_interval", 1)?,
+                    },
+                )
+            }
             ModelFamily::HunyuanV1Moe => {
                 // transformers sizes the routed experts and the shared MLP by intermediate_size;
                 // a per-layer moe_intermediate_size that says otherwise is refused, not guessed.

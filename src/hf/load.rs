@@ -94,7 +94,18 @@ impl MoeBlockKeys {
     pub fn correction_bias(&self) -> String {
         match self.family {
             ModelFamily::MinimaxM2 => format!("{}.e_score_correction_bias", self.prefix),
+            ModelFamily::Ernie45Moe => {
+                format!("{}.moe_statics.e_score_correction_bias", self.prefix)
+            }
             _ => format!("{}.gate.e_score_correction_bias", self.prefix),
+        }
+    }
+
+    /// The stored shape of the correction bias of `e` experts: `[E]`; ERNIE `[1, E]`.
+    pub fn correction_bias_shape(&self, e: usize) -> Vec<usize> {
+        match self.family {
+            ModelFamily::Ernie45Moe => vec![1, e],
+            _ => vec![e],
         }
     }
 
@@ -155,7 +166,7 @@ impl MoeBlockKeys {
     pub fn shared_prefix(&self) -> Option<String> {
         match self.family {
             ModelFamily::Qwen2Moe => Some(format!("{}.shared_expert", self.prefix)),
-            ModelFamily::DeepseekV2 | ModelFamily::DeepseekV3 => {
+            ModelFamily::DeepseekV2 | ModelFamily::DeepseekV3 | ModelFamily::Ernie45Moe => {
                 Some(format!("{}.shared_experts", self.prefix))
             }
             ModelFamily::HunyuanV1Moe => Some(format!("{}.shared_mlp", self.prefix)),
@@ -219,7 +230,7 @@ impl MoeBlockKeys {
         let bias = cfg
             .routing
             .correction_bias
-            .then(|| (self.correction_bias(), vec![e]));
+            .then(|| (self.correction_bias(), self.correction_bias_shape(e)));
         let fused = (self.layout == ExpertLayout::Fused).then(|| {
             [
                 (self.fused_gate_up(), vec![e, up, h]),
@@ -415,7 +426,7 @@ pub fn load_moe_weights<W: Element, S: LoadExperts>(
 
     let router = ckpt.read::<W>(&keys.router(), &[e, h])?;
     let correction_bias = if m.routing.correction_bias {
-        Some(ckpt.read::<f32>(&keys.correction_bias(), &[e])?)
+        Some(ckpt.read::<f32>(&keys.correction_bias(), &keys.correction_bias_shape(e))?)
     } else {
         None
     };

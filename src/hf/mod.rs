@@ -1,8 +1,8 @@
 //! Hugging Face checkpoints: `config.json` parsing and memory-mapped loading of one layer's MoE block.
 //!
 //! The supported layouts are those of the `transformers` implementations of `mixtral`, `qwen2_moe`,
-//! `qwen3_moe`, `olmoe`, `deepseek_v2`, `deepseek_v3`, `minimax_m2`, `granitemoe` and
-//! `hunyuan_v1_moe` (plus the model types that reuse
+//! `qwen3_moe`, `olmoe`, `deepseek_v2`, `deepseek_v3`, `minimax_m2`, `granitemoe`, `hunyuan_v1_moe`
+//! and `ernie4_5_moe` (plus the model types that reuse
 //! one of them with their own rules, [`config::RELATED_MODEL_TYPES`], and any other model whose
 //! family is named explicitly). Experts may be stored plain or FP8-quantized ([`WeightQuant`]).
 //!

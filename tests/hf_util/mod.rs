@@ -270,6 +270,26 @@ impl TinyModel {
                     3,
                     vec![1, 2],
                 ),
+                ModelFamily::Ernie45Moe => (
+                    // Layer 0 dense (start 1), the end written as -1 (the last layer).
+                    json!({"model_type": "ernie4_5_moe", "hidden_size": H, "intermediate_size": 40,
+                       "moe_intermediate_size": I, "moe_num_experts": E, "moe_k": 3,
+                       "moe_num_shared_experts": 1, "moe_layer_start_index": 1,
+                       "moe_layer_end_index": -1, "moe_layer_interval": 1, "use_bias": false,
+                       "moe_norm_min": 1e-12, "num_hidden_layers": 3, "hidden_act": "silu"}),
+                    MoeConfig {
+                        hidden_size: H,
+                        intermediate_size: I,
+                        routing: RoutingConfig {
+                            correction_bias: true,
+                            ..RoutingConfig::softmax_topk(E, 3, true)
+                        },
+                        activation: Activation::SWIGLU,
+                        shared_experts: vec![sw(I, false)],
+                    },
+                    3,
+                    vec![1, 2],
+                ),
                 ModelFamily::HunyuanV1Moe => (
                     // A13B-style per-layer lists; the shared MLP has the experts' size.
                     json!({"model_type": "hunyuan_v1_moe", "hidden_size": H,
@@ -396,12 +416,20 @@ impl TinyModel {
                 Some((format!("{prefix}.gate.e_score_correction_bias"), 0.1))
             }
             ModelFamily::MinimaxM2 => Some((format!("{prefix}.e_score_correction_bias"), 2.0)),
+            ModelFamily::Ernie45Moe => {
+                Some((format!("{prefix}.moe_statics.e_score_correction_bias"), 0.1))
+            }
             _ => None,
+        };
+        // ERNIE stores it as [1, E].
+        let bias_shape = match fam {
+            ModelFamily::Ernie45Moe => vec![1, E],
+            _ => vec![E],
         };
         let correction_bias = bias_at.map(|(key, spread)| {
             let b: Vec<f32> = (0..E).map(|_| rng.random_range(-spread..spread)).collect();
             self.tensors
-                .insert(key, Stored::float(DType::F32, vec![E], &b));
+                .insert(key, Stored::float(DType::F32, bias_shape, &b));
             b
         });
         let mut gate_up = Vec::with_capacity(E * 2 * I * H);
@@ -446,7 +474,7 @@ impl TinyModel {
         let mut shared = vec![];
         let shared_prefix = match fam {
             ModelFamily::Qwen2Moe => Some(format!("{prefix}.shared_expert")),
-            ModelFamily::DeepseekV2 | ModelFamily::DeepseekV3 => {
+            ModelFamily::DeepseekV2 | ModelFamily::DeepseekV3 | ModelFamily::Ernie45Moe => {
                 Some(format!("{prefix}.shared_experts"))
             }
             ModelFamily::HunyuanV1Moe => Some(format!("{prefix}.shared_mlp")),
