@@ -31,6 +31,22 @@ fn edit(config: &mut Value, set: Value, remove: &[&str]) {
     }
 }
 
+/// A family's tiny model as it is: its own config spelling and expectations.
+fn as_is(
+    rng: &mut rand::rngs::StdRng,
+    name: &'static str,
+    family: ModelFamily,
+    moe_layers: Vec<usize>,
+) -> Case {
+    let model = TinyModel::new(rng, family, DType::BF16, false);
+    Case {
+        name,
+        want: model.moe.clone(),
+        model,
+        moe_layers,
+    }
+}
+
 fn cases(rng: &mut rand::rngs::StdRng) -> Vec<Case> {
     let mut out = vec![];
     let groups = |n_group, topk_group| {
@@ -148,14 +164,12 @@ fn cases(rng: &mut rand::rngs::StdRng) -> Vec<Case> {
 
     // Granite: router.layer, input_linear/output_linear; granitemoeshared adds the shared_mlp
     // beside the block (the tiny model's own type), plain granitemoe has none.
-    let m = TinyModel::new(rng, ModelFamily::GraniteMoe, DType::BF16, true);
-    let want = m.moe.clone();
-    out.push(Case {
-        name: "granitemoeshared",
-        model: m,
-        want,
-        moe_layers: vec![0, 1],
-    });
+    out.push(as_is(
+        rng,
+        "granitemoeshared",
+        ModelFamily::GraniteMoe,
+        vec![0, 1],
+    ));
     let mut m = TinyModel::new(rng, ModelFamily::GraniteMoe, DType::BF16, true);
     edit(
         &mut m.config,
@@ -175,26 +189,22 @@ fn cases(rng: &mut rand::rngs::StdRng) -> Vec<Case> {
     });
 
     // Hunyuan: per-layer moe_topk lists (equal), router at gate.wg, shared_mlp.
-    let m = TinyModel::new(rng, ModelFamily::HunyuanV1Moe, DType::BF16, false);
-    let want = m.moe.clone();
-    out.push(Case {
-        name: "hunyuan_v1_moe",
-        model: m,
-        want,
-        moe_layers: vec![0, 1],
-    });
+    out.push(as_is(
+        rng,
+        "hunyuan_v1_moe",
+        ModelFamily::HunyuanV1Moe,
+        vec![0, 1],
+    ));
 
     // ERNIE 4.5: softmax with a selection bias stored [1, E], its own layer placement; a second
     // case with every other layer (interval 2: layers 1 and 3 of 0..=3 would be MoE, the tiny
     // model has layers 1 and 2, so only 1) checks the interval rule.
-    let m = TinyModel::new(rng, ModelFamily::Ernie45Moe, DType::BF16, false);
-    let want = m.moe.clone();
-    out.push(Case {
-        name: "ernie4_5_moe",
-        model: m,
-        want,
-        moe_layers: vec![1, 2],
-    });
+    out.push(as_is(
+        rng,
+        "ernie4_5_moe",
+        ModelFamily::Ernie45Moe,
+        vec![1, 2],
+    ));
     let mut m = TinyModel::new(rng, ModelFamily::Ernie45Moe, DType::BF16, false);
     edit(&mut m.config, json!({"moe_layer_interval": 2}), &[]);
     m.layers.remove(&2);
@@ -207,14 +217,7 @@ fn cases(rng: &mut rand::rngs::StdRng) -> Vec<Case> {
     });
 
     // MiniMax-M2: its own family (bias beside the router, spread wide in the tiny model).
-    let m = TinyModel::new(rng, ModelFamily::MinimaxM2, DType::BF16, false);
-    let want = m.moe.clone();
-    out.push(Case {
-        name: "minimax_m2",
-        model: m,
-        want,
-        moe_layers: vec![0, 1],
-    });
+    out.push(as_is(rng, "minimax_m2", ModelFamily::MinimaxM2, vec![0, 1]));
     out
 }
 

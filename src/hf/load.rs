@@ -322,7 +322,7 @@ impl<W: Element> LoadExperts for Vec<W> {
     ) -> Result<Self> {
         if let Some(q) = quant {
             return Err(MoeError::UnsupportedModel(format!(
-                "the experts are quantized ({}): load them as QuantExperts (HfModel::quant_cpu_layer)",
+                "the experts are quantized ({}): load them as QuantExperts (HfModel::quantized_cpu_layer)",
                 q.method
             )));
         }
