@@ -232,6 +232,27 @@ fn moe_run_on_an_fp8_checkpoint() {
         common::assert_close("moe run fp8", &got, &want, 1e-4);
     }
 
+    // `moe info` names the format and counts the scales in the bytes per layer.
+    let info = Command::new(env!("CARGO_BIN_EXE_moe"))
+        .args(["info", "--model"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&info.stdout);
+    let prefix = m.prefix(l);
+    let bytes: usize = m
+        .tensors
+        .iter()
+        .filter(|(k, _)| k.starts_with(&format!("{prefix}.")))
+        .map(|(_, t)| t.bytes.len())
+        .sum();
+    for needle in [
+        "fp8, FP8 e4m3 with 16 x 16 block scales".to_string(),
+        format!("experts F8_E4M3 (per-expert, under model.layers.{{L}}.mlp), router BF16, {:.1} KiB per layer", bytes as f64 / 1024.0),
+    ] {
+        assert!(text.contains(&needle), "info lacks `{needle}`:\n{text}");
+    }
+
     // --device cuda is refused with one line, and nothing is written.
     let output2 = work.path().join("out2.safetensors");
     let out = Command::new(env!("CARGO_BIN_EXE_moe"))

@@ -374,6 +374,28 @@ pub struct WeightQuant {
     pub block: Option<[usize; 2]>,
 }
 
+impl WeightQuant {
+    /// The scale tensor of the quantized weight `weight_key` (`<module>.weight` ->
+    /// `<module>.<scale_name>`).
+    pub fn scale_key(&self, weight_key: &str) -> String {
+        match weight_key.strip_suffix(".weight") {
+            Some(module) => format!("{module}.{}", self.scale_name),
+            None => format!("{weight_key}_{}", self.scale_name),
+        }
+    }
+
+    /// A one-line description: the method and the scale layout.
+    pub fn describe(&self) -> String {
+        match self.block {
+            Some([r, c]) => format!("{}, FP8 e4m3 with {r} x {c} block scales", self.method),
+            None => format!(
+                "{}, FP8 e4m3 with per-channel or per-tensor scales",
+                self.method
+            ),
+        }
+    }
+}
+
 impl HfModelConfig {
     /// Parse `dir/config.json`, choosing the family from its `model_type`.
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {

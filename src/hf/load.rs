@@ -370,10 +370,7 @@ impl LoadExperts for QuantExperts {
                 .ok_or_else(|| stack_overflow(&key))?;
             ckpt.read_codes_into(&key, &shape, format.stored_name(), dst)?;
             at += r * c;
-            let scale_key = match key.strip_suffix(".weight") {
-                Some(module) => format!("{module}.{}", q.scale_name),
-                None => format!("{key}_{}", q.scale_name),
-            };
+            let scale_key = q.scale_key(&key);
             let meta = ckpt.meta(&scale_key)?;
             let values = ckpt.read::<f32>(&scale_key, &meta.shape)?;
             check_scales(&scale_key, &values)?;

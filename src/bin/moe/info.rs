@@ -129,6 +129,12 @@ pub fn main(args: Args) -> Result<()> {
             )
         }),
         (
+            "quantization",
+            cfg.quantization
+                .as_ref()
+                .map_or("none".into(), |q| q.describe()),
+        ),
+        (
             "config dtype",
             cfg.torch_dtype
                 .clone()
@@ -188,7 +194,12 @@ fn layer_format(
     let keys = MoeBlockKeys::resolve(ckpt, cfg, layer)?;
     let mut bytes = 0u64;
     for (key, _) in keys.tensors(&cfg.moe) {
-        bytes += ckpt.meta(&key)?.bytes as u64;
+        let meta = ckpt.meta(&key)?;
+        bytes += meta.bytes as u64;
+        // A quantized weight's scales count too.
+        if let (Some(q), None) = (&cfg.quantization, meta.dtype) {
+            bytes += ckpt.meta(&q.scale_key(&key))?.bytes as u64;
+        }
     }
     if cfg.moe.shared_experts.iter().any(|s| s.sigmoid_gate) {
         bytes += ckpt.meta(&keys.shared_gate())?.bytes as u64;
