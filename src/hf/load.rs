@@ -327,15 +327,9 @@ impl<W: Element> LoadExperts for Vec<W> {
             )));
         }
         let mut out = vec![W::default(); checked_mul(checked_mul(e, n, "experts")?, k, "experts")?];
-        let mut at = 0;
-        for (key, shape) in parts {
-            let len = shape.iter().product::<usize>();
-            let dst = out
-                .get_mut(at..at + len)
-                .ok_or_else(|| stack_overflow(&key))?;
-            ckpt.read_into(&key, &shape, dst)?;
-            at += len;
-        }
+        stack_parts(&mut out, parts, |key, shape, dst| {
+            ckpt.read_into(key, shape, dst)
+        })?;
         Ok(out)
     }
 }
@@ -357,20 +351,15 @@ impl LoadExperts for QuantExperts {
         let rows = checked_mul(e, n, "experts")?;
         let mut codes = vec![0u8; checked_mul(rows, k, "experts")?];
         let mut scales = Vec::with_capacity(checked_mul(rows, k.div_ceil(group), "scales")?);
-        let mut at = 0;
-        for (key, shape) in parts {
+        stack_parts(&mut codes, parts, |key, shape, dst| {
             let [r, c] = shape[..] else {
                 return Err(MoeError::UnsupportedModel(format!(
                     "`{key}`: quantized experts stored fused ({shape:?}) are not supported, only one \
                      matrix per expert"
                 )));
             };
-            let dst = codes
-                .get_mut(at..at + r * c)
-                .ok_or_else(|| stack_overflow(&key))?;
-            ckpt.read_codes_into(&key, &shape, format.stored_name(), dst)?;
-            at += r * c;
-            let scale_key = q.scale_key(&key);
+            ckpt.read_codes_into(key, shape, format.stored_name(), dst)?;
+            let scale_key = q.scale_key(key);
             let meta = ckpt.meta(&scale_key)?;
             let values = ckpt.read::<f32>(&scale_key, &meta.shape)?;
             check_scales(&scale_key, &values)?;
@@ -379,19 +368,38 @@ impl LoadExperts for QuantExperts {
                 shape: &meta.shape,
             };
             scales.extend(expand_scales(&scale_key, stored, [r, c], q.block, group)?);
-        }
+            Ok(())
+        })?;
         QuantExperts::new(format, [e, n, k], group, codes, scales)
     }
 }
 
-/// The error for stored parts with more rows than the experts' shape (the shapes are checked first,
-/// so this means the key lists disagree with the shape).
-fn stack_overflow(key: &str) -> MoeError {
-    MoeError::shape(
-        format!("`{key}`"),
-        "the rows left in the experts' shape",
-        "more",
-    )
+/// Read the stored matrices `parts` one after another into consecutive chunks of `out`, each as
+/// long as its part's element count: `read(key, shape, chunk)` fills one. Parts with more elements
+/// than `out` has left are an error (the shapes are checked first, so this means the key lists
+/// disagree with the storage's shape).
+fn stack_parts<T>(
+    out: &mut [T],
+    parts: &mut dyn Iterator<Item = (String, Vec<usize>)>,
+    mut read: impl FnMut(&str, &[usize], &mut [T]) -> Result<()>,
+) -> Result<()> {
+    let mut at = 0usize;
+    for (key, shape) in parts {
+        let len = shape.iter().product::<usize>();
+        let chunk = at
+            .checked_add(len)
+            .and_then(|end| out.get_mut(at..end))
+            .ok_or_else(|| {
+                MoeError::shape(
+                    format!("`{key}`"),
+                    "the rows left in the experts' shape",
+                    "more",
+                )
+            })?;
+        read(&key, &shape, chunk)?;
+        at += len;
+    }
+    Ok(())
 }
 
 /// Load layer `layer`'s MoE block from `ckpt` as described by `cfg`, in the crate's fused layout:
