@@ -11,7 +11,7 @@
 
 mod common;
 
-use cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut};
+use cudarc::driver::CudaSlice;
 use half::bf16;
 use moe_kernels::cpu::layer::{CpuMoeLayer, MoeWeights};
 use moe_kernels::cpu::routing::Routing;
@@ -312,30 +312,7 @@ fn raw_ranks_partial_sums_add_up_to_the_layer() {
             raw::layer_workspace_bytes(&cfg, DType::BF16, t, Some(map.num_local())).unwrap();
         let mut ws: CudaSlice<u8> = s.clone_htod(&vec![0x5Au8; bytes]).unwrap();
         let mut out = s.clone_htod(&vec![bf16::NAN; t * h]).unwrap();
-        {
-            let (x_ptr, _) = x_dev.device_ptr(s);
-            let (out_ptr, _) = out.device_ptr_mut(s);
-            let (ws_ptr, _) = ws.device_ptr_mut(s);
-            // SAFETY: every pointer is a live buffer of the device's context of the size the raw
-            // forward lists for this config and rank, all used on the device's stream only.
-            unsafe {
-                raw::reset_status(&dev, dev.raw_stream(), ws_ptr).unwrap();
-                raw::layer_forward(
-                    &dev,
-                    dev.raw_stream(),
-                    &cfg,
-                    DType::BF16,
-                    &weights,
-                    x_ptr,
-                    t,
-                    out_ptr,
-                    ws_ptr,
-                    bytes,
-                )
-                .unwrap();
-                raw::read_status(&dev, dev.raw_stream(), ws_ptr).unwrap();
-            }
-        }
+        common::raw_forward_checked(&dev, s, &cfg, &weights, &x_dev, t, &mut out, &mut ws);
         let part = s.clone_dtoh(&out).unwrap();
         sum.iter_mut()
             .zip(&part)

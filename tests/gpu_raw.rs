@@ -61,32 +61,7 @@ fn raw_forward_on_an_engine_stream_matches_the_safe_and_the_cpu_layer() {
         // A workspace larger than needed, of garbage bytes (the forward must not depend on them).
         let bytes = raw::layer_workspace_bytes(&cfg, DType::BF16, t, None).unwrap() + 4096;
         let mut ws: CudaSlice<u8> = engine.clone_htod(&vec![0xA5u8; bytes]).unwrap();
-        {
-            let (x_ptr, _) = x_dev.device_ptr(&engine);
-            let (out_ptr, _) = out.device_ptr_mut(&engine);
-            let (ws_ptr, _) = ws.device_ptr_mut(&engine);
-            let stream = engine.cu_stream().cast();
-            // SAFETY: x and out hold t * H bf16, the weights are the layer's uploaded buffers for
-            // `cfg`, the workspace holds `bytes` bytes, all in the device's context and used on
-            // `engine` only; read_status synchronises `engine` before they are used elsewhere.
-            unsafe {
-                raw::reset_status(&dev, stream, ws_ptr).unwrap();
-                raw::layer_forward(
-                    &dev,
-                    stream,
-                    &cfg,
-                    DType::BF16,
-                    &weights,
-                    x_ptr,
-                    t,
-                    out_ptr,
-                    ws_ptr,
-                    bytes,
-                )
-                .unwrap();
-                raw::read_status(&dev, stream, ws_ptr).unwrap();
-            }
-        }
+        common::raw_forward_checked(&dev, &engine, &cfg, &weights, &x_dev, t, &mut out, &mut ws);
         let got = engine.clone_dtoh(&out).unwrap();
         let ws_host = engine.clone_dtoh(&ws).unwrap();
 

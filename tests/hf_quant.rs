@@ -91,10 +91,7 @@ fn dequant(m: &TinyModel, key: &str, block: Option<[usize; 2]>) -> Vec<f64> {
 fn oracle_weights(m: &TinyModel, l: usize, block: Option<[usize; 2]>) -> MoeWeights<f32> {
     let plain = &m.layers[&l];
     let p = m.prefix(l);
-    let names = match m.family {
-        ModelFamily::Mixtral | ModelFamily::MinimaxM2 => ["w1", "w3", "w2"],
-        _ => ["gate_proj", "up_proj", "down_proj"],
-    };
+    let names = m.expert_names();
     let f32s = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect::<Vec<f32>>();
     let mut gate_up = vec![];
     let mut down = vec![];
@@ -112,10 +109,9 @@ fn oracle_weights(m: &TinyModel, l: usize, block: Option<[usize; 2]>) -> MoeWeig
         .shared
         .iter()
         .map(|sw| {
-            let sp = match m.family {
-                ModelFamily::Qwen2Moe => format!("{p}.shared_expert"),
-                _ => format!("{p}.shared_experts"),
-            };
+            let sp = m
+                .shared_prefix(l)
+                .expect("a shared expert inside the block");
             let mut gu = dequant(m, &format!("{sp}.gate_proj.weight"), block);
             gu.extend(dequant(m, &format!("{sp}.up_proj.weight"), block));
             moe_kernels::cpu::layer::SharedExpertWeights {

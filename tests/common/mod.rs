@@ -464,6 +464,50 @@ pub fn raw_weights(
     }
 }
 
+/// One raw forward (`raw::layer_forward`) of `t` bf16 tokens `x` into `out` on `stream`, in the
+/// workspace `ws` (all of it), with the status record reset before and read after; reading it
+/// synchronises `stream`. Panics on any error.
+#[allow(clippy::too_many_arguments)]
+pub fn raw_forward_checked(
+    dev: &moe_kernels::gpu::Device,
+    stream: &std::sync::Arc<cudarc::driver::CudaStream>,
+    cfg: &moe_kernels::MoeConfig,
+    weights: &moe_kernels::raw::RawLayerWeights,
+    x: &cudarc::driver::CudaSlice<half::bf16>,
+    t: usize,
+    out: &mut cudarc::driver::CudaSlice<half::bf16>,
+    ws: &mut cudarc::driver::CudaSlice<u8>,
+) {
+    use cudarc::driver::{DevicePtr, DevicePtrMut};
+    use moe_kernels::raw;
+    let bytes = ws.len();
+    let (x_ptr, _) = x.device_ptr(stream);
+    let (out_ptr, _) = out.device_ptr_mut(stream);
+    let (ws_ptr, _) = ws.device_ptr_mut(stream);
+    let s = stream.cu_stream().cast();
+    // SAFETY: x and out are live device buffers of the device's context holding t * H bf16 (the
+    // callers size them so), the weights are an uploaded layer's buffers for `cfg`, the workspace
+    // holds `bytes` bytes; all are used on `stream` only, and read_status synchronises it before
+    // the guards drop.
+    unsafe {
+        raw::reset_status(dev, s, ws_ptr).unwrap();
+        raw::layer_forward(
+            dev,
+            s,
+            cfg,
+            moe_kernels::DType::BF16,
+            weights,
+            x_ptr,
+            t,
+            out_ptr,
+            ws_ptr,
+            bytes,
+        )
+        .unwrap();
+        raw::read_status(dev, s, ws_ptr).unwrap();
+    }
+}
+
 /// Whether the GPU tests run on the emulated GPU (cases too large for it use a scaled-down twin).
 pub fn emulated() -> bool {
     backend::emulated()

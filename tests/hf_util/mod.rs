@@ -457,10 +457,7 @@ impl TinyModel {
             gate_up = gu;
             down = dn;
         } else {
-            let names = match fam {
-                ModelFamily::Mixtral | ModelFamily::MinimaxM2 => ["w1", "w3", "w2"],
-                _ => ["gate_proj", "up_proj", "down_proj"],
-            };
+            let names = self.expert_names();
             for e in 0..E {
                 let p = format!("{prefix}.experts.{e}");
                 let g = self.put_f32(rng, &format!("{p}.{}.weight", names[0]), vec![I, H], 0.2);
@@ -472,14 +469,7 @@ impl TinyModel {
             }
         }
         let mut shared = vec![];
-        let shared_prefix = match fam {
-            ModelFamily::Qwen2Moe => Some(format!("{prefix}.shared_expert")),
-            ModelFamily::DeepseekV2 | ModelFamily::DeepseekV3 | ModelFamily::Ernie45Moe => {
-                Some(format!("{prefix}.shared_experts"))
-            }
-            ModelFamily::HunyuanV1Moe => Some(format!("{prefix}.shared_mlp")),
-            _ => None,
-        };
+        let shared_prefix = self.shared_prefix(l);
         if fam == ModelFamily::GraniteMoe {
             // Granite's shared MLP sits beside the block, its gate and up fused in one matrix.
             let is = self.moe.shared_experts[0].intermediate_size;
@@ -528,6 +518,29 @@ impl TinyModel {
     /// The first MoE layer.
     pub fn moe_layer_no(&self) -> usize {
         *self.layers.keys().next().unwrap()
+    }
+
+    /// The per-expert gate, up and down projections' names.
+    pub fn expert_names(&self) -> [&'static str; 3] {
+        match self.family {
+            ModelFamily::Mixtral | ModelFamily::MinimaxM2 => ["w1", "w3", "w2"],
+            _ => ["gate_proj", "up_proj", "down_proj"],
+        }
+    }
+
+    /// The prefix of layer `l`'s shared expert inside the block, with separate `gate_proj`,
+    /// `up_proj` and `down_proj`; `None` for families without one (and for Granite, whose fused
+    /// `shared_mlp` sits beside the block).
+    pub fn shared_prefix(&self, l: usize) -> Option<String> {
+        let prefix = self.prefix(l);
+        match self.family {
+            ModelFamily::Qwen2Moe => Some(format!("{prefix}.shared_expert")),
+            ModelFamily::DeepseekV2 | ModelFamily::DeepseekV3 | ModelFamily::Ernie45Moe => {
+                Some(format!("{prefix}.shared_experts"))
+            }
+            ModelFamily::HunyuanV1Moe => Some(format!("{prefix}.shared_mlp")),
+            _ => None,
+        }
     }
 
     /// The key prefix of layer `l`'s MoE block in this checkpoint.
