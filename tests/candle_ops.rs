@@ -2,13 +2,17 @@
 //! routing oracle of `tests/common`), on fresh seeded random data; and the typed errors for
 //! non-contiguous, wrong-dtype and wrong-shape inputs. Start offsets (a `narrow` of the first
 //! dimension) are handled: every oracle case runs on such a view.
+//!
+//! Every test runs on the CPU and, with the `candle-cuda` feature, on CUDA device 0 as well (a real
+//! GPU, or the emulated one): `scripts/check-engine-builds.sh` runs this file in the stand-in engine
+//! of `tests/engine-consumer`, on the emulated GPU, with candle's CUDA backend linked.
 #![cfg(feature = "candle")]
 
 mod common;
 
 use candle_core::{DType, Device, Tensor};
 use common::oracle::{self, Route};
-use moe_kernels::candle::{self as mc, MoeBlock};
+use moe_kernels::candle::{self as mc, CandleElement, MoeBlock};
 use moe_kernels::cpu::layer::MoeWeights;
 use moe_kernels::{Activation, ActivationKind, MoeConfig, MoeError, RoutingConfig};
 use rand::rngs::StdRng;
@@ -16,9 +20,31 @@ use rand::Rng;
 
 const CPU: Device = Device::Cpu;
 
-/// `values` as a `dims` tensor of `dtype` that starts at a nonzero offset into its storage: a
-/// `narrow` of a larger tensor along the first dimension (contiguous, offset `dims[1..]` elements).
-fn offset_tensor(values: &[f32], dims: &[usize], dtype: DType) -> Tensor {
+/// The devices every test runs on: the CPU and, with `candle-cuda`, CUDA device 0 on a stream of its
+/// own (not the null stream), which a `candle-cuda` build requires.
+fn devices() -> Vec<Device> {
+    #[allow(unused_mut)]
+    let mut devices = vec![CPU];
+    #[cfg(feature = "candle-cuda")]
+    devices.push(
+        Device::new_cuda_with_stream(0)
+            .unwrap_or_else(|e| panic!("the candle-cuda tests need CUDA device 0: {e}")),
+    );
+    devices
+}
+
+/// Runs `check` once per device of [`devices`], each with a fresh seeded generator.
+fn on_every_device(test: &str, check: impl Fn(&mut StdRng, &Device)) {
+    for dev in devices() {
+        let mut rng = common::rng(&format!("{test} on {:?}", dev.location()));
+        check(&mut rng, &dev);
+    }
+}
+
+/// `values` as a `dims` tensor of `dtype` on `dev` that starts at a nonzero offset into its storage:
+/// a `narrow` of a larger tensor along the first dimension (contiguous, offset `dims[1..]` elements).
+/// The values are rounded to `dtype` on the CPU, then copied.
+fn offset_tensor(values: &[f32], dims: &[usize], dtype: DType, dev: &Device) -> Tensor {
     let row: usize = dims[1..].iter().product();
     let mut padded = vec![7.0f32; row];
     padded.extend_from_slice(values);
@@ -29,20 +55,34 @@ fn offset_tensor(values: &[f32], dims: &[usize], dtype: DType) -> Tensor {
         .unwrap()
         .to_dtype(dtype)
         .unwrap()
+        .to_device(dev)
+        .unwrap()
         .narrow(0, 1, dims[0])
         .unwrap();
     assert!(t.is_contiguous() && t.layout().start_offset() == row);
     t
 }
 
-/// The values of `t` as they are stored (after rounding to its dtype), widened to f64.
+/// The values of `t` as they are stored (after rounding to its dtype), widened to f64 on the CPU.
 fn f64_values(t: &Tensor) -> Vec<f64> {
-    t.flatten_all()
+    t.to_device(&CPU)
+        .unwrap()
+        .flatten_all()
         .unwrap()
         .to_dtype(DType::F64)
         .unwrap()
         .to_vec1::<f64>()
         .unwrap()
+}
+
+/// The types the GEMMs take on `dev`: CUDA's tensor cores take bf16 and f16 (f32 is refused, see
+/// `bad_inputs_give_typed_errors`).
+fn gemm_dtypes(dev: &Device) -> &'static [DType] {
+    if dev.is_cpu() {
+        &[DType::F32, DType::BF16, DType::F16]
+    } else {
+        &[DType::BF16, DType::F16]
+    }
 }
 
 fn rel_tol(dtype: DType) -> f64 {
@@ -54,18 +94,21 @@ fn rel_tol(dtype: DType) -> f64 {
 
 #[test]
 fn route_matches_oracle() {
-    let mut rng = common::rng("route_matches_oracle");
+    on_every_device("route_matches_oracle", route_matches_oracle_on);
+}
+
+fn route_matches_oracle_on(rng: &mut StdRng, dev: &Device) {
     for case in 0..40 {
         let e = [4usize, 8, 16, 60, 128][case % 5];
-        let cfg = common::random_routing_config(&mut rng, e);
+        let cfg = common::random_routing_config(rng, e);
         let k = cfg.top_k;
         let t = rng.random_range(1..40);
         let dtype = [DType::F32, DType::BF16, DType::F16][case % 3];
-        let logits = offset_tensor(&common::randn(&mut rng, t * e, 2.0), &[t, e], dtype);
-        let bias = cfg.correction_bias.then(|| common::randn(&mut rng, e, 0.1));
+        let logits = offset_tensor(&common::randn(rng, t * e, 2.0), &[t, e], dtype, dev);
+        let bias = cfg.correction_bias.then(|| common::randn(rng, e, 0.1));
         let bias_t = bias
             .as_ref()
-            .map(|b| Tensor::from_slice(b, e, &CPU).unwrap());
+            .map(|b| Tensor::from_slice(b, e, dev).unwrap());
         let (ids, weights) = mc::route(&logits, bias_t.as_ref(), &cfg)
             .unwrap_or_else(|err| panic!("case {case} {cfg:?}: {err}"));
         assert_eq!((ids.dims(), ids.dtype()), (&[t, k][..], DType::U32));
@@ -113,7 +156,7 @@ fn oracle_permutation(ids: &[u32], e: usize) -> (Vec<i64>, Vec<i64>, Vec<i64>) {
 }
 
 /// Random distinct ids `[T, k]` as a `u32` tensor (with a start offset), and their values.
-fn random_ids(rng: &mut StdRng, t: usize, e: usize, k: usize) -> (Tensor, Vec<u32>) {
+fn random_ids(rng: &mut StdRng, t: usize, e: usize, k: usize, dev: &Device) -> (Tensor, Vec<u32>) {
     let (hot, skew) = (rng.random_bool(0.2), rng.random_bool(0.3));
     let ids: Vec<u32> = common::random_ids(rng, t, e, k, hot, skew)
         .into_iter()
@@ -121,7 +164,7 @@ fn random_ids(rng: &mut StdRng, t: usize, e: usize, k: usize) -> (Tensor, Vec<u3
         .collect();
     let mut padded = vec![0u32; k];
     padded.extend(&ids);
-    let tensor = Tensor::from_vec(padded, (t + 1, k), &CPU)
+    let tensor = Tensor::from_vec(padded, (t + 1, k), dev)
         .unwrap()
         .narrow(0, 1, t)
         .unwrap();
@@ -130,13 +173,19 @@ fn random_ids(rng: &mut StdRng, t: usize, e: usize, k: usize) -> (Tensor, Vec<u3
 
 #[test]
 fn permute_and_gather_match_oracle() {
-    let mut rng = common::rng("permute_and_gather_match_oracle");
+    on_every_device(
+        "permute_and_gather_match_oracle",
+        permute_and_gather_match_oracle_on,
+    );
+}
+
+fn permute_and_gather_match_oracle_on(rng: &mut StdRng, dev: &Device) {
     for case in 0..30 {
         let e = [1usize, 5, 16, 64][case % 4];
         let k = rng.random_range(1..=e.min(8));
         let t = rng.random_range(0..50);
         let h = rng.random_range(1..70);
-        let (ids_t, ids) = random_ids(&mut rng, t, e, k);
+        let (ids_t, ids) = random_ids(rng, t, e, k, dev);
         let perm = mc::permute(&ids_t, e).unwrap();
         assert_eq!(
             (
@@ -162,7 +211,7 @@ fn permute_and_gather_match_oracle() {
         assert_eq!(as_vec(perm.slot_row().unwrap()), slot_row, "case {case}");
 
         let dtype = [DType::F32, DType::BF16, DType::F16][case % 3];
-        let x = offset_tensor(&common::randn(&mut rng, t * h, 1.0), &[t, h], dtype);
+        let x = offset_tensor(&common::randn(rng, t * h, 1.0), &[t, h], dtype, dev);
         let gathered = mc::gather(&x, &perm).unwrap();
         assert_eq!(
             (gathered.dims(), gathered.dtype()),
@@ -182,7 +231,13 @@ fn permute_and_gather_match_oracle() {
 
 #[test]
 fn grouped_gemm_matches_oracle() {
-    let mut rng = common::rng("grouped_gemm_matches_oracle");
+    on_every_device(
+        "grouped_gemm_matches_oracle",
+        grouped_gemm_matches_oracle_on,
+    );
+}
+
+fn grouped_gemm_matches_oracle_on(rng: &mut StdRng, dev: &Device) {
     let acts = [
         None,
         Some(Activation::SWIGLU),
@@ -201,16 +256,18 @@ fn grouped_gemm_matches_oracle() {
         let t = rng.random_range(1..20);
         let (kk, n) = (rng.random_range(1..80), 2 * rng.random_range(1..40));
         let act = acts[case % 4];
-        let dtype = [DType::F32, DType::BF16, DType::F16][(case / 4) % 3];
-        let (ids_t, ids) = random_ids(&mut rng, t, e, k);
+        let dtypes = gemm_dtypes(dev);
+        let dtype = dtypes[(case / 4) % dtypes.len()];
+        let (ids_t, ids) = random_ids(rng, t, e, k, dev);
         let perm = mc::permute(&ids_t, e).unwrap();
         let rows = t * k;
-        let x = offset_tensor(&common::randn(&mut rng, rows * kk, 1.0), &[rows, kk], dtype);
+        let x = offset_tensor(&common::randn(rng, rows * kk, 1.0), &[rows, kk], dtype, dev);
         let scale = 1.0 / (kk as f32).sqrt();
         let w = offset_tensor(
-            &common::randn(&mut rng, e * n * kk, scale),
+            &common::randn(rng, e * n * kk, scale),
             &[e, n, kk],
             dtype,
+            dev,
         );
         let y =
             mc::grouped_gemm(&x, &w, &perm, act).unwrap_or_else(|err| panic!("case {case}: {err}"));
@@ -254,24 +311,27 @@ fn grouped_gemm_matches_oracle() {
 
 #[test]
 fn combine_matches_oracle() {
-    let mut rng = common::rng("combine_matches_oracle");
+    on_every_device("combine_matches_oracle", combine_matches_oracle_on);
+}
+
+fn combine_matches_oracle_on(rng: &mut StdRng, dev: &Device) {
     for case in 0..30 {
         let e = [2usize, 8, 32][case % 3];
         let k = rng.random_range(1..=e.min(6));
         let t = rng.random_range(1..40);
         let h = rng.random_range(1..70);
         let dtype = [DType::F32, DType::BF16, DType::F16][case % 3];
-        let (ids_t, ids) = random_ids(&mut rng, t, e, k);
+        let (ids_t, ids) = random_ids(rng, t, e, k, dev);
         let perm = mc::permute(&ids_t, e).unwrap();
-        let y = offset_tensor(&common::randn(&mut rng, t * k * h, 1.0), &[t * k, h], dtype);
-        let w = offset_tensor(&common::randn(&mut rng, t * k, 1.0), &[t, k], DType::F32);
+        let y = offset_tensor(&common::randn(rng, t * k * h, 1.0), &[t * k, h], dtype, dev);
+        let w = offset_tensor(&common::randn(rng, t * k, 1.0), &[t, k], DType::F32, dev);
         // The shared output in f32 or in the experts' type, or none.
         let shared = match (case / 3) % 3 {
             0 => None,
             1 => Some(DType::F32),
             _ => Some(dtype),
         }
-        .map(|d| offset_tensor(&common::randn(&mut rng, t * h, 1.0), &[t, h], d));
+        .map(|d| offset_tensor(&common::randn(rng, t * h, 1.0), &[t, h], d, dev));
         let out = mc::combine(&y, &perm, &w, shared.as_ref())
             .unwrap_or_else(|err| panic!("case {case}: {err}"));
         assert_eq!((out.dims(), out.dtype()), (&[t, h][..], dtype));
@@ -309,12 +369,17 @@ fn qwen3_small(h: usize, i: usize, e: usize, k: usize) -> MoeConfig {
     cfg
 }
 
-/// The oracle output `[T, H]` of a block without shared experts on `x` `[T, H]`, or `None` when a
-/// token's k-th and (k+1)-th choices are a near-tie.
-fn oracle_block(cfg: &MoeConfig, x: &[f64], w: &MoeWeights<f32>) -> Option<Vec<f64>> {
+/// The oracle output `[T, H]` of a block on `x` `[T, H]`, with its shared experts or not, or `None`
+/// when a token's k-th and (k+1)-th choices are a near-tie.
+fn oracle_block<W: moe_kernels::Element>(
+    cfg: &MoeConfig,
+    x: &[f64],
+    w: &MoeWeights<W>,
+    shared: bool,
+) -> Option<Vec<f64>> {
     let (h, e, k) = (cfg.hidden_size, cfg.routing.num_experts, cfg.routing.top_k);
     let route = Route::of(&cfg.routing, None);
-    let router = common::f64s(&w.router);
+    let router: Vec<f64> = w.router.iter().map(|v| v.to_f32() as f64).collect();
     let mut out = vec![];
     for xt in x.chunks(h) {
         let o = oracle::route_row(&route, &oracle::matvec(&router, e, h, xt));
@@ -325,29 +390,35 @@ fn oracle_block(cfg: &MoeConfig, x: &[f64], w: &MoeWeights<f32>) -> Option<Vec<f
                 return None;
             }
         }
-        out.extend(oracle::layer_token(cfg, w, xt, &o.ids, &o.weights, false));
+        out.extend(oracle::layer_token(cfg, w, xt, &o.ids, &o.weights, shared));
     }
     Some(out)
 }
 
 #[test]
 fn block_matches_oracle() {
-    let mut rng = common::rng("block_matches_oracle");
+    on_every_device("block_matches_oracle", block_matches_oracle_on);
+}
+
+fn block_matches_oracle_on(rng: &mut StdRng, dev: &Device) {
     for case in 0..6 {
         let cfg = qwen3_small(64, 32, 16, [1, 2, 8][case % 3]);
         let (h, i, e) = (64, 32, 16);
-        let dtype = [DType::F32, DType::BF16][case % 2];
+        let dtypes = gemm_dtypes(dev);
+        let dtype = dtypes[(case + case / 3) % dtypes.len()];
         let hs = 1.0 / (h as f32).sqrt();
-        let router = offset_tensor(&common::randn(&mut rng, e * h, hs), &[e, h], dtype);
+        let router = offset_tensor(&common::randn(rng, e * h, hs), &[e, h], dtype, dev);
         let gate_up = offset_tensor(
-            &common::randn(&mut rng, e * 2 * i * h, 2.0 * hs),
+            &common::randn(rng, e * 2 * i * h, 2.0 * hs),
             &[e, 2 * i, h],
             dtype,
+            dev,
         );
         let down = offset_tensor(
-            &common::randn(&mut rng, e * h * i, 1.0 / (i as f32).sqrt()),
+            &common::randn(rng, e * h * i, 1.0 / (i as f32).sqrt()),
             &[e, h, i],
             dtype,
+            dev,
         );
         let block = MoeBlock::from_tensors(cfg.clone(), &router, &gate_up, &down).unwrap();
         assert_eq!((block.dtype(), block.config()), (dtype, &cfg));
@@ -363,8 +434,8 @@ fn block_matches_oracle() {
         let (b, s) = (2, rng.random_range(1..9));
         // Redraw the (rare) inputs with a near-tie in the routing, which f32 rounding decides.
         let (xs, want) = loop {
-            let xs = offset_tensor(&common::randn(&mut rng, b * s * h, 1.0), &[b, s, h], dtype);
-            if let Some(want) = oracle_block(&cfg, &f64_values(&xs), &w32) {
+            let xs = offset_tensor(&common::randn(rng, b * s * h, 1.0), &[b, s, h], dtype, dev);
+            if let Some(want) = oracle_block(&cfg, &f64_values(&xs), &w32, false) {
                 break (xs, want);
             }
         };
@@ -382,23 +453,46 @@ fn block_matches_oracle() {
 }
 
 #[test]
-fn block_from_host_weights_with_shared_experts_matches_cpu_layer() {
-    let mut rng = common::rng("block_from_host_weights_with_shared_experts_matches_cpu_layer");
-    let cfg = common::scaled(MoeConfig::qwen2_moe_a2_7b(), 64, 32);
-    let weights = common::random_layer_weights::<f32>(&mut rng, &cfg, false);
-    let t = 9;
-    let x = common::randn(&mut rng, t * cfg.hidden_size, 1.0);
-    let reference = moe_kernels::cpu::layer::CpuMoeLayer::new(cfg.clone(), weights.clone())
-        .unwrap()
-        .forward(moe_kernels::MatRef::new("x", &x, t, cfg.hidden_size).unwrap())
-        .unwrap();
-    let block = MoeBlock::new(cfg.clone(), weights, &CPU).unwrap();
-    let xs = offset_tensor(&x, &[t, cfg.hidden_size], DType::F32);
-    let out = block.forward(&xs).unwrap();
-    assert_eq!(
-        out.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-        reference.hidden
+fn block_from_host_weights_with_shared_experts_matches_oracle() {
+    on_every_device(
+        "block_from_host_weights_with_shared_experts_matches_oracle",
+        |rng, dev| match dev {
+            // CUDA's tensor cores take bf16 and f16.
+            Device::Cpu => block_from_host_weights_case::<f32>(rng, dev),
+            _ => block_from_host_weights_case::<half::bf16>(rng, dev),
+        },
     );
+}
+
+/// A Qwen2-MoE-shaped block (shared expert with its gate) from host weights of type `W`, against
+/// the oracle; on the CPU also bit for bit against the CPU layer it wraps.
+fn block_from_host_weights_case<W: CandleElement>(rng: &mut StdRng, dev: &Device) {
+    let cfg = common::scaled(MoeConfig::qwen2_moe_a2_7b(), 64, 32);
+    let weights = common::random_layer_weights::<W>(rng, &cfg, false);
+    let (t, h) = (9, cfg.hidden_size);
+    let (x, xs, want) = loop {
+        let x = common::randn(rng, t * h, 1.0);
+        let xs = offset_tensor(&x, &[t, h], <W as candle_core::WithDType>::DTYPE, dev);
+        if let Some(want) = oracle_block(&cfg, &f64_values(&xs), &weights, true) {
+            break (x, xs, want);
+        }
+    };
+    let block = MoeBlock::new(cfg.clone(), weights.clone(), dev).unwrap();
+    let out = block.forward(&xs).unwrap();
+    common::assert_close(
+        &format!("block on {:?}", dev.location()),
+        &f64_values(&out),
+        &want,
+        rel_tol(<W as candle_core::WithDType>::DTYPE),
+    );
+    if dev.is_cpu() {
+        let reference = moe_kernels::cpu::layer::CpuMoeLayer::new(cfg.clone(), weights)
+            .unwrap()
+            .forward(moe_kernels::MatRef::new("x", &x, t, h).unwrap())
+            .unwrap();
+        let out: Vec<f32> = f64_values(&out).iter().map(|&v| v as f32).collect();
+        assert_eq!(out, reference.hidden);
+    }
     assert!(block.check_device_status().is_ok());
 }
 
@@ -415,10 +509,22 @@ macro_rules! assert_err {
 
 #[test]
 fn bad_inputs_give_typed_errors() {
-    let mut rng = common::rng("bad_inputs_give_typed_errors");
+    on_every_device(
+        "bad_inputs_give_typed_errors",
+        bad_inputs_give_typed_errors_on,
+    );
+}
+
+fn bad_inputs_give_typed_errors_on(rng: &mut StdRng, dev: &Device) {
     let (t, e, k, h) = (5, 8, 2, 16);
+    // The GEMMs' type, and another one; CUDA's tensor cores take bf16 and f16.
+    let (float, other) = if dev.is_cpu() {
+        (DType::F32, DType::BF16)
+    } else {
+        (DType::BF16, DType::F16)
+    };
     let cfg = RoutingConfig::softmax_topk(e, k, true);
-    let logits = Tensor::from_vec(common::randn(&mut rng, t * e, 1.0), (t, e), &CPU).unwrap();
+    let logits = Tensor::from_vec(common::randn(rng, t * e, 1.0), (t, e), dev).unwrap();
 
     // Routing.
     assert_err!(
@@ -449,7 +555,7 @@ fn bad_inputs_give_typed_errors() {
         correction_bias: true,
         ..cfg.clone()
     };
-    let bias = Tensor::from_vec(common::randn(&mut rng, e, 0.1), e, &CPU).unwrap();
+    let bias = Tensor::from_vec(common::randn(rng, e, 0.1), e, dev).unwrap();
     assert_err!(
         mc::route(&logits, Some(&bias.reshape((1, e)).unwrap()), &biased),
         MoeError::ShapeMismatch { .. }
@@ -462,9 +568,9 @@ fn bad_inputs_give_typed_errors() {
         mc::route(&logits, Some(&bias), &cfg),
         MoeError::InvalidConfig(_)
     );
-    let mut bad = common::randn(&mut rng, t * e, 1.0);
+    let mut bad = common::randn(rng, t * e, 1.0);
     bad[3 * e + 2] = f32::NAN;
-    let bad = Tensor::from_vec(bad, (t, e), &CPU).unwrap();
+    let bad = Tensor::from_vec(bad, (t, e), dev).unwrap();
     assert_err!(
         mc::route(&bad, None, &cfg),
         MoeError::NonFinite {
@@ -492,7 +598,10 @@ fn bad_inputs_give_typed_errors() {
     let perm = mc::permute(&ids, e).unwrap();
 
     // Gather.
-    let x = Tensor::from_vec(common::randn(&mut rng, t * h, 1.0), (t, h), &CPU).unwrap();
+    let x = Tensor::from_vec(common::randn(rng, t * h, 1.0), (t, h), dev)
+        .unwrap()
+        .to_dtype(float)
+        .unwrap();
     assert_err!(
         mc::gather(&x.narrow(0, 0, t - 1).unwrap(), &perm),
         MoeError::ShapeMismatch { .. }
@@ -501,7 +610,7 @@ fn bad_inputs_give_typed_errors() {
         mc::gather(&x.to_dtype(DType::F64).unwrap(), &perm),
         MoeError::CandleDType { .. }
     );
-    let square = Tensor::from_vec(common::randn(&mut rng, t * t, 1.0), (t, t), &CPU).unwrap();
+    let square = Tensor::from_vec(common::randn(rng, t * t, 1.0), (t, t), dev).unwrap();
     assert_err!(
         mc::gather(&square.t().unwrap(), &perm),
         MoeError::NonContiguous { .. }
@@ -509,11 +618,14 @@ fn bad_inputs_give_typed_errors() {
     let gathered = mc::gather(&x, &perm).unwrap();
 
     // Grouped GEMM.
-    let w = Tensor::from_vec(common::randn(&mut rng, e * 6 * h, 1.0), (e, 6, h), &CPU).unwrap();
+    let w = Tensor::from_vec(common::randn(rng, e * 6 * h, 1.0), (e, 6, h), dev)
+        .unwrap()
+        .to_dtype(float)
+        .unwrap();
     let act = Some(Activation::SWIGLU);
     assert!(mc::grouped_gemm(&gathered, &w, &perm, act).is_ok());
     assert_err!(
-        mc::grouped_gemm(&gathered, &w.to_dtype(DType::BF16).unwrap(), &perm, act),
+        mc::grouped_gemm(&gathered, &w.to_dtype(other).unwrap(), &perm, act),
         MoeError::CandleDType { .. }
     );
     assert_err!(
@@ -532,14 +644,17 @@ fn bad_inputs_give_typed_errors() {
         mc::grouped_gemm(&gathered, &w.transpose(1, 2).unwrap(), &perm, None),
         MoeError::ShapeMismatch { .. } | MoeError::NonContiguous { .. }
     );
-    let wt = Tensor::from_vec(common::randn(&mut rng, e * h * h, 1.0), (e, h, h), &CPU).unwrap();
+    let wt = Tensor::from_vec(common::randn(rng, e * h * h, 1.0), (e, h, h), dev)
+        .unwrap()
+        .to_dtype(float)
+        .unwrap();
     assert_err!(
         mc::grouped_gemm(&gathered, &wt.transpose(1, 2).unwrap(), &perm, None),
         MoeError::NonContiguous { .. }
     );
 
     // Combine.
-    let weights = Tensor::from_vec(common::randn(&mut rng, t * k, 1.0), (t, k), &CPU).unwrap();
+    let weights = Tensor::from_vec(common::randn(rng, t * k, 1.0), (t, k), dev).unwrap();
     assert!(mc::combine(&gathered, &perm, &weights, None).is_ok());
     assert_err!(
         mc::combine(
@@ -577,18 +692,33 @@ fn bad_inputs_give_typed_errors() {
         ),
         MoeError::CandleDType { .. }
     );
-    let mut nan = common::randn(&mut rng, t * k, 1.0);
+    let mut nan = common::randn(rng, t * k, 1.0);
     nan[1] = f32::INFINITY;
-    let nan = Tensor::from_vec(nan, (t, k), &CPU).unwrap();
-    assert_err!(
-        mc::combine(&gathered, &perm, &nan, None),
-        MoeError::NonFinite { .. }
-    );
+    let nan = Tensor::from_vec(nan, (t, k), dev).unwrap();
+    if dev.is_cpu() {
+        assert_err!(
+            mc::combine(&gathered, &perm, &nan, None),
+            MoeError::NonFinite { .. }
+        );
+    } else {
+        // On CUDA the weights are not checked (that would wait for the device): the non-finite
+        // weight makes its own token's output non-finite, and only that token's.
+        let out = f64_values(&mc::combine(&gathered, &perm, &nan, None).unwrap());
+        let finite_rows: Vec<bool> = out
+            .chunks(h)
+            .map(|row| row.iter().all(|v| v.is_finite()))
+            .collect();
+        assert_eq!(finite_rows, [false, true, true, true, true]);
+    }
 
     // The block.
     let mcfg = qwen3_small(h, 8, e, k);
-    let mut block_w =
-        |n: usize| Tensor::from_vec(common::randn(&mut rng, n, 0.3), n, &CPU).unwrap();
+    let mut block_w = |n: usize| {
+        Tensor::from_vec(common::randn(rng, n, 0.3), n, dev)
+            .unwrap()
+            .to_dtype(float)
+            .unwrap()
+    };
     let (router, gate_up, down) = (
         block_w(e * h).reshape((e, h)).unwrap(),
         block_w(e * 16 * h).reshape((e, 16, h)).unwrap(),
@@ -597,14 +727,17 @@ fn bad_inputs_give_typed_errors() {
     let block = MoeBlock::from_tensors(mcfg.clone(), &router, &gate_up, &down).unwrap();
     assert!(block.forward(&x).is_ok());
     assert_err!(
-        block.forward(&x.to_dtype(DType::BF16).unwrap()),
+        block.forward(&x.to_dtype(other).unwrap()),
         MoeError::CandleDType { .. }
     );
     assert_err!(
         block.forward(&x.narrow(1, 0, h - 1).unwrap().contiguous().unwrap()),
         MoeError::ShapeMismatch { .. }
     );
-    let xt = Tensor::from_vec(common::randn(&mut rng, h * t, 1.0), (h, t), &CPU).unwrap();
+    let xt = Tensor::from_vec(common::randn(rng, h * t, 1.0), (h, t), dev)
+        .unwrap()
+        .to_dtype(float)
+        .unwrap();
     assert_err!(
         block.forward(&xt.t().unwrap()),
         MoeError::NonContiguous { .. }
@@ -617,7 +750,7 @@ fn bad_inputs_give_typed_errors() {
         MoeBlock::from_tensors(
             mcfg.clone(),
             &router,
-            &gate_up.to_dtype(DType::BF16).unwrap(),
+            &gate_up.to_dtype(other).unwrap(),
             &down
         ),
         MoeError::CandleDType { .. }
@@ -632,9 +765,35 @@ fn bad_inputs_give_typed_errors() {
         MoeError::CandleDType { .. }
     );
     // Through `Module`, the same error as a candle error.
-    let err = x.to_dtype(DType::BF16).unwrap().apply(&block).unwrap_err();
+    let err = x.to_dtype(other).unwrap().apply(&block).unwrap_err();
     assert!(
         err.to_string().contains("dtype mismatch for hidden states"),
         "{err}"
     );
+
+    // Arguments on another device than the call's first one: the op's own error, or candle's
+    // where candle compares the devices of a custom op's tensors first.
+    if !dev.is_cpu() {
+        let on_cpu = |t: &Tensor| t.to_device(&CPU).unwrap();
+        assert_err!(mc::gather(&on_cpu(&x), &perm), MoeError::Unsupported(_));
+        assert_err!(
+            mc::combine(&gathered, &perm, &on_cpu(&weights), None),
+            MoeError::Unsupported(_) | MoeError::Candle(_)
+        );
+        assert_err!(
+            mc::grouped_gemm(&gathered, &on_cpu(&w), &perm, act),
+            MoeError::Unsupported(_) | MoeError::Candle(_)
+        );
+        assert_err!(block.forward(&on_cpu(&x)), MoeError::Unsupported(_));
+        // f32 GEMMs: the tensor cores do not take them.
+        let f32 = |t: &Tensor| t.to_dtype(DType::F32).unwrap();
+        assert_err!(
+            mc::grouped_gemm(&f32(&gathered), &f32(&w), &perm, act),
+            MoeError::Unsupported(_)
+        );
+        assert_err!(
+            MoeBlock::from_tensors(mcfg, &f32(&router), &f32(&gate_up), &f32(&down)),
+            MoeError::Unsupported(_)
+        );
+    }
 }

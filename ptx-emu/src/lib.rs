@@ -16,6 +16,7 @@ pub mod driver;
 mod emulator;
 pub mod exec;
 pub mod fatbin;
+pub mod libraries;
 mod profile;
 pub(crate) mod ptx;
 

@@ -650,8 +650,10 @@ fn gemm_cuda<T: GemmElement + WithDType + CudaDType + ValidAsZeroBits>(
 /// outputs' type). The twin of [`cpu::combine::combine`] and [`gpu::combine`](crate::gpu::combine).
 ///
 /// Errors: [`MoeError::CandleDType`], [`MoeError::NonContiguous`], [`MoeError::ShapeMismatch`],
-/// [`MoeError::NonFinite`] for a non-finite weight (CPU), [`MoeError::Unsupported`] for another type
-/// combination on CUDA or a permutation of another device.
+/// [`MoeError::NonFinite`] for a non-finite weight (CPU; on CUDA the weights are not checked, which
+/// would wait for the device, and a non-finite weight makes its token's output non-finite),
+/// [`MoeError::Unsupported`] for another type combination on CUDA or a permutation of another
+/// device.
 pub fn combine(
     expert_out: &Tensor,
     perm: &Permutation,

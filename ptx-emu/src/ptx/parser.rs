@@ -857,12 +857,23 @@ impl<'t> Parser<'t> {
 
     fn parse_body_directive(&mut self, b: &mut FnBuilder, w: &str, line: u32) -> PResult<()> {
         match w {
-            ".reg" => {
+            // The state space and the type may be one word, `.reg.b32` (inline asm in CUDA's fp16
+            // headers writes them so).
+            _ if w == ".reg" || w.starts_with(".reg.") => {
+                let mut attached = w[".reg".len()..]
+                    .split('.')
+                    .filter(|p| !p.is_empty())
+                    .map(|p| format!(".{p}"))
+                    .collect::<Vec<_>>()
+                    .into_iter();
                 let ty;
                 let mut vector = 1;
                 loop {
-                    let t = self.word()?;
-                    match t {
+                    let t = match attached.next() {
+                        Some(t) => t,
+                        None => self.word()?.to_string(),
+                    };
+                    match t.as_str() {
                         ".v2" => vector = 2,
                         ".v4" => vector = 4,
                         _ => {
