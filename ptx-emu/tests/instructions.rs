@@ -603,3 +603,17 @@ fn an_unknown_instruction_is_an_error_naming_its_line() {
         .expect("an unknown modifier is refused");
     assert!(err.message.contains(".weird"), "{}", err.message);
 }
+
+/// Inline asm as CUDA's fp16 headers write it (candle's kernels have it): a `{ }` block declaring its
+/// own registers, with the state space and type as one word (`.reg.b32`), and a second block
+/// reusing a name. f16 0x3c00 is 1.0, f32 1.0 is 0x3f800000.
+#[test]
+fn inline_asm_blocks_declare_their_own_registers() {
+    let body = format!(
+        "{{.reg.b32 f, C;\n .reg.b16 h;\n mov.b16 h, 0x3c00;\n cvt.f32.f16 f, h;\n mov.b32 C, f;\n{}}}\n\
+         {{.reg .b32 f;\n mov.b32 f, 7;\n{}}}\n",
+        store("C", 2, 0),
+        store("f", 2, 1)
+    );
+    assert_eq!(run(&body, 1, &[], 2), [0x3f80_0000, 7]);
+}
