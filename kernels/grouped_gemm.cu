@@ -1,6 +1,8 @@
 // grouped_gemm.cu: the grouped expert GEMM on tensor cores, one launch for all experts:
 // out[rows of e] = epilogue(x[rows of e] @ w[e]^T), x [rows, K], w [E, N, K] (K contiguous), f32
-// accumulation, bf16 or f16 inputs, output of the input type or f32. See MoeGemmParams (moe_abi.h).
+// accumulation, bf16 or f16 inputs, output of the input type or f32. The weights are of the input
+// type, or FP8 e4m3 codes with per-row group scales, dequantised into the same shared tiles
+// (gemm_weights.cuh). See MoeGemmParams (moe_abi.h).
 //
 // Parallel decomposition.
 // - Grid: persistent. Block b computes output tiles b, b + gridDim.x, b + 2 gridDim.x, ... of the tile
@@ -25,6 +27,12 @@
 //
 // Unaligned operands (K not a multiple of 8, or base pointers not 16-byte aligned) use the same tiles
 // with a synchronous element-wise loader (`kAligned = false`): slower, never an error.
+//
+// FP8 weights (W = uint8_t): the B chunks are loaded synchronously (8 codes, one 8-byte load on the
+// aligned path), dequantised with their scales and stored to the stage with one 16-byte shared store;
+// the A tile keeps its cp.async copies. The pipeline's barriers order these stores exactly as they
+// order the copies: the stage refilled at iteration kt was last read at iteration kt-1, which every
+// warp has finished by the barrier that precedes the refill.
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -34,6 +42,7 @@
 #include "gemm_layout.cuh"
 #include "gemm_mma.cuh"
 #include "gemm_schedule.cuh"
+#include "gemm_weights.cuh"
 #include "moe_abi.h"
 
 namespace {
@@ -149,15 +158,21 @@ __device__ __forceinline__ int64_t block_inclusive_scan(int64_t v, Op op, int64_
 // global rows are fixed for the tile: A rows are consecutive activation rows (one base pointer
 // serves all chunks), B rows follow moe_gemm_b_row (one 32-bit weight row index per chunk, N < 2^31);
 // only the K offset moves from stage to stage.
-template <typename T, typename Cfg, bool kAligned>
+//
+// W is the stored weight type: T, or uint8_t for FP8 e4m3 codes (see dequant_chunk).
+template <typename T, typename W, typename Cfg, bool kAligned>
 struct TileLoader {
+    static constexpr bool kFp8 = sizeof(W) == 1;
     static constexpr int CPR = Cfg::CHUNKS_PER_ROW;
     static constexpr int ROW_STEP = Cfg::THREADS / CPR;  // tile rows between a thread's chunks
     static_assert(Cfg::THREADS % CPR == 0, "a thread's chunks share one K offset");
 
     const T* x;         // activations (also the always-valid source of zero-fill copies)
     const T* a_src;     // A chunk 0: row tile.row_begin + i / CPR (when it exists), K offset included
-    const T* w_expert;  // this expert's weights (also the zero-fill source for B)
+    const W* w_expert;  // this expert's weights (also the zero-fill source for B)
+    const float* s_expert;  // FP8: this expert's scales [n, scale_groups]
+    int64_t scale_group;    // FP8: columns per scale
+    int64_t scale_groups;   // FP8: scales per weight row
     int32_t b_rows[Cfg::B_ITERS];  // weight row of each B chunk
     uint32_t a_valid;   // bit j: A chunk j's row is inside the tile
     uint32_t b_valid;   // bit j: B chunk j's weight row exists
@@ -169,7 +184,10 @@ struct TileLoader {
         col = (threadIdx.x % CPR) * 8;
         k = p.k;
         x = static_cast<const T*>(p.x);
-        w_expert = static_cast<const T*>(p.w) + tile.expert * p.n * p.k;
+        w_expert = static_cast<const W*>(p.w) + tile.expert * p.n * p.k;
+        s_expert = p.w_scales + (kFp8 ? tile.expert * p.n * p.scale_groups : 0);
+        scale_group = p.scale_group;
+        scale_groups = p.scale_groups;
         a_src = x + (tile.row_begin + first_row) * k + col;
         a_valid = 0;
         b_valid = 0;
@@ -205,9 +223,14 @@ struct TileLoader {
 #pragma unroll
         for (int j = 0; j < Cfg::B_ITERS; ++j) {
             if (Cfg::B_CHUNKS % Cfg::THREADS == 0 || threadIdx.x + j * Cfg::THREADS < Cfg::B_CHUNKS) {
-                copy_chunk(dst + Cfg::A_BYTES + j * ROW_STEP * Cfg::ROW_BYTES,
-                           w_expert + static_cast<int64_t>(b_rows[j]) * k + col, w_expert,
-                           (b_valid >> j) & 1u, k0);
+                const uint32_t b_dst = dst + Cfg::A_BYTES + j * ROW_STEP * Cfg::ROW_BYTES;
+                const bool row_valid = (b_valid >> j) & 1u;
+                if constexpr (kFp8) {
+                    dequant_chunk(b_dst, b_rows[j], row_valid, k0);
+                } else {
+                    copy_chunk(b_dst, w_expert + static_cast<int64_t>(b_rows[j]) * k + col,
+                               w_expert, row_valid, k0);
+                }
             }
         }
     }
@@ -217,6 +240,59 @@ struct TileLoader {
     __device__ __forceinline__ static uint32_t chunk_offset(int c) {
         static_assert(ROW_STEP % 8 == 0, "the swizzle key repeats every 8 rows");
         return moe_gemm_smem_offset(c / CPR, c % CPR, CPR);
+    }
+
+    // One 16-byte chunk of FP8 weights: the 8 codes of weight row `row` from column k0 + col,
+    // w = e4m3(code) * scale(row, column / scale_group), rounded to T; zero where the row does not
+    // exist or the column is at or past K, where no code or scale is read. On the aligned path K is
+    // a multiple of 8 and the codes' base 16-byte aligned, so the 8 codes are one aligned 8-byte load.
+    __device__ __forceinline__ void dequant_chunk(uint32_t dst, int32_t row, bool row_valid,
+                                                  int64_t k0) const {
+        const int64_t first = k0 + col;
+        const uint8_t* const codes = reinterpret_cast<const uint8_t*>(w_expert) +
+                                     static_cast<int64_t>(row) * k + first;
+        const float* const scales = s_expert + static_cast<int64_t>(row) * scale_groups;
+        float v[8];
+        if (kAligned) {
+            uint2 packed = make_uint2(0u, 0u);
+            if (row_valid && first < k) {
+                packed = *reinterpret_cast<const uint2*>(codes);
+            }
+#pragma unroll
+            for (int i = 0; i < 8; ++i) {
+                v[i] = moe_e4m3_to_float(((i < 4 ? packed.x : packed.y) >> (8 * (i % 4))) & 0xffu);
+            }
+        } else {
+#pragma unroll
+            for (int i = 0; i < 8; ++i) {
+                v[i] = row_valid && first + i < k ? moe_e4m3_to_float(codes[i]) : 0.0f;
+            }
+        }
+        // The scale group of each column, walked forward from the chunk's first column (one division
+        // per chunk; a chunk spans more than one group only when scale_group is not a multiple of 8).
+        if (row_valid && first < k) {
+            int64_t group = first / scale_group;
+            int64_t group_end = (group + 1) * scale_group;
+            float scale = scales[group];
+#pragma unroll
+            for (int i = 0; i < 8; ++i) {
+                if (first + i < k) {
+                    while (first + i >= group_end) {
+                        ++group;
+                        group_end += scale_group;
+                        scale = scales[group];
+                    }
+                    v[i] *= scale;
+                }
+            }
+        }
+        uint32_t packed[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const auto pair = OutputCast<T>::two(v[2 * e], v[2 * e + 1]);
+            memcpy(&packed[e], &pair, sizeof(uint32_t));
+        }
+        st_shared_16(dst, make_uint4(packed[0], packed[1], packed[2], packed[3]));
     }
 
     // One 16-byte chunk: 8 elements of row `src` (K offset `col` included) from K offset k0, zero
@@ -298,7 +374,7 @@ __device__ __forceinline__ void warp_mma(float (&acc)[Cfg::MT][Cfg::NT][4], uint
 // until tile kt's group has landed (at most STAGES-2 newer groups pending), then a barrier makes every
 // thread's copies visible to all warps and guarantees all warps finished computing tile kt-1, whose
 // stage is the one refilled next, with tile kt + STAGES-1, before computing tile kt.
-template <typename T, typename Out, typename Cfg, bool kAligned>
+template <typename T, typename W, typename Out, typename Cfg, bool kAligned>
 __device__ __forceinline__ void compute_tile(const MoeGemmParams& p, const MoeGemmTile& tile,
                                              uint32_t pipeline) {
     const int lane = threadIdx.x % kWarpSize;
@@ -306,7 +382,7 @@ __device__ __forceinline__ void compute_tile(const MoeGemmParams& p, const MoeGe
     const int warp_m = warp / Cfg::WARPS_N;
     const int warp_n = warp % Cfg::WARPS_N;
     const int k_tiles = static_cast<int>(moe_gemm_ceil_div(p.k, Cfg::BK));
-    const TileLoader<T, Cfg, kAligned> loader(p, tile);
+    const TileLoader<T, W, Cfg, kAligned> loader(p, tile);
 
     float acc[Cfg::MT][Cfg::NT][4];
 #pragma unroll
@@ -349,7 +425,7 @@ __device__ __forceinline__ void compute_tile(const MoeGemmParams& p, const MoeGe
     store_accumulators<Out, Cfg::WM, Cfg::WN, Cfg::BN>(p, tile, acc, warp_m, warp_n, lane);
 }
 
-template <typename T, typename Out, typename Cfg, bool kAligned>
+template <typename T, typename W, typename Out, typename Cfg, bool kAligned>
 __device__ __forceinline__ void grouped_gemm(const MoeGemmParams& p) {
     extern __shared__ __align__(128) unsigned char pipeline_smem[];
     __shared__ ScheduleTables<Cfg> tables;
@@ -390,7 +466,7 @@ __device__ __forceinline__ void grouped_gemm(const MoeGemmParams& p) {
             const MoeGemmTile tile =
                 moe_gemm_locate(tables.bounds, tables.tile_end, count, first, next - chunk_base,
                                 Cfg::BM, n_tiles, kRasterGroup);
-            compute_tile<T, Out, Cfg, kAligned>(p, tile, pipeline);
+            compute_tile<T, W, Out, Cfg, kAligned>(p, tile, pipeline);
         }
         chunk_base += chunk_tiles;
     }
@@ -404,29 +480,38 @@ constexpr int kLargeMinBlocks = 2;
 // The element-wise loader keeps more loads in flight per thread; it is the slow path, so it trades
 // occupancy for registers rather than spill.
 constexpr int kGenericMinBlocks = 2;
+// The FP8 loader holds a chunk's eight dequantised values; the medium tile's budget at four blocks
+// (128 registers) spills them, three blocks do not.
+constexpr int kMediumFp8MinBlocks = 3;
 
 }  // namespace
 
-// The kernels: moe_gemm_<tile>_<input>_<output>; `generic` is the medium tile with the unaligned loader.
-#define MOE_GEMM_KERNELS(NAME, CFG, ALIGNED, MIN_BLOCKS)                                         \
-    extern "C" __global__ void __launch_bounds__(CFG::THREADS, MIN_BLOCKS)                       \
-        moe_gemm_##NAME##_bf16_bf16(const MoeGemmParams p) {                                     \
-        grouped_gemm<__nv_bfloat16, __nv_bfloat16, CFG, ALIGNED>(p);                             \
-    }                                                                                            \
-    extern "C" __global__ void __launch_bounds__(CFG::THREADS, MIN_BLOCKS)                       \
-        moe_gemm_##NAME##_bf16_f32(const MoeGemmParams p) {                                      \
-        grouped_gemm<__nv_bfloat16, float, CFG, ALIGNED>(p);                                     \
-    }                                                                                            \
-    extern "C" __global__ void __launch_bounds__(CFG::THREADS, MIN_BLOCKS)                       \
-        moe_gemm_##NAME##_f16_f16(const MoeGemmParams p) {                                       \
-        grouped_gemm<__half, __half, CFG, ALIGNED>(p);                                           \
-    }                                                                                            \
-    extern "C" __global__ void __launch_bounds__(CFG::THREADS, MIN_BLOCKS)                       \
-        moe_gemm_##NAME##_f16_f32(const MoeGemmParams p) {                                       \
-        grouped_gemm<__half, float, CFG, ALIGNED>(p);                                            \
+// The kernels: moe_gemm_<tile>_<input>_<output> (weights of the input type) and
+// moe_gemm_<tile>_e4m3_<input>_<output> (FP8 e4m3 weights); `generic` is the medium tile with the
+// unaligned loader.
+#define MOE_GEMM_KERNEL(NAME, CFG, ALIGNED, MIN_BLOCKS, T, W, OUT)                  \
+    extern "C" __global__ void __launch_bounds__(CFG::THREADS, MIN_BLOCKS)          \
+        NAME(const MoeGemmParams p) {                                               \
+        grouped_gemm<T, W, OUT, CFG, ALIGNED>(p);                                   \
     }
 
-MOE_GEMM_KERNELS(small, SmallTile, true, kSmallMinBlocks)
-MOE_GEMM_KERNELS(medium, MediumTile, true, kMediumMinBlocks)
-MOE_GEMM_KERNELS(large, LargeTile, true, kLargeMinBlocks)
-MOE_GEMM_KERNELS(generic, MediumTile, false, kGenericMinBlocks)
+#define MOE_GEMM_KERNELS(TILE, CFG, ALIGNED, MIN_BLOCKS, FP8_MIN_BLOCKS)                              \
+    MOE_GEMM_KERNEL(moe_gemm_##TILE##_bf16_bf16, CFG, ALIGNED, MIN_BLOCKS, __nv_bfloat16,             \
+                    __nv_bfloat16, __nv_bfloat16)                                                     \
+    MOE_GEMM_KERNEL(moe_gemm_##TILE##_bf16_f32, CFG, ALIGNED, MIN_BLOCKS, __nv_bfloat16,              \
+                    __nv_bfloat16, float)                                                             \
+    MOE_GEMM_KERNEL(moe_gemm_##TILE##_f16_f16, CFG, ALIGNED, MIN_BLOCKS, __half, __half, __half)      \
+    MOE_GEMM_KERNEL(moe_gemm_##TILE##_f16_f32, CFG, ALIGNED, MIN_BLOCKS, __half, __half, float)       \
+    MOE_GEMM_KERNEL(moe_gemm_##TILE##_e4m3_bf16_bf16, CFG, ALIGNED, FP8_MIN_BLOCKS, __nv_bfloat16,    \
+                    uint8_t, __nv_bfloat16)                                                           \
+    MOE_GEMM_KERNEL(moe_gemm_##TILE##_e4m3_bf16_f32, CFG, ALIGNED, FP8_MIN_BLOCKS, __nv_bfloat16,     \
+                    uint8_t, float)                                                                   \
+    MOE_GEMM_KERNEL(moe_gemm_##TILE##_e4m3_f16_f16, CFG, ALIGNED, FP8_MIN_BLOCKS, __half, uint8_t,    \
+                    __half)                                                                           \
+    MOE_GEMM_KERNEL(moe_gemm_##TILE##_e4m3_f16_f32, CFG, ALIGNED, FP8_MIN_BLOCKS, __half, uint8_t,    \
+                    float)
+
+MOE_GEMM_KERNELS(small, SmallTile, true, kSmallMinBlocks, kSmallMinBlocks)
+MOE_GEMM_KERNELS(medium, MediumTile, true, kMediumMinBlocks, kMediumFp8MinBlocks)
+MOE_GEMM_KERNELS(large, LargeTile, true, kLargeMinBlocks, kLargeMinBlocks)
+MOE_GEMM_KERNELS(generic, MediumTile, false, kGenericMinBlocks, kGenericMinBlocks)

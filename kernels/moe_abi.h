@@ -337,8 +337,17 @@ MOE_STATIC_ASSERT(sizeof(MoeSharedAccumulateParams) == 56,
 typedef struct MoeGemmParams {
     /** Activations `[rows, k]`, row-major, of the kernel's input type. */
     const void* x;
-    /** Expert weights `[num_experts, n, k]`, `k` contiguous, of the kernel's input type. */
+    /** Expert weights `[num_experts, n, k]`, `k` contiguous: of the kernel's input type, or FP8 e4m3
+     * codes (one byte each) for the `moe_gemm_<config>_e4m3_<input>_<output>` kernels. */
     const void* w;
+    /** FP8 weights only (else NULL): the scales `[num_experts, n, scale_groups]`, f32, one per weight
+     * row and group of `scale_group` columns; weight `[e, r, c]` is
+     * `e4m3(code) * w_scales[(e * n + r) * scale_groups + c / scale_group]`. */
+    const float* w_scales;
+    /** FP8 weights only: columns per scale (>= 1). */
+    int64_t scale_group;
+    /** FP8 weights only: scales per weight row, `ceil(k / scale_group)`. */
+    int64_t scale_groups;
     /** Segment starts `[num_experts + 1]` on the device, or NULL for one segment of all rows
      * (then `num_experts` is 1). */
     const int64_t* expert_offsets;
@@ -358,6 +367,6 @@ typedef struct MoeGemmParams {
     int32_t activation;
 } MoeGemmParams;
 
-MOE_STATIC_ASSERT(sizeof(MoeGemmParams) == 72, "MoeGemmParams must be 72 bytes without padding");
+MOE_STATIC_ASSERT(sizeof(MoeGemmParams) == 96, "MoeGemmParams must be 96 bytes without padding");
 
 #endif /* MOE_ABI_H */

@@ -1,4 +1,5 @@
-//! The GPU grouped GEMM against the CPU reference on seeded random data, plus its input validation.
+//! The GPU grouped GEMM against the CPU reference on seeded random data, plus its input validation;
+//! the FP8-weight GEMM against a float64 oracle that decodes the codes itself.
 //!
 //! The validation and kernel choice ([`plan_grouped_gemm`], a pure function) are tested on every
 //! machine. The GPU tests need a device: without one (no kernels built, no driver, no device) each
@@ -14,8 +15,8 @@ use half::{bf16, f16};
 use moe_kernels::cpu::activation::activation;
 use moe_kernels::cpu::gemm::grouped_gemm as cpu_grouped_gemm;
 use moe_kernels::gpu::{
-    grouped_gemm, plan_grouped_gemm, Device, GemmElement, GemmEpilogue, GemmOutput, GemmRequest,
-    GemmTileConfig, GroupedGemmShape,
+    grouped_gemm, grouped_gemm_fp8, plan_grouped_gemm, Device, Fp8Weights, GemmElement,
+    GemmEpilogue, GemmOutput, GemmRequest, GemmTileConfig, GemmWeights, GroupedGemmShape,
 };
 use moe_kernels::{
     Activation, ActivationKind, DType, Element, ExpertsRef, MatMut, MatRef, MoeError,
@@ -58,6 +59,7 @@ fn request(shape: GroupedGemmShape, epilogue: GemmEpilogue) -> GemmRequest {
         x_addr: 0x7f00_0000_0000,
         w_addr: 0x7f10_0000_0000,
         sm_count: 132,
+        weights: GemmWeights::Input,
     }
 }
 
@@ -889,4 +891,236 @@ fn sanitizer_smoke() {
         run_gpu::<bf16, f32>(&dev, &x, Some(&offsets), &w, shape, GemmEpilogue::Store, 0).unwrap();
     // Segments [0, 30), [30, 30), [30, 40), [40, 40): rows 0..40 hold K.
     assert!(got.iter().all(|&v| v == k as f32));
+}
+
+// ---------------------------------------------------------------------------------------------
+// FP8 e4m3 weights with per-row group scales.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn fp8_plan_checks_the_scales() {
+    let s = shape(100, 256, 300, 8);
+    let fp8 = |group: usize, scales_len: usize| GemmRequest {
+        weights: GemmWeights::Fp8E4M3 { group, scales_len },
+        ..request(s, SWIGLU)
+    };
+    // [E, N, ceil(K / group)]: 3 groups of 128 for K = 300, a partial last one.
+    let plan = plan_grouped_gemm(&fp8(128, 8 * 256 * 3)).unwrap().unwrap();
+    assert!(plan.kernel.contains("_e4m3_bf16_bf16"), "{}", plan.kernel);
+    let unaligned = plan_grouped_gemm(&GemmRequest {
+        w_addr: 0x7f10_0000_0008,
+        ..fp8(128, 8 * 256 * 3)
+    });
+    assert_eq!(unaligned.unwrap().unwrap().tile, GemmTileConfig::Generic);
+    assert!(matches!(
+        plan_grouped_gemm(&fp8(128, 8 * 256 * 3 - 1)),
+        Err(MoeError::ShapeMismatch { .. })
+    ));
+    assert!(matches!(
+        plan_grouped_gemm(&fp8(0, 0)),
+        Err(MoeError::InvalidConfig(_))
+    ));
+    // A group wider than K is one scale per row.
+    assert!(plan_grouped_gemm(&fp8(1 << 40, 8 * 256)).unwrap().is_some());
+}
+
+/// A random e4m3 code that is not NaN: mostly magnitudes of 1/16 to 8, sometimes any code (zeros,
+/// subnormals, 448).
+fn random_code(rng: &mut StdRng) -> u8 {
+    loop {
+        let code: u8 = if rng.random_bool(0.1) {
+            rng.random()
+        } else {
+            let exponent: u8 = rng.random_range(3..=10);
+            (u8::from(rng.random_bool(0.5)) << 7) | (exponent << 3) | rng.random_range(0..8u8)
+        };
+        if code & 0x7f != 0x7f {
+            return code;
+        }
+    }
+}
+
+/// The float64 oracle of the FP8 GEMM: every weight decoded and scaled (`w = e4m3(code) *
+/// scale[e, r, c / group]`, the product rounded to f32 and then to `T`, the documented contract of
+/// the kernels), the rows of each segment times their expert's weights in f64, then the epilogue.
+/// `[covered rows, out_cols]`.
+#[allow(clippy::too_many_arguments)]
+fn fp8_oracle<T: Element>(
+    x: &[T],
+    offsets: &[usize],
+    codes: &[u8],
+    scales: &[f32],
+    group: usize,
+    shape: GroupedGemmShape,
+    epilogue: GemmEpilogue,
+) -> Vec<f64> {
+    let (n, k) = (shape.n, shape.k);
+    let groups = k.div_ceil(group);
+    let cols = shape.out_cols(epilogue);
+    let mut out = vec![];
+    for e in 0..offsets.len() - 1 {
+        for r in offsets[e]..offsets[e + 1] {
+            let acc: Vec<f64> = (0..n)
+                .map(|j| {
+                    let row = e * n + j;
+                    (0..k)
+                        .map(|c| {
+                            let exact = common::oracle::e4m3(codes[row * k + c])
+                                * scales[row * groups + c / group] as f64;
+                            let w = T::from_f32(exact as f32).to_f32() as f64;
+                            x[r * k + c].to_f32() as f64 * w
+                        })
+                        .sum()
+                })
+                .collect();
+            match epilogue {
+                GemmEpilogue::Store => out.extend(acc),
+                GemmEpilogue::Activation(a) => {
+                    let f = |v: f64| match a.kind {
+                        ActivationKind::Silu => common::oracle::silu(v),
+                        ActivationKind::GeluTanh => common::oracle::gelu_tanh(v),
+                    };
+                    if a.gated {
+                        out.extend((0..cols).map(|j| f(acc[j]) * acc[cols + j]));
+                    } else {
+                        out.extend(acc.into_iter().map(f));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// One FP8 case: random codes and scales (groups of `group` columns), the GPU twice (identical
+/// bits), every covered element against the oracle, uncovered rows untouched.
+fn check_fp8_case<T: GemmElement, O: GemmOutput<T>>(
+    dev: &Device,
+    rng: &mut StdRng,
+    case: &Case,
+    group: usize,
+) {
+    let e = case.experts();
+    let (covered, rows) = case.rows();
+    let (n, k) = (case.n, case.k);
+    let shape = GroupedGemmShape {
+        rows,
+        n,
+        k,
+        num_experts: e,
+    };
+    let what = format!(
+        "FP8 {case:?}, group {group}, rows {rows}, {} -> {}",
+        T::DTYPE.name(),
+        O::DTYPE.name()
+    );
+    let groups = k.div_ceil(group);
+    let x: Vec<T> = common::values(rng, rows * k, 1.0);
+    let codes: Vec<u8> = (0..e * n * k).map(|_| random_code(rng)).collect();
+    // Typical |code| is about 1; a scale of about 1/sqrt(K), varying by a factor of 4 across groups.
+    let scales: Vec<f32> = (0..e * n * groups)
+        .map(|_| 2f32.powf(rng.random_range(-1.0..1.0)) / (k as f32).sqrt())
+        .collect();
+    let offsets = case.offsets().expect("FP8 cases have offsets");
+
+    let stream = dev.stream();
+    let run = || -> Result<Vec<O>, MoeError> {
+        let mut padded = vec![0u8; case.shift];
+        padded.extend_from_slice(&codes);
+        let x_dev = stream.clone_htod(&x)?;
+        let codes_dev = stream.clone_htod(&padded)?;
+        let scales_dev = stream.clone_htod(&scales)?;
+        let offsets_dev = stream.clone_htod(&offsets)?;
+        let cols = shape.out_cols(case.epilogue);
+        let mut out: CudaSlice<O> = stream.clone_htod(&vec![O::from_f32(f32::NAN); rows * cols])?;
+        let codes_view = codes_dev.slice(case.shift..);
+        grouped_gemm_fp8::<T, O>(
+            dev,
+            &x_dev.as_view(),
+            Some(&offsets_dev.as_view()),
+            Fp8Weights {
+                codes: &codes_view,
+                scales: &scales_dev.as_view(),
+                group,
+            },
+            shape,
+            case.epilogue,
+            &mut out.as_view_mut(),
+        )?;
+        Ok(stream.clone_dtoh(&out)?)
+    };
+    let first = run().unwrap_or_else(|err| panic!("{what}: GPU FP8 GEMM failed: {err}"));
+    let second = run().unwrap_or_else(|err| panic!("{what}: second GPU run failed: {err}"));
+    let bits = |v: &[O]| -> Vec<u32> { v.iter().map(|x| x.to_f32().to_bits()).collect() };
+    assert!(
+        bits(&first) == bits(&second),
+        "{what}: repeated runs differ"
+    );
+
+    let cpu_offsets: Vec<usize> = offsets.iter().map(|&v| v as usize).collect();
+    let want = fp8_oracle(
+        &x,
+        &cpu_offsets,
+        &codes,
+        &scales,
+        group,
+        shape,
+        case.epilogue,
+    );
+    let cols = shape.out_cols(case.epilogue);
+    let got = common::el64(&first[..covered * cols]);
+    let (rtol, l2_tol) = tolerances(O::DTYPE);
+    let rms = (want.iter().map(|v| v * v).sum::<f64>() / want.len().max(1) as f64).sqrt();
+    for (i, (&g, &r)) in got.iter().zip(&want).enumerate() {
+        assert!(
+            g.is_finite() && (g - r).abs() <= rtol * (r.abs() + rms),
+            "{what}: element ({}, {}) is {g}, oracle {r}",
+            i / cols,
+            i % cols
+        );
+    }
+    common::assert_close(&what, &got, &want, l2_tol);
+    for (i, v) in first[covered * cols..].iter().enumerate() {
+        assert!(
+            v.to_f32().is_nan(),
+            "{what}: uncovered row {} was written",
+            covered + i / cols
+        );
+    }
+}
+
+#[test]
+fn fp8_weights_match_the_float64_oracle() {
+    let Some(dev) = device("fp8_weights_match_the_float64_oracle") else {
+        return;
+    };
+    let mut rng = common::rng("fp8_weights");
+    // (experts, rows, N, K, group, shift): block scales of 128 with a partial edge block, per-channel
+    // (group >= K), small and odd groups that split the loader's 8-column chunks, K not a multiple
+    // of 8 and misaligned codes (the generic loader), decode (small tile), medium and large tiles.
+    for (i, &(e, rows, n, k, group, shift)) in [
+        (8usize, 16usize, 2 * 64, 320usize, 128usize, 0usize),
+        (8, 8, 2 * 96, 256, 1 << 20, 0),
+        (4, 300, 128, 136, 16, 0),
+        (4, 40, 2 * 40, 100, 7, 0),
+        (3, 20, 64, 64, 1, 0),
+        (16, 24, 2 * 48, 200, 128, 1),
+        (1, 600, 256, 128, 128, 0),
+        (6, 30, 2 * 24, 9, 4, 0),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut case = counts_case(&mut rng, e, rows, n, k);
+        case.shift = shift;
+        if let Segments::Counts { tail, .. } = &mut case.segments {
+            *tail = i % 3;
+        }
+        match i % 4 {
+            0 => check_fp8_case::<bf16, bf16>(&dev, &mut rng, &case, group),
+            1 => check_fp8_case::<bf16, f32>(&dev, &mut rng, &case, group),
+            2 => check_fp8_case::<f16, f16>(&dev, &mut rng, &case, group),
+            _ => check_fp8_case::<f16, f32>(&dev, &mut rng, &case, group),
+        }
+    }
 }

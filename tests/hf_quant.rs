@@ -7,6 +7,8 @@
 mod common;
 mod hf_util;
 
+use common::oracle;
+
 use hf_util::{Fp8Scheme, Stored, TempDir, TinyModel};
 use moe_kernels::cpu::layer::MoeWeights;
 use moe_kernels::hf::{HfModel, HfModelConfig, ModelFamily};
@@ -17,24 +19,10 @@ use safetensors::Dtype;
 use serde_json::json;
 use std::process::Command;
 
-/// e4m3 from its definition: sign, exponent bias 7, subnormals at exponent 0, `S.1111.111` NaN.
-fn e4m3(code: u8) -> f64 {
-    let sign = if code & 0x80 != 0 { -1.0 } else { 1.0 };
-    let (e, m) = (((code >> 3) & 0xf) as i32, (code & 7) as f64);
-    if e == 15 && m == 7.0 {
-        return f64::NAN;
-    }
-    sign * if e == 0 {
-        m / 8.0 * 2f64.powi(-6)
-    } else {
-        (1.0 + m / 8.0) * 2f64.powi(e - 7)
-    }
-}
-
 #[test]
 fn e4m3_decoding_matches_the_definition() {
     for code in 0..=255u8 {
-        let (got, want) = (fp8_e4m3_to_f32(code) as f64, e4m3(code));
+        let (got, want) = (fp8_e4m3_to_f32(code) as f64, oracle::e4m3(code));
         assert!(
             got == want || (got.is_nan() && want.is_nan()),
             "code {code:#04x}: {got} vs {want}"
@@ -81,7 +69,7 @@ fn dequant(m: &TinyModel, key: &str, block: Option<[usize; 2]>) -> Vec<f64> {
                 ([_, kb], Some([br, bc])) => scales[(r / br) * kb + c / bc],
                 (shape, _) => panic!("{key}: scale shape {shape:?}"),
             };
-            e4m3(t.bytes[i]) * scale
+            oracle::e4m3(t.bytes[i]) * scale
         })
         .collect()
 }

@@ -607,3 +607,16 @@ fn activations_match_the_rust_definitions() {
         }
     }
 }
+
+#[test]
+fn e4m3_decoding_matches_the_definition_on_every_code() {
+    for code in 0..=255u8 {
+        let (got, want) = (host_math::e4m3_to_f32(code), common::oracle::e4m3(code));
+        assert!(
+            got as f64 == want || (got.is_nan() && want.is_nan()),
+            "code {code:#04x}: the kernels decode {got}, the definition gives {want}"
+        );
+        // Signed zeros too: the sign of 0x80 is kept.
+        assert_eq!(got.is_sign_negative(), code & 0x80 != 0, "code {code:#04x}");
+    }
+}

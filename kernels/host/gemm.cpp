@@ -1,7 +1,8 @@
 // Host entry points for the grouped GEMM's tile schedule and operand mapping
-// (kernels/gemm_schedule.cuh), its shared-memory and fragment layout (kernels/gemm_layout.cuh) and the
-// activation formulas (kernels/activation.cuh), for src/host_math/gemm.rs: the launcher's grid bound
-// and tests/host_math_gemm.rs.
+// (kernels/gemm_schedule.cuh), its shared-memory and fragment layout (kernels/gemm_layout.cuh), the
+// activation formulas (kernels/activation.cuh) and the FP8 weight decoding
+// (kernels/gemm_weights.cuh), for src/host_math/gemm.rs: the launcher's grid bound and
+// tests/host_math_gemm.rs.
 #include <stdint.h>
 
 #include <vector>
@@ -9,6 +10,7 @@
 #include "activation.cuh"
 #include "gemm_layout.cuh"
 #include "gemm_schedule.cuh"
+#include "gemm_weights.cuh"
 
 namespace {
 
@@ -114,6 +116,11 @@ int32_t moe_host_gemm_acc_col(int32_t lane, int32_t reg) {
 // The nonlinearity `kind` (a MOE_ACTIVATION_* value) at x, as the kernels compute it.
 float moe_host_activation(int32_t kind, float x) {
     return moe_activation(kind, x);
+}
+
+// The value of an FP8 e4m3 code, as the FP8 GEMM kernels decode it.
+float moe_host_e4m3_to_float(uint32_t code) {
+    return moe_e4m3_to_float(code);
 }
 
 }  // extern "C"

@@ -391,8 +391,14 @@ impl Default for MoeSharedAccumulateParams {
 pub struct MoeGemmParams {
     #[doc = " Activations `[rows, k]`, row-major, of the kernel's input type."]
     pub x: *const ::core::ffi::c_void,
-    #[doc = " Expert weights `[num_experts, n, k]`, `k` contiguous, of the kernel's input type."]
+    #[doc = " Expert weights `[num_experts, n, k]`, `k` contiguous: of the kernel's input type, or FP8 e4m3\n codes (one byte each) for the `moe_gemm_<config>_e4m3_<input>_<output>` kernels."]
     pub w: *const ::core::ffi::c_void,
+    #[doc = " FP8 weights only (else NULL): the scales `[num_experts, n, scale_groups]`, f32, one per weight\n row and group of `scale_group` columns; weight `[e, r, c]` is\n `e4m3(code) * w_scales[(e * n + r) * scale_groups + c / scale_group]`."]
+    pub w_scales: *const f32,
+    #[doc = " FP8 weights only: columns per scale (>= 1)."]
+    pub scale_group: i64,
+    #[doc = " FP8 weights only: scales per weight row, `ceil(k / scale_group)`."]
+    pub scale_groups: i64,
     #[doc = " Segment starts `[num_experts + 1]` on the device, or NULL for one segment of all rows\n (then `num_experts` is 1)."]
     pub expert_offsets: *const i64,
     #[doc = " Output `[rows, n]` (`[rows, n/2]` for MOE_GEMM_EPILOGUE_GATED), of the kernel's output type."]
@@ -412,23 +418,29 @@ pub struct MoeGemmParams {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of MoeGemmParams"][::core::mem::size_of::<MoeGemmParams>() - 72usize];
+    ["Size of MoeGemmParams"][::core::mem::size_of::<MoeGemmParams>() - 96usize];
     ["Alignment of MoeGemmParams"][::core::mem::align_of::<MoeGemmParams>() - 8usize];
     ["Offset of field: MoeGemmParams::x"][::core::mem::offset_of!(MoeGemmParams, x) - 0usize];
     ["Offset of field: MoeGemmParams::w"][::core::mem::offset_of!(MoeGemmParams, w) - 8usize];
+    ["Offset of field: MoeGemmParams::w_scales"]
+        [::core::mem::offset_of!(MoeGemmParams, w_scales) - 16usize];
+    ["Offset of field: MoeGemmParams::scale_group"]
+        [::core::mem::offset_of!(MoeGemmParams, scale_group) - 24usize];
+    ["Offset of field: MoeGemmParams::scale_groups"]
+        [::core::mem::offset_of!(MoeGemmParams, scale_groups) - 32usize];
     ["Offset of field: MoeGemmParams::expert_offsets"]
-        [::core::mem::offset_of!(MoeGemmParams, expert_offsets) - 16usize];
-    ["Offset of field: MoeGemmParams::out"][::core::mem::offset_of!(MoeGemmParams, out) - 24usize];
+        [::core::mem::offset_of!(MoeGemmParams, expert_offsets) - 40usize];
+    ["Offset of field: MoeGemmParams::out"][::core::mem::offset_of!(MoeGemmParams, out) - 48usize];
     ["Offset of field: MoeGemmParams::rows"]
-        [::core::mem::offset_of!(MoeGemmParams, rows) - 32usize];
-    ["Offset of field: MoeGemmParams::n"][::core::mem::offset_of!(MoeGemmParams, n) - 40usize];
-    ["Offset of field: MoeGemmParams::k"][::core::mem::offset_of!(MoeGemmParams, k) - 48usize];
+        [::core::mem::offset_of!(MoeGemmParams, rows) - 56usize];
+    ["Offset of field: MoeGemmParams::n"][::core::mem::offset_of!(MoeGemmParams, n) - 64usize];
+    ["Offset of field: MoeGemmParams::k"][::core::mem::offset_of!(MoeGemmParams, k) - 72usize];
     ["Offset of field: MoeGemmParams::num_experts"]
-        [::core::mem::offset_of!(MoeGemmParams, num_experts) - 56usize];
+        [::core::mem::offset_of!(MoeGemmParams, num_experts) - 80usize];
     ["Offset of field: MoeGemmParams::epilogue"]
-        [::core::mem::offset_of!(MoeGemmParams, epilogue) - 64usize];
+        [::core::mem::offset_of!(MoeGemmParams, epilogue) - 88usize];
     ["Offset of field: MoeGemmParams::activation"]
-        [::core::mem::offset_of!(MoeGemmParams, activation) - 68usize];
+        [::core::mem::offset_of!(MoeGemmParams, activation) - 92usize];
 };
 impl Default for MoeGemmParams {
     fn default() -> Self {

@@ -7,6 +7,10 @@
 //! rounded once). The kernels are in `kernels/grouped_gemm.cu`; which one runs is decided here by
 //! [`plan_grouped_gemm`], a pure function of the shapes, so that every check and choice can be tested
 //! without a GPU.
+//!
+//! The weights are of the activations' type ([`grouped_gemm`]) or FP8 e4m3 codes with per-row group
+//! scales ([`grouped_gemm_fp8`]: the weight-only quantized GEMM of decode, which moves half the bytes
+//! of bf16 weights), dequantised into the same shared-memory tiles.
 
 use super::abi::{self, MoeGemmParams};
 use super::check_len;
@@ -81,6 +85,34 @@ impl GroupedGemmShape {
     }
 }
 
+/// How the grouped GEMM's weights are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmWeights {
+    /// Of the activations' type (`bf16` or `f16`).
+    Input,
+    /// FP8 e4m3 codes, one byte each, with `f32` scales `[E, N, ceil(K / group)]`: one per weight row
+    /// and group of `group` columns, the layout of [`QuantExperts`](crate::quant::QuantExperts).
+    /// Weight `[e, r, c]` is `e4m3(code) * scale[e, r, c / group]`, rounded to the activations' type.
+    Fp8E4M3 {
+        /// Columns per scale (>= 1).
+        group: usize,
+        /// Elements in the scales.
+        scales_len: usize,
+    },
+}
+
+/// FP8 e4m3 expert weights on the device, for [`grouped_gemm_fp8`]: the codes `[E, N, K]` and the
+/// scales `[E, N, ceil(K / group)]` of [`GemmWeights::Fp8E4M3`].
+#[derive(Clone, Copy, Debug)]
+pub struct Fp8Weights<'a> {
+    /// The codes, `K` contiguous.
+    pub codes: &'a CudaView<'a, u8>,
+    /// The scales, one per weight row and group of `group` columns.
+    pub scales: &'a CudaView<'a, f32>,
+    /// Columns per scale.
+    pub group: usize,
+}
+
 /// An element type with tensor-core support, the input type of [`grouped_gemm`]: `bf16` or `f16`.
 ///
 /// Sealed: the kernels are compiled for exactly these types.
@@ -141,48 +173,115 @@ pub fn grouped_gemm<T: GemmElement, O: GemmOutput<T>>(
     epilogue: GemmEpilogue,
     out: &mut CudaViewMut<'_, O>,
 ) -> Result<()> {
+    dev.check_owns("expert weights", w)?;
+    // The guard makes the stream wait for earlier writes of the weights and records this launch's
+    // read when dropped, after the launch.
+    let (w_ptr, _w_guard) = w.device_ptr(dev.stream());
+    let weights = RawWeights {
+        w: w_ptr,
+        w_len: w.len(),
+        format: GemmWeights::Input,
+        scales: 0,
+    };
+    launch_checked(dev, x, expert_offsets, weights, shape, epilogue, out)
+}
+
+/// [`grouped_gemm`] with FP8 e4m3 weights ([`Fp8Weights`]: codes `[E, N, K]` and their scales
+/// `[E, N, ceil(K / group)]`), dequantised in the kernel to the activations' type `T` (see
+/// [`GemmWeights::Fp8E4M3`]): the weight-only quantized GEMM, `x` in `bf16` or `f16`.
+///
+/// Errors as for [`grouped_gemm`], and [`MoeError::InvalidConfig`] for `group = 0`,
+/// [`MoeError::ShapeMismatch`] for codes or scales of the wrong length. The scales are not read on
+/// the host: the crate's [`QuantExperts`](crate::quant::QuantExperts) checks them when it is made.
+pub fn grouped_gemm_fp8<T: GemmElement, O: GemmOutput<T>>(
+    dev: &Device,
+    x: &CudaView<'_, T>,
+    expert_offsets: Option<&CudaView<'_, i64>>,
+    w: Fp8Weights<'_>,
+    shape: GroupedGemmShape,
+    epilogue: GemmEpilogue,
+    out: &mut CudaViewMut<'_, O>,
+) -> Result<()> {
+    dev.check_owns("FP8 expert weights", w.codes)?;
+    dev.check_owns("FP8 weight scales", w.scales)?;
+    let stream = dev.stream();
+    let (codes_ptr, _codes_guard) = w.codes.device_ptr(stream);
+    let (scales_ptr, _scales_guard) = w.scales.device_ptr(stream);
+    let weights = RawWeights {
+        w: codes_ptr,
+        w_len: w.codes.len(),
+        format: GemmWeights::Fp8E4M3 {
+            group: w.group,
+            scales_len: w.scales.len(),
+        },
+        scales: scales_ptr,
+    };
+    launch_checked(dev, x, expert_offsets, weights, shape, epilogue, out)
+}
+
+/// Weights as the launcher takes them: the weights' (or codes') address and length, their format,
+/// and the scales' address (FP8; 0 otherwise).
+#[derive(Clone, Copy)]
+struct RawWeights {
+    w: DevicePtr,
+    w_len: usize,
+    format: GemmWeights,
+    scales: DevicePtr,
+}
+
+/// The safe GEMMs' common part: the other buffers' ownership and lengths checked, then the launch.
+/// The caller holds the weights' stream guards until this returns.
+fn launch_checked<T: GemmElement, O: GemmOutput<T>>(
+    dev: &Device,
+    x: &CudaView<'_, T>,
+    expert_offsets: Option<&CudaView<'_, i64>>,
+    weights: RawWeights,
+    shape: GroupedGemmShape,
+    epilogue: GemmEpilogue,
+    out: &mut CudaViewMut<'_, O>,
+) -> Result<()> {
     dev.check_owns("grouped GEMM activations", x)?;
     if let Some(o) = expert_offsets {
         dev.check_owns("expert offsets", o)?;
     }
-    dev.check_owns("expert weights", w)?;
     dev.check_owns("grouped GEMM output", out)?;
 
-    let (x_len, w_len, out_len) = (x.len(), w.len(), out.len());
+    let (x_len, out_len) = (x.len(), out.len());
     let stream = dev.stream();
     // Each guard makes the stream wait for earlier writes (and, for the output, reads) of its buffer,
     // and records this launch's access when dropped, after the launch below.
     let (x_ptr, _x_guard) = x.device_ptr(stream);
-    let (w_ptr, _w_guard) = w.device_ptr(stream);
     let offsets_ptr = expert_offsets.map(|o| o.device_ptr(stream));
     let (out_ptr, _out_guard) = out.device_ptr_mut(stream);
     // The buffers' lengths against the shape.
     plan_grouped_gemm(&GemmRequest {
         input: T::DTYPE,
         output: O::DTYPE,
+        weights: weights.format,
         shape,
         epilogue,
         x_len,
-        w_len,
+        w_len: weights.w_len,
         offsets_len: expert_offsets.map(|o| o.len()),
         out_len,
         x_addr: x_ptr,
-        w_addr: w_ptr,
+        w_addr: weights.w,
         sm_count: dev.sm_count() as usize,
     })?;
     // SAFETY: the buffers are live buffers of this device's context whose lengths were just checked
-    // against `shape` (x rows*K and w E*N*K elements of T, offsets E+1 i64, out rows*out_cols
-    // elements of O), as `grouped_gemm_raw` needs; the guards held until after this call order the
-    // launch on the device's stream against other accesses to them.
+    // against `shape` and the weights' format (x rows*K elements of T, w E*N*K elements of T or FP8
+    // codes, FP8 scales E*N*ceil(K/group) f32, offsets E+1 i64, out rows*out_cols elements of O), as
+    // `launch_raw` needs; the guards held until after this call order the launch on the device's
+    // stream against other accesses to them.
     unsafe {
-        grouped_gemm_raw(
+        launch_raw(
             dev,
             dev.raw_stream(),
             T::DTYPE,
             O::DTYPE,
             x_ptr,
             offsets_ptr.as_ref().map(|(p, _)| *p),
-            w_ptr,
+            weights,
             shape,
             epilogue,
             out_ptr,
@@ -217,20 +316,126 @@ pub unsafe fn grouped_gemm_raw(
     epilogue: GemmEpilogue,
     out: DevicePtr,
 ) -> Result<()> {
+    let weights = RawWeights {
+        w,
+        w_len: contract_weights_len(shape),
+        format: GemmWeights::Input,
+        scales: 0,
+    };
+    // SAFETY: the caller's contract is `launch_raw`'s for weights of the input type.
+    unsafe {
+        launch_raw(
+            dev,
+            stream,
+            input,
+            output,
+            x,
+            expert_offsets,
+            weights,
+            shape,
+            epilogue,
+            out,
+        )
+    }
+}
+
+/// [`grouped_gemm_fp8`](crate::gpu::grouped_gemm_fp8) on raw device pointers and a raw stream:
+/// `codes` `[E, N, K]` FP8 e4m3 bytes, `scales` `[E, N, ceil(K / group)]` `f32`, the rest as for
+/// [`grouped_gemm_raw`].
+///
+/// Errors as for [`grouped_gemm_fp8`](crate::gpu::grouped_gemm_fp8), before anything is enqueued.
+///
+/// # Safety
+///
+/// As for [`grouped_gemm_raw`], with `codes` and `scales` holding the elements listed.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn grouped_gemm_fp8_raw(
+    dev: &Device,
+    stream: Stream,
+    input: DType,
+    output: DType,
+    x: DevicePtr,
+    expert_offsets: Option<DevicePtr>,
+    codes: DevicePtr,
+    scales: DevicePtr,
+    group: usize,
+    shape: GroupedGemmShape,
+    epilogue: GemmEpilogue,
+    out: DevicePtr,
+) -> Result<()> {
+    let s = shape;
+    let weights = RawWeights {
+        w: codes,
+        w_len: contract_weights_len(shape),
+        format: GemmWeights::Fp8E4M3 {
+            group,
+            scales_len: s
+                .num_experts
+                .saturating_mul(s.n)
+                .saturating_mul(s.k.div_ceil(group.max(1))),
+        },
+        scales,
+    };
+    // SAFETY: the caller's contract is `launch_raw`'s for FP8 weights.
+    unsafe {
+        launch_raw(
+            dev,
+            stream,
+            input,
+            output,
+            x,
+            expert_offsets,
+            weights,
+            shape,
+            epilogue,
+            out,
+        )
+    }
+}
+
+/// The weights' length a raw caller's pointer holds by contract, `E * N * K` (saturating: the plan
+/// then reports the overflow of that same product).
+fn contract_weights_len(s: GroupedGemmShape) -> usize {
+    s.num_experts.saturating_mul(s.n).saturating_mul(s.k)
+}
+
+/// Plans and enqueues one grouped GEMM.
+///
+/// # Safety
+///
+/// Every pointer must be a device allocation of `dev`'s context holding at least the elements the
+/// shape and `weights.format` give (`x` rows*K of `input`, the weights E*N*K of `input` or FP8
+/// bytes, FP8 scales E*N*ceil(K/group) f32, offsets E+1 i64, `out` rows*out_cols of `output`), valid
+/// until the launch completes; `out` must not be accessed by other work while it runs; `stream` must
+/// be a stream of `dev`'s context.
+#[allow(clippy::too_many_arguments)]
+unsafe fn launch_raw(
+    dev: &Device,
+    stream: Stream,
+    input: DType,
+    output: DType,
+    x: DevicePtr,
+    expert_offsets: Option<DevicePtr>,
+    weights: RawWeights,
+    shape: GroupedGemmShape,
+    epilogue: GemmEpilogue,
+    out: DevicePtr,
+) -> Result<()> {
     // The lengths the pointers hold by contract; a product that overflows saturates, and the plan
     // then reports the overflow of that same product.
     let s = shape;
     let request = GemmRequest {
         input,
         output,
+        weights: weights.format,
         shape,
         epilogue,
         x_len: s.rows.saturating_mul(s.k),
-        w_len: s.num_experts.saturating_mul(s.n).saturating_mul(s.k),
+        w_len: weights.w_len,
         offsets_len: expert_offsets.map(|_| s.num_experts.saturating_add(1)),
         out_len: s.rows.saturating_mul(s.out_cols(epilogue)),
         x_addr: x,
-        w_addr: w,
+        w_addr: weights.w,
         sm_count: dev.sm_count() as usize,
     };
     let Some(plan) = plan_grouped_gemm(&request)? else {
@@ -247,7 +452,14 @@ pub unsafe fn grouped_gemm_raw(
 
     let params = MoeGemmParams {
         x: x as *const c_void,
-        w: w as *const c_void,
+        w: weights.w as *const c_void,
+        w_scales: if plan.scale_groups > 0 {
+            weights.scales as *const f32
+        } else {
+            std::ptr::null()
+        },
+        scale_group: plan.scale_group,
+        scale_groups: plan.scale_groups,
         expert_offsets: expert_offsets.map_or(std::ptr::null(), |p| p as *const i64),
         out: out as *mut c_void,
         rows: plan.rows,
@@ -262,16 +474,18 @@ pub unsafe fn grouped_gemm_raw(
         block_dim: (tile.threads(), 1, 1),
         shared_mem_bytes: smem,
     };
-    // SAFETY: `func` is a `moe_gemm_<tile>_<input>_<output>` kernel whose only parameter is a
+    // SAFETY: `func` is a `moe_gemm_<tile>[_e4m3]_<input>_<output>` kernel whose only parameter is a
     // `MoeGemmParams` by value (layout checked at compile time against the C header), and
-    // `plan.kernel` was chosen for exactly these element types and for this tile's launch shape
-    // (`tile.threads()` threads, `smem` bytes of dynamic shared memory, allowed by the attribute that
-    // `prepared_function` set and checked against the device's limit). By the caller's contract
-    // the pointers hold x = rows*K and w = E*N*K elements of the input type, offsets = E+1 i64 (or
-    // null with E = 1), out = rows*out_cols elements of the output type, for the sizes the plan
+    // `plan.kernel` was chosen for exactly these element types, this weight format and this tile's
+    // launch shape (`tile.threads()` threads, `smem` bytes of dynamic shared memory, allowed by the
+    // attribute that `prepared_function` set and checked against the device's limit). By the
+    // caller's contract the pointers hold x = rows*K elements of the input type, w = E*N*K elements
+    // of the input type or FP8 codes, FP8 scales = E*N*scale_groups f32, offsets = E+1 i64 (or null
+    // with E = 1), out = rows*out_cols elements of the output type, for the sizes the plan
     // validated. The kernel clamps every offset into [0, rows] and masks every row, column and K
-    // index against those sizes, so it stays inside the buffers whatever the offsets hold; the fast
-    // path (16-byte copies) is only chosen for 16-byte aligned x and w with K % 8 == 0.
+    // index against those sizes (and reads a scale only for a weight it reads), so it stays inside
+    // the buffers whatever the offsets hold; the fast path (16-byte copies, 8-byte code loads) is
+    // only chosen for 16-byte aligned x and w with K % 8 == 0.
     unsafe { dev.launch(stream, &func, launch, &params) }
 }
 
@@ -336,17 +550,19 @@ impl GemmTileConfig {
 #[doc(hidden)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GemmRequest {
-    /// Element type of `x` and `w`.
+    /// Element type of `x` (and of `w` for [`GemmWeights::Input`]).
     pub input: DType,
     /// Element type of the output.
     pub output: DType,
+    /// How `w` is stored.
+    pub weights: GemmWeights,
     /// The sizes.
     pub shape: GroupedGemmShape,
     /// The epilogue.
     pub epilogue: GemmEpilogue,
     /// Elements in `x`.
     pub x_len: usize,
-    /// Elements in `w`.
+    /// Elements in `w` (bytes for FP8 codes).
     pub w_len: usize,
     /// Elements in the expert offsets, `None` when there are none.
     pub offsets_len: Option<usize>,
@@ -376,6 +592,8 @@ pub struct GemmLaunchPlan {
     num_experts: i64,
     epilogue: i32,
     activation: i32,
+    scale_group: i64,
+    scale_groups: i64,
 }
 
 /// The input and output element types the kernels are compiled for.
@@ -404,22 +622,27 @@ fn check_types(input: DType, output: DType) -> Result<Types> {
     }
 }
 
-fn kernel_name(tile: GemmTileConfig, types: Types) -> &'static str {
+/// `moe_gemm_<tile>_<input>_<output>`, or `moe_gemm_<tile>_e4m3_<input>_<output>` for FP8 weights.
+fn kernel_name(tile: GemmTileConfig, types: Types, fp8: bool) -> &'static str {
     macro_rules! names {
-        ($tile:literal) => {
+        ($tile:literal, $weights:literal) => {
             match types {
-                Types::Bf16Bf16 => concat!("moe_gemm_", $tile, "_bf16_bf16"),
-                Types::Bf16F32 => concat!("moe_gemm_", $tile, "_bf16_f32"),
-                Types::F16F16 => concat!("moe_gemm_", $tile, "_f16_f16"),
-                Types::F16F32 => concat!("moe_gemm_", $tile, "_f16_f32"),
+                Types::Bf16Bf16 => concat!("moe_gemm_", $tile, $weights, "_bf16_bf16"),
+                Types::Bf16F32 => concat!("moe_gemm_", $tile, $weights, "_bf16_f32"),
+                Types::F16F16 => concat!("moe_gemm_", $tile, $weights, "_f16_f16"),
+                Types::F16F32 => concat!("moe_gemm_", $tile, $weights, "_f16_f32"),
             }
         };
     }
-    match tile {
-        GemmTileConfig::Small => names!("small"),
-        GemmTileConfig::Medium => names!("medium"),
-        GemmTileConfig::Large => names!("large"),
-        GemmTileConfig::Generic => names!("generic"),
+    match (tile, fp8) {
+        (GemmTileConfig::Small, false) => names!("small", ""),
+        (GemmTileConfig::Medium, false) => names!("medium", ""),
+        (GemmTileConfig::Large, false) => names!("large", ""),
+        (GemmTileConfig::Generic, false) => names!("generic", ""),
+        (GemmTileConfig::Small, true) => names!("small", "_e4m3"),
+        (GemmTileConfig::Medium, true) => names!("medium", "_e4m3"),
+        (GemmTileConfig::Large, true) => names!("large", "_e4m3"),
+        (GemmTileConfig::Generic, true) => names!("generic", "_e4m3"),
     }
 }
 
@@ -495,6 +718,28 @@ pub fn plan_grouped_gemm(req: &GemmRequest) -> Result<Option<GemmLaunchPlan>> {
         )?,
         req.w_len,
     )?;
+    let (fp8, scale_group, scale_groups) = match req.weights {
+        GemmWeights::Input => (false, 0, 0),
+        GemmWeights::Fp8E4M3 { group, scales_len } => {
+            if group == 0 {
+                return Err(MoeError::InvalidConfig(
+                    "FP8 weights with a scale group of 0 columns".into(),
+                ));
+            }
+            let groups = s.k.div_ceil(group);
+            check_len(
+                "FP8 weight scales [E, N, ceil(K / group)]",
+                checked_mul(
+                    checked_mul(s.num_experts, s.n, "FP8 weight scales")?,
+                    groups,
+                    "FP8 weight scales",
+                )?,
+                scales_len,
+            )?;
+            // K < 2^31 is checked below, so both fit.
+            (true, group.min(s.k.max(1)) as i64, groups as i64)
+        }
+    };
     if let Some(len) = req.offsets_len {
         let expected = s
             .num_experts
@@ -538,7 +783,7 @@ pub fn plan_grouped_gemm(req: &GemmRequest) -> Result<Option<GemmLaunchPlan>> {
     let (epilogue, activation) = epilogue_abi(req.epilogue);
     Ok(Some(GemmLaunchPlan {
         tile,
-        kernel: kernel_name(tile, types),
+        kernel: kernel_name(tile, types, fp8),
         max_tiles: max_tiles(tile, s, gated)?,
         rows,
         n: s.n as i64,
@@ -546,6 +791,8 @@ pub fn plan_grouped_gemm(req: &GemmRequest) -> Result<Option<GemmLaunchPlan>> {
         num_experts,
         epilogue,
         activation,
+        scale_group,
+        scale_groups,
     }))
 }
 
@@ -569,7 +816,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_tile_and_type_pair_has_its_own_kernel() {
+    fn every_tile_type_pair_and_weight_format_has_its_own_kernel() {
         let tiles = [
             GemmTileConfig::Small,
             GemmTileConfig::Medium,
@@ -584,12 +831,14 @@ mod tests {
         ];
         let mut names: Vec<&str> = tiles
             .iter()
-            .flat_map(|&t| types.iter().map(move |&ty| kernel_name(t, ty)))
+            .flat_map(|&t| types.iter().map(move |&ty| (t, ty)))
+            .flat_map(|(t, ty)| [kernel_name(t, ty, false), kernel_name(t, ty, true)])
             .collect();
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), 16);
+        assert_eq!(names.len(), 32);
         assert!(names.contains(&"moe_gemm_small_bf16_f32"));
+        assert!(names.contains(&"moe_gemm_generic_e4m3_f16_f16"));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The grouped GEMM's tile schedule and operand mapping from `kernels/gemm_schedule.cuh`, its
-//! shared-memory and fragment layout from `kernels/gemm_layout.cuh`, and the activation formulas of
-//! `kernels/activation.cuh`.
+//! shared-memory and fragment layout from `kernels/gemm_layout.cuh`, the activation formulas of
+//! `kernels/activation.cuh`, and the FP8 weight decoding of `kernels/gemm_weights.cuh`.
 
 use crate::config::ActivationKind;
 
@@ -37,6 +37,7 @@ extern "C" {
     fn moe_host_gemm_acc_row(lane: i32, reg: i32) -> i32;
     fn moe_host_gemm_acc_col(lane: i32, reg: i32) -> i32;
     fn moe_host_activation(kind: i32, x: f32) -> f32;
+    fn moe_host_e4m3_to_float(code: u32) -> f32;
 }
 
 /// One output tile of the grouped GEMM: rows `row_begin..row_end` of `expert`, column tile `n_tile`.
@@ -238,4 +239,10 @@ pub fn activation(kind: ActivationKind, x: f32) -> f32 {
     let kind = crate::gpu::gemm::activation_abi(kind);
     // SAFETY: a pure function of its scalar arguments.
     unsafe { moe_host_activation(kind, x) }
+}
+
+/// The value of an FP8 e4m3 code as the FP8 GEMM kernels decode it (`kernels/gemm_weights.cuh`).
+pub fn e4m3_to_f32(code: u8) -> f32 {
+    // SAFETY: a pure function of its scalar argument.
+    unsafe { moe_host_e4m3_to_float(u32::from(code)) }
 }

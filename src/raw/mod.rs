@@ -29,6 +29,7 @@ pub use layer::{
 pub use crate::gpu::combine::{
     combine_raw as combine, shared_expert_accumulate_raw as shared_expert_accumulate,
 };
+pub use crate::gpu::gemm::grouped_gemm_fp8_raw as grouped_gemm_fp8;
 pub use crate::gpu::gemm::grouped_gemm_raw as grouped_gemm;
 pub use crate::gpu::permute::{gather_raw as gather, permute_raw as permute, RawPermutation};
 pub use crate::gpu::routing::route_raw as route;

@@ -211,6 +211,21 @@ pub fn assert_close(what: &str, got: &[f64], want: &[f64], tol: f64) {
 pub mod oracle {
     //! Float64 definitions of each stage.
 
+    /// FP8 e4m3 from its definition: sign, exponent bias 7, subnormals at exponent 0,
+    /// `S.1111.111` NaN.
+    pub fn e4m3(code: u8) -> f64 {
+        let sign = if code & 0x80 != 0 { -1.0 } else { 1.0 };
+        let (e, m) = (((code >> 3) & 0xf) as i32, (code & 7) as f64);
+        if e == 15 && m == 7.0 {
+            return f64::NAN;
+        }
+        sign * if e == 0 {
+            m / 8.0 * 2f64.powi(-6)
+        } else {
+            (1.0 + m / 8.0) * 2f64.powi(e - 7)
+        }
+    }
+
     /// Routing settings, mirrored here so the oracle does not read the crate's logic.
     #[derive(Clone, Debug)]
     pub struct Route {
