@@ -4,7 +4,9 @@
 //!
 //! - `grouped_gemm`: every kernel uses tensor cores (`HMMA.16816.F32.BF16` for bf16 inputs,
 //!   `HMMA.16816.F32` for f16), ldmatrix (`LDSM`), and, on the aligned path, cp.async (`LDGSTS`);
-//!   none touches local memory (`LDL`/`STL`).
+//!   none touches local memory (`LDL`/`STL`). The FP8-weight kernels' aligned path loads 8 codes
+//!   at a time (`LDG.E.64`) and stores each dequantised chunk with one 16-byte shared store
+//!   (`STS.128`).
 //! - `permute` and `combine`: 128-bit global loads (`LDG.E.128`, which cuobjdump 13 prints with an
 //!   optional `.CONSTANT` suffix for read-only loads).
 //!
@@ -124,8 +126,8 @@ fn grouped_gemm_uses_tensor_cores_ldmatrix_and_cp_async() {
         let functions = disassemble(&cuobjdump, "grouped_gemm", arch);
         assert_eq!(
             functions.len(),
-            16,
-            "{arch}: 4 tiles x 4 type pairs, found {:?}",
+            32,
+            "{arch}: 4 tiles x 4 type pairs x 2 weight formats, found {:?}",
             functions.iter().map(|f| &f.name).collect::<Vec<_>>()
         );
         for f in &functions {
@@ -145,6 +147,16 @@ fn grouped_gemm_uses_tensor_cores_ldmatrix_and_cp_async() {
                     has_instruction_prefix(&f.sass, "LDGSTS.E.BYPASS.128"),
                     "{what}: no 16-byte cp.async.cg (LDGSTS.E.BYPASS.128)"
                 );
+                if f.name.contains("_e4m3_") {
+                    assert!(
+                        has_instruction_prefix(&f.sass, "LDG.E.64"),
+                        "{what}: the FP8 codes are not loaded 8 at a time (LDG.E.64)"
+                    );
+                    assert!(
+                        has_instruction(&f.sass, "STS.128"),
+                        "{what}: no 16-byte shared store of the dequantised chunk (STS.128)"
+                    );
+                }
             }
             for local in ["LDL", "STL"] {
                 assert!(
