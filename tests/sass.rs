@@ -4,9 +4,9 @@
 //!
 //! - `grouped_gemm`: every kernel uses tensor cores (`HMMA.16816.F32.BF16` for bf16 inputs,
 //!   `HMMA.16816.F32` for f16), ldmatrix (`LDSM`), and, on the aligned path, cp.async (`LDGSTS`);
-//!   none touches local memory (`LDL`/`STL`). The FP8-weight kernels' aligned path loads 8 codes
-//!   at a time (`LDG.E.64`) and stores each dequantised chunk with one 16-byte shared store
-//!   (`STS.128`).
+//!   none touches local memory (`LDL`/`STL`). The FP8-weight kernels store each dequantised chunk
+//!   with one 16-byte shared store (`STS.128`, which the 16-bit aligned kernels never need); their
+//!   aligned path never loads a code by itself (`LDG.E.U8`, which their generic path does).
 //! - `permute` and `combine`: 128-bit global loads (`LDG.E.128`, which cuobjdump 13 prints with an
 //!   optional `.CONSTANT` suffix for read-only loads).
 //!
@@ -147,16 +147,18 @@ fn grouped_gemm_uses_tensor_cores_ldmatrix_and_cp_async() {
                     has_instruction_prefix(&f.sass, "LDGSTS.E.BYPASS.128"),
                     "{what}: no 16-byte cp.async.cg (LDGSTS.E.BYPASS.128)"
                 );
-                if f.name.contains("_e4m3_") {
-                    assert!(
-                        has_instruction_prefix(&f.sass, "LDG.E.64"),
-                        "{what}: the FP8 codes are not loaded 8 at a time (LDG.E.64)"
-                    );
-                    assert!(
-                        has_instruction(&f.sass, "STS.128"),
-                        "{what}: no 16-byte shared store of the dequantised chunk (STS.128)"
-                    );
-                }
+                assert_eq!(
+                    has_instruction(&f.sass, "STS.128"),
+                    f.name.contains("_e4m3_"),
+                    "{what}: 16-byte shared stores (STS.128) are the FP8 loader's, and only its"
+                );
+            }
+            if f.name.contains("_e4m3_") {
+                assert_eq!(
+                    has_instruction_prefix(&f.sass, "LDG.E.U8"),
+                    f.name.contains("_generic_"),
+                    "{what}: byte loads of codes (LDG.E.U8) belong to the generic path only"
+                );
             }
             for local in ["LDL", "STL"] {
                 assert!(
