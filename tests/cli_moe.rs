@@ -232,6 +232,18 @@ fn run_hunyuan_v1_moe() {
 fn run_ernie4_5_moe() {
     run_family(ModelFamily::Ernie45Moe);
 }
+#[test]
+fn run_llama4() {
+    run_family(ModelFamily::Llama4);
+}
+#[test]
+fn run_dbrx() {
+    run_family(ModelFamily::Dbrx);
+}
+#[test]
+fn run_phimoe() {
+    run_family(ModelFamily::Phimoe);
+}
 
 /// `moe run --device cuda` (on the emulated GPU when there is no real one) gives the same routing
 /// and, within bf16 tolerance, the same output as `--device cpu`, for every family, per-expert and
@@ -253,6 +265,9 @@ fn run_on_the_gpu_matches_the_cpu() {
         ModelFamily::GraniteMoe,
         ModelFamily::HunyuanV1Moe,
         ModelFamily::Ernie45Moe,
+        ModelFamily::Llama4,
+        ModelFamily::Dbrx,
+        ModelFamily::Phimoe,
     ]
     .into_iter()
     .enumerate()

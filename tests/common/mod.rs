@@ -149,6 +149,7 @@ pub fn random_routing_config(rng: &mut StdRng, e: usize) -> moe_kernels::Routing
         grouping,
         renormalize: rng.random_bool(0.5),
         routed_scaling_factor: [1.0f32, 2.5, 0.3][rng.random_range(0..3)],
+        scale_input: false,
     }
 }
 
@@ -167,6 +168,7 @@ pub fn choice_scores(
         groups: None,
         renorm: false,
         scale: 1.0,
+        sparse_mixer: None,
     };
     let scores = oracle::scores(&route, &f64s(logits));
     scores
@@ -222,6 +224,8 @@ pub mod oracle {
         pub groups: Option<(usize, usize, bool)>,
         pub renorm: bool,
         pub scale: f64,
+        /// Phi-3.5-MoE's sparse mixer with this `jitter_eps` (logits are the choice scores).
+        pub sparse_mixer: Option<f64>,
     }
 
     impl Route {
@@ -238,6 +242,10 @@ pub mod oracle {
                     .map(|g| (g.n_group, g.topk_group, g.score == GroupScore::SumTop2)),
                 renorm: cfg.renormalize,
                 scale: cfg.routed_scaling_factor as f64,
+                sparse_mixer: match cfg.scoring {
+                    ScoringFunc::SparseMixer { jitter_eps } => Some(jitter_eps as f64),
+                    _ => None,
+                },
             }
         }
     }
@@ -250,10 +258,15 @@ pub mod oracle {
         pub weights: Vec<f64>,
         pub scores: Vec<f64>,
         pub choice: Vec<f64>,
+        /// Some decision of this row (a sparse mixer mask) sits so close to its threshold that
+        /// `f32` rounding may take the other side.
+        pub fragile: bool,
     }
 
     pub fn scores(r: &Route, logits: &[f64]) -> Vec<f64> {
-        if r.sigmoid {
+        if r.sparse_mixer.is_some() {
+            logits.to_vec()
+        } else if r.sigmoid {
             logits.iter().map(|&l| 1.0 / (1.0 + (-l).exp())).collect()
         } else {
             let m = logits.iter().cloned().fold(f64::MIN, f64::max);
@@ -308,13 +321,48 @@ pub mod oracle {
             }
         };
         let ids: Vec<usize> = ranked(&choice, &eligible)[..r.k].to_vec();
-        let weights = weights_for(r, &scores, &ids);
+        let (weights, fragile) = match r.sparse_mixer {
+            Some(eps) => sparse_mixer_weights(logits, eps, &ids),
+            None => (weights_for(r, &scores, &ids), false),
+        };
+        let weights = match r.sparse_mixer {
+            // The usual renormalisation and scaling of the two weights.
+            Some(_) => weights_for(r, &weights, &[0, 1]),
+            None => weights,
+        };
         RowRoute {
             ids,
             weights,
             scores,
             choice,
+            fragile,
         }
+    }
+
+    /// Phi-3.5-MoE's sparsemixer (eval mode), written from transformers' code: for pick `j` with
+    /// logit `m`, the experts `x` with `(m - s_x) / max(|s_x|, m) > 2 eps` are masked (pick 0 too,
+    /// for pick 1), and the weight is pick `j`'s softmax over the rest. Also whether a ratio lies
+    /// within 1e-5 of the threshold.
+    fn sparse_mixer_weights(s: &[f64], eps: f64, ids: &[usize]) -> (Vec<f64>, bool) {
+        let mut fragile = false;
+        let mut out = vec![];
+        for (j, &pick) in ids.iter().enumerate() {
+            let m = s[pick];
+            let mut den = 0.0;
+            for (x, &sx) in s.iter().enumerate() {
+                if j == 1 && x == ids[0] {
+                    continue;
+                }
+                let ratio = (m - sx) / sx.abs().max(m);
+                fragile |= (ratio - 2.0 * eps).abs() < 1e-5;
+                let masked = ratio > 2.0 * eps;
+                if !masked {
+                    den += (sx - m).exp();
+                }
+            }
+            out.push(1.0 / den);
+        }
+        (out, fragile)
     }
 
     pub fn silu(x: f64) -> f64 {
@@ -376,7 +424,13 @@ pub mod oracle {
         for (&ex, &w) in ids.iter().zip(wts) {
             let gu = el(&weights.gate_up[ex * up * h..(ex + 1) * up * h]);
             let dn = el(&weights.down[ex * h * i..(ex + 1) * h * i]);
-            let y = mlp(x, &gu, &dn, h, i, gated, gelu);
+            // Llama 4: the expert runs on w x, and its output adds with weight 1.
+            let (xin, w) = if cfg.routing.scale_input {
+                (x.iter().map(|v| v * w).collect(), 1.0)
+            } else {
+                (x.to_vec(), w)
+            };
+            let y = mlp(&xin, &gu, &dn, h, i, gated, gelu);
             acc.iter_mut().zip(&y).for_each(|(a, v)| *a += w * v);
         }
         if !shared {
