@@ -114,7 +114,7 @@ pub fn random_ids(
 
 /// A random routing config over `e` experts: k from {1, 2, 6, 8, E, any}, grouped top-k (either group
 /// score, enough kept groups for k) 40% of the time, softmax or sigmoid, bias, renormalisation and
-/// scaling each at random.
+/// scaling each at random; or, 15% of the time when `e >= 2`, the sparse mixer (k = 2).
 pub fn random_routing_config(rng: &mut StdRng, e: usize) -> moe_kernels::RoutingConfig {
     use moe_kernels::{GroupScore, GroupedTopK, RoutingConfig, ScoringFunc};
     let mut ks: Vec<usize> = [1, 2, 6, 8, e].into_iter().filter(|&k| k <= e).collect();
@@ -136,6 +136,18 @@ pub fn random_routing_config(rng: &mut StdRng, e: usize) -> moe_kernels::Routing
     });
     if let Some(g) = &grouping {
         k = k.min(g.topk_group * (e / g.n_group));
+    }
+    if e >= 2 && rng.random_bool(0.15) {
+        // Phi-3.5-MoE's sparse mixer: two experts, no bias, no groups.
+        return RoutingConfig {
+            top_k: 2,
+            scoring: ScoringFunc::SparseMixer {
+                jitter_eps: rng.random_range(0.0..0.5),
+            },
+            renormalize: rng.random_bool(0.3),
+            routed_scaling_factor: [1.0f32, 2.5][rng.random_range(0..2)],
+            ..RoutingConfig::softmax_topk(e, 2, false)
+        };
     }
     RoutingConfig {
         num_experts: e,
@@ -276,9 +288,13 @@ pub mod oracle {
         }
     }
 
-    /// The weights the routing rule gives to the selection `ids`.
+    /// The weights the routing rule gives to the selection `ids` (for the sparse mixer, whose
+    /// scores are the logits, the weights of that pair of picks).
     pub fn weights_for(r: &Route, scores: &[f64], ids: &[usize]) -> Vec<f64> {
-        let mut w: Vec<f64> = ids.iter().map(|&i| scores[i]).collect();
+        let mut w: Vec<f64> = match r.sparse_mixer {
+            Some(eps) => sparse_mixer_weights(scores, eps, ids).0,
+            None => ids.iter().map(|&i| scores[i]).collect(),
+        };
         if r.renorm {
             let s: f64 = w.iter().sum();
             if s > 0.0 {
@@ -321,15 +337,10 @@ pub mod oracle {
             }
         };
         let ids: Vec<usize> = ranked(&choice, &eligible)[..r.k].to_vec();
-        let (weights, fragile) = match r.sparse_mixer {
-            Some(eps) => sparse_mixer_weights(logits, eps, &ids),
-            None => (weights_for(r, &scores, &ids), false),
-        };
-        let weights = match r.sparse_mixer {
-            // The usual renormalisation and scaling of the two weights.
-            Some(_) => weights_for(r, &weights, &[0, 1]),
-            None => weights,
-        };
+        let weights = weights_for(r, &scores, &ids);
+        let fragile = r
+            .sparse_mixer
+            .is_some_and(|eps| sparse_mixer_weights(logits, eps, &ids).1);
         RowRoute {
             ids,
             weights,
