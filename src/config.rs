@@ -11,6 +11,9 @@
 //! | OLMoE | softmax | top-k | no | 1.0 | none |
 //! | DeepSeek-V2 | softmax | top-k, or group-limited greedy (group score = max) | no | `routed_scaling_factor` | `n_shared_experts`, ungated |
 //! | DeepSeek-V3 | sigmoid + correction bias | grouped top-k (group score = sum of top-2 biased scores) | yes | 2.5 | one, ungated |
+//! | Llama 4 | sigmoid, the weight scaling the expert's input (`scale_input`) | top-k (k = 1) | no | 1.0 | one, ungated |
+//! | DBRX | softmax | top-k | yes (`moe_normalize_expert_weights = 1`) | 1.0 | none |
+//! | Phi-3.5-MoE | sparse mixer (two masked softmaxes) | the two best logits | no | 1.0 | none |
 //!
 //! All of them use gated SiLU experts (SwiGLU); gated GELU (tanh) and the non-gated forms serve other
 //! families (Switch-style experts, GeGLU models).

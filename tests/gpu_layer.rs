@@ -16,7 +16,8 @@ use moe_kernels::cpu::layer::CpuMoeLayer;
 use moe_kernels::cpu::routing::{route as cpu_route, Routing};
 use moe_kernels::gpu::{Device, GemmElement, GemmOutput, GpuElement, GpuMoeLayer, Workspace};
 use moe_kernels::{
-    Activation, ActivationKind, MatRef, MoeConfig, MoeError, RoutingConfig, ScoringFunc, SharedExpertConfig,
+    Activation, ActivationKind, MatRef, MoeConfig, MoeError, RoutingConfig, ScoringFunc,
+    SharedExpertConfig,
 };
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;

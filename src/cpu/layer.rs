@@ -1,8 +1,9 @@
 //! The whole MoE block on the CPU: routing, permutation, grouped GEMMs with the activation, combine and
 //! shared experts, from a [`MoeConfig`] and a [`MoeWeights`].
 //!
-//! Rounding points (where a `bf16`/`f16` forward rounds, matching the GPU pipeline): the activated
-//! intermediate `[rows, I]`, the down projection `[rows, H]`, and the final output. Router logits, routing
+//! Rounding points (where a `bf16`/`f16` forward rounds, matching the GPU pipeline): the scaled
+//! gathered rows (with [`RoutingConfig::scale_input`](crate::RoutingConfig::scale_input)), the
+//! activated intermediate `[rows, I]`, the down projection `[rows, H]`, and the final output. Router logits, routing
 //! weights, the shared experts' sum and every accumulator stay `f32`.
 
 use crate::config::MoeConfig;

@@ -30,7 +30,20 @@
 //! which is read instead of the top level when present (its `model_type`, else the top level's, picks
 //! the family).
 //!
-//! Every family also needs `hidden_size`, `num_experts_per_tok` and `num_hidden_layers`; `hidden_act`
+//! The later families:
+//!
+//! | setting | Llama 4 (`llama4`, `llama4_text`) | DBRX (`dbrx`) | Phi-3.5-MoE (`phimoe`) |
+//! |---|---|---|---|
+//! | experts `E` (required) | `num_local_experts` | `ffn_config.moe_num_experts` | `num_local_experts` |
+//! | expert size `I` (required) | `intermediate_size` | `ffn_config.ffn_hidden_size` | `intermediate_size` |
+//! | `k` (required) | `num_experts_per_tok` | `ffn_config.moe_top_k` | `num_experts_per_tok`, which must be 2 |
+//! | width, layers | `hidden_size`, `num_hidden_layers` | `d_model` or `hidden_size`, `n_layers` or `num_hidden_layers` | as Llama 4 |
+//! | routing | sigmoid of the logits, not renormalised, scaling the expert inputs | softmax top-k; renormalised when `ffn_config.moe_normalize_expert_weights` is 1 (the default), not when null; another `p` is refused | sparse mixer with `router_jitter_noise` (0.01) |
+//! | activation | `hidden_act` | `ffn_config.ffn_act_fn.name` (silu) | `hidden_act` |
+//! | shared experts | one of `intermediate_size`, ungated | none | none |
+//! | MoE layers | `moe_layers`, else every `interleave_moe_layer_step`-th (1; 0: none) | all | all |
+//!
+//! Every other family also needs `hidden_size`, `num_experts_per_tok` and `num_hidden_layers`; `hidden_act`
 //! defaults to `silu`. Activations: `silu`/`swish` are gated SiLU (SwiGLU); `gelu_pytorch_tanh`,
 //! `gelu_new` and `gelu_fast` (all the tanh approximation) are gated GELU (GeGLU); anything else,
 //! including the exact (erf) `gelu`, is [`MoeError::UnsupportedModel`].

@@ -12,6 +12,9 @@
 //! | correction bias (`noaux_tc`) | `P.gate.e_score_correction_bias` | `[E]` |
 //! | Qwen2-MoE shared expert | `P.shared_expert.{gate_proj,up_proj,down_proj}.weight`, `P.shared_expert_gate.weight` | `[Is, H]`, `[Is, H]`, `[H, Is]`, `[1, H]` |
 //! | DeepSeek shared experts | `P.shared_experts.{gate_proj,up_proj,down_proj}.weight` | `[Is, H]`, `[Is, H]`, `[H, Is]` |
+//! | Llama 4 (`P = ...layers.{L}.feed_forward`) | `P.router.weight`; `P.experts.gate_up_proj`, `P.experts.down_proj` (each expert transposed); `P.shared_expert.*` | `[E, H]`; `[E, H, 2I]`, `[E, I, H]`; as DeepSeek's |
+//! | DBRX (`P = transformer.blocks.{L}.ffn`) | `P.router.layer.weight`; `P.experts.mlp.w1` (gate), `v1` (up), `w2` (down, each expert transposed) | `[E, H]`; `[E * I, H]` each |
+//! | Phi-3.5-MoE | Mixtral's | |
 //!
 //! The per-expert gate and up projections are stacked into one `[2I, H]` matrix per expert, gate rows
 //! first, as [`MoeWeights::gate_up`] wants. The correction bias is always read as `f32`; everything else is
