@@ -684,6 +684,43 @@ fn info_prints_settings_and_moe_layers() {
         &gone.join("x"),
         &["config.json"],
     );
+
+    // The later families' own settings and layouts.
+    for (family, needles) in [
+        (
+            ModelFamily::Llama4,
+            &[
+                "1, 3 (2 of 4; moe_layers = [1, 3])",
+                "top-1 per token",
+                "the expert inputs",
+                "fused, transposed per expert, under model.layers.{L}.feed_forward",
+            ][..],
+        ),
+        (
+            ModelFamily::Dbrx,
+            &[
+                "top-3 per token",
+                "the expert outputs",
+                "w1/v1/w2 stacked [E * I, H], under transformer.blocks.{L}.ffn",
+            ][..],
+        ),
+        (
+            ModelFamily::Phimoe,
+            &[
+                "sparse mixer, 2 experts (jitter_eps = 0.4)",
+                "top-2 per token",
+            ][..],
+        ),
+    ] {
+        let m = TinyModel::new(&mut rng, family, DType::BF16, false);
+        let dir = m.write_temp("info", 1);
+        let out = moe(&["info", "--model", p(dir.path())]);
+        assert_ok(&out, &format!("info {family}"));
+        let s = String::from_utf8_lossy(&out.stdout);
+        for needle in needles {
+            assert!(s.contains(needle), "{family}: info lacks `{needle}`:\n{s}");
+        }
+    }
 }
 
 #[test]
