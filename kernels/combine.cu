@@ -168,7 +168,7 @@ __device__ __forceinline__ void accumulate_slots(const MoeCombineParams& p, int6
                 // expert outputs cannot come from the permutation, and is never read.
                 if (row >= 0 && row < p.num_rows) {
                     rows[b] = row;
-                    weights[b] = p.weights[flat];
+                    weights[b] = p.weights != nullptr ? p.weights[flat] : 1.0f;
                 }
             }
         }

@@ -30,6 +30,10 @@ MOE_STATIC_ASSERT(sizeof(void*) == 8, "moe_abi.h assumes 64-bit pointers on host
 #define MOE_SCORING_SOFTMAX 0
 /** `MoeRoutingParams::scoring`: element-wise sigmoid. */
 #define MOE_SCORING_SIGMOID 1
+/** `MoeRoutingParams::scoring`: Phi-3.5-MoE's sparse mixer (two experts by logit, each weighted by a
+ * softmax over the experts within `2 * jitter_eps` relative distance of its logit; see
+ * `ScoringFunc::SparseMixer`). Needs `top_k == 2`, no bias and no grouping. */
+#define MOE_SCORING_SPARSE_MIXER 2
 
 /** `MoeRoutingParams::group_score`: a group scores its best choice score. */
 #define MOE_GROUP_SCORE_MAX 0
@@ -102,7 +106,7 @@ typedef struct MoeRoutingParams {
     int32_t num_experts;
     /** Experts per token `k` (1 <= k <= number of eligible experts). */
     int32_t top_k;
-    /** `MOE_SCORING_SOFTMAX` or `MOE_SCORING_SIGMOID`. */
+    /** `MOE_SCORING_SOFTMAX`, `MOE_SCORING_SIGMOID` or `MOE_SCORING_SPARSE_MIXER`. */
     int32_t scoring;
     /** Number of expert groups, dividing `num_experts`; 0 when selection is not grouped. */
     int32_t n_group;
@@ -114,9 +118,13 @@ typedef struct MoeRoutingParams {
     int32_t renormalize;
     /** Factor applied to the final weights. */
     float routed_scaling_factor;
+    /** The sparse mixer's mask threshold (finite, >= 0); ignored by the other scorings. */
+    float jitter_eps;
+    /** Unused, zero: keeps the struct free of padding. */
+    int32_t reserved;
 } MoeRoutingParams;
 
-MOE_STATIC_ASSERT(sizeof(MoeRoutingParams) == 80, "MoeRoutingParams must be 80 bytes without padding");
+MOE_STATIC_ASSERT(sizeof(MoeRoutingParams) == 88, "MoeRoutingParams must be 88 bytes without padding");
 
 /* ---------------------------------------------------------------------------------------------
  * Permutation (kernels/permute.cu): routing decisions sorted by expert, and the gather.
@@ -185,8 +193,10 @@ MOE_STATIC_ASSERT(sizeof(MoePermuteParams) == 120, "MoePermuteParams must be 120
 
 /**
  * Arguments of the `moe_gather_*` kernels: `out[r] = x[row_source[r] / top_k]` for every row
- * `r < expert_offsets[num_experts]`, zeros where `row_source[r] < 0`. Rows are moved as raw bytes in
- * units of the kernel's width (2, 4 or 16 bytes).
+ * `r < expert_offsets[num_experts]`, zeros where `row_source[r] < 0`. The `moe_gather_u*` kernels
+ * move rows as raw bytes in units of their width (2, 4 or 16 bytes); the `moe_gather_scaled_<dtype>`
+ * kernels (units of one element) multiply each row by `row_scale[row_source[r]]`, in f32, rounding
+ * once (Llama 4's routing weights scaling the expert inputs).
  */
 typedef struct MoeGatherParams {
     /** Hidden states `[num_tokens, row_units]` in units. */
@@ -197,6 +207,8 @@ typedef struct MoeGatherParams {
     const int64_t* expert_offsets;
     /** Output `[row_capacity, row_units]` in units. */
     void* out;
+    /** `[num_tokens * top_k]` scale of each flat source (the scaled kernels), else NULL. */
+    const float* row_scale;
     /** Number of tokens `T`. */
     int64_t num_tokens;
     /** Units per row (`H * sizeof(T) / unit`). */
@@ -209,7 +221,7 @@ typedef struct MoeGatherParams {
     int64_t num_experts;
 } MoeGatherParams;
 
-MOE_STATIC_ASSERT(sizeof(MoeGatherParams) == 72, "MoeGatherParams must be 72 bytes without padding");
+MOE_STATIC_ASSERT(sizeof(MoeGatherParams) == 80, "MoeGatherParams must be 80 bytes without padding");
 
 /* ---------------------------------------------------------------------------------------------
  * Combine (kernels/combine.cu): expert outputs back to token order, and the shared experts' sum.
@@ -224,7 +236,8 @@ MOE_STATIC_ASSERT(sizeof(MoeGatherParams) == 72, "MoeGatherParams must be 72 byt
 
 /**
  * Arguments of the `moe_combine_*` kernels:
- * `out[t] = sum over s in 0..top_k of weights[t, s] * expert_out[slot_row[t * top_k + s]] (+ shared[t])`,
+ * `out[t] = sum over s in 0..top_k of weights[t, s] * expert_out[slot_row[t * top_k + s]] (+ shared[t])`
+ * (weight 1 when `weights` is NULL),
  * accumulated in f32 in slot order, rounded once. Slots whose row is outside `0..num_rows` (ids the
  * permutation skipped) contribute nothing.
  */
@@ -233,7 +246,7 @@ typedef struct MoeCombineParams {
     const void* expert_out;
     /** `[num_tokens * top_k]` row of each (token, slot). */
     const int64_t* slot_row;
-    /** Routing weights `[num_tokens, top_k]`. */
+    /** Routing weights `[num_tokens, top_k]`, or NULL: every weight 1 (the inputs were scaled). */
     const float* weights;
     /** Shared experts' output `[num_tokens, hidden]`, or NULL. */
     const void* shared;

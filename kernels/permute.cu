@@ -12,7 +12,11 @@
 // Gather: one warp per row of the permuted layout, grid-stride over rows; lanes move the row in
 // units of 16 bytes (uint4) when rows and pointers are 16-byte aligned, else in 2- or 4-byte
 // elements. Rows past expert_offsets[E] (the padded total, known only on the device) are not touched.
+// The scaled gather (Llama 4's input scaling) has the same decomposition in single elements, each
+// lane scaling its elements by the row's routing weight in f32 and rounding once.
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
 #include <stdint.h>
 
 #include "moe_abi.h"
@@ -174,7 +178,68 @@ __device__ void gather_rows(const MoeGatherParams& p) {
     }
 }
 
+// Narrowing from f32, round to nearest even (the CPU reference's `Element::from_f32`).
+template <typename T>
+__device__ __forceinline__ T narrow(float v);
+template <>
+__device__ __forceinline__ float narrow<float>(float v) {
+    return v;
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 narrow<__nv_bfloat16>(float v) {
+    return __float2bfloat16_rn(v);
+}
+template <>
+__device__ __forceinline__ __half narrow<__half>(float v) {
+    return __float2half_rn(v);
+}
+
+// The scaled gather for rows of T: as gather_rows (row r by warp r mod the grid's warps, lanes
+// striding its elements), out[r] = x[token] * row_scale[flat source of r], zeros for padding.
+template <typename T>
+__device__ void gather_scaled_rows(const MoeGatherParams& p) {
+    const int lane = threadIdx.x % kWarpSize;
+    const int64_t warps = blockDim.x / kWarpSize;
+    const int64_t stride = static_cast<int64_t>(gridDim.x) * warps;
+    const int64_t total = moe_min64(p.expert_offsets[p.num_experts], p.row_capacity);
+    const T* __restrict__ x = static_cast<const T*>(p.x);
+    T* __restrict__ out = static_cast<T*>(p.out);
+    const int64_t n = p.row_units;
+    for (int64_t r = blockIdx.x * warps + threadIdx.x / kWarpSize; r < total; r += stride) {
+        const int64_t source = p.row_source[r];
+        const int64_t token = moe_gather_token(source, p.top_k);
+        T* dst = out + r * n;
+        if (token < 0) {
+            for (int64_t u = lane; u < n; u += kWarpSize) {
+                dst[u] = narrow<T>(0.0f);
+            }
+            continue;
+        }
+        const float scale = p.row_scale[source];
+        const T* src = x + token * n;
+        for (int64_t u = lane; u < n; u += kWarpSize) {
+            dst[u] = narrow<T>(__fmul_rn(moe_to_float(src[u]), scale));
+        }
+    }
+}
+
 }  // namespace
+
+// Rows of T, each scaled by its routing weight.
+extern "C" __global__ void __launch_bounds__(MOE_GATHER_BLOCK_THREADS)
+    moe_gather_scaled_f32(const MoeGatherParams p) {
+    gather_scaled_rows<float>(p);
+}
+
+extern "C" __global__ void __launch_bounds__(MOE_GATHER_BLOCK_THREADS)
+    moe_gather_scaled_bf16(const MoeGatherParams p) {
+    gather_scaled_rows<__nv_bfloat16>(p);
+}
+
+extern "C" __global__ void __launch_bounds__(MOE_GATHER_BLOCK_THREADS)
+    moe_gather_scaled_f16(const MoeGatherParams p) {
+    gather_scaled_rows<__half>(p);
+}
 
 // Rows of 16-byte units (row bytes and both base pointers 16-byte aligned).
 extern "C" __global__ void __launch_bounds__(MOE_GATHER_BLOCK_THREADS)

@@ -9,6 +9,11 @@
 // equal scores going to the lower expert index; weights are the picked experts' unbiased scores,
 // optionally divided by their sum, times the routed scaling factor.
 //
+// The sparse mixer (MOE_SCORING_SPARSE_MIXER, Phi-3.5-MoE) scores are the logits themselves, so the
+// same two selection passes pick i1 and i2; each pick's weight is then replaced by 1 / the sum of
+// exp(s - m) over the experts not masked around its logit m (i1 left out of i2's sum), one more
+// pass over the row and a butterfly sum per pick (moe_sparse_mixer_weight).
+//
 // Decomposition of one row over the lanes: lane l owns the experts e = l + i * kWidth (slot i). A row
 // source holds or recomputes the owned experts' scores:
 //   - MoeRegisterRow<T, kPerLane>: every owned score and choice score in registers (the fast path,
@@ -257,7 +262,7 @@ struct MoeRegisterRow {
             for (int i = 0; i < kPerLane; ++i) {
                 score[i] = score[i] / denominator;
             }
-        } else {
+        } else if (p.scoring == MOE_SCORING_SIGMOID) {
             for (int i = 0; i < kPerLane; ++i) {
                 score[i] = moe_sigmoid(score[i]);
             }
@@ -308,6 +313,7 @@ struct MoeRecomputedRow {
     int32_t num_experts;
     int32_t num_slots;
     bool softmax;
+    bool sigmoid;
     float max_logit;
     float denominator;
 
@@ -320,6 +326,7 @@ struct MoeRecomputedRow {
         num_experts = p.num_experts;
         num_slots = (num_experts + Lanes::kWidth - 1) / Lanes::kWidth;
         softmax = p.scoring == MOE_SCORING_SOFTMAX;
+        sigmoid = p.scoring == MOE_SCORING_SIGMOID;
         max_logit = 0.0f;
         denominator = 1.0f;
         bool bad = false;
@@ -343,13 +350,16 @@ struct MoeRecomputedRow {
         return false;
     }
 
-    // The unbiased score s(e).
+    // The unbiased score s(e) (the logit itself for the sparse mixer).
     MOE_HD float score_of(int32_t e) const {
         const float x = moe_to_float(logits[e]);
         if (softmax) {
             return expf(x - max_logit) / denominator;
         }
-        return moe_sigmoid(x);
+        if (sigmoid) {
+            return moe_sigmoid(x);
+        }
+        return x;
     }
 
     // The choice score c(e) = s(e) + bias(e).
@@ -423,6 +433,27 @@ MOE_HD MoeRanked moe_select_groups(const Lanes& lanes, const MoeRoutingParams& p
     return threshold;
 }
 
+// The sparse mixer's weight of a pick with logit `m`: 1 / the sum of exp(s - m) over the experts
+// whose ratio (m - s) / max(|s|, m) is not above `threshold` (a 0/0 ratio is NaN, not above it), expert
+// `skip` left out; returned to every lane. The division form is transformers'.
+template <class Lanes, class Row>
+MOE_HD float moe_sparse_mixer_weight(const Lanes& lanes, const Row& row, float m, int32_t skip,
+                                     float threshold) {
+    float local = 0.0f;
+    for (int32_t i = 0; i < row.slots(); ++i) {
+        const MoeCandidate c = row.candidate(lanes, i);
+        if (c.rank.index == INT32_MAX || c.rank.index == skip) {
+            continue;
+        }
+        const float s = c.score;
+        const float ratio = (m - s) / fmaxf(fabsf(s), m);
+        if (!(ratio > threshold)) {
+            local += expf(s - m);
+        }
+    }
+    return 1.0f / lanes.sum(local);
+}
+
 // Route row `token`: the whole per-row algorithm, for any lanes and row source. `group_scores` holds
 // n_group floats owned by these lanes (unused when n_group is 0).
 template <class Lanes, class Row>
@@ -450,6 +481,7 @@ MOE_HD void moe_route_row(const Lanes& lanes, const MoeRoutingParams& p, Row& ro
     int32_t my_id = 0;
     float my_score = 0.0f;
     MoeRanked previous = moe_rank_top();
+    MoeRanked first = moe_rank_none();
     float weight_sum = 0.0f;
     for (int32_t j = 0; j < p.top_k; ++j) {
         MoeCandidate best = moe_candidate_none();
@@ -469,6 +501,9 @@ MOE_HD void moe_route_row(const Lanes& lanes, const MoeRoutingParams& p, Row& ro
         }
         const MoeCandidate pick = moe_best_candidate(lanes, best);
         previous = pick.rank;
+        if (j == 0) {
+            first = pick.rank;
+        }
         // Every lane carries the same running sum, accumulated in slot order like the reference.
         weight_sum += pick.score;
         if (lanes.lane() == j % Lanes::kWidth) {
@@ -478,6 +513,21 @@ MOE_HD void moe_route_row(const Lanes& lanes, const MoeRoutingParams& p, Row& ro
             } else {
                 ids[j] = pick.rank.index;
                 weights[j] = pick.score;
+            }
+        }
+    }
+
+    if (p.scoring == MOE_SCORING_SPARSE_MIXER) {
+        // top_k is 2: `first` and `previous` are the two picks, known to every lane.
+        const float threshold = 2.0f * p.jitter_eps;
+        const float w0 = moe_sparse_mixer_weight(lanes, row, first.score, -1, threshold);
+        const float w1 = moe_sparse_mixer_weight(lanes, row, previous.score, first.index, threshold);
+        weight_sum = w0 + w1;
+        for (int32_t j = lanes.lane(); j < p.top_k; j += Lanes::kWidth) {
+            if (in_registers) {
+                my_score = j == 0 ? w0 : w1;
+            } else {
+                weights[j] = j == 0 ? w0 : w1;
             }
         }
     }

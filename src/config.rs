@@ -11,6 +11,9 @@
 //! | OLMoE | softmax | top-k | no | 1.0 | none |
 //! | DeepSeek-V2 | softmax | top-k, or group-limited greedy (group score = max) | no | `routed_scaling_factor` | `n_shared_experts`, ungated |
 //! | DeepSeek-V3 | sigmoid + correction bias | grouped top-k (group score = sum of top-2 biased scores) | yes | 2.5 | one, ungated |
+//! | Llama 4 | sigmoid, the weight scaling the expert's input (`scale_input`) | top-k (k = 1) | no | 1.0 | one, ungated |
+//! | DBRX | softmax | top-k | yes (`moe_normalize_expert_weights = 1`) | 1.0 | none |
+//! | Phi-3.5-MoE | sparse mixer (two masked softmaxes) | the two best logits | no | 1.0 | none |
 //!
 //! All of them use gated SiLU experts (SwiGLU); gated GELU (tanh) and the non-gated forms serve other
 //! families (Switch-style experts, GeGLU models).
@@ -18,12 +21,26 @@
 use crate::error::{MoeError, Result};
 
 /// How router logits become expert scores.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum ScoringFunc {
     /// `softmax` over all experts (Mixtral, Qwen, OLMoE, DeepSeek-V2).
     Softmax,
-    /// Element-wise `sigmoid` (DeepSeek-V3).
+    /// Element-wise `sigmoid` (DeepSeek-V3, Llama 4).
     Sigmoid,
+    /// Phi-3.5-MoE's `sparsemixer` at inference: exactly two experts, chosen by logit, each weighted
+    /// by a softmax over the experts whose logits lie close to its own.
+    ///
+    /// With logits `s` and `eps = jitter_eps`: the first expert is `i1 = argmax s` (`m1 = s[i1]`);
+    /// expert `j` is masked when `(m1 - s[j]) / max(|s[j]|, m1) > 2 eps`, and
+    /// `w1 = 1 / sum over unmasked j of exp(s[j] - m1)`. The second expert is the best of the
+    /// others, `i2` (`m2 = s[i2]`), with the same mask around `m2` (on the original `s[j]`), `i1`
+    /// left out, and `w2 = 1 / sum over unmasked j != i1 of exp(s[j] - m2)`. A `0 / 0` ratio (a zero
+    /// logit equal to the maximum) is not masked. Needs `top_k = 2`, no correction bias and no
+    /// grouping; renormalisation and scaling, when asked for, apply to `(w1, w2)` as usual.
+    SparseMixer {
+        /// The mask threshold `eps` (`router_jitter_noise`), finite and `>= 0`.
+        jitter_eps: f32,
+    },
 }
 
 /// How a group of experts is scored in grouped (group-limited) top-k.
@@ -58,7 +75,12 @@ pub struct GroupedTopK {
 /// (it changes which experts are chosen, never their weights); optional grouped restriction; then the `k`
 /// experts with the largest choice scores, in descending order, **equal scores resolved in favour of the
 /// lower expert index**. Weights: the chosen experts' scores `s`, divided by their sum when
-/// `renormalize`, then multiplied by `routed_scaling_factor`.
+/// `renormalize`, then multiplied by `routed_scaling_factor`. ([`ScoringFunc::SparseMixer`] has its
+/// own selection and weights.)
+///
+/// Where the weights apply: normally each chosen expert's output is multiplied by its weight; with
+/// `scale_input` (Llama 4) the expert runs on the token times its weight, `expert(w x)`, and the
+/// outputs are summed with weight 1. The experts are nonlinear, so the two differ.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RoutingConfig {
     /// Number of routed experts `E` (>= 1).
@@ -77,6 +99,8 @@ pub struct RoutingConfig {
     pub renormalize: bool,
     /// Multiply the final weights by this factor (`routed_scaling_factor`; 1.0 for most families).
     pub routed_scaling_factor: f32,
+    /// The weights scale each chosen expert's input rather than its output (Llama 4).
+    pub scale_input: bool,
 }
 
 impl RoutingConfig {
@@ -90,6 +114,7 @@ impl RoutingConfig {
             grouping: None,
             renormalize,
             routed_scaling_factor: 1.0,
+            scale_input: false,
         }
     }
 
@@ -122,6 +147,24 @@ impl RoutingConfig {
                 "routed_scaling_factor must be finite and positive, got {}",
                 self.routed_scaling_factor
             )));
+        }
+        if let ScoringFunc::SparseMixer { jitter_eps } = self.scoring {
+            if !jitter_eps.is_finite() || jitter_eps < 0.0 {
+                return Err(MoeError::InvalidConfig(format!(
+                    "the sparse mixer's jitter_eps must be finite and >= 0, got {jitter_eps}"
+                )));
+            }
+            if self.top_k != 2 {
+                return Err(MoeError::InvalidConfig(format!(
+                    "sparse mixer routing chooses exactly 2 experts, got top_k = {}",
+                    self.top_k
+                )));
+            }
+            if self.correction_bias || self.grouping.is_some() {
+                return Err(MoeError::InvalidConfig(
+                    "sparse mixer routing takes no correction bias and no grouping".into(),
+                ));
+            }
         }
         if let Some(g) = &self.grouping {
             if g.n_group == 0 || e % g.n_group != 0 {
@@ -365,6 +408,7 @@ impl MoeConfig {
                 }),
                 renormalize: true,
                 routed_scaling_factor: 2.5,
+                scale_input: false,
             },
             activation: Activation::SWIGLU,
             shared_experts: vec![SharedExpertConfig {

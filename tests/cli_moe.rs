@@ -232,6 +232,18 @@ fn run_hunyuan_v1_moe() {
 fn run_ernie4_5_moe() {
     run_family(ModelFamily::Ernie45Moe);
 }
+#[test]
+fn run_llama4() {
+    run_family(ModelFamily::Llama4);
+}
+#[test]
+fn run_dbrx() {
+    run_family(ModelFamily::Dbrx);
+}
+#[test]
+fn run_phimoe() {
+    run_family(ModelFamily::Phimoe);
+}
 
 /// `moe run --device cuda` (on the emulated GPU when there is no real one) gives the same routing
 /// and, within bf16 tolerance, the same output as `--device cpu`, for every family, per-expert and
@@ -253,6 +265,9 @@ fn run_on_the_gpu_matches_the_cpu() {
         ModelFamily::GraniteMoe,
         ModelFamily::HunyuanV1Moe,
         ModelFamily::Ernie45Moe,
+        ModelFamily::Llama4,
+        ModelFamily::Dbrx,
+        ModelFamily::Phimoe,
     ]
     .into_iter()
     .enumerate()
@@ -669,6 +684,43 @@ fn info_prints_settings_and_moe_layers() {
         &gone.join("x"),
         &["config.json"],
     );
+
+    // The later families' own settings and layouts.
+    for (family, needles) in [
+        (
+            ModelFamily::Llama4,
+            &[
+                "1, 3 (2 of 4; moe_layers = [1, 3])",
+                "top-1 per token",
+                "the expert inputs",
+                "fused, transposed per expert, under model.layers.{L}.feed_forward",
+            ][..],
+        ),
+        (
+            ModelFamily::Dbrx,
+            &[
+                "top-3 per token",
+                "the expert outputs",
+                "w1/v1/w2 stacked [E * I, H], under transformer.blocks.{L}.ffn",
+            ][..],
+        ),
+        (
+            ModelFamily::Phimoe,
+            &[
+                "sparse mixer, 2 experts (jitter_eps = 0.4)",
+                "top-2 per token",
+            ][..],
+        ),
+    ] {
+        let m = TinyModel::new(&mut rng, family, DType::BF16, false);
+        let dir = m.write_temp("info", 1);
+        let out = moe(&["info", "--model", p(dir.path())]);
+        assert_ok(&out, &format!("info {family}"));
+        let s = String::from_utf8_lossy(&out.stdout);
+        for needle in needles {
+            assert!(s.contains(needle), "{family}: info lacks `{needle}`:\n{s}");
+        }
+    }
 }
 
 #[test]

@@ -67,17 +67,7 @@ fn check_layer<X: Element, W: Element>(rng: &mut StdRng, cfg: &MoeConfig, t: usi
     assert_eq!(out.hidden.len(), t * h);
 
     let r = &cfg.routing;
-    let route = Route {
-        e,
-        k,
-        sigmoid: r.scoring == ScoringFunc::Sigmoid,
-        bias: weights.correction_bias.as_deref().map(common::f64s),
-        groups: r
-            .grouping
-            .map(|g| (g.n_group, g.topk_group, g.score == GroupScore::SumTop2)),
-        renorm: r.renormalize,
-        scale: r.routed_scaling_factor as f64,
-    };
+    let route = Route::of(r, weights.correction_bias.as_deref());
     let x64 = common::el64(&x);
     let router = common::el64(&weights.router);
     let mut want = vec![0f64; t * h];
@@ -189,6 +179,7 @@ fn random_layers_match_oracle_f32() {
                 grouping,
                 renormalize: rng.random_bool(0.5),
                 routed_scaling_factor: if rng.random_bool(0.5) { 1.0 } else { 2.5 },
+                scale_input: false,
             },
             activation: Activation {
                 kind: if rng.random_bool(0.5) {

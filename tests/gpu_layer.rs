@@ -16,7 +16,8 @@ use moe_kernels::cpu::layer::CpuMoeLayer;
 use moe_kernels::cpu::routing::{route as cpu_route, Routing};
 use moe_kernels::gpu::{Device, GemmElement, GemmOutput, GpuElement, GpuMoeLayer, Workspace};
 use moe_kernels::{
-    Activation, ActivationKind, MatRef, MoeConfig, MoeError, RoutingConfig, SharedExpertConfig,
+    Activation, ActivationKind, MatRef, MoeConfig, MoeError, RoutingConfig, ScoringFunc,
+    SharedExpertConfig,
 };
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
@@ -221,10 +222,26 @@ fn random_configs_match_the_cpu_layer() {
                 },
             ],
         };
+        // Softmax top-k; sigmoid scores that scale the expert inputs (Llama 4); the sparse mixer
+        // (Phi-3.5-MoE, two experts).
+        let routing = match rng.random_range(0..4) {
+            0 => RoutingConfig {
+                scoring: ScoringFunc::Sigmoid,
+                scale_input: true,
+                ..RoutingConfig::softmax_topk(e, k, false)
+            },
+            1 if e >= 2 => RoutingConfig {
+                scoring: ScoringFunc::SparseMixer {
+                    jitter_eps: rng.random_range(0.0..0.5),
+                },
+                ..RoutingConfig::softmax_topk(e, 2, false)
+            },
+            _ => RoutingConfig::softmax_topk(e, k, rng.random_bool(0.5)),
+        };
         let cfg = MoeConfig {
             hidden_size: h,
             intermediate_size: i,
-            routing: RoutingConfig::softmax_topk(e, k, rng.random_bool(0.5)),
+            routing,
             activation,
             shared_experts,
         };

@@ -8,7 +8,7 @@ mod common;
 mod hf_util;
 
 use hf_util::{TempDir, TinyModel};
-use moe_kernels::config::{GroupScore, GroupedTopK, MoeConfig};
+use moe_kernels::config::{GroupScore, GroupedTopK, MoeConfig, ScoringFunc};
 use moe_kernels::hf::{HfModel, ModelFamily};
 use moe_kernels::DType;
 use serde_json::{json, Value};
@@ -218,6 +218,66 @@ fn cases(rng: &mut rand::rngs::StdRng) -> Vec<Case> {
 
     // MiniMax-M2: its own family (bias beside the router, spread wide in the tiny model).
     out.push(as_is(rng, "minimax_m2", ModelFamily::MinimaxM2, vec![0, 1]));
+
+    // Llama 4: sigmoid top-1 scaling the expert input, transposed fused experts, a shared expert;
+    // text-only (model.layers.) and as the hub stores it (multimodal, language_model.model.).
+    out.push(as_is(rng, "llama4_text", ModelFamily::Llama4, vec![1, 3]));
+    let m = TinyModel::new(rng, ModelFamily::Llama4, DType::BF16, true);
+    let mut m = m.into_multimodal("language_model.model.");
+    edit(
+        &mut m.config,
+        json!({"model_type": "llama4", "architectures": ["Llama4ForConditionalGeneration"]}),
+        &[],
+    );
+    let want = m.moe.clone();
+    out.push(Case {
+        name: "llama4",
+        model: m,
+        want,
+        moe_layers: vec![1, 3],
+    });
+    // Without moe_layers, every interleave_moe_layer_step-th layer (2: layers 1 and 3), and top-2.
+    let mut m = TinyModel::new(rng, ModelFamily::Llama4, DType::BF16, true);
+    edit(
+        &mut m.config,
+        json!({"interleave_moe_layer_step": 2, "num_experts_per_tok": 2}),
+        &["moe_layers"],
+    );
+    let mut want = m.moe.clone();
+    want.routing.top_k = 2;
+    m.moe.routing.top_k = 2;
+    out.push(Case {
+        name: "llama4_text step 2, top-2",
+        model: m,
+        want,
+        moe_layers: vec![1, 3],
+    });
+
+    // DBRX: ffn_config, 2-D w1/v1/w2; the sum-normalised weights, and null: none.
+    out.push(as_is(rng, "dbrx", ModelFamily::Dbrx, vec![0, 1]));
+    let mut m = TinyModel::new(rng, ModelFamily::Dbrx, DType::BF16, true);
+    m.config["ffn_config"]["moe_normalize_expert_weights"] = Value::Null;
+    m.moe.routing.renormalize = false;
+    let want = m.moe.clone();
+    out.push(Case {
+        name: "dbrx moe_normalize_expert_weights null",
+        model: m,
+        want,
+        moe_layers: vec![0, 1],
+    });
+
+    // Phi-3.5-MoE: the sparse mixer (a wide jitter in the tiny model, and the released 0.01).
+    out.push(as_is(rng, "phimoe", ModelFamily::Phimoe, vec![0, 1]));
+    let mut m = TinyModel::new(rng, ModelFamily::Phimoe, DType::BF16, false);
+    m.config["router_jitter_noise"] = json!(0.01);
+    m.moe.routing.scoring = ScoringFunc::SparseMixer { jitter_eps: 0.01 };
+    let want = m.moe.clone();
+    out.push(Case {
+        name: "phimoe jitter 0.01",
+        model: m,
+        want,
+        moe_layers: vec![0, 1],
+    });
     out
 }
 
@@ -295,6 +355,17 @@ fn minimax_m2_extra_keys_and_unknown_types() {
         parse(&c),
         Err(moe_kernels::MoeError::UnsupportedModel(_))
     ));
+    // DBRX's p-norm for p other than 1, and Phi-3.5-MoE with another k than its router's 2.
+    let d = TinyModel::new(&mut rng, ModelFamily::Dbrx, DType::BF16, true);
+    let mut c = d.config.clone();
+    c["ffn_config"]["moe_normalize_expert_weights"] = json!(2.0);
+    let msg = parse(&c).unwrap_err().to_string();
+    assert!(msg.contains("moe_normalize_expert_weights"), "{msg}");
+    let p = TinyModel::new(&mut rng, ModelFamily::Phimoe, DType::BF16, false);
+    let mut c = p.config.clone();
+    c["num_experts_per_tok"] = json!(1);
+    let msg = parse(&c).unwrap_err().to_string();
+    assert!(msg.contains("num_experts_per_tok"), "{msg}");
     let mut c = m.config.clone();
     c["model_type"] = json!("gpt_oss");
     let msg = parse(&c).unwrap_err().to_string();

@@ -1,8 +1,9 @@
 //! The whole MoE block on the CPU: routing, permutation, grouped GEMMs with the activation, combine and
 //! shared experts, from a [`MoeConfig`] and a [`MoeWeights`].
 //!
-//! Rounding points (where a `bf16`/`f16` forward rounds, matching the GPU pipeline): the activated
-//! intermediate `[rows, I]`, the down projection `[rows, H]`, and the final output. Router logits, routing
+//! Rounding points (where a `bf16`/`f16` forward rounds, matching the GPU pipeline): the scaled
+//! gathered rows (with [`RoutingConfig::scale_input`](crate::RoutingConfig::scale_input)), the
+//! activated intermediate `[rows, I]`, the down projection `[rows, H]`, and the final output. Router logits, routing
 //! weights, the shared experts' sum and every accumulator stay `f32`.
 
 use crate::config::MoeConfig;
@@ -219,6 +220,9 @@ impl<W: Element, S: ExpertStorage> CpuMoeLayer<W, S> {
             &perm,
             &mut MatMut::new("gathered activations", &mut gathered, rows, h)?,
         )?;
+        if cfg.routing.scale_input {
+            scale_rows(&mut gathered, h, &perm, &routing.weights);
+        }
         let gathered = MatRef::new("gathered activations", &gathered, rows, h)?;
 
         let mut act = vec![X::default(); checked_mul(rows, i, "expert intermediate")?];
@@ -254,10 +258,16 @@ impl<W: Element, S: ExpertStorage> CpuMoeLayer<W, S> {
             Some(shared_experts(cfg, x, &self.weights.shared)?)
         };
         let mut out = vec![X::default(); checked_mul(t, h, "output")?];
+        // Inputs already scaled: the outputs add up with weight 1.
+        let ones = cfg.routing.scale_input.then(|| vec![1f32; t * k]);
+        let combine_weights = match &ones {
+            Some(ones) => MatRef::new("topk_weights", ones, t, k)?,
+            None => routing.weights_view(),
+        };
         combine(
             MatRef::new("expert outputs", &down, rows, h)?,
             &perm,
-            routing.weights_view(),
+            combine_weights,
             shared
                 .as_deref()
                 .map(|s| MatRef::new("shared expert output", s, t, h))
@@ -265,6 +275,25 @@ impl<W: Element, S: ExpertStorage> CpuMoeLayer<W, S> {
             &mut MatMut::new("output", &mut out, t, h)?,
         )?;
         Ok(out)
+    }
+}
+
+/// Multiply each gathered row `[rows, h]` by the routing weight of its (token, slot), rounding to
+/// `X` (the input scaling of [`RoutingConfig::scale_input`](crate::RoutingConfig::scale_input));
+/// padding rows stay zero.
+fn scale_rows<X: Element>(
+    gathered: &mut [X],
+    h: usize,
+    perm: &super::permute::Permutation,
+    weights: &[f32],
+) {
+    for (r, row) in gathered.chunks_mut(h).enumerate() {
+        if let Some((token, slot)) = perm.source(r) {
+            let w = weights[token * perm.top_k() + slot];
+            for v in row {
+                *v = X::from_f32(v.to_f32() * w);
+            }
+        }
     }
 }
 

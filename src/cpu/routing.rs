@@ -249,6 +249,10 @@ fn route_row(
         });
     }
     match cfg.scoring {
+        ScoringFunc::SparseMixer { jitter_eps } => {
+            sparse_mixer_row(logits, jitter_eps, ids, weights);
+            return finish_weights(cfg, weights);
+        }
         ScoringFunc::Softmax => {
             let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let mut sum = 0f32;
@@ -296,6 +300,12 @@ fn route_row(
         ids[j] = e as i32;
         weights[j] = s.scores[e];
     }
+    finish_weights(cfg, weights)
+}
+
+/// The chosen weights divided by their sum (when `renormalize` and the sum is positive), then
+/// scaled by `routed_scaling_factor`.
+fn finish_weights(cfg: &RoutingConfig, weights: &mut [f32]) -> Result<()> {
     if cfg.renormalize {
         let sum: f32 = weights.iter().sum();
         if sum > 0.0 {
@@ -308,6 +318,39 @@ fn route_row(
         *w *= cfg.routed_scaling_factor;
     }
     Ok(())
+}
+
+/// Phi-3.5-MoE's two-round sparse mixer on one row of (finite) logits: see
+/// [`ScoringFunc::SparseMixer`]. The ratio is computed as a division, as transformers does, so that
+/// an expert at the mask's edge falls on the same side.
+fn sparse_mixer_row(logits: &[f32], eps: f32, ids: &mut [i32], weights: &mut [f32]) {
+    // The best expert, ties to the lower index, among those not `skip`.
+    let best = |skip: Option<usize>| {
+        (0..logits.len())
+            .filter(|&j| Some(j) != skip)
+            .min_by(|&a, &b| rank_order(logits, a, b))
+            .expect("sparse mixer routing has at least two experts")
+    };
+    let threshold = 2.0 * eps;
+    // 1 / the sum of exp(s_j - m) over the experts not masked around m, `skip` left out.
+    let weight = |m: f32, skip: Option<usize>| {
+        let sum: f32 = logits
+            .iter()
+            .enumerate()
+            .filter(|&(j, &l)| {
+                let masked = (m - l) / l.abs().max(m) > threshold;
+                Some(j) != skip && !masked
+            })
+            .map(|(_, &l)| (l - m).exp())
+            .sum();
+        1.0 / sum
+    };
+    let first = best(None);
+    let second = best(Some(first));
+    ids[0] = first as i32;
+    ids[1] = second as i32;
+    weights[0] = weight(logits[first], None);
+    weights[1] = weight(logits[second], Some(first));
 }
 
 /// The score of one group of experts from its members' choice scores.

@@ -7,6 +7,7 @@
 
 pub const MOE_SCORING_SOFTMAX: i32 = 0;
 pub const MOE_SCORING_SIGMOID: i32 = 1;
+pub const MOE_SCORING_SPARSE_MIXER: i32 = 2;
 pub const MOE_GROUP_SCORE_MAX: i32 = 0;
 pub const MOE_GROUP_SCORE_SUM_TOP2: i32 = 1;
 pub const MOE_NONFINITE_NAN: i32 = 1;
@@ -85,7 +86,7 @@ pub struct MoeRoutingParams {
     pub num_experts: i32,
     #[doc = " Experts per token `k` (1 <= k <= number of eligible experts)."]
     pub top_k: i32,
-    #[doc = " `MOE_SCORING_SOFTMAX` or `MOE_SCORING_SIGMOID`."]
+    #[doc = " `MOE_SCORING_SOFTMAX`, `MOE_SCORING_SIGMOID` or `MOE_SCORING_SPARSE_MIXER`."]
     pub scoring: i32,
     #[doc = " Number of expert groups, dividing `num_experts`; 0 when selection is not grouped."]
     pub n_group: i32,
@@ -97,10 +98,14 @@ pub struct MoeRoutingParams {
     pub renormalize: i32,
     #[doc = " Factor applied to the final weights."]
     pub routed_scaling_factor: f32,
+    #[doc = " The sparse mixer's mask threshold (finite, >= 0); ignored by the other scorings."]
+    pub jitter_eps: f32,
+    #[doc = " Unused, zero: keeps the struct free of padding."]
+    pub reserved: i32,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of MoeRoutingParams"][::core::mem::size_of::<MoeRoutingParams>() - 80usize];
+    ["Size of MoeRoutingParams"][::core::mem::size_of::<MoeRoutingParams>() - 88usize];
     ["Alignment of MoeRoutingParams"][::core::mem::align_of::<MoeRoutingParams>() - 8usize];
     ["Offset of field: MoeRoutingParams::logits"]
         [::core::mem::offset_of!(MoeRoutingParams, logits) - 0usize];
@@ -130,6 +135,10 @@ const _: () = {
         [::core::mem::offset_of!(MoeRoutingParams, renormalize) - 72usize];
     ["Offset of field: MoeRoutingParams::routed_scaling_factor"]
         [::core::mem::offset_of!(MoeRoutingParams, routed_scaling_factor) - 76usize];
+    ["Offset of field: MoeRoutingParams::jitter_eps"]
+        [::core::mem::offset_of!(MoeRoutingParams, jitter_eps) - 80usize];
+    ["Offset of field: MoeRoutingParams::reserved"]
+        [::core::mem::offset_of!(MoeRoutingParams, reserved) - 84usize];
 };
 impl Default for MoeRoutingParams {
     fn default() -> Self {
@@ -227,7 +236,7 @@ impl Default for MoePermuteParams {
         }
     }
 }
-#[doc = " Arguments of the `moe_gather_*` kernels: `out[r] = x[row_source[r] / top_k]` for every row\n `r < expert_offsets[num_experts]`, zeros where `row_source[r] < 0`. Rows are moved as raw bytes in\n units of the kernel's width (2, 4 or 16 bytes)."]
+#[doc = " Arguments of the `moe_gather_*` kernels: `out[r] = x[row_source[r] / top_k]` for every row\n `r < expert_offsets[num_experts]`, zeros where `row_source[r] < 0`. The `moe_gather_u*` kernels\n move rows as raw bytes in units of their width (2, 4 or 16 bytes); the `moe_gather_scaled_<dtype>`\n kernels (units of one element) multiply each row by `row_scale[row_source[r]]`, in f32, rounding\n once (Llama 4's routing weights scaling the expert inputs)."]
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct MoeGatherParams {
@@ -239,6 +248,8 @@ pub struct MoeGatherParams {
     pub expert_offsets: *const i64,
     #[doc = " Output `[row_capacity, row_units]` in units."]
     pub out: *mut ::core::ffi::c_void,
+    #[doc = " `[num_tokens * top_k]` scale of each flat source (the scaled kernels), else NULL."]
+    pub row_scale: *const f32,
     #[doc = " Number of tokens `T`."]
     pub num_tokens: i64,
     #[doc = " Units per row (`H * sizeof(T) / unit`)."]
@@ -252,7 +263,7 @@ pub struct MoeGatherParams {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of MoeGatherParams"][::core::mem::size_of::<MoeGatherParams>() - 72usize];
+    ["Size of MoeGatherParams"][::core::mem::size_of::<MoeGatherParams>() - 80usize];
     ["Alignment of MoeGatherParams"][::core::mem::align_of::<MoeGatherParams>() - 8usize];
     ["Offset of field: MoeGatherParams::x"][::core::mem::offset_of!(MoeGatherParams, x) - 0usize];
     ["Offset of field: MoeGatherParams::row_source"]
@@ -261,16 +272,18 @@ const _: () = {
         [::core::mem::offset_of!(MoeGatherParams, expert_offsets) - 16usize];
     ["Offset of field: MoeGatherParams::out"]
         [::core::mem::offset_of!(MoeGatherParams, out) - 24usize];
+    ["Offset of field: MoeGatherParams::row_scale"]
+        [::core::mem::offset_of!(MoeGatherParams, row_scale) - 32usize];
     ["Offset of field: MoeGatherParams::num_tokens"]
-        [::core::mem::offset_of!(MoeGatherParams, num_tokens) - 32usize];
+        [::core::mem::offset_of!(MoeGatherParams, num_tokens) - 40usize];
     ["Offset of field: MoeGatherParams::row_units"]
-        [::core::mem::offset_of!(MoeGatherParams, row_units) - 40usize];
+        [::core::mem::offset_of!(MoeGatherParams, row_units) - 48usize];
     ["Offset of field: MoeGatherParams::top_k"]
-        [::core::mem::offset_of!(MoeGatherParams, top_k) - 48usize];
+        [::core::mem::offset_of!(MoeGatherParams, top_k) - 56usize];
     ["Offset of field: MoeGatherParams::row_capacity"]
-        [::core::mem::offset_of!(MoeGatherParams, row_capacity) - 56usize];
+        [::core::mem::offset_of!(MoeGatherParams, row_capacity) - 64usize];
     ["Offset of field: MoeGatherParams::num_experts"]
-        [::core::mem::offset_of!(MoeGatherParams, num_experts) - 64usize];
+        [::core::mem::offset_of!(MoeGatherParams, num_experts) - 72usize];
 };
 impl Default for MoeGatherParams {
     fn default() -> Self {
@@ -281,7 +294,7 @@ impl Default for MoeGatherParams {
         }
     }
 }
-#[doc = " Arguments of the `moe_combine_*` kernels:\n `out[t] = sum over s in 0..top_k of weights[t, s] * expert_out[slot_row[t * top_k + s]] (+ shared[t])`,\n accumulated in f32 in slot order, rounded once. Slots whose row is outside `0..num_rows` (ids the\n permutation skipped) contribute nothing."]
+#[doc = " Arguments of the `moe_combine_*` kernels:\n `out[t] = sum over s in 0..top_k of weights[t, s] * expert_out[slot_row[t * top_k + s]] (+ shared[t])`\n (weight 1 when `weights` is NULL),\n accumulated in f32 in slot order, rounded once. Slots whose row is outside `0..num_rows` (ids the\n permutation skipped) contribute nothing."]
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct MoeCombineParams {
@@ -289,7 +302,7 @@ pub struct MoeCombineParams {
     pub expert_out: *const ::core::ffi::c_void,
     #[doc = " `[num_tokens * top_k]` row of each (token, slot)."]
     pub slot_row: *const i64,
-    #[doc = " Routing weights `[num_tokens, top_k]`."]
+    #[doc = " Routing weights `[num_tokens, top_k]`, or NULL: every weight 1 (the inputs were scaled)."]
     pub weights: *const f32,
     #[doc = " Shared experts' output `[num_tokens, hidden]`, or NULL."]
     pub shared: *const ::core::ffi::c_void,

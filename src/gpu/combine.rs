@@ -236,7 +236,9 @@ pub fn combine<Y: GpuElement, S: GpuElement, O: GpuElement>(
 ///
 /// - `expert_out`: `[max_rows(num_tokens), hidden]` in the order of the permutation `perm` of
 ///   `num_tokens` tokens (only its `slot_row` is read);
-/// - `weights`: `[num_tokens, k]` `f32`; `shared`, `out`: `[num_tokens, hidden]`.
+/// - `weights`: `[num_tokens, k]` `f32`, or 0 (a null pointer) for a weight of 1 in every slot
+///   (the inputs were scaled instead, [`RoutingConfig::scale_input`](crate::RoutingConfig::scale_input));
+///   `shared`, `out`: `[num_tokens, hidden]`.
 ///
 /// Errors as for [`combine`](crate::gpu::combine), before anything is enqueued.
 ///
@@ -309,7 +311,8 @@ pub unsafe fn combine_raw(
     };
     // SAFETY: the kernel takes one `MoeCombineParams` by value (layout checked against the C header),
     // and was picked for exactly the element types of expert_out, shared and out. By the caller's
-    // contract expert_out holds num_rows * hidden elements, slot_row and weights T * k, shared and
+    // contract expert_out holds num_rows * hidden elements, slot_row and weights (unless null, then
+    // never read) T * k, shared and
     // out T * hidden. The kernel reads a row only when 0 <= slot_row < num_rows, and touches columns
     // below hidden of tokens below T. The vector kernel (16-byte accesses of 8 columns) is chosen
     // only when hidden % 8 == 0 and every base address is 16-byte aligned. The launch uses

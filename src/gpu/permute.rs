@@ -842,6 +842,31 @@ pub unsafe fn gather_raw(
     perm: &RawPermutation,
     out: DevicePtr,
 ) -> Result<()> {
+    // SAFETY: the caller's contract is this function's.
+    unsafe { gather_scaled_raw(dev, stream, dtype, x, hidden, num_tokens, perm, None, out) }
+}
+
+/// [`gather_raw`], each row multiplied by the `f32` scale of its (token, slot) when `row_scale`
+/// (`[num_tokens, top_k]`, the routing weights) is given: `out[r] = x[token] * row_scale[token, slot]`,
+/// in `f32`, rounded once to `dtype` (the input scaling of
+/// [`RoutingConfig::scale_input`](crate::RoutingConfig::scale_input)).
+///
+/// # Safety
+///
+/// As for [`gather_raw`]; `row_scale` must hold `num_tokens * top_k` `f32`s, written before the
+/// launch (or earlier on `stream`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gather_scaled_raw(
+    dev: &Device,
+    stream: Stream,
+    dtype: DType,
+    x: DevicePtr,
+    hidden: usize,
+    num_tokens: usize,
+    perm: &RawPermutation,
+    row_scale: Option<DevicePtr>,
+    out: DevicePtr,
+) -> Result<()> {
     let layout =
         PermuteLayout::for_segments(num_tokens, perm.top_k, perm.num_experts, perm.block_size)?;
     let elem = dtype.size_in_bytes();
@@ -862,12 +887,23 @@ pub unsafe fn gather_raw(
         return Ok(());
     }
     let row_bytes = checked_mul(hidden, elem, "hidden row bytes")?;
-    let unit = gather_unit(row_bytes, elem, x, out);
+    let unit = match row_scale {
+        None => gather_unit(row_bytes, elem, x, out),
+        Some(_) => GatherUnit {
+            kernel: match dtype {
+                DType::F32 => "moe_gather_scaled_f32",
+                DType::BF16 => "moe_gather_scaled_bf16",
+                DType::F16 => "moe_gather_scaled_f16",
+            },
+            bytes: elem,
+        },
+    };
     let params = MoeGatherParams {
         x: x as *const c_void,
         row_source: perm.row_source as *const i64,
         expert_offsets: perm.expert_offsets as *const i64,
         out: out as *mut c_void,
+        row_scale: row_scale.map_or(std::ptr::null(), |p| p as *const f32),
         num_tokens: num_tokens as i64,
         row_units: (row_bytes / unit.bytes) as i64,
         top_k: perm.top_k as i64,
@@ -886,8 +922,9 @@ pub unsafe fn gather_raw(
     // (the 16-byte unit is chosen only when the row size and both base addresses are multiples of
     // 16, otherwise the unit is the element). The kernel reads expert_offsets[E] (E + 1 entries) and
     // row_source below min(that total, rows); every flat source there was written by the permutation
-    // below T*k, so its token is below num_tokens, and -1 (padding) is written as zeros. The launch
-    // uses whole warps of MOE_GATHER_BLOCK_THREADS threads.
+    // below T*k, so its token is below num_tokens (and its scale, when given, below the T*k the
+    // caller's row_scale holds), and -1 (padding) is written as zeros. The launch uses whole warps
+    // of MOE_GATHER_BLOCK_THREADS threads.
     unsafe { dev.launch(stream, &func, launch, &params) }
 }
 

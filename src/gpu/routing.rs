@@ -317,12 +317,18 @@ impl Shape {
             scoring: match cfg.scoring {
                 ScoringFunc::Softmax => abi::MOE_SCORING_SOFTMAX,
                 ScoringFunc::Sigmoid => abi::MOE_SCORING_SIGMOID,
+                ScoringFunc::SparseMixer { .. } => abi::MOE_SCORING_SPARSE_MIXER,
             },
             n_group: grouping.map_or(0, |g| g.n_group),
             topk_group: grouping.map_or(0, |g| g.topk_group),
             group_score: grouping.map_or(abi::MOE_GROUP_SCORE_MAX, |g| g.score),
             renormalize: i32::from(cfg.renormalize),
             routed_scaling_factor: cfg.routed_scaling_factor,
+            jitter_eps: match cfg.scoring {
+                ScoringFunc::SparseMixer { jitter_eps } => jitter_eps,
+                _ => 0.0,
+            },
+            reserved: 0,
         }
     }
 }

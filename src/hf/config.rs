@@ -30,7 +30,20 @@
 //! which is read instead of the top level when present (its `model_type`, else the top level's, picks
 //! the family).
 //!
-//! Every family also needs `hidden_size`, `num_experts_per_tok` and `num_hidden_layers`; `hidden_act`
+//! The later families:
+//!
+//! | setting | Llama 4 (`llama4`, `llama4_text`) | DBRX (`dbrx`) | Phi-3.5-MoE (`phimoe`) |
+//! |---|---|---|---|
+//! | experts `E` (required) | `num_local_experts` | `ffn_config.moe_num_experts` | `num_local_experts` |
+//! | expert size `I` (required) | `intermediate_size` | `ffn_config.ffn_hidden_size` | `intermediate_size` |
+//! | `k` (required) | `num_experts_per_tok` | `ffn_config.moe_top_k` | `num_experts_per_tok`, which must be 2 |
+//! | width, layers | `hidden_size`, `num_hidden_layers` | `d_model` or `hidden_size`, `n_layers` or `num_hidden_layers` | as Llama 4 |
+//! | routing | sigmoid of the logits, not renormalised, scaling the expert inputs | softmax top-k; renormalised when `ffn_config.moe_normalize_expert_weights` is 1 (the default), not when null; another `p` is refused | sparse mixer with `router_jitter_noise` (0.01) |
+//! | activation | `hidden_act` | `ffn_config.ffn_act_fn.name` (silu) | `hidden_act` |
+//! | shared experts | one of `intermediate_size`, ungated | none | none |
+//! | MoE layers | `moe_layers`, else every `interleave_moe_layer_step`-th (1; 0: none) | all | all |
+//!
+//! Every other family also needs `hidden_size`, `num_experts_per_tok` and `num_hidden_layers`; `hidden_act`
 //! defaults to `silu`. Activations: `silu`/`swish` are gated SiLU (SwiGLU); `gelu_pytorch_tanh`,
 //! `gelu_new` and `gelu_fast` (all the tanh approximation) are gated GELU (GeGLU); anything else,
 //! including the exact (erf) `gelu`, is [`MoeError::UnsupportedModel`].
@@ -97,11 +110,23 @@ pub enum ModelFamily {
     /// as `input_linear` `[E, 2I, H]` and `output_linear` `[E, H, I]`, softmax top-k renormalised; an
     /// ungated `shared_mlp` beside the block when `shared_intermediate_size > 0`.
     GraniteMoe,
+    /// `llama4` (its `text_config`) and `llama4_text`: `feed_forward` with `router`, sigmoid top-k
+    /// weights that scale the expert inputs, experts fused and transposed (`gate_up_proj`
+    /// `[E, H, 2I]`, `down_proj` `[E, I, H]`), an ungated `shared_expert` of `intermediate_size`;
+    /// MoE layers from `moe_layers` (else every `interleave_moe_layer_step`-th).
+    Llama4,
+    /// `dbrx`: settings under `ffn_config`, `transformer.blocks.{L}.ffn` with `router.layer`, the
+    /// experts as 2-D `w1` (gate), `v1` (up) and `w2` (down, transposed) `[E * I, H]`; softmax top-k
+    /// normalised by `moe_normalize_expert_weights` (1: by the sum; null: not at all).
+    Dbrx,
+    /// `phimoe` (Phi-3.5-MoE): Mixtral's keys with the sparse mixer router
+    /// ([`ScoringFunc::SparseMixer`], `router_jitter_noise`), two experts per token.
+    Phimoe,
 }
 
 impl ModelFamily {
     /// Every family, in a fixed order.
-    pub const ALL: [ModelFamily; 10] = [
+    pub const ALL: [ModelFamily; 13] = [
         ModelFamily::Mixtral,
         ModelFamily::Qwen2Moe,
         ModelFamily::Qwen3Moe,
@@ -112,6 +137,9 @@ impl ModelFamily {
         ModelFamily::GraniteMoe,
         ModelFamily::HunyuanV1Moe,
         ModelFamily::Ernie45Moe,
+        ModelFamily::Llama4,
+        ModelFamily::Dbrx,
+        ModelFamily::Phimoe,
     ];
 
     /// The `model_type` string of the family's reference model (`mixtral`, `qwen2_moe`, ...).
@@ -127,6 +155,9 @@ impl ModelFamily {
             ModelFamily::GraniteMoe => "granitemoe",
             ModelFamily::HunyuanV1Moe => "hunyuan_v1_moe",
             ModelFamily::Ernie45Moe => "ernie4_5_moe",
+            ModelFamily::Llama4 => "llama4",
+            ModelFamily::Dbrx => "dbrx",
+            ModelFamily::Phimoe => "phimoe",
         }
     }
 
@@ -149,6 +180,9 @@ impl ModelFamily {
             "granitemoe" | "granitemoeshared" => Some(ModelFamily::GraniteMoe),
             "hunyuan_v1_moe" => Some(ModelFamily::HunyuanV1Moe),
             "ernie4_5_moe" => Some(ModelFamily::Ernie45Moe),
+            "llama4" | "llama4_text" => Some(ModelFamily::Llama4),
+            "dbrx" => Some(ModelFamily::Dbrx),
+            "phimoe" => Some(ModelFamily::Phimoe),
             _ => None,
         }
     }
@@ -159,7 +193,10 @@ impl ModelFamily {
     pub fn expert_count_keys(self) -> &'static [&'static str] {
         match self {
             ModelFamily::Mixtral | ModelFamily::MinimaxM2 => &["num_local_experts", "num_experts"],
-            ModelFamily::GraniteMoe => &["num_local_experts"],
+            ModelFamily::GraniteMoe | ModelFamily::Llama4 | ModelFamily::Phimoe => {
+                &["num_local_experts"]
+            }
+            ModelFamily::Dbrx => &["moe_num_experts"],
             ModelFamily::Ernie45Moe => &["moe_num_experts", "num_experts"],
             ModelFamily::Qwen2Moe
             | ModelFamily::Qwen3Moe
@@ -209,6 +246,9 @@ pub enum LayerPlacement {
     },
     /// An explicit flag per layer (DeepSeek-V3.2 `mlp_layer_types`: `"sparse"` layers are MoE layers).
     List(Vec<bool>),
+    /// The MoE layers listed (Llama 4 `moe_layers`, or when it is absent every layer `l` with
+    /// `(l + 1) % interleave_moe_layer_step == 0`, none for a step of 0).
+    Listed(Vec<usize>),
     /// ERNIE 4.5: layer `l` is an MoE layer when `start <= l <= end` and `(l + 1) % interval == 0`.
     Interval {
         /// `moe_layer_start_index`.
@@ -272,6 +312,8 @@ impl LayerPlacement {
                     None
                 }
             }
+            LayerPlacement::Listed(layers) => (!layers.contains(&layer))
+                .then(|| format!("it is not one of the moe_layers {layers:?}")),
             LayerPlacement::List(sparse) => match sparse.get(layer) {
                 Some(true) => None,
                 Some(false) => Some(format!("mlp_layer_types[{layer}] is \"dense\"")),
@@ -317,6 +359,7 @@ impl LayerPlacement {
             } => format!(
                 "moe_layer_start_index = {start}, moe_layer_end_index = {end}, moe_layer_interval = {interval}"
             ),
+            LayerPlacement::Listed(layers) => format!("moe_layers = {layers:?}"),
             LayerPlacement::List(sparse) => format!(
                 "mlp_layer_types: {} of {} layers sparse",
                 sparse.iter().filter(|&&s| s).count(),
@@ -461,7 +504,7 @@ struct Fields<'a> {
     scope: &'static str,
 }
 
-impl Fields<'_> {
+impl<'a> Fields<'a> {
     fn err(&self, field: &str, problem: impl fmt::Display) -> MoeError {
         MoeError::InvalidConfig(format!(
             "{}: `{}{field}` {problem}",
@@ -471,8 +514,21 @@ impl Fields<'_> {
     }
 
     /// The value of `field`, `None` when missing or `null`.
-    fn get(&self, field: &str) -> Option<&Value> {
+    fn get(&self, field: &str) -> Option<&'a Value> {
         self.obj.get(field).filter(|v| !v.is_null())
+    }
+
+    /// The object `field` as fields of their own, errors naming them `scope` (`ffn_config.`).
+    fn object(&self, field: &str, scope: &'static str) -> Result<Option<Fields<'a>>> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(Value::Object(obj)) => Ok(Some(Fields {
+                obj,
+                path: self.path,
+                scope,
+            })),
+            Some(other) => Err(self.err(field, format!("must be an object, found {other}"))),
+        }
     }
 
     fn usize_opt(&self, field: &str) -> Result<Option<usize>> {
@@ -696,15 +752,34 @@ fn parse(text: &str, path: &Path, family_override: Option<ModelFamily>) -> Resul
         })?,
     };
 
-    let num_hidden_layers = f.usize_req("num_hidden_layers")?;
-    let hidden_size = f.usize_req("hidden_size")?;
+    // DBRX spells the layer count and width its own way (transformers' `attribute_map` aliases them)
+    // and keeps the MoE settings under `ffn_config`.
+    let (num_hidden_layers, hidden_size, ffn) = if family == ModelFamily::Dbrx {
+        (
+            f.usize_req_any(&["n_layers", "num_hidden_layers"])?.0,
+            f.usize_req_any(&["d_model", "hidden_size"])?.0,
+            f.object("ffn_config", "ffn_config.")?
+                .ok_or_else(|| f.err("ffn_config", "is missing"))?,
+        )
+    } else {
+        (
+            f.usize_req("num_hidden_layers")?,
+            f.usize_req("hidden_size")?,
+            f,
+        )
+    };
     let top_k = match family {
         // `moe_topk` (alias `num_experts_per_tok`), a number or one per layer.
         ModelFamily::HunyuanV1Moe => f.uniform_req(&["moe_topk", "num_experts_per_tok"])?,
         ModelFamily::Ernie45Moe => f.uniform_req(&["moe_k", "num_experts_per_tok"])?,
+        ModelFamily::Dbrx => ffn.usize_req("moe_top_k")?,
         _ => f.usize_req("num_experts_per_tok")?,
     };
-    let hidden_act = f.str_opt("hidden_act")?.unwrap_or("silu").to_string();
+    let hidden_act = match family {
+        ModelFamily::Dbrx => dbrx_activation(&ffn)?,
+        _ => f.str_opt("hidden_act")?.unwrap_or("silu"),
+    }
+    .to_string();
     let act = activation(&hidden_act)?;
     let mut torch_dtype = None;
     for fields in [f, top] {
@@ -800,6 +875,65 @@ fn parse(text: &str, path: &Path, family_override: Option<ModelFamily>) -> Resul
                 },
                 LayerPlacement::Every,
             ),
+            ModelFamily::Llama4 => {
+                // The routed experts and the shared expert both have intermediate_size
+                // (intermediate_size_mlp sizes the dense layers).
+                let i = f.usize_req("intermediate_size")?;
+                let layers = match f.usize_list_opt("moe_layers")? {
+                    Some(layers) => layers,
+                    None => match f.usize_opt("interleave_moe_layer_step")?.unwrap_or(1) {
+                        0 => vec![],
+                        step => (0..num_hidden_layers)
+                            .filter(|l| (l + 1) % step == 0)
+                            .collect(),
+                    },
+                };
+                (
+                    f.usize_req_any(family.expert_count_keys())?,
+                    i,
+                    // Top-k of the logits (the same as of their sigmoids), weight sigmoid(logit),
+                    // applied to the expert's input.
+                    Rest {
+                        scoring: ScoringFunc::Sigmoid,
+                        scale_input: true,
+                        ..Rest::softmax(false)
+                    },
+                    vec![SharedExpertConfig {
+                        intermediate_size: i,
+                        sigmoid_gate: false,
+                    }],
+                    LayerPlacement::Listed(layers),
+                )
+            }
+            ModelFamily::Dbrx => (
+                ffn.usize_req_any(family.expert_count_keys())?,
+                ffn.usize_req("ffn_hidden_size")?,
+                Rest::softmax(dbrx_normalize(&ffn)?),
+                vec![],
+                LayerPlacement::Every,
+            ),
+            ModelFamily::Phimoe => {
+                // transformers' sparsemixer picks two experts whatever num_experts_per_tok says;
+                // another value is refused rather than silently overridden.
+                if top_k != 2 {
+                    return Err(MoeError::UnsupportedModel(format!(
+                        "phimoe with num_experts_per_tok = {top_k}: its sparse mixer router always \
+                         chooses 2 experts"
+                    )));
+                }
+                (
+                    f.usize_req_any(family.expert_count_keys())?,
+                    f.usize_req("intermediate_size")?,
+                    Rest {
+                        scoring: ScoringFunc::SparseMixer {
+                            jitter_eps: f.f32_opt("router_jitter_noise")?.unwrap_or(0.01),
+                        },
+                        ..Rest::softmax(false)
+                    },
+                    vec![],
+                    LayerPlacement::Every,
+                )
+            }
             ModelFamily::MinimaxM2 => (
                 f.usize_req_any(family.expert_count_keys())?,
                 f.usize_req("intermediate_size")?,
@@ -889,7 +1023,7 @@ fn parse(text: &str, path: &Path, family_override: Option<ModelFamily>) -> Resul
             }
         };
     if num_experts == 0 {
-        return Err(f.err(experts_key, "is 0: this model has no MoE layers"));
+        return Err(ffn.err(experts_key, "is 0: this model has no MoE layers"));
     }
 
     let moe = MoeConfig {
@@ -903,6 +1037,7 @@ fn parse(text: &str, path: &Path, family_override: Option<ModelFamily>) -> Resul
             grouping: routing_rest.grouping,
             renormalize: routing_rest.renormalize,
             routed_scaling_factor: routing_rest.routed_scaling_factor,
+            scale_input: routing_rest.scale_input,
         },
         activation: act,
         shared_experts,
@@ -1038,6 +1173,7 @@ struct Rest {
     grouping: Option<GroupedTopK>,
     renormalize: bool,
     routed_scaling_factor: f32,
+    scale_input: bool,
 }
 
 impl Rest {
@@ -1048,7 +1184,44 @@ impl Rest {
             grouping: None,
             renormalize,
             routed_scaling_factor: 1.0,
+            scale_input: false,
         }
+    }
+}
+
+/// DBRX's `ffn_config.ffn_act_fn`: an object whose `name` is the activation (`silu` when absent).
+fn dbrx_activation<'a>(ffn: &Fields<'a>) -> Result<&'a str> {
+    match ffn.get("ffn_act_fn") {
+        None => Ok("silu"),
+        Some(Value::Object(obj)) => match obj.get("name") {
+            Some(Value::String(name)) => Ok(name),
+            other => Err(ffn.err(
+                "ffn_act_fn",
+                format!("must have a string `name`, found {other:?}"),
+            )),
+        },
+        Some(other) => Err(ffn.err(
+            "ffn_act_fn",
+            format!("must be an object with a `name`, found {other}"),
+        )),
+    }
+}
+
+/// DBRX's `ffn_config.moe_normalize_expert_weights`, the `p` of the p-norm the top-k weights are
+/// divided by: 1 (also when absent, the class default) divides them by their sum (softmax weights
+/// are positive); `null` leaves them as they are; another `p` is not supported.
+fn dbrx_normalize(ffn: &Fields<'_>) -> Result<bool> {
+    const KEY: &str = "moe_normalize_expert_weights";
+    match ffn.obj.get(KEY) {
+        None => Ok(true),
+        Some(Value::Null) => Ok(false),
+        Some(v) if v.as_f64() == Some(1.0) => Ok(true),
+        Some(v) if v.is_number() => Err(MoeError::UnsupportedModel(format!(
+            "`{}{KEY}` = {v}: only 1 (divide by the sum) and null (no normalisation) are \
+             supported",
+            ffn.scope
+        ))),
+        Some(v) => Err(ffn.err(KEY, format!("must be a number or null, found {v}"))),
     }
 }
 
@@ -1078,6 +1251,7 @@ fn minimax_routing(f: &Fields<'_>) -> Result<Rest> {
         grouping: None,
         renormalize: true,
         routed_scaling_factor: 1.0,
+        scale_input: false,
     })
 }
 
@@ -1140,6 +1314,7 @@ fn deepseek_routing(
                 .bool_opt("norm_topk_prob")?
                 .unwrap_or(native == Some(NativeDeepseek::Glm4Moe)),
             routed_scaling_factor: f.f32_opt("routed_scaling_factor")?.unwrap_or(1.0),
+            scale_input: false,
         });
     }
     let scoring = match f.str_opt("scoring_func")? {
@@ -1192,5 +1367,6 @@ fn deepseek_routing(
         grouping,
         renormalize,
         routed_scaling_factor,
+        scale_input: false,
     })
 }

@@ -12,6 +12,9 @@
 //! | correction bias (`noaux_tc`) | `P.gate.e_score_correction_bias` | `[E]` |
 //! | Qwen2-MoE shared expert | `P.shared_expert.{gate_proj,up_proj,down_proj}.weight`, `P.shared_expert_gate.weight` | `[Is, H]`, `[Is, H]`, `[H, Is]`, `[1, H]` |
 //! | DeepSeek shared experts | `P.shared_experts.{gate_proj,up_proj,down_proj}.weight` | `[Is, H]`, `[Is, H]`, `[H, Is]` |
+//! | Llama 4 (`P = ...layers.{L}.feed_forward`) | `P.router.weight`; `P.experts.gate_up_proj`, `P.experts.down_proj` (each expert transposed); `P.shared_expert.*` | `[E, H]`; `[E, H, 2I]`, `[E, I, H]`; as DeepSeek's |
+//! | DBRX (`P = transformer.blocks.{L}.ffn`) | `P.router.layer.weight`; `P.experts.mlp.w1` (gate), `v1` (up), `w2` (down, each expert transposed) | `[E, H]`; `[E * I, H]` each |
+//! | Phi-3.5-MoE | Mixtral's | |
 //!
 //! The per-expert gate and up projections are stacked into one `[2I, H]` matrix per expert, gate rows
 //! first, as [`MoeWeights::gate_up`] wants. The correction bias is always read as `f32`; everything else is
@@ -35,6 +38,12 @@ pub enum ExpertLayout {
     /// All experts in two stacked tensors (`experts.gate_up_proj` `[E, 2I, H]`, `experts.down_proj`
     /// `[E, H, I]`).
     Fused,
+    /// Llama 4: the fused tensors with each expert's matrix transposed (`experts.gate_up_proj`
+    /// `[E, H, 2I]`, gate columns first; `experts.down_proj` `[E, I, H]`).
+    FusedTransposed,
+    /// DBRX: three 2-D tensors with every expert's `I` rows stacked, `experts.mlp.w1` (gate),
+    /// `v1` (up) and `w2` (down, each expert's transposed), all `[E * I, H]`.
+    Stacked2d,
 }
 
 /// The resolved key names of one layer's MoE block in one checkpoint.
@@ -56,13 +65,20 @@ impl MoeBlockKeys {
     pub fn resolve(ckpt: &Checkpoint, cfg: &HfModelConfig, layer: usize) -> Result<Self> {
         cfg.check_moe_layer(layer)?;
         let names: &[&str] = match cfg.family {
-            ModelFamily::Mixtral | ModelFamily::MinimaxM2 | ModelFamily::GraniteMoe => {
-                &["block_sparse_moe", "mlp"]
-            }
+            ModelFamily::Mixtral
+            | ModelFamily::MinimaxM2
+            | ModelFamily::GraniteMoe
+            | ModelFamily::Phimoe => &["block_sparse_moe", "mlp"],
+            ModelFamily::Llama4 => &["feed_forward"],
+            ModelFamily::Dbrx => &["ffn"],
             _ => &["mlp"],
         };
+        let roots: &[&str] = match cfg.family {
+            ModelFamily::Dbrx => &["transformer.blocks"],
+            _ => &LAYER_ROOTS,
+        };
         let router = router_name(cfg.family);
-        let prefixes: Vec<String> = LAYER_ROOTS
+        let prefixes: Vec<String> = roots
             .iter()
             .flat_map(|root| names.iter().map(move |n| format!("{root}.{layer}.{n}")))
             .collect();
@@ -77,9 +93,15 @@ impl MoeBlockKeys {
             prefix,
             layout: ExpertLayout::Fused,
         };
-        if !ckpt.contains(&keys.fused_gate_up()) {
-            keys.layout = ExpertLayout::PerExpert;
-        }
+        keys.layout = if cfg.family == ModelFamily::Dbrx {
+            ExpertLayout::Stacked2d
+        } else if !ckpt.contains(&keys.fused_gate_up()) {
+            ExpertLayout::PerExpert
+        } else if cfg.family == ModelFamily::Llama4 {
+            ExpertLayout::FusedTransposed
+        } else {
+            ExpertLayout::Fused
+        };
         Ok(keys)
     }
 
@@ -127,9 +149,16 @@ impl MoeBlockKeys {
         }
     }
 
+    /// DBRX's stacked gate, up and down tensors `[E * I, H]` (`P.experts.mlp.w1`, `v1`, `w2`).
+    pub fn stacked_2d(&self) -> [String; 3] {
+        ["w1", "v1", "w2"].map(|n| format!("{}.experts.mlp.{n}", self.prefix))
+    }
+
     fn expert_names(&self) -> [&'static str; 3] {
         match self.family {
-            ModelFamily::Mixtral | ModelFamily::MinimaxM2 => ["w1", "w3", "w2"],
+            ModelFamily::Mixtral | ModelFamily::MinimaxM2 | ModelFamily::Phimoe => {
+                ["w1", "w3", "w2"]
+            }
             _ => ["gate_proj", "up_proj", "down_proj"],
         }
     }
@@ -170,6 +199,7 @@ impl MoeBlockKeys {
                 Some(format!("{}.shared_experts", self.prefix))
             }
             ModelFamily::HunyuanV1Moe => Some(format!("{}.shared_mlp", self.prefix)),
+            ModelFamily::Llama4 => Some(format!("{}.shared_expert", self.prefix)),
             // A sibling of the routed block: `model.layers.{L}.shared_mlp`.
             ModelFamily::GraniteMoe => {
                 let root = self.prefix.rsplit_once('.').map_or("", |(root, _)| root);
@@ -231,12 +261,23 @@ impl MoeBlockKeys {
             .routing
             .correction_bias
             .then(|| (self.correction_bias(), self.correction_bias_shape(e)));
-        let fused = (self.layout == ExpertLayout::Fused).then(|| {
-            [
+        let fused = match self.layout {
+            ExpertLayout::Fused => vec![
                 (self.fused_gate_up(), vec![e, up, h]),
                 (self.fused_down(), vec![e, h, i]),
-            ]
-        });
+            ],
+            ExpertLayout::FusedTransposed => vec![
+                (self.fused_gate_up(), vec![e, h, up]),
+                (self.fused_down(), vec![e, i, h]),
+            ],
+            // Saturating: an absurd size then fails the shape check.
+            ExpertLayout::Stacked2d => self
+                .stacked_2d()
+                .into_iter()
+                .map(|key| (key, vec![e.saturating_mul(i), h]))
+                .collect(),
+            ExpertLayout::PerExpert => vec![],
+        };
         let per_expert = (0..e)
             .filter(move |_| self.layout == ExpertLayout::PerExpert)
             .flat_map(move |x| {
@@ -253,7 +294,7 @@ impl MoeBlockKeys {
         });
         router
             .chain(bias)
-            .chain(fused.into_iter().flatten())
+            .chain(fused)
             .chain(per_expert)
             .chain(shared.into_iter().flatten())
     }
@@ -262,8 +303,9 @@ impl MoeBlockKeys {
     /// gate-up projection).
     pub fn representative(&self) -> String {
         match self.layout {
-            ExpertLayout::Fused => self.fused_gate_up(),
+            ExpertLayout::Fused | ExpertLayout::FusedTransposed => self.fused_gate_up(),
             ExpertLayout::PerExpert => self.expert_gate(0),
+            ExpertLayout::Stacked2d => self.stacked_2d()[0].clone(),
         }
     }
 }
@@ -272,7 +314,8 @@ impl MoeBlockKeys {
 /// Hunyuan `gate.wg.weight`.
 fn router_name(family: ModelFamily) -> &'static str {
     match family {
-        ModelFamily::GraniteMoe => "router.layer.weight",
+        ModelFamily::GraniteMoe | ModelFamily::Dbrx => "router.layer.weight",
+        ModelFamily::Llama4 => "router.weight",
         ModelFamily::HunyuanV1Moe => "gate.wg.weight",
         _ => "gate.weight",
     }
@@ -311,9 +354,84 @@ pub trait LoadExperts: ExpertStorage {
         parts: &mut dyn Iterator<Item = (String, Vec<usize>)>,
         shape: [usize; 3],
     ) -> Result<Self>;
+
+    /// `key`, stored with shape `stored` holding `[experts, k, n]` (each expert's matrix
+    /// transposed), as `[experts, n, k]`.
+    fn load_transposed(
+        ckpt: &Checkpoint,
+        quant: Option<&WeightQuant>,
+        key: &str,
+        stored: &[usize],
+        shape: [usize; 3],
+    ) -> Result<Self>;
+
+    /// `keys` `[a, b]`, both stored with shape `stored` holding `[experts, n, k]`, as
+    /// `[experts, 2n, k]`: each expert's `n` rows of `a`, then its `n` rows of `b`.
+    fn load_interleaved(
+        ckpt: &Checkpoint,
+        quant: Option<&WeightQuant>,
+        keys: [&str; 2],
+        stored: &[usize],
+        shape: [usize; 3],
+    ) -> Result<Self>;
+}
+
+/// The error for quantized experts in a layout the quantized loader does not read.
+fn quantized_layout(key: &str) -> MoeError {
+    MoeError::UnsupportedModel(format!(
+        "`{key}`: quantized experts are supported stored one matrix per expert only"
+    ))
 }
 
 impl<W: Element> LoadExperts for Vec<W> {
+    fn load_transposed(
+        ckpt: &Checkpoint,
+        quant: Option<&WeightQuant>,
+        key: &str,
+        stored: &[usize],
+        [e, n, k]: [usize; 3],
+    ) -> Result<Self> {
+        let src: Vec<W> = Self::load(
+            ckpt,
+            quant,
+            &mut std::iter::once((key.to_string(), stored.to_vec())),
+            [e, k, n],
+        )?;
+        let mut out = vec![W::default(); src.len()];
+        for (s, d) in src.chunks_exact(k * n).zip(out.chunks_exact_mut(k * n)) {
+            for (r, row) in s.chunks_exact(n).enumerate() {
+                for (c, &v) in row.iter().enumerate() {
+                    d[c * k + r] = v;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn load_interleaved(
+        ckpt: &Checkpoint,
+        quant: Option<&WeightQuant>,
+        keys: [&str; 2],
+        stored: &[usize],
+        [e, n, k]: [usize; 3],
+    ) -> Result<Self> {
+        let [a, b] = keys.map(|key| {
+            Self::load(
+                ckpt,
+                quant,
+                &mut std::iter::once((key.to_string(), stored.to_vec())),
+                [e, n, k],
+            )
+        });
+        let (a, b) = (a?, b?);
+        let mut out = Vec::with_capacity(a.len() + b.len());
+        for (ea, eb) in a.chunks_exact(n * k).zip(b.chunks_exact(n * k)) {
+            out.extend_from_slice(ea);
+            out.extend_from_slice(eb);
+        }
+        Ok(out)
+    }
+
     fn load(
         ckpt: &Checkpoint,
         quant: Option<&WeightQuant>,
@@ -335,6 +453,26 @@ impl<W: Element> LoadExperts for Vec<W> {
 }
 
 impl LoadExperts for QuantExperts {
+    fn load_transposed(
+        _: &Checkpoint,
+        _: Option<&WeightQuant>,
+        key: &str,
+        _: &[usize],
+        _: [usize; 3],
+    ) -> Result<Self> {
+        Err(quantized_layout(key))
+    }
+
+    fn load_interleaved(
+        _: &Checkpoint,
+        _: Option<&WeightQuant>,
+        keys: [&str; 2],
+        _: &[usize],
+        _: [usize; 3],
+    ) -> Result<Self> {
+        Err(quantized_layout(keys[0]))
+    }
+
     fn load(
         ckpt: &Checkpoint,
         quant: Option<&WeightQuant>,
@@ -450,6 +588,19 @@ pub fn load_moe_weights<W: Element, S: LoadExperts>(
                 [e, h, i],
             )?,
         ),
+        ExpertLayout::FusedTransposed => (
+            S::load_transposed(ckpt, quant, &keys.fused_gate_up(), &[e, h, up], [e, up, h])?,
+            S::load_transposed(ckpt, quant, &keys.fused_down(), &[e, i, h], [e, h, i])?,
+        ),
+        ExpertLayout::Stacked2d => {
+            let [w1, v1, w2] = keys.stacked_2d();
+            // The shapes were checked above, so e * i does not overflow.
+            let stored = [e * i, h];
+            (
+                S::load_interleaved(ckpt, quant, [&w1, &v1], &stored, [e, i, h])?,
+                S::load_transposed(ckpt, quant, &w2, &stored, [e, h, i])?,
+            )
+        }
         ExpertLayout::PerExpert => (
             S::load(
                 ckpt,

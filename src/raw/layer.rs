@@ -12,7 +12,7 @@ use crate::error::{MoeError, Result};
 use crate::gpu::abi::MoeStatus;
 use crate::gpu::combine::{combine_raw, shared_expert_accumulate_raw};
 use crate::gpu::gemm::{grouped_gemm_raw, GemmEpilogue, GroupedGemmShape};
-use crate::gpu::permute::{align_region, gather_raw, permute_raw, RawPermutation};
+use crate::gpu::permute::{align_region, gather_scaled_raw, permute_raw, RawPermutation};
 use crate::gpu::routing::route_raw;
 use crate::gpu::status::decode;
 use crate::gpu::{Device, DeviceStatus, WorkspaceSizes};
@@ -397,13 +397,19 @@ pub(crate) unsafe fn forward_buffers(
             b.status,
         )?;
 
-        // 2. Permutation and gather (no padding: the GEMM takes any segment boundaries).
+        // 2. Permutation and gather (no padding: the GEMM takes any segment boundaries); with
+        // input scaling the gather multiplies each row by its routing weight, and the combine
+        // below sums with weight 1 (a null weights pointer).
         let table = map.map(|m| m.table);
         let ids = b.topk_ids;
         permute_raw(
             dev, stream, ids, num_tokens, e_global, table, &b.perm, b.status,
         )?;
-        gather_raw(dev, stream, dtype, x, h, num_tokens, &b.perm, b.rows)?;
+        let scale_input = cfg.routing.scale_input;
+        let row_scale = scale_input.then_some(b.topk_weights);
+        gather_scaled_raw(
+            dev, stream, dtype, x, h, num_tokens, &b.perm, row_scale, b.rows,
+        )?;
 
         // 3-4. Routed experts: up projection with the activation, then down projection back into
         // the permuted rows (the gathered activations are not needed any more). A rank without
@@ -506,7 +512,7 @@ pub(crate) unsafe fn forward_buffers(
             h,
             num_tokens,
             &b.perm,
-            b.topk_weights,
+            if scale_input { 0 } else { b.topk_weights },
             shared,
             out,
         )

@@ -114,7 +114,7 @@ pub fn random_ids(
 
 /// A random routing config over `e` experts: k from {1, 2, 6, 8, E, any}, grouped top-k (either group
 /// score, enough kept groups for k) 40% of the time, softmax or sigmoid, bias, renormalisation and
-/// scaling each at random.
+/// scaling each at random; or, 15% of the time when `e >= 2`, the sparse mixer (k = 2).
 pub fn random_routing_config(rng: &mut StdRng, e: usize) -> moe_kernels::RoutingConfig {
     use moe_kernels::{GroupScore, GroupedTopK, RoutingConfig, ScoringFunc};
     let mut ks: Vec<usize> = [1, 2, 6, 8, e].into_iter().filter(|&k| k <= e).collect();
@@ -137,6 +137,18 @@ pub fn random_routing_config(rng: &mut StdRng, e: usize) -> moe_kernels::Routing
     if let Some(g) = &grouping {
         k = k.min(g.topk_group * (e / g.n_group));
     }
+    if e >= 2 && rng.random_bool(0.15) {
+        // Phi-3.5-MoE's sparse mixer: two experts, no bias, no groups.
+        return RoutingConfig {
+            top_k: 2,
+            scoring: ScoringFunc::SparseMixer {
+                jitter_eps: rng.random_range(0.0..0.5),
+            },
+            renormalize: rng.random_bool(0.3),
+            routed_scaling_factor: [1.0f32, 2.5][rng.random_range(0..2)],
+            ..RoutingConfig::softmax_topk(e, 2, false)
+        };
+    }
     RoutingConfig {
         num_experts: e,
         top_k: k,
@@ -149,6 +161,7 @@ pub fn random_routing_config(rng: &mut StdRng, e: usize) -> moe_kernels::Routing
         grouping,
         renormalize: rng.random_bool(0.5),
         routed_scaling_factor: [1.0f32, 2.5, 0.3][rng.random_range(0..3)],
+        scale_input: false,
     }
 }
 
@@ -167,6 +180,7 @@ pub fn choice_scores(
         groups: None,
         renorm: false,
         scale: 1.0,
+        sparse_mixer: None,
     };
     let scores = oracle::scores(&route, &f64s(logits));
     scores
@@ -237,6 +251,8 @@ pub mod oracle {
         pub groups: Option<(usize, usize, bool)>,
         pub renorm: bool,
         pub scale: f64,
+        /// Phi-3.5-MoE's sparse mixer with this `jitter_eps` (logits are the choice scores).
+        pub sparse_mixer: Option<f64>,
     }
 
     impl Route {
@@ -253,6 +269,10 @@ pub mod oracle {
                     .map(|g| (g.n_group, g.topk_group, g.score == GroupScore::SumTop2)),
                 renorm: cfg.renormalize,
                 scale: cfg.routed_scaling_factor as f64,
+                sparse_mixer: match cfg.scoring {
+                    ScoringFunc::SparseMixer { jitter_eps } => Some(jitter_eps as f64),
+                    _ => None,
+                },
             }
         }
     }
@@ -265,10 +285,15 @@ pub mod oracle {
         pub weights: Vec<f64>,
         pub scores: Vec<f64>,
         pub choice: Vec<f64>,
+        /// Some decision of this row (a sparse mixer mask) sits so close to its threshold that
+        /// `f32` rounding may take the other side.
+        pub fragile: bool,
     }
 
     pub fn scores(r: &Route, logits: &[f64]) -> Vec<f64> {
-        if r.sigmoid {
+        if r.sparse_mixer.is_some() {
+            logits.to_vec()
+        } else if r.sigmoid {
             logits.iter().map(|&l| 1.0 / (1.0 + (-l).exp())).collect()
         } else {
             let m = logits.iter().cloned().fold(f64::MIN, f64::max);
@@ -278,9 +303,13 @@ pub mod oracle {
         }
     }
 
-    /// The weights the routing rule gives to the selection `ids`.
+    /// The weights the routing rule gives to the selection `ids` (for the sparse mixer, whose
+    /// scores are the logits, the weights of that pair of picks).
     pub fn weights_for(r: &Route, scores: &[f64], ids: &[usize]) -> Vec<f64> {
-        let mut w: Vec<f64> = ids.iter().map(|&i| scores[i]).collect();
+        let mut w: Vec<f64> = match r.sparse_mixer {
+            Some(eps) => sparse_mixer_weights(scores, eps, ids).0,
+            None => ids.iter().map(|&i| scores[i]).collect(),
+        };
         if r.renorm {
             let s: f64 = w.iter().sum();
             if s > 0.0 {
@@ -324,12 +353,42 @@ pub mod oracle {
         };
         let ids: Vec<usize> = ranked(&choice, &eligible)[..r.k].to_vec();
         let weights = weights_for(r, &scores, &ids);
+        let fragile = r
+            .sparse_mixer
+            .is_some_and(|eps| sparse_mixer_weights(logits, eps, &ids).1);
         RowRoute {
             ids,
             weights,
             scores,
             choice,
+            fragile,
         }
+    }
+
+    /// Phi-3.5-MoE's sparsemixer (eval mode), written from transformers' code: for pick `j` with
+    /// logit `m`, the experts `x` with `(m - s_x) / max(|s_x|, m) > 2 eps` are masked (pick 0 too,
+    /// for pick 1), and the weight is pick `j`'s softmax over the rest. Also whether a ratio lies
+    /// within 1e-5 of the threshold.
+    fn sparse_mixer_weights(s: &[f64], eps: f64, ids: &[usize]) -> (Vec<f64>, bool) {
+        let mut fragile = false;
+        let mut out = vec![];
+        for (j, &pick) in ids.iter().enumerate() {
+            let m = s[pick];
+            let mut den = 0.0;
+            for (x, &sx) in s.iter().enumerate() {
+                if j == 1 && x == ids[0] {
+                    continue;
+                }
+                let ratio = (m - sx) / sx.abs().max(m);
+                fragile |= (ratio - 2.0 * eps).abs() < 1e-5;
+                let masked = ratio > 2.0 * eps;
+                if !masked {
+                    den += (sx - m).exp();
+                }
+            }
+            out.push(1.0 / den);
+        }
+        (out, fragile)
     }
 
     pub fn silu(x: f64) -> f64 {
@@ -391,7 +450,13 @@ pub mod oracle {
         for (&ex, &w) in ids.iter().zip(wts) {
             let gu = el(&weights.gate_up[ex * up * h..(ex + 1) * up * h]);
             let dn = el(&weights.down[ex * h * i..(ex + 1) * h * i]);
-            let y = mlp(x, &gu, &dn, h, i, gated, gelu);
+            // Llama 4: the expert runs on w x, and its output adds with weight 1.
+            let (xin, w) = if cfg.routing.scale_input {
+                (x.iter().map(|v| v * w).collect(), 1.0)
+            } else {
+                (x.to_vec(), w)
+            };
+            let y = mlp(&xin, &gu, &dn, h, i, gated, gelu);
             acc.iter_mut().zip(&y).for_each(|(a, v)| *a += w * v);
         }
         if !shared {

@@ -234,6 +234,7 @@ impl TinyModel {
                             }),
                             renormalize: false,
                             routed_scaling_factor: 1.5,
+                            scale_input: false,
                         },
                         activation: Activation::SWIGLU,
                         shared_experts: vec![sw(2 * I, false)],
@@ -263,6 +264,7 @@ impl TinyModel {
                             }),
                             renormalize: true,
                             routed_scaling_factor: 2.5,
+                            scale_input: false,
                         },
                         activation: Activation::SWIGLU,
                         shared_experts: vec![sw(I, false)],
@@ -321,6 +323,64 @@ impl TinyModel {
                     2,
                     vec![0, 1],
                 ),
+                ModelFamily::Llama4 => (
+                    // The text-only spelling (Llama4ForCausalLM); tests wrap it as the hub's
+                    // multimodal config with `into_multimodal`. moe_layers wins over the step.
+                    json!({"model_type": "llama4_text", "hidden_size": H, "intermediate_size": I,
+                       "intermediate_size_mlp": 40, "num_local_experts": E,
+                       "num_experts_per_tok": 1, "moe_layers": [1, 3],
+                       "interleave_moe_layer_step": 1, "num_hidden_layers": 4,
+                       "hidden_act": "silu"}),
+                    MoeConfig {
+                        hidden_size: H,
+                        intermediate_size: I,
+                        routing: RoutingConfig {
+                            scoring: ScoringFunc::Sigmoid,
+                            scale_input: true,
+                            ..RoutingConfig::softmax_topk(E, 1, false)
+                        },
+                        activation: Activation::SWIGLU,
+                        shared_experts: vec![sw(I, false)],
+                    },
+                    4,
+                    vec![1, 3],
+                ),
+                ModelFamily::Dbrx => (
+                    json!({"model_type": "dbrx", "d_model": H, "n_layers": 2, "n_heads": 4,
+                       "attn_config": {"kv_n_heads": 2, "rope_theta": 500000, "model_type": ""},
+                       "ffn_config": {"ffn_hidden_size": I, "moe_num_experts": E,
+                         "moe_top_k": 3, "moe_normalize_expert_weights": 1,
+                         "moe_jitter_eps": 0, "ffn_act_fn": {"name": "silu"},
+                         "model_type": ""}}),
+                    MoeConfig {
+                        hidden_size: H,
+                        intermediate_size: I,
+                        routing: RoutingConfig::softmax_topk(E, 3, true),
+                        activation: Activation::SWIGLU,
+                        shared_experts: vec![],
+                    },
+                    2,
+                    vec![0, 1],
+                ),
+                ModelFamily::Phimoe => (
+                    // A wide jitter so that several experts share each pick's softmax.
+                    json!({"model_type": "phimoe", "hidden_size": H, "intermediate_size": I,
+                       "num_local_experts": E, "num_experts_per_tok": 2, "num_hidden_layers": 2,
+                       "hidden_act": "silu", "router_jitter_noise": 0.4,
+                       "input_jitter_noise": 0.01}),
+                    MoeConfig {
+                        hidden_size: H,
+                        intermediate_size: I,
+                        routing: RoutingConfig {
+                            scoring: ScoringFunc::SparseMixer { jitter_eps: 0.4 },
+                            ..RoutingConfig::softmax_topk(E, 2, false)
+                        },
+                        activation: Activation::SWIGLU,
+                        shared_experts: vec![],
+                    },
+                    2,
+                    vec![0, 1],
+                ),
                 ModelFamily::MinimaxM2 => (
                     json!({"model_type": "minimax_m2", "hidden_size": H, "intermediate_size": I,
                        "num_local_experts": E, "num_experts_per_tok": 2, "num_hidden_layers": 2,
@@ -337,6 +397,7 @@ impl TinyModel {
                             grouping: None,
                             renormalize: true,
                             routed_scaling_factor: 1.0,
+                            scale_input: false,
                         },
                         activation: Activation::SWIGLU,
                         shared_experts: vec![],
@@ -346,8 +407,12 @@ impl TinyModel {
                 ),
             };
 
-        // Granite stores its experts fused only.
-        let fused = fused || family == ModelFamily::GraniteMoe;
+        // Granite, Llama 4 and DBRX store their experts fused only (each its own way).
+        let fused = fused
+            || matches!(
+                family,
+                ModelFamily::GraniteMoe | ModelFamily::Llama4 | ModelFamily::Dbrx
+            );
         let mut m = TinyModel {
             family,
             dtype,
@@ -404,7 +469,8 @@ impl TinyModel {
         let fam = self.family;
         let prefix = self.prefix(l);
         let router_key = match fam {
-            ModelFamily::GraniteMoe => format!("{prefix}.router.layer.weight"),
+            ModelFamily::GraniteMoe | ModelFamily::Dbrx => format!("{prefix}.router.layer.weight"),
+            ModelFamily::Llama4 => format!("{prefix}.router.weight"),
             ModelFamily::HunyuanV1Moe => format!("{prefix}.gate.wg.weight"),
             _ => format!("{prefix}.gate.weight"),
         };
@@ -442,18 +508,56 @@ impl TinyModel {
                 .collect();
             let dn: Vec<f32> = (0..E * H * I).map(|_| rng.random_range(-a..a)).collect();
             let (gu, dn) = (round_to(self.dtype, &gu), round_to(self.dtype, &dn));
-            let (gu_key, dn_key) = match fam {
-                ModelFamily::GraniteMoe => ("input_linear.weight", "output_linear.weight"),
-                _ => ("experts.gate_up_proj", "experts.down_proj"),
-            };
-            self.tensors.insert(
-                format!("{prefix}.{gu_key}"),
-                Stored::float(self.dtype, vec![E, 2 * I, H], &gu),
-            );
-            self.tensors.insert(
-                format!("{prefix}.{dn_key}"),
-                Stored::float(self.dtype, vec![E, H, I], &dn),
-            );
+            match fam {
+                // Each expert's matrices transposed: [E, H, 2I] (gate columns first), [E, I, H].
+                ModelFamily::Llama4 => {
+                    let (gu_t, dn_t) = (
+                        transpose_each(&gu, E, 2 * I, H),
+                        transpose_each(&dn, E, H, I),
+                    );
+                    self.tensors.insert(
+                        format!("{prefix}.experts.gate_up_proj"),
+                        Stored::float(self.dtype, vec![E, H, 2 * I], &gu_t),
+                    );
+                    self.tensors.insert(
+                        format!("{prefix}.experts.down_proj"),
+                        Stored::float(self.dtype, vec![E, I, H], &dn_t),
+                    );
+                }
+                // Every expert's I rows stacked: w1 (gate) and v1 (up) as they are, w2 each
+                // expert's down projection transposed ([I, H]).
+                ModelFamily::Dbrx => {
+                    let rows = |part: usize| -> Vec<f32> {
+                        gu.chunks(2 * I * H)
+                            .flat_map(|e| e[part * I * H..(part + 1) * I * H].to_vec())
+                            .collect()
+                    };
+                    for (name, v) in [
+                        ("w1", rows(0)),
+                        ("v1", rows(1)),
+                        ("w2", transpose_each(&dn, E, H, I)),
+                    ] {
+                        self.tensors.insert(
+                            format!("{prefix}.experts.mlp.{name}"),
+                            Stored::float(self.dtype, vec![E * I, H], &v),
+                        );
+                    }
+                }
+                _ => {
+                    let (gu_key, dn_key) = match fam {
+                        ModelFamily::GraniteMoe => ("input_linear.weight", "output_linear.weight"),
+                        _ => ("experts.gate_up_proj", "experts.down_proj"),
+                    };
+                    self.tensors.insert(
+                        format!("{prefix}.{gu_key}"),
+                        Stored::float(self.dtype, vec![E, 2 * I, H], &gu),
+                    );
+                    self.tensors.insert(
+                        format!("{prefix}.{dn_key}"),
+                        Stored::float(self.dtype, vec![E, H, I], &dn),
+                    );
+                }
+            }
             gate_up = gu;
             down = dn;
         } else {
@@ -523,7 +627,9 @@ impl TinyModel {
     /// The per-expert gate, up and down projections' names.
     pub fn expert_names(&self) -> [&'static str; 3] {
         match self.family {
-            ModelFamily::Mixtral | ModelFamily::MinimaxM2 => ["w1", "w3", "w2"],
+            ModelFamily::Mixtral | ModelFamily::MinimaxM2 | ModelFamily::Phimoe => {
+                ["w1", "w3", "w2"]
+            }
             _ => ["gate_proj", "up_proj", "down_proj"],
         }
     }
@@ -539,6 +645,7 @@ impl TinyModel {
                 Some(format!("{prefix}.shared_experts"))
             }
             ModelFamily::HunyuanV1Moe => Some(format!("{prefix}.shared_mlp")),
+            ModelFamily::Llama4 => Some(format!("{prefix}.shared_expert")),
             _ => None,
         }
     }
@@ -546,10 +653,12 @@ impl TinyModel {
     /// The key prefix of layer `l`'s MoE block in this checkpoint.
     pub fn prefix(&self, l: usize) -> String {
         match (self.family, self.fused) {
-            (ModelFamily::Mixtral | ModelFamily::MinimaxM2, false)
+            (ModelFamily::Mixtral | ModelFamily::MinimaxM2 | ModelFamily::Phimoe, false)
             | (ModelFamily::GraniteMoe, _) => {
                 format!("model.layers.{l}.block_sparse_moe")
             }
+            (ModelFamily::Llama4, _) => format!("model.layers.{l}.feed_forward"),
+            (ModelFamily::Dbrx, _) => format!("transformer.blocks.{l}.ffn"),
             _ => format!("model.layers.{l}.mlp"),
         }
     }
@@ -688,6 +797,19 @@ impl TinyModel {
     }
 }
 
+/// Each of the `e` matrices `[n, k]` of `v` transposed to `[k, n]`.
+pub fn transpose_each(v: &[f32], e: usize, n: usize, k: usize) -> Vec<f32> {
+    let mut out = vec![0f32; e * n * k];
+    for x in 0..e {
+        for r in 0..n {
+            for c in 0..k {
+                out[x * n * k + c * n + r] = v[x * n * k + r * k + c];
+            }
+        }
+    }
+    out
+}
+
 pub fn shard_name(s: usize, n: usize) -> String {
     format!("model-{:05}-of-{:05}.safetensors", s + 1, n)
 }
@@ -705,7 +827,7 @@ pub fn oracle_output(cfg: &MoeConfig, w: &MoeWeights<f32>, x: &[f64]) -> Option<
         let r = oracle::route_row(&route, &oracle::matvec(&router, e, h, xt));
         let mut c = r.choice.clone();
         c.sort_by(|a, b| b.partial_cmp(a).unwrap());
-        if k < e && (c[k - 1] - c[k]).abs() <= 1e-4 * c[k - 1].abs().max(1e-3) {
+        if r.fragile || k < e && (c[k - 1] - c[k]).abs() <= 1e-4 * c[k - 1].abs().max(1e-3) {
             return None;
         }
         out.extend(oracle::layer_token(cfg, w, xt, &r.ids, &r.weights, true));

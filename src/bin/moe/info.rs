@@ -54,6 +54,9 @@ pub fn main(args: Args) -> Result<()> {
             match r.scoring {
                 ScoringFunc::Softmax => "softmax".into(),
                 ScoringFunc::Sigmoid => "sigmoid".into(),
+                ScoringFunc::SparseMixer { jitter_eps } => {
+                    format!("sparse mixer, 2 experts (jitter_eps = {jitter_eps})")
+                }
             },
         ),
         (
@@ -85,6 +88,15 @@ pub fn main(args: Args) -> Result<()> {
             if r.renormalize { "yes" } else { "no" }.into(),
         ),
         ("routed_scaling_factor", r.routed_scaling_factor.to_string()),
+        (
+            "weights scale",
+            if r.scale_input {
+                "the expert inputs (outputs summed with weight 1)"
+            } else {
+                "the expert outputs"
+            }
+            .into(),
+        ),
         (
             "activation",
             format!(
@@ -207,6 +219,8 @@ fn layer_format(
     let layout = match keys.layout {
         ExpertLayout::PerExpert => "per-expert",
         ExpertLayout::Fused => "fused",
+        ExpertLayout::FusedTransposed => "fused, transposed per expert",
+        ExpertLayout::Stacked2d => "w1/v1/w2 stacked [E * I, H]",
     };
     let experts = ckpt.meta(&keys.representative())?.stored;
     let router = ckpt.meta(&keys.router())?.stored;

@@ -123,6 +123,7 @@ fn sigmoid_one_group(h: usize, i: usize, e: usize, scale: f32) -> MoeConfig {
             }),
             renormalize: true,
             routed_scaling_factor: scale,
+            scale_input: false,
         },
         activation: Activation::SWIGLU,
         shared_experts: vec![shared(i)],

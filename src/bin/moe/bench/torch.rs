@@ -103,6 +103,16 @@ impl TorchPeer {
                 .collect::<Vec<_>>()
                 .join(",")
         };
+        let scoring = match r.scoring {
+            ScoringFunc::Softmax => "softmax",
+            ScoringFunc::Sigmoid => "sigmoid",
+            ScoringFunc::SparseMixer { .. } => {
+                return Ok(Err("the PyTorch peer has no sparse mixer routing".into()))
+            }
+        };
+        if r.scale_input {
+            return Ok(Err("the PyTorch peer does not scale expert inputs".into()));
+        }
         let mut cmd = Command::new(&self.python);
         cmd.arg(&self.script)
             .args(["--device", device])
@@ -110,13 +120,7 @@ impl TorchPeer {
             .args(["--inter", &cfg.intermediate_size.to_string()])
             .args(["--experts", &r.num_experts.to_string()])
             .args(["--topk", &r.top_k.to_string()])
-            .args([
-                "--scoring",
-                match r.scoring {
-                    ScoringFunc::Softmax => "softmax",
-                    ScoringFunc::Sigmoid => "sigmoid",
-                },
-            ])
+            .args(["--scoring", scoring])
             .args(["--scale", &r.routed_scaling_factor.to_string()])
             .args(["--tokens", &join(tokens)])
             .args(["--min-seconds", &min_seconds.to_string()])
