@@ -3,6 +3,7 @@
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
 use cudarc::driver::ValidAsZeroBits;
+use moe_kernels::cpu::fast::CpuBackend;
 use moe_kernels::cpu::layer::CpuMoeLayer;
 use moe_kernels::cpu::routing::Routing;
 use moe_kernels::gpu::{Device, GemmElement, GemmOutput, GpuMoeLayer};
@@ -21,6 +22,25 @@ pub enum DeviceArg {
     Cpu,
     /// The GPU (CUDA).
     Cuda,
+}
+
+/// `--cpu-backend`: which implementation runs the CPU layer's expert GEMMs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum CpuBackendArg {
+    /// The fast kernels (SIMD, chosen for the CPU at run time, and threads).
+    #[default]
+    Fast,
+    /// The plain reference GEMMs that every other result is checked against.
+    Reference,
+}
+
+impl From<CpuBackendArg> for CpuBackend {
+    fn from(b: CpuBackendArg) -> CpuBackend {
+        match b {
+            CpuBackendArg::Fast => CpuBackend::Fast,
+            CpuBackendArg::Reference => CpuBackend::Reference,
+        }
+    }
 }
 
 /// The element type to compute in.
