@@ -281,13 +281,13 @@ fn fast_activation_matches_oracle() {
 }
 
 /// The fast GEMM of `w` on `x` in a pool of `threads` threads.
-fn fast_in_pool(
+fn fast_in_pool<X: Element>(
     threads: usize,
     isa: Isa,
-    x: &[f32],
+    x: &[X],
     offsets: &[usize],
     w: impl ExpertRows + Send,
-) -> Vec<f32> {
+) -> Vec<u32> {
     let [_, n, k] = w.shape();
     let rows = *offsets.last().unwrap();
     let pool = rayon::ThreadPoolBuilder::new()
@@ -305,7 +305,7 @@ fn fast_in_pool(
         )
     })
     .unwrap();
-    out
+    out.iter().map(|f| f.to_bits()).collect()
 }
 
 #[test]
@@ -315,18 +315,24 @@ fn fast_bits_do_not_depend_on_thread_count() {
     let (e, n, k) = (3, 300, 257);
     let offsets = [0, 1, 150, 420];
     let x: Vec<f32> = common::values(&mut rng, 420 * k, 1.0);
+    let xb: Vec<bf16> = common::values(&mut rng, 420 * k, 1.0);
     let w: Vec<bf16> = common::values(&mut rng, e * n * k, 0.3);
     let (q, _) = random_fp8(&mut rng, [e, n, k], 128);
     let wr = ExpertsRef::new("w", &w, e, n, k).unwrap();
     for isa in isas() {
-        let one = fast_in_pool(1, isa, &x, &offsets, wr);
-        let one_q = fast_in_pool(1, isa, &x, &offsets, &q);
+        let one = [
+            fast_in_pool(1, isa, &x, &offsets, wr),
+            fast_in_pool(1, isa, &xb, &offsets, wr),
+            fast_in_pool(1, isa, &x, &offsets, &q),
+        ];
         for threads in [2, 3, 7] {
-            let many = fast_in_pool(threads, isa, &x, &offsets, wr);
-            let many_q = fast_in_pool(threads, isa, &x, &offsets, &q);
-            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>();
+            let many = [
+                fast_in_pool(threads, isa, &x, &offsets, wr),
+                fast_in_pool(threads, isa, &xb, &offsets, wr),
+                fast_in_pool(threads, isa, &x, &offsets, &q),
+            ];
             assert!(
-                bits(&one) == bits(&many) && bits(&one_q) == bits(&many_q),
+                one == many,
                 "{isa:?}: 1 thread and {threads} threads differ"
             );
         }

@@ -6,6 +6,7 @@
 //! chunk is masked to zeros); each lane's additions are fused with its products, and the 16 lanes are
 //! added by `_mm512_reduce_add_ps`. Every output's order depends on neither the tile nor the thread.
 
+use half::bf16;
 use std::arch::x86_64::*;
 
 use super::{tile_dispatch, Task, WeightSource, LANES};
@@ -18,6 +19,18 @@ trait Load: Copy {
     ///
     /// The CPU must support AVX-512 F, BW and VL; the unmasked columns must lie in the row.
     unsafe fn load(self, row: usize, c: usize, mask: __mmask16) -> __m512;
+
+    /// Ask for the cache line of column `c` of global weight row `row` (which may lie past the
+    /// weights: a prefetch never faults).
+    fn prefetch(self, row: usize, c: usize);
+}
+
+/// Prefetch the cache line at `p` into L1 (`p` may point anywhere).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn prefetch<T>(p: *const T) {
+    // A prefetch does not access memory architecturally: it never faults (safe to call).
+    _mm_prefetch::<_MM_HINT_T0>(p.cast())
 }
 
 /// Plain rows of `k` elements of type `T` at `ptr`.
@@ -33,6 +46,13 @@ impl Load for Plain<f32> {
     unsafe fn load(self, row: usize, c: usize, mask: __mmask16) -> __m512 {
         // SAFETY: the caller keeps the unmasked lanes inside the row; masked lanes are not read.
         unsafe { _mm512_maskz_loadu_ps(mask, self.ptr.add(row * self.k + c)) }
+    }
+
+    #[inline]
+    fn prefetch(self, row: usize, c: usize) {
+        // SAFETY: `prefetch` needs AVX-512 F, which every caller has (they are `target_feature`
+        // functions of this module).
+        unsafe { prefetch(self.ptr.wrapping_add(row * self.k + c)) }
     }
 }
 
@@ -50,6 +70,12 @@ impl Load for Bf16 {
         // A bf16 is the high half of the f32 with the same value.
         _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(bits)))
     }
+
+    #[inline]
+    fn prefetch(self, row: usize, c: usize) {
+        // SAFETY: as for `Plain<f32>`.
+        unsafe { prefetch(self.0.ptr.wrapping_add(row * self.0.k + c)) }
+    }
 }
 
 /// f16 rows, as their bit patterns.
@@ -64,6 +90,12 @@ impl Load for F16 {
         // SAFETY: as for `Plain<f32>`.
         let bits = unsafe { _mm256_maskz_loadu_epi16(mask, ptr.add(row * k + c).cast()) };
         _mm512_cvtph_ps(bits)
+    }
+
+    #[inline]
+    fn prefetch(self, row: usize, c: usize) {
+        // SAFETY: as for `Plain<f32>`.
+        unsafe { prefetch(self.0.ptr.wrapping_add(row * self.0.k + c)) }
     }
 }
 
@@ -111,6 +143,12 @@ impl Load for Fp8 {
             _mm512_mul_ps(w, s)
         }
     }
+
+    #[inline]
+    fn prefetch(self, row: usize, c: usize) {
+        // SAFETY: as for `Plain<f32>`.
+        unsafe { prefetch(self.codes.wrapping_add(row * self.k + c)) }
+    }
 }
 
 /// `out(i, j, dot(x row i, weight row row0 + j))` for an `MR x NR` tile.
@@ -121,6 +159,7 @@ fn tile<W: Load, const MR: usize, const NR: usize>(
     k: usize,
     w: W,
     row0: usize,
+    ahead: bool,
     out: &mut impl FnMut(usize, usize, f32),
 ) {
     assert!(xs.len() >= (MR - 1) * k + k, "activation rows of the tile");
@@ -137,6 +176,11 @@ fn tile<W: Load, const MR: usize, const NR: usize>(
         // assert above).
         unsafe {
             let wv: [__m512; NR] = std::array::from_fn(|j| w.load(row0 + j, c, mask));
+            if ahead {
+                for j in 0..NR {
+                    w.prefetch(row0 + NR + j, c);
+                }
+            }
             for i in 0..MR {
                 let xv = _mm512_maskz_loadu_ps(mask, xs.as_ptr().add(i * k + c));
                 for j in 0..NR {
@@ -156,7 +200,7 @@ fn tile<W: Load, const MR: usize, const NR: usize>(
 /// The task's tiles over weights `w`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
-fn run<W: Load>(task: &Task<'_>, w: W) {
+fn run<W: Load>(task: &Task<'_, f32>, w: W) {
     tile_dispatch!(task, w, tile);
 }
 
@@ -166,7 +210,7 @@ fn run<W: Load>(task: &Task<'_>, w: W) {
 ///
 /// The CPU must support AVX-512 F, BW and VL and FMA.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
-pub(super) unsafe fn task(task: &Task<'_>, src: &WeightSource<'_>) {
+pub(super) unsafe fn task(task: &Task<'_, f32>, src: &WeightSource<'_>) {
     let k = task.k;
     match *src {
         WeightSource::F32(data) => run(
@@ -206,4 +250,84 @@ pub(super) unsafe fn task(task: &Task<'_>, src: &WeightSource<'_>) {
             },
         ),
     }
+}
+
+/// `out(i, j, dot(x row i, weight row row0 + j))` for an `MR x NR` tile of bf16 activations and
+/// weights (as bits), by `vdpbf16ps`: lane `l` adds the products of columns `c + 2l` and
+/// `c + 2l + 1` for the chunks `c = 0, 32, 64, ...` (a short last chunk masked to zeros), then the
+/// 16 lanes are added by `_mm512_reduce_add_ps`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+fn tile_bf16<W: Copy + Into<*const u16>, const MR: usize, const NR: usize>(
+    xs: &[bf16],
+    k: usize,
+    w: W,
+    row0: usize,
+    ahead: bool,
+    out: &mut impl FnMut(usize, usize, f32),
+) {
+    assert!(xs.len() >= MR * k, "activation rows of the tile");
+    let w: *const u16 = w.into();
+    let mut acc = [[_mm512_setzero_ps(); NR]; MR];
+    let mut c = 0;
+    while c < k {
+        let mask: __mmask32 = if k - c >= 2 * LANES {
+            !0
+        } else {
+            (1u32 << (k - c)) - 1
+        };
+        // SAFETY: AVX-512 F/BW/BF16 are enabled here; columns `c .. min(c + 32, k)` lie in every
+        // row (the weight rows `row0 .. row0 + NR` exist, checked by the caller; the activation
+        // rows by the assert above); `__m512i` and `__m512bh` are both 32 lanes of 16 bits.
+        unsafe {
+            let wv: [__m512bh; NR] = std::array::from_fn(|j| {
+                std::mem::transmute::<__m512i, __m512bh>(_mm512_maskz_loadu_epi16(
+                    mask,
+                    w.add((row0 + j) * k + c).cast(),
+                ))
+            });
+            if ahead {
+                for j in 0..NR {
+                    prefetch(w.wrapping_add((row0 + NR + j) * k + c));
+                }
+            }
+            for i in 0..MR {
+                let xv = std::mem::transmute::<__m512i, __m512bh>(_mm512_maskz_loadu_epi16(
+                    mask,
+                    xs.as_ptr().add(i * k + c).cast(),
+                ));
+                for j in 0..NR {
+                    acc[i][j] = _mm512_dpbf16_ps(acc[i][j], xv, wv[j]);
+                }
+            }
+        }
+        c += 2 * LANES;
+    }
+    for (i, ai) in acc.iter().enumerate() {
+        for (j, &aij) in ai.iter().enumerate() {
+            out(i, j, _mm512_reduce_add_ps(aij));
+        }
+    }
+}
+
+/// bf16 weights as a base pointer for [`tile_bf16`].
+#[derive(Clone, Copy)]
+struct Bf16Ptr(*const u16);
+
+impl From<Bf16Ptr> for *const u16 {
+    fn from(p: Bf16Ptr) -> *const u16 {
+        p.0
+    }
+}
+
+/// One task of bf16 activations (as bits) on bf16 weights `w` `[E, N, K]` in the AVX512-BF16 build.
+///
+/// # Safety
+///
+/// The CPU must support AVX-512 F, BW, VL and BF16; `w` must hold the task's weight rows.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+pub(super) unsafe fn task_bf16(task: &Task<'_, bf16>, w: &[bf16]) {
+    debug_assert!((task.row0 + task.nb) * task.k <= w.len());
+    let w = Bf16Ptr(w.as_ptr().cast());
+    tile_dispatch!(task, w, tile_bf16);
 }

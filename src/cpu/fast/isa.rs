@@ -15,17 +15,21 @@ pub enum Isa {
     Avx2,
     /// AVX-512 (F, BW, VL) intrinsics: weights widened in registers, fused multiply-adds (x86-64).
     Avx512,
+    /// [`Isa::Avx512`], and for bf16 activations with bf16 weights the AVX512-BF16 dot product
+    /// `vdpbf16ps` on the stored values (pairs of exact products added into `f32` lanes; subnormal
+    /// inputs and results flushed to zero) (x86-64).
+    Avx512Bf16,
 }
 
 impl Isa {
     /// Every build, from the most portable.
-    pub const ALL: [Isa; 3] = [Isa::Portable, Isa::Avx2, Isa::Avx512];
+    pub const ALL: [Isa; 4] = [Isa::Portable, Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16];
 
     /// The best build this CPU runs (detected once).
     pub fn best() -> Isa {
         static BEST: OnceLock<Isa> = OnceLock::new();
         *BEST.get_or_init(|| {
-            [Isa::Avx512, Isa::Avx2]
+            [Isa::Avx512Bf16, Isa::Avx512, Isa::Avx2]
                 .into_iter()
                 .find(|isa| isa.available())
                 .unwrap_or(Isa::Portable)
@@ -46,9 +50,14 @@ impl Isa {
                 std::arch::is_x86_feature_detected!("avx512f")
                     && std::arch::is_x86_feature_detected!("avx512bw")
                     && std::arch::is_x86_feature_detected!("avx512vl")
+                    && std::arch::is_x86_feature_detected!("fma")
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Bf16 => {
+                Isa::Avx512.available() && std::arch::is_x86_feature_detected!("avx512bf16")
             }
             #[cfg(not(target_arch = "x86_64"))]
-            Isa::Avx2 | Isa::Avx512 => false,
+            Isa::Avx2 | Isa::Avx512 | Isa::Avx512Bf16 => false,
         }
     }
 
@@ -64,12 +73,13 @@ impl Isa {
         }
     }
 
-    /// Lower-case name (`portable`, `avx2`, `avx512`).
+    /// Lower-case name (`portable`, `avx2`, `avx512`, `avx512-bf16`).
     pub fn name(self) -> &'static str {
         match self {
             Isa::Portable => "portable",
             Isa::Avx2 => "avx2",
             Isa::Avx512 => "avx512",
+            Isa::Avx512Bf16 => "avx512-bf16",
         }
     }
 }

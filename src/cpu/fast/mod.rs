@@ -197,11 +197,11 @@ const BATCH_ROWS: usize = 256;
 /// Multiply-adds per task to aim for: smaller tasks cost more in scheduling than they save.
 const TASK_GRAIN: usize = 1 << 17;
 
-/// One piece of parallel work: the dot products of `m` activation rows (`xs`, `[m, K]` in `f32`)
-/// with `nb` consecutive weight rows starting at global row `row0` (`e * N + n0`), written to
-/// `out[i * ostride + j]`.
-struct Task<'a> {
-    xs: &'a [f32],
+/// One piece of parallel work: the dot products of `m` activation rows (`xs`, `[m, K]`, in `f32`,
+/// or as bf16 bits for [`Isa::Avx512Bf16`]) with `nb` consecutive weight rows starting at global row
+/// `row0` (`e * N + n0`), written to `out[i * ostride + j]`.
+struct Task<'a, A> {
+    xs: &'a [A],
     m: usize,
     k: usize,
     row0: usize,
@@ -220,7 +220,7 @@ unsafe impl Send for OutPtr {}
 // SAFETY: as above.
 unsafe impl Sync for OutPtr {}
 
-impl Task<'_> {
+impl<A> Task<'_, A> {
     /// Write output `(i, j)` of this task (`i < m`, `j < nb`).
     #[inline(always)]
     fn set(&self, i: usize, j: usize, v: f32) {
@@ -232,8 +232,9 @@ impl Task<'_> {
     }
 }
 
-/// Run a task's `MR x NR` tiles: `$tile::<_, mr, nr>(xs, k, w, row0, out)` for each tile, with the
-/// tile's activation rows, first weight row and output writer.
+/// Run a task's `MR x NR` tiles: `$tile::<_, mr, nr>(xs, k, w, row0, ahead, out)` for each tile,
+/// with the tile's activation rows, first weight row, whether to prefetch the next `NR` weight rows
+/// (in the first tile of each strip of `NR` weight rows), and output writer.
 macro_rules! tile_dispatch {
     ($task:expr, $w:expr, $tile:ident) => {{
         use super::{MR, NR};
@@ -247,22 +248,22 @@ macro_rules! tile_dispatch {
                 let row0 = task.row0 + j0;
                 let mut out = |i: usize, j: usize, v: f32| task.set(i0 + i, j0 + j, v);
                 match (mr, nr) {
-                    (4, 4) => $tile::<_, 4, 4>(xs, task.k, w, row0, &mut out),
-                    (4, 3) => $tile::<_, 4, 3>(xs, task.k, w, row0, &mut out),
-                    (4, 2) => $tile::<_, 4, 2>(xs, task.k, w, row0, &mut out),
-                    (4, 1) => $tile::<_, 4, 1>(xs, task.k, w, row0, &mut out),
-                    (3, 4) => $tile::<_, 3, 4>(xs, task.k, w, row0, &mut out),
-                    (3, 3) => $tile::<_, 3, 3>(xs, task.k, w, row0, &mut out),
-                    (3, 2) => $tile::<_, 3, 2>(xs, task.k, w, row0, &mut out),
-                    (3, 1) => $tile::<_, 3, 1>(xs, task.k, w, row0, &mut out),
-                    (2, 4) => $tile::<_, 2, 4>(xs, task.k, w, row0, &mut out),
-                    (2, 3) => $tile::<_, 2, 3>(xs, task.k, w, row0, &mut out),
-                    (2, 2) => $tile::<_, 2, 2>(xs, task.k, w, row0, &mut out),
-                    (2, 1) => $tile::<_, 2, 1>(xs, task.k, w, row0, &mut out),
-                    (1, 4) => $tile::<_, 1, 4>(xs, task.k, w, row0, &mut out),
-                    (1, 3) => $tile::<_, 1, 3>(xs, task.k, w, row0, &mut out),
-                    (1, 2) => $tile::<_, 1, 2>(xs, task.k, w, row0, &mut out),
-                    (1, 1) => $tile::<_, 1, 1>(xs, task.k, w, row0, &mut out),
+                    (4, 4) => $tile::<_, 4, 4>(xs, task.k, w, row0, i0 == 0, &mut out),
+                    (4, 3) => $tile::<_, 4, 3>(xs, task.k, w, row0, i0 == 0, &mut out),
+                    (4, 2) => $tile::<_, 4, 2>(xs, task.k, w, row0, i0 == 0, &mut out),
+                    (4, 1) => $tile::<_, 4, 1>(xs, task.k, w, row0, i0 == 0, &mut out),
+                    (3, 4) => $tile::<_, 3, 4>(xs, task.k, w, row0, i0 == 0, &mut out),
+                    (3, 3) => $tile::<_, 3, 3>(xs, task.k, w, row0, i0 == 0, &mut out),
+                    (3, 2) => $tile::<_, 3, 2>(xs, task.k, w, row0, i0 == 0, &mut out),
+                    (3, 1) => $tile::<_, 3, 1>(xs, task.k, w, row0, i0 == 0, &mut out),
+                    (2, 4) => $tile::<_, 2, 4>(xs, task.k, w, row0, i0 == 0, &mut out),
+                    (2, 3) => $tile::<_, 2, 3>(xs, task.k, w, row0, i0 == 0, &mut out),
+                    (2, 2) => $tile::<_, 2, 2>(xs, task.k, w, row0, i0 == 0, &mut out),
+                    (2, 1) => $tile::<_, 2, 1>(xs, task.k, w, row0, i0 == 0, &mut out),
+                    (1, 4) => $tile::<_, 1, 4>(xs, task.k, w, row0, i0 == 0, &mut out),
+                    (1, 3) => $tile::<_, 1, 3>(xs, task.k, w, row0, i0 == 0, &mut out),
+                    (1, 2) => $tile::<_, 1, 2>(xs, task.k, w, row0, i0 == 0, &mut out),
+                    (1, 1) => $tile::<_, 1, 1>(xs, task.k, w, row0, i0 == 0, &mut out),
                     _ => unreachable!("tiles are at most {MR} x {NR}"),
                 }
             }
@@ -348,6 +349,11 @@ fn grouped_gemm_rows<X: Element>(
             blocks.push((e, r0, (r0 + M_BLOCK).min(offsets[e + 1])));
         }
     }
+    // bf16 activations with bf16 weights go to `vdpbf16ps` as they are; anything else is widened.
+    let bf16_pairs = match (isa, src, WeightSource::plain(x.data())) {
+        (Isa::Avx512Bf16, WeightSource::Bf16(w), WeightSource::Bf16(xb)) => Some((w, xb)),
+        _ => None,
+    };
     let mut xs = Vec::new();
     let mut acc = Vec::new();
     let mut start = 0;
@@ -357,12 +363,40 @@ fn grouped_gemm_rows<X: Element>(
         while end < blocks.len() && blocks[end].2 - first <= BATCH_ROWS {
             end += 1;
         }
-        let last = blocks[end - 1].2;
-        xs.clear();
-        xs.extend((first..last).flat_map(|r| x.row(r).iter().map(|v| v.to_f32())));
+        let batch = &blocks[start..end];
+        let last = batch[batch.len() - 1].2;
         acc.clear();
         acc.resize((last - first) * n, 0f32);
-        run_batch(isa, &src, [n, k], &blocks[start..end], first, &xs, &mut acc);
+        match bf16_pairs {
+            #[cfg(target_arch = "x86_64")]
+            Some((w, xb)) => run_batch(
+                [n, k],
+                batch,
+                &xb[first * k..last * k],
+                &mut acc,
+                // SAFETY: `isa` is `Avx512Bf16`, checked available.
+                |t| unsafe { avx512::task_bf16(t, w) },
+            ),
+            _ => {
+                xs.clear();
+                for r in first..last {
+                    xs.extend(x.row(r).iter().map(|v| v.to_f32()));
+                }
+                run_batch([n, k], batch, &xs, &mut acc, |t| match isa {
+                    Isa::Portable => portable::task(t, &src),
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: `isa` was checked available (`Isa::check`).
+                    Isa::Avx2 => unsafe { portable::task_avx2(t, &src) },
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: as above (`Avx512Bf16` includes `Avx512`).
+                    Isa::Avx512 | Isa::Avx512Bf16 => unsafe { avx512::task(t, &src) },
+                    #[cfg(not(target_arch = "x86_64"))]
+                    Isa::Avx2 | Isa::Avx512 | Isa::Avx512Bf16 => {
+                        unreachable!("checked available")
+                    }
+                })
+            }
+        }
         for (r, row) in (first..last).zip(acc.chunks_exact(n)) {
             sink(r, row);
         }
@@ -371,30 +405,30 @@ fn grouped_gemm_rows<X: Element>(
     Ok(())
 }
 
-/// The accumulators `acc` `[rows, N]` of a batch of row blocks whose first row is `first`, from
-/// their activations `xs` `[rows, K]` in `f32`, by parallel tasks.
-fn run_batch(
-    isa: Isa,
-    src: &WeightSource<'_>,
+/// The accumulators `acc` `[rows, N]` of a batch of row blocks (expert, first row, end row), from
+/// their activations `xs` `[rows, K]`, by parallel tasks run by `run`.
+fn run_batch<A: Sync>(
     [n, k]: [usize; 2],
     blocks: &[(usize, usize, usize)],
-    first: usize,
-    xs: &[f32],
+    xs: &[A],
     acc: &mut [f32],
+    run: impl Fn(&Task<'_, A>) + Sync,
 ) {
-    let rows: usize = blocks.iter().map(|b| b.2 - b.1).sum();
+    let first = blocks[0].1;
+    let rows = blocks[blocks.len() - 1].2 - first;
     debug_assert_eq!(acc.len(), rows * n);
+    debug_assert_eq!(xs.len(), rows * k);
     // Strips of weight rows: enough tasks to keep every thread busy (four per thread), each of at
     // least TASK_GRAIN multiply-adds where the batch allows, in whole register tiles.
     let threads = rayon::current_num_threads();
     let per_block = (4 * threads).div_ceil(blocks.len());
-    let mut nb = n.div_ceil(per_block).next_multiple_of(NR);
+    let nb = n.div_ceil(per_block).next_multiple_of(NR);
     let grain_rows = TASK_GRAIN
         .div_ceil((rows / blocks.len()).max(1) * k)
         .next_multiple_of(NR);
-    nb = nb.max(grain_rows).min(n);
+    let nb = nb.max(grain_rows).min(n);
     let out = OutPtr(acc.as_mut_ptr());
-    let tasks: Vec<Task<'_>> = blocks
+    let tasks: Vec<Task<'_, A>> = blocks
         .iter()
         .flat_map(|&(e, r0, r1)| {
             (0..n).step_by(nb).map(move |n0| Task {
@@ -403,26 +437,16 @@ fn run_batch(
                 k,
                 row0: e * n + n0,
                 nb: nb.min(n - n0),
-                // SAFETY (of the pointer arithmetic): row `r0 - first`, column `n0` of `acc`.
+                // Row `r0 - first`, column `n0` of `acc` (in bounds: `r0 < r1 <= first + rows`,
+                // `n0 < n`).
                 out: OutPtr(out.0.wrapping_add((r0 - first) * n + n0)),
                 ostride: n,
             })
         })
         .collect();
-    let run = |t: &Task<'_>| match isa {
-        Isa::Portable => portable::task(t, src),
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `isa` was checked available (`Isa::check`).
-        Isa::Avx2 => unsafe { portable::task_avx2(t, src) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
-        Isa::Avx512 => unsafe { avx512::task(t, src) },
-        #[cfg(not(target_arch = "x86_64"))]
-        Isa::Avx2 | Isa::Avx512 => unreachable!("checked available"),
-    };
     if tasks.len() == 1 {
         run(&tasks[0]);
     } else {
-        tasks.par_iter().for_each(run);
+        tasks.par_iter().for_each(&run);
     }
 }

@@ -79,6 +79,7 @@ fn tile<W: Widen, const MR: usize, const NR: usize>(
     k: usize,
     w: W,
     row0: usize,
+    _ahead: bool,
     out: &mut impl FnMut(usize, usize, f32),
 ) {
     let mut acc = [[[0f32; LANES]; NR]; MR];
@@ -109,7 +110,7 @@ fn tile<W: Widen, const MR: usize, const NR: usize>(
 
 /// One task on `src`, in this build.
 #[inline(always)]
-fn task_body(task: &Task<'_>, src: &WeightSource<'_>) {
+fn task_body(task: &Task<'_, f32>, src: &WeightSource<'_>) {
     let k = task.k;
     match *src {
         WeightSource::F32(data) => run(task, Plain { data, k }),
@@ -133,12 +134,12 @@ fn task_body(task: &Task<'_>, src: &WeightSource<'_>) {
 
 /// The task's tiles over weights `w`.
 #[inline(always)]
-fn run<W: Widen>(task: &Task<'_>, w: W) {
+fn run<W: Widen>(task: &Task<'_, f32>, w: W) {
     tile_dispatch!(task, w, tile);
 }
 
 /// One task in the portable build.
-pub(super) fn task(task: &Task<'_>, src: &WeightSource<'_>) {
+pub(super) fn task(task: &Task<'_, f32>, src: &WeightSource<'_>) {
     task_body(task, src)
 }
 
@@ -149,6 +150,6 @@ pub(super) fn task(task: &Task<'_>, src: &WeightSource<'_>) {
 /// The CPU must support AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn task_avx2(task: &Task<'_>, src: &WeightSource<'_>) {
+pub(super) unsafe fn task_avx2(task: &Task<'_, f32>, src: &WeightSource<'_>) {
     task_body(task, src)
 }
