@@ -311,8 +311,9 @@ fn fast_in_pool<X: Element>(
 #[test]
 fn fast_bits_do_not_depend_on_thread_count() {
     let mut rng = common::rng("fast_bits_do_not_depend_on_thread_count");
-    // Large enough to be split into many tasks: several row blocks, many weight strips.
-    let (e, n, k) = (3, 300, 257);
+    // Large enough to be split into many tasks: several row blocks, many weight strips (and for
+    // the AMX tiles, N a multiple of 16 and K of 32).
+    let (e, n, k) = (3, 304, 256);
     let offsets = [0, 1, 150, 420];
     let x: Vec<f32> = common::values(&mut rng, 420 * k, 1.0);
     let xb: Vec<bf16> = common::values(&mut rng, 420 * k, 1.0);
@@ -415,4 +416,45 @@ fn layer_backends_agree_and_default_is_fast() {
         &common::el64(&ref_out.hidden),
         1e-2,
     );
+}
+
+#[test]
+fn fast_tile_shapes_match_oracle() {
+    // The shapes the AMX tiles take (bf16 activations and weights, N a multiple of 16, K of 32,
+    // blocks of at least 8 rows), with row counts around the 16-row tiles and the 64-row blocks,
+    // next to blocks too small for them.
+    let mut rng = common::rng("fast_tile_shapes_match_oracle");
+    for isa in isas() {
+        for case in 0..12 {
+            let (e, n, k) = (
+                [1usize, 3][case % 2],
+                [16usize, 48, 64][case % 3],
+                [32usize, 96, 160][case % 3],
+            );
+            let mut offsets = vec![0usize];
+            for _ in 0..e {
+                let c = [1usize, 7, 8, 15, 16, 17, 63, 64, 65, 130][rng.random_range(0..10)];
+                offsets.push(offsets[offsets.len() - 1] + c);
+            }
+            let rows = offsets[e];
+            let x: Vec<bf16> = common::values(&mut rng, rows * k, 1.0);
+            let w: Vec<bf16> = common::values(&mut rng, e * n * k, 0.3);
+            let mut out = vec![f32::NAN; rows * n];
+            fast::grouped_gemm(
+                isa,
+                MatRef::new("x", &x, rows, k).unwrap(),
+                &offsets,
+                ExpertsRef::new("w", &w, e, n, k).unwrap(),
+                &mut MatMut::new("out", &mut out, rows, n).unwrap(),
+            )
+            .unwrap();
+            let want = oracle_gemm(&common::el64(&x), &common::el64(&w), &offsets, n, k);
+            common::assert_close(
+                &format!("{isa:?} tile case {case} E={e} N={n} K={k} offsets={offsets:?}"),
+                &common::f64s(&out),
+                &want,
+                1e-5,
+            );
+        }
+    }
 }

@@ -19,17 +19,26 @@ pub enum Isa {
     /// `vdpbf16ps` on the stored values (pairs of exact products added into `f32` lanes; subnormal
     /// inputs and results flushed to zero) (x86-64).
     Avx512Bf16,
+    /// [`Isa::Avx512Bf16`], and for bf16 activations with bf16 weights in blocks of at least 8 rows
+    /// (`N` a multiple of 16, `K` of 32) AMX-BF16 tile products (x86-64 Linux).
+    Amx,
 }
 
 impl Isa {
     /// Every build, from the most portable.
-    pub const ALL: [Isa; 4] = [Isa::Portable, Isa::Avx2, Isa::Avx512, Isa::Avx512Bf16];
+    pub const ALL: [Isa; 5] = [
+        Isa::Portable,
+        Isa::Avx2,
+        Isa::Avx512,
+        Isa::Avx512Bf16,
+        Isa::Amx,
+    ];
 
     /// The best build this CPU runs (detected once).
     pub fn best() -> Isa {
         static BEST: OnceLock<Isa> = OnceLock::new();
         *BEST.get_or_init(|| {
-            [Isa::Avx512Bf16, Isa::Avx512, Isa::Avx2]
+            [Isa::Amx, Isa::Avx512Bf16, Isa::Avx512, Isa::Avx2]
                 .into_iter()
                 .find(|isa| isa.available())
                 .unwrap_or(Isa::Portable)
@@ -56,8 +65,10 @@ impl Isa {
             Isa::Avx512Bf16 => {
                 Isa::Avx512.available() && std::arch::is_x86_feature_detected!("avx512bf16")
             }
+            #[cfg(target_arch = "x86_64")]
+            Isa::Amx => super::amx::available(),
             #[cfg(not(target_arch = "x86_64"))]
-            Isa::Avx2 | Isa::Avx512 | Isa::Avx512Bf16 => false,
+            Isa::Avx2 | Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => false,
         }
     }
 
@@ -73,13 +84,14 @@ impl Isa {
         }
     }
 
-    /// Lower-case name (`portable`, `avx2`, `avx512`, `avx512-bf16`).
+    /// Lower-case name (`portable`, `avx2`, `avx512`, `avx512-bf16`, `amx`).
     pub fn name(self) -> &'static str {
         match self {
             Isa::Portable => "portable",
             Isa::Avx2 => "avx2",
             Isa::Avx512 => "avx512",
             Isa::Avx512Bf16 => "avx512-bf16",
+            Isa::Amx => "amx",
         }
     }
 }

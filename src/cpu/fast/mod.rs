@@ -25,6 +25,8 @@
 //! accumulator is one dot in a fixed order, so the result does not depend on the thread count.
 
 #[cfg(target_arch = "x86_64")]
+mod amx;
+#[cfg(target_arch = "x86_64")]
 mod avx512;
 mod isa;
 mod portable;
@@ -349,12 +351,17 @@ fn grouped_gemm_rows<X: Element>(
             blocks.push((e, r0, (r0 + M_BLOCK).min(offsets[e + 1])));
         }
     }
-    // bf16 activations with bf16 weights go to `vdpbf16ps` as they are; anything else is widened.
+    // bf16 activations with bf16 weights go to `vdpbf16ps` (or AMX) as they are; anything else is
+    // widened.
     let bf16_pairs = match (isa, src, WeightSource::plain(x.data())) {
-        (Isa::Avx512Bf16, WeightSource::Bf16(w), WeightSource::Bf16(xb)) => Some((w, xb)),
+        (Isa::Avx512Bf16 | Isa::Amx, WeightSource::Bf16(w), WeightSource::Bf16(xb)) => {
+            Some((w, xb))
+        }
         _ => None,
     };
+    let amx_shape = isa == Isa::Amx && n % 16 == 0 && k % 32 == 0;
     let mut xs = Vec::new();
+    let mut packed = Vec::new();
     let mut acc = Vec::new();
     let mut start = 0;
     while start < blocks.len() {
@@ -369,29 +376,56 @@ fn grouped_gemm_rows<X: Element>(
         acc.resize((last - first) * n, 0f32);
         match bf16_pairs {
             #[cfg(target_arch = "x86_64")]
-            Some((w, xb)) => run_batch(
-                [n, k],
-                batch,
-                &xb[first * k..last * k],
-                &mut acc,
-                // SAFETY: `isa` is `Avx512Bf16`, checked available.
-                |t| unsafe { avx512::task_bf16(t, w) },
-            ),
+            Some((w, xb)) => {
+                let (tiles, dots): (Vec<Block>, Vec<Block>) = batch
+                    .iter()
+                    .partition(|b| amx_shape && b.2 - b.1 >= amx::MIN_ROWS);
+                if !tiles.is_empty() {
+                    // Each block's activations packed into AMX B tiles, one after the other.
+                    let mut at = vec![0usize];
+                    for &(_, r0, r1) in &tiles {
+                        at.push(at[at.len() - 1] + amx::packed_len(r1 - r0, k));
+                    }
+                    packed.clear();
+                    packed.resize(at[tiles.len()], 0u32);
+                    for (b, &(_, r0, r1)) in tiles.iter().enumerate() {
+                        amx::pack(
+                            &xb[r0 * k..r1 * k],
+                            r1 - r0,
+                            k,
+                            &mut packed[at[b]..at[b + 1]],
+                        );
+                    }
+                    let xs_of = |b: usize| &packed[at[b]..at[b + 1]];
+                    // SAFETY: `isa` is `Amx`, checked available; strips are multiples of 16 rows.
+                    run_batch([n, k], &tiles, first, xs_of, 16, &mut acc, |t| unsafe {
+                        amx::task(t, w)
+                    });
+                }
+                if !dots.is_empty() {
+                    let xs_of = |b: usize| &xb[dots[b].1 * k..dots[b].2 * k];
+                    // SAFETY: `isa` is `Avx512Bf16` or `Amx`, checked available.
+                    run_batch([n, k], &dots, first, xs_of, NR, &mut acc, |t| unsafe {
+                        avx512::task_bf16(t, w)
+                    });
+                }
+            }
             _ => {
                 xs.clear();
                 for r in first..last {
                     xs.extend(x.row(r).iter().map(|v| v.to_f32()));
                 }
-                run_batch([n, k], batch, &xs, &mut acc, |t| match isa {
+                let xs_of = |b: usize| &xs[(batch[b].1 - first) * k..(batch[b].2 - first) * k];
+                run_batch([n, k], batch, first, xs_of, NR, &mut acc, |t| match isa {
                     Isa::Portable => portable::task(t, &src),
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: `isa` was checked available (`Isa::check`).
                     Isa::Avx2 => unsafe { portable::task_avx2(t, &src) },
                     #[cfg(target_arch = "x86_64")]
-                    // SAFETY: as above (`Avx512Bf16` includes `Avx512`).
-                    Isa::Avx512 | Isa::Avx512Bf16 => unsafe { avx512::task(t, &src) },
+                    // SAFETY: as above (`Avx512Bf16` and `Amx` include `Avx512`).
+                    Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => unsafe { avx512::task(t, &src) },
                     #[cfg(not(target_arch = "x86_64"))]
-                    Isa::Avx2 | Isa::Avx512 | Isa::Avx512Bf16 => {
+                    Isa::Avx2 | Isa::Avx512 | Isa::Avx512Bf16 | Isa::Amx => {
                         unreachable!("checked available")
                     }
                 })
@@ -405,40 +439,45 @@ fn grouped_gemm_rows<X: Element>(
     Ok(())
 }
 
-/// The accumulators `acc` `[rows, N]` of a batch of row blocks (expert, first row, end row), from
-/// their activations `xs` `[rows, K]`, by parallel tasks run by `run`.
-fn run_batch<A: Sync>(
+/// A row block: (expert, first row, end row).
+type Block = (usize, usize, usize);
+
+/// The accumulators `acc` `[rows, N]` of a batch whose first row is `first`, for its row `blocks`
+/// (each with its activations `xs_of(b)`), by parallel tasks run by `run`, each on a strip of a
+/// multiple of `strip` weight rows.
+fn run_batch<'x, A: Sync + 'x>(
     [n, k]: [usize; 2],
-    blocks: &[(usize, usize, usize)],
-    xs: &[A],
+    blocks: &[Block],
+    first: usize,
+    xs_of: impl Fn(usize) -> &'x [A],
+    strip: usize,
     acc: &mut [f32],
     run: impl Fn(&Task<'_, A>) + Sync,
 ) {
-    let first = blocks[0].1;
-    let rows = blocks[blocks.len() - 1].2 - first;
-    debug_assert_eq!(acc.len(), rows * n);
-    debug_assert_eq!(xs.len(), rows * k);
+    let rows: usize = blocks.iter().map(|b| b.2 - b.1).sum();
     // Strips of weight rows: enough tasks to keep every thread busy (four per thread), each of at
     // least TASK_GRAIN multiply-adds where the batch allows, in whole register tiles.
     let threads = rayon::current_num_threads();
     let per_block = (4 * threads).div_ceil(blocks.len());
-    let nb = n.div_ceil(per_block).next_multiple_of(NR);
+    let nb = n.div_ceil(per_block).next_multiple_of(strip);
     let grain_rows = TASK_GRAIN
         .div_ceil((rows / blocks.len()).max(1) * k)
-        .next_multiple_of(NR);
+        .next_multiple_of(strip);
     let nb = nb.max(grain_rows).min(n);
     let out = OutPtr(acc.as_mut_ptr());
     let tasks: Vec<Task<'_, A>> = blocks
         .iter()
-        .flat_map(|&(e, r0, r1)| {
+        .enumerate()
+        .flat_map(|(b, &(e, r0, r1))| {
+            let xs = xs_of(b);
             (0..n).step_by(nb).map(move |n0| Task {
-                xs: &xs[(r0 - first) * k..(r1 - first) * k],
+                xs,
                 m: r1 - r0,
                 k,
                 row0: e * n + n0,
                 nb: nb.min(n - n0),
-                // Row `r0 - first`, column `n0` of `acc` (in bounds: `r0 < r1 <= first + rows`,
-                // `n0 < n`).
+                // Row `r0 - first`, column `n0` of `acc` (in bounds: `acc` holds the batch's rows
+                // from `first`, `n0 < n`).
                 out: OutPtr(out.0.wrapping_add((r0 - first) * n + n0)),
                 ostride: n,
             })
