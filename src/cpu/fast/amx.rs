@@ -118,7 +118,7 @@ impl TileConfig {
 /// of `K` values, and `task.xs` the packed rows of `task.m` activations.
 pub(super) unsafe fn task(task: &Task<'_, u32>, w: &[bf16]) {
     let k = task.k;
-    debug_assert!(task.nb % TILE == 0 && k % 32 == 0 && k > 0);
+    debug_assert!(task.nb.is_multiple_of(TILE) && k.is_multiple_of(32) && k > 0);
     debug_assert!((task.row0 + task.nb) * k <= w.len());
     debug_assert_eq!(task.xs.len(), packed_len(task.m, k));
     let cfg = TileConfig::new();

@@ -181,10 +181,10 @@ fn tile<W: Load, const MR: usize, const NR: usize>(
                     w.prefetch(row0 + NR + j, c);
                 }
             }
-            for i in 0..MR {
+            for (i, ai) in acc.iter_mut().enumerate() {
                 let xv = _mm512_maskz_loadu_ps(mask, xs.as_ptr().add(i * k + c));
-                for j in 0..NR {
-                    acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
+                for (a, &wj) in ai.iter_mut().zip(&wv) {
+                    *a = _mm512_fmadd_ps(xv, wj, *a);
                 }
             }
         }
@@ -291,13 +291,13 @@ fn tile_bf16<W: Copy + Into<*const u16>, const MR: usize, const NR: usize>(
                     prefetch(w.wrapping_add((row0 + NR + j) * k + c));
                 }
             }
-            for i in 0..MR {
+            for (i, ai) in acc.iter_mut().enumerate() {
                 let xv = std::mem::transmute::<__m512i, __m512bh>(_mm512_maskz_loadu_epi16(
                     mask,
                     xs.as_ptr().add(i * k + c).cast(),
                 ));
-                for j in 0..NR {
-                    acc[i][j] = _mm512_dpbf16_ps(acc[i][j], xv, wv[j]);
+                for (a, &wj) in ai.iter_mut().zip(&wv) {
+                    *a = _mm512_dpbf16_ps(*a, xv, wj);
                 }
             }
         }
