@@ -30,10 +30,11 @@
 use rayon::prelude::*;
 
 use super::activation::activate_row;
+use super::fast::WeightSource;
 use crate::config::Activation;
 use crate::dtype::Element;
 use crate::error::{MoeError, Result};
-use crate::quant::QuantExperts;
+use crate::quant::{CodeFormat, QuantExperts};
 use crate::view::{ExpertsRef, MatMut, MatRef};
 
 /// Weight rows per parallel work item (a column strip of a row block's accumulators).
@@ -57,6 +58,9 @@ pub trait ExpertRows: Sync {
 
     /// Row `j` of expert `e` as `f32` into `out` (`K` values).
     fn row_into(&self, e: usize, j: usize, out: &mut [f32]);
+
+    /// The stored weights, for the fast backend's kernels ([`super::fast`]).
+    fn source(&self) -> WeightSource<'_>;
 }
 
 impl<W: Element> ExpertRows for ExpertsRef<'_, W> {
@@ -70,6 +74,10 @@ impl<W: Element> ExpertRows for ExpertsRef<'_, W> {
             *dst = v.to_f32();
         }
     }
+
+    fn source(&self) -> WeightSource<'_> {
+        WeightSource::plain(self.data())
+    }
 }
 
 impl ExpertRows for QuantExperts {
@@ -81,6 +89,16 @@ impl ExpertRows for QuantExperts {
     fn row_into(&self, e: usize, j: usize, out: &mut [f32]) {
         QuantExperts::row_into(self, e, j, out)
     }
+
+    fn source(&self) -> WeightSource<'_> {
+        match self.format() {
+            CodeFormat::Fp8E4M3 => WeightSource::Fp8E4M3 {
+                codes: self.codes(),
+                scales: self.scales(),
+                group: self.group(),
+            },
+        }
+    }
 }
 
 impl<R: ExpertRows + ?Sized> ExpertRows for &R {
@@ -91,6 +109,10 @@ impl<R: ExpertRows + ?Sized> ExpertRows for &R {
     #[inline(always)]
     fn row_into(&self, e: usize, j: usize, out: &mut [f32]) {
         (**self).row_into(e, j, out)
+    }
+
+    fn source(&self) -> WeightSource<'_> {
+        (**self).source()
     }
 }
 

@@ -42,7 +42,8 @@ impl ExpertStorage for QuantExperts {
 }
 
 use super::combine::combine;
-use super::gemm::{grouped_gemm, grouped_gemm_activation, ExpertRows};
+use super::fast::CpuBackend;
+use super::gemm::ExpertRows;
 use super::permute::{gather, permute, permute_mapped};
 use super::routing::{route, router_logits, Routing};
 use super::sigmoid;
@@ -91,6 +92,7 @@ pub struct CpuMoeLayer<W, S = Vec<W>> {
     config: MoeConfig,
     weights: MoeWeights<W, S>,
     expert_map: Option<ExpertMap>,
+    backend: CpuBackend,
 }
 
 impl<W: Element, S: ExpertStorage> CpuMoeLayer<W, S> {
@@ -101,6 +103,7 @@ impl<W: Element, S: ExpertStorage> CpuMoeLayer<W, S> {
             config,
             weights,
             expert_map: None,
+            backend: CpuBackend::default(),
         })
     }
 
@@ -122,7 +125,19 @@ impl<W: Element, S: ExpertStorage> CpuMoeLayer<W, S> {
             config,
             weights,
             expert_map: Some(expert_map),
+            backend: CpuBackend::default(),
         })
+    }
+
+    /// This layer with its expert GEMMs on `backend` ([`CpuBackend::Fast`] by default).
+    pub fn with_backend(mut self, backend: CpuBackend) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    /// The backend of the expert GEMMs.
+    pub fn backend(&self) -> CpuBackend {
+        self.backend
     }
 
     /// The configuration.
@@ -230,7 +245,7 @@ impl<W: Element, S: ExpertStorage> CpuMoeLayer<W, S> {
             .weights
             .gate_up
             .rows("expert gate_up weights", [e, cfg.activation.up_rows(i), h])?;
-        grouped_gemm_activation(
+        self.backend.grouped_gemm_activation(
             gathered,
             offsets,
             gate_up,
@@ -241,7 +256,7 @@ impl<W: Element, S: ExpertStorage> CpuMoeLayer<W, S> {
 
         let mut down = vec![X::default(); checked_mul(rows, h, "expert outputs")?];
         let down_w = self.weights.down.rows("expert down weights", [e, h, i])?;
-        grouped_gemm(
+        self.backend.grouped_gemm(
             act,
             offsets,
             down_w,
@@ -255,7 +270,12 @@ impl<W: Element, S: ExpertStorage> CpuMoeLayer<W, S> {
         let shared = if cfg.shared_experts.is_empty() || !adds_shared {
             None
         } else {
-            Some(shared_experts(cfg, x, &self.weights.shared)?)
+            Some(shared_experts_on(
+                self.backend,
+                cfg,
+                x,
+                &self.weights.shared,
+            )?)
         };
         let mut out = vec![X::default(); checked_mul(t, h, "output")?];
         // Inputs already scaled: the outputs add up with weight 1.
@@ -356,8 +376,19 @@ pub(crate) fn check_rank_weights<W, S: ExpertStorage>(
 /// The summed output `[T, H]` (`f32`) of the shared experts of `cfg` on `x` `[T, H]`: for each shared
 /// expert, `down(act(gate_up(x)))`, times `sigmoid(x . gate)` per token when it has a gate.
 ///
-/// The intermediate is rounded to `X` like the routed experts'; the sum stays `f32`.
+/// The intermediate is rounded to `X` like the routed experts'; the sum stays `f32`. The GEMMs run on
+/// the reference backend ([`shared_experts_on`] chooses).
 pub fn shared_experts<X: Element, W: Element, S: ExpertStorage>(
+    cfg: &MoeConfig,
+    x: MatRef<'_, X>,
+    shared: &[SharedExpertWeights<W, S>],
+) -> Result<Vec<f32>> {
+    shared_experts_on(CpuBackend::Reference, cfg, x, shared)
+}
+
+/// [`shared_experts`] with the GEMMs on `backend`.
+pub fn shared_experts_on<X: Element, W: Element, S: ExpertStorage>(
+    backend: CpuBackend,
     cfg: &MoeConfig,
     x: MatRef<'_, X>,
     shared: &[SharedExpertWeights<W, S>],
@@ -391,7 +422,7 @@ pub fn shared_experts<X: Element, W: Element, S: ExpertStorage>(
             None => None,
         };
         let mut mid = vec![X::default(); checked_mul(t, is, "shared expert intermediate")?];
-        grouped_gemm_activation(
+        backend.grouped_gemm_activation(
             x,
             &all_rows,
             gate_up,
@@ -400,7 +431,7 @@ pub fn shared_experts<X: Element, W: Element, S: ExpertStorage>(
         )?;
         let mid = MatRef::new("shared expert intermediate", &mid, t, is)?;
         let mut y = vec![0f32; checked_mul(t, h, "shared expert output")?];
-        grouped_gemm(
+        backend.grouped_gemm(
             mid,
             &all_rows,
             down,

@@ -8,6 +8,7 @@
 
 pub mod activation;
 pub mod combine;
+pub mod fast;
 pub mod gemm;
 pub mod layer;
 pub mod permute;

@@ -1,17 +1,19 @@
 //! `moe check`: a layer on seeded random input, candidate path against the CPU f32 reference.
 //!
-//! On a GPU the candidate is the GPU layer; on a machine without one (or `--device cpu`) it is the CPU
-//! layer in bf16, which measures how far bf16 rounding moves this layer.
+//! The reference is the CPU layer in f32 on the reference backend. On a GPU the candidate is the GPU
+//! layer; on a machine without one (or `--device cpu`) it is the CPU layer in bf16 on `--cpu-backend`
+//! (fast by default), which measures how far bf16 rounding and the fast kernels move this layer.
 
 use anyhow::{bail, Result};
 use half::bf16;
+use moe_kernels::cpu::fast::CpuBackend;
 use moe_kernels::cpu::routing::Routing;
 use moe_kernels::hf::HfModel;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::common::{
-    cpu_forward, gpu_layer_forward, rel_l2, resolve_device, Backend, DeviceArg, FastRng,
-    GpuCapable, ModelArgs,
+    cpu_forward, gpu_layer_forward, rel_l2, resolve_device, Backend, CpuBackendArg, DeviceArg,
+    FastRng, GpuCapable, ModelArgs,
 };
 use moe_kernels::gpu::Device;
 
@@ -32,6 +34,9 @@ pub struct Args {
     /// Where to run the candidate.
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     device: DeviceArg,
+    /// The CPU candidate's expert GEMMs: the fast kernels or the reference (`--device cpu`).
+    #[arg(long, value_enum, default_value_t = CpuBackendArg::Fast)]
+    cpu_backend: CpuBackendArg,
 }
 
 /// Run the command.
@@ -53,12 +58,16 @@ pub fn main(args: Args) -> Result<()> {
     });
     let x: Vec<f32> = FastRng::new(seed).values(t * h, 3f32.sqrt());
 
-    let reference = forward::<f32>(&model, layer, &x, t, None)?;
+    let cpu_backend = CpuBackend::from(args.cpu_backend);
+    let reference = forward::<f32>(&model, layer, &x, t, None, CpuBackend::Reference)?;
     let (candidate_name, candidate) = match &backend {
-        Backend::Cpu => ("CPU bf16", forward::<bf16>(&model, layer, &x, t, None)?),
+        Backend::Cpu => (
+            format!("CPU bf16 ({} backend)", cpu_backend.name()),
+            forward::<bf16>(&model, layer, &x, t, None, cpu_backend)?,
+        ),
         Backend::Cuda(dev) => (
-            "GPU bf16",
-            forward::<bf16>(&model, layer, &x, t, Some(dev))?,
+            "GPU bf16".to_string(),
+            forward::<bf16>(&model, layer, &x, t, Some(dev), cpu_backend)?,
         ),
     };
 
@@ -89,7 +98,7 @@ pub fn main(args: Args) -> Result<()> {
             println!("GPU:               not used (--device cpu); comparing CPU bf16 instead")
         }
     }
-    println!("reference:         CPU f32");
+    println!("reference:         CPU f32 (reference backend)");
     println!("candidate:         {candidate_name}");
     println!("relative L2 error: {err:.3e}");
     println!(
@@ -100,18 +109,19 @@ pub fn main(args: Args) -> Result<()> {
 }
 
 /// The layer with weights and activations of type `T` on `x` `[t, H]` (on `gpu` when given, else on
-/// the CPU): output (widened) and routing.
+/// the CPU with its expert GEMMs on `backend`): output (widened) and routing.
 fn forward<T: GpuCapable>(
     model: &HfModel,
     layer: usize,
     x: &[f32],
     t: usize,
     gpu: Option<&Device>,
+    backend: CpuBackend,
 ) -> Result<(Vec<f32>, Routing)> {
     let xt: Vec<T> = x.iter().map(|&v| T::from_f32(v)).collect();
     match gpu {
         Some(dev) => gpu_layer_forward(dev, model, layer, &xt, t),
-        None => cpu_forward(model, layer, &xt, t),
+        None => cpu_forward(model, layer, &xt, t, backend),
     }
 }
 

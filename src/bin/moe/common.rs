@@ -3,6 +3,7 @@
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
 use cudarc::driver::ValidAsZeroBits;
+use moe_kernels::cpu::fast::CpuBackend;
 use moe_kernels::cpu::layer::CpuMoeLayer;
 use moe_kernels::cpu::routing::Routing;
 use moe_kernels::gpu::{Device, GemmElement, GemmOutput, GpuMoeLayer};
@@ -17,10 +18,29 @@ use std::process::ExitCode;
 pub enum DeviceArg {
     /// The GPU when there is one (and the kernels were built), else the CPU.
     Auto,
-    /// The CPU reference path.
+    /// The CPU path.
     Cpu,
     /// The GPU (CUDA).
     Cuda,
+}
+
+/// `--cpu-backend`: which implementation runs the CPU layer's expert GEMMs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum CpuBackendArg {
+    /// The fast kernels (SIMD, chosen for the CPU at run time, and threads).
+    #[default]
+    Fast,
+    /// The plain reference GEMMs that every other result is checked against.
+    Reference,
+}
+
+impl From<CpuBackendArg> for CpuBackend {
+    fn from(b: CpuBackendArg) -> CpuBackend {
+        match b {
+            CpuBackendArg::Fast => CpuBackend::Fast,
+            CpuBackendArg::Reference => CpuBackend::Reference,
+        }
+    }
 }
 
 /// The element type to compute in.
@@ -67,7 +87,7 @@ impl ModelArgs {
 
 /// The device a command runs on, once resolved.
 pub enum Backend {
-    /// The CPU reference path.
+    /// The CPU path.
     Cpu,
     /// The GPU kernels on CUDA device 0.
     Cuda(Device),
@@ -91,13 +111,14 @@ pub fn resolve_device(device: DeviceArg, command: &str) -> Result<(Backend, Opti
 }
 
 /// Layer `layer` of `model` on the CPU, with weights (the router's, for quantized experts, which stay
-/// quantized) and activations of type `T`, on `x` `[t, H]`: the output widened to `f32`, and the
-/// routing.
+/// quantized) and activations of type `T`, on `x` `[t, H]`, its expert GEMMs on `backend`: the
+/// output widened to `f32`, and the routing.
 pub fn cpu_forward<T: Element>(
     model: &HfModel,
     layer: usize,
     x: &[T],
     t: usize,
+    backend: CpuBackend,
 ) -> Result<(Vec<f32>, Routing)> {
     let x = MatRef::new("hidden_states", x, t, model.config().moe.hidden_size)?;
     let loading = || format!("cannot load layer {layer} in {}", T::DTYPE);
@@ -105,10 +126,14 @@ pub fn cpu_forward<T: Element>(
     let out = if model.is_quantized() {
         let cpu = model
             .quantized_cpu_layer::<T>(layer)
-            .with_context(loading)?;
+            .with_context(loading)?
+            .with_backend(backend);
         cpu.forward(x).with_context(failed)?
     } else {
-        let cpu = model.cpu_layer::<T>(layer).with_context(loading)?;
+        let cpu = model
+            .cpu_layer::<T>(layer)
+            .with_context(loading)?
+            .with_backend(backend);
         cpu.forward(x).with_context(failed)?
     };
     Ok((out.hidden.iter().map(|v| v.to_f32()).collect(), out.routing))

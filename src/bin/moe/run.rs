@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use super::common::{
-    check_output_path, cpu_forward, gpu_layer_forward, resolve_device, Backend, DTypeArg,
-    DeviceArg, GpuCapable, ModelArgs,
+    check_output_path, cpu_forward, gpu_layer_forward, resolve_device, Backend, CpuBackendArg,
+    DTypeArg, DeviceArg, GpuCapable, ModelArgs,
 };
 use super::tensors::{read_hidden_states, write_atomic, OutTensor, HIDDEN};
 
@@ -36,6 +36,9 @@ pub struct Args {
     /// Element type of the weights and activations (default: the checkpoint's stored type).
     #[arg(long, value_enum)]
     dtype: Option<DTypeArg>,
+    /// The CPU layer's expert GEMMs: the fast kernels or the reference (`--device cpu`).
+    #[arg(long, value_enum, default_value_t = CpuBackendArg::Fast)]
+    cpu_backend: CpuBackendArg,
 }
 
 /// Run the command.
@@ -63,14 +66,14 @@ pub fn main(args: Args) -> Result<()> {
 
     let (hidden, routing) = match &backend {
         Backend::Cpu => match dtype {
-            DType::F32 => forward::<f32>(&model, layer, &input, None)?,
-            DType::BF16 => forward::<bf16>(&model, layer, &input, None)?,
-            DType::F16 => forward::<f16>(&model, layer, &input, None)?,
+            DType::F32 => forward::<f32>(&model, layer, &input, None, args.cpu_backend)?,
+            DType::BF16 => forward::<bf16>(&model, layer, &input, None, args.cpu_backend)?,
+            DType::F16 => forward::<f16>(&model, layer, &input, None, args.cpu_backend)?,
         },
         Backend::Cuda(dev) => match dtype {
-            DType::F32 => forward::<f32>(&model, layer, &input, Some(dev))?,
-            DType::BF16 => forward::<bf16>(&model, layer, &input, Some(dev))?,
-            DType::F16 => forward::<f16>(&model, layer, &input, Some(dev))?,
+            DType::F32 => forward::<f32>(&model, layer, &input, Some(dev), args.cpu_backend)?,
+            DType::BF16 => forward::<bf16>(&model, layer, &input, Some(dev), args.cpu_backend)?,
+            DType::F16 => forward::<f16>(&model, layer, &input, Some(dev), args.cpu_backend)?,
         },
     };
     let device = match backend {
@@ -102,17 +105,18 @@ pub fn main(args: Args) -> Result<()> {
 }
 
 /// Run the layer with weights of type `T` on `input` converted to `T` (on `gpu` when given, else on
-/// the CPU), and widen the output.
+/// the CPU with its expert GEMMs on `backend`), and widen the output.
 fn forward<T: Element + GpuCapable>(
     model: &HfModel,
     layer: usize,
     input: &HostTensor,
     gpu: Option<&Device>,
+    backend: CpuBackendArg,
 ) -> Result<(Vec<f32>, Routing)> {
     let t = input.shape()[0];
     let x: Vec<T> = input.to_vec();
     match gpu {
         Some(dev) => gpu_layer_forward(dev, model, layer, &x, t),
-        None => cpu_forward(model, layer, &x, t),
+        None => cpu_forward(model, layer, &x, t, backend.into()),
     }
 }

@@ -1,9 +1,9 @@
-//! The CPU side of the benchmark: the reference path timed stage by stage on the host clock.
+//! The CPU side of the benchmark: the CPU path (its expert GEMMs on the layer's backend) timed stage
+//! by stage on the host clock.
 
 use anyhow::Result;
 use half::bf16;
 use moe_kernels::cpu::combine::combine;
-use moe_kernels::cpu::gemm::{grouped_gemm, grouped_gemm_activation};
 use moe_kernels::cpu::layer::{shared_experts, CpuMoeLayer, MoeWeights, SharedExpertWeights};
 use moe_kernels::cpu::permute::{gather, permute};
 use moe_kernels::cpu::routing::route;
@@ -117,7 +117,7 @@ pub fn bench_tokens(
             }),
             Stage::UpGemm => time_host(budget, || {
                 result = MatMut::new("activated", &mut act, rows, i).and_then(|mut o| {
-                    grouped_gemm_activation(
+                    layer.backend().grouped_gemm_activation(
                         MatRef::new("gathered", &gathered, rows, h)?,
                         perm.expert_offsets(),
                         gate_up,
@@ -128,7 +128,7 @@ pub fn bench_tokens(
             }),
             Stage::DownGemm => time_host(budget, || {
                 result = MatMut::new("expert outputs", &mut y, rows, h).and_then(|mut o| {
-                    grouped_gemm(
+                    layer.backend().grouped_gemm(
                         MatRef::new("activated", &act, rows, i)?,
                         perm.expert_offsets(),
                         down,

@@ -18,12 +18,13 @@ mod torch;
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use moe_kernels::cpu::fast::{CpuBackend, Isa};
 use moe_kernels::cpu::layer::CpuMoeLayer;
 use moe_kernels::gpu::GpuMoeLayer;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use super::common::{resolve_device, Backend, DeviceArg};
+use super::common::{resolve_device, Backend, CpuBackendArg, DeviceArg};
 use measure::{Budget, Stage, Stats};
 use presets::Preset;
 use report::{Ceilings, Record, Report};
@@ -61,6 +62,9 @@ pub struct Args {
     /// .toolchain/bench-venv/bin/python, then python3).
     #[arg(long, value_name = "PATH")]
     python: Option<PathBuf>,
+    /// The CPU layer's expert GEMMs: the fast kernels or the reference (`--device cpu` only).
+    #[arg(long, value_enum, default_value_t = CpuBackendArg::Fast)]
+    cpu_backend: CpuBackendArg,
     /// Seed of the random weights and inputs.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -141,7 +145,10 @@ pub fn main(args: Args) -> Result<()> {
         .with_context(|| format!("cannot create {}", args.out.display()))?;
 
     let (device, ceilings) = match &mut side {
-        Side::Cpu => (cpu_name(), cpu_ceilings()),
+        Side::Cpu => {
+            report_notes_cpu(&mut notes, args.cpu_backend.into());
+            (cpu_name(), cpu_ceilings())
+        }
         Side::Gpu(g) => (g.name()?, g.ceilings(budget)?),
     };
     let mut report = Report {
@@ -181,7 +188,8 @@ pub fn main(args: Args) -> Result<()> {
             }
         }
         progress.set_message(format!("{}: generating weights", preset.name()));
-        let cpu_layer = CpuMoeLayer::new(cfg.clone(), cpu::random_weights(&cfg, args.seed))?;
+        let cpu_layer = CpuMoeLayer::new(cfg.clone(), cpu::random_weights(&cfg, args.seed))?
+            .with_backend(args.cpu_backend.into());
         let gpu_layer = match &side {
             Side::Cpu => None,
             Side::Gpu(g) => Some(GpuMoeLayer::upload(&g.dev, &cfg, cpu_layer.weights())?),
@@ -324,6 +332,18 @@ fn cpu_ceilings() -> Ceilings {
         gemm_tflops: None,
         method: "CPU: median of 256 MiB memcpy, one thread".into(),
     }
+}
+
+/// The CPU backend of the expert GEMMs, and the kernels' build, as a note of the report.
+fn report_notes_cpu(notes: &mut Vec<String>, backend: CpuBackend) {
+    notes.push(match backend {
+        CpuBackend::Fast => format!(
+            "CPU expert GEMMs: the fast backend, {} kernels, {} threads",
+            Isa::best().name(),
+            rayon::current_num_threads()
+        ),
+        CpuBackend::Reference => "CPU expert GEMMs: the reference backend".into(),
+    });
 }
 
 /// `MemAvailable` from /proc/meminfo, in bytes, where the system has it.

@@ -1,0 +1,333 @@
+//! The AVX-512 build of the fast kernels: weights loaded in their stored format and widened to `f32`
+//! in registers (bf16 by a shift, f16 by `vcvtph2ps`, FP8 e4m3 through f16, see [`Fp8`]), dotted
+//! with the activations by fused multiply-adds, 16 lanes a chunk.
+//!
+//! The lanes and chunks are those of the portable build (lane `l` takes columns `c + l`, a short last
+//! chunk is masked to zeros); each lane's additions are fused with its products, and the 16 lanes are
+//! added by `_mm512_reduce_add_ps`. Every output's order depends on neither the tile nor the thread.
+
+use half::bf16;
+use std::arch::x86_64::*;
+
+use super::{tile_dispatch, Task, WeightSource, LANES};
+
+/// Weight rows loaded [`LANES`] at a time and widened to `f32`.
+trait Load: Copy {
+    /// Columns `c .. c + 16` of global weight row `row`, lanes outside `mask` zero (and not read).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX-512 F, BW and VL; the unmasked columns must lie in the row.
+    unsafe fn load(self, row: usize, c: usize, mask: __mmask16) -> __m512;
+
+    /// Ask for the cache line of column `c` of global weight row `row` (which may lie past the
+    /// weights: a prefetch never faults).
+    fn prefetch(self, row: usize, c: usize);
+}
+
+/// Prefetch the cache line at `p` into L1 (`p` may point anywhere).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn prefetch<T>(p: *const T) {
+    // A prefetch does not access memory architecturally: it never faults (safe to call).
+    _mm_prefetch::<_MM_HINT_T0>(p.cast())
+}
+
+/// Plain rows of `k` elements of type `T` at `ptr`.
+#[derive(Clone, Copy)]
+struct Plain<T> {
+    ptr: *const T,
+    k: usize,
+}
+
+impl Load for Plain<f32> {
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    unsafe fn load(self, row: usize, c: usize, mask: __mmask16) -> __m512 {
+        // SAFETY: the caller keeps the unmasked lanes inside the row; masked lanes are not read.
+        unsafe { _mm512_maskz_loadu_ps(mask, self.ptr.add(row * self.k + c)) }
+    }
+
+    #[inline]
+    fn prefetch(self, row: usize, c: usize) {
+        // SAFETY: `prefetch` needs AVX-512 F, which every caller has (they are `target_feature`
+        // functions of this module).
+        unsafe { prefetch(self.ptr.wrapping_add(row * self.k + c)) }
+    }
+}
+
+/// bf16 rows, as their bit patterns.
+#[derive(Clone, Copy)]
+struct Bf16(Plain<u16>);
+
+impl Load for Bf16 {
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    unsafe fn load(self, row: usize, c: usize, mask: __mmask16) -> __m512 {
+        let Plain { ptr, k } = self.0;
+        // SAFETY: as for `Plain<f32>`.
+        let bits = unsafe { _mm256_maskz_loadu_epi16(mask, ptr.add(row * k + c).cast()) };
+        // A bf16 is the high half of the f32 with the same value.
+        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(bits)))
+    }
+
+    #[inline]
+    fn prefetch(self, row: usize, c: usize) {
+        // SAFETY: as for `Plain<f32>`.
+        unsafe { prefetch(self.0.ptr.wrapping_add(row * self.0.k + c)) }
+    }
+}
+
+/// f16 rows, as their bit patterns.
+#[derive(Clone, Copy)]
+struct F16(Plain<u16>);
+
+impl Load for F16 {
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    unsafe fn load(self, row: usize, c: usize, mask: __mmask16) -> __m512 {
+        let Plain { ptr, k } = self.0;
+        // SAFETY: as for `Plain<f32>`.
+        let bits = unsafe { _mm256_maskz_loadu_epi16(mask, ptr.add(row * k + c).cast()) };
+        _mm512_cvtph_ps(bits)
+    }
+
+    #[inline]
+    fn prefetch(self, row: usize, c: usize) {
+        // SAFETY: as for `Plain<f32>`.
+        unsafe { prefetch(self.0.ptr.wrapping_add(row * self.0.k + c)) }
+    }
+}
+
+/// FP8 e4m3 rows with a scale per row and group of `group` columns.
+///
+/// An e4m3 code `s.eeee.mmm` placed in an f16 as `s.0eeee.mmm0000000` has 2^-8 of the code's value
+/// (both formats' subnormals included: the exponent biases are 15 and 7), so `vcvtph2ps` widens it
+/// exactly and one multiply by 256 restores it; `s.1111.111` (NaN in e4m3, 1.875 this way) is
+/// replaced by NaN. The result is then multiplied by its scale, like the reference's table lookup
+/// times the scale: the same `f32` weight, bit for bit.
+#[derive(Clone, Copy)]
+struct Fp8 {
+    codes: *const u8,
+    scales: *const f32,
+    k: usize,
+    groups: usize,
+    group: usize,
+    /// Every chunk of 16 columns lies in one scale group.
+    uniform: bool,
+}
+
+impl Load for Fp8 {
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    unsafe fn load(self, row: usize, c: usize, mask: __mmask16) -> __m512 {
+        // SAFETY: as for `Plain<f32>`; the scales read are those of the row's groups
+        // (`c / group < groups` for every column `c < k`, and the lane loop stops at `k`).
+        unsafe {
+            let codes = _mm_maskz_loadu_epi8(mask, self.codes.add(row * self.k + c).cast());
+            let v = _mm256_cvtepu8_epi16(codes);
+            let mag = _mm256_and_si256(v, _mm256_set1_epi16(0x7f));
+            let sign = _mm256_slli_epi16::<8>(_mm256_and_si256(v, _mm256_set1_epi16(0x80)));
+            let half = _mm256_or_si256(sign, _mm256_slli_epi16::<7>(mag));
+            let nan = _mm256_cmpeq_epi16_mask(mag, _mm256_set1_epi16(0x7f));
+            let w = _mm512_mask_mov_ps(_mm512_cvtph_ps(half), nan, _mm512_set1_ps(f32::NAN));
+            let w = _mm512_mul_ps(w, _mm512_set1_ps(256.0));
+            let scales = self.scales.add(row * self.groups);
+            let s = if self.uniform {
+                _mm512_set1_ps(*scales.add(c / self.group))
+            } else {
+                let lanes: [f32; LANES] =
+                    std::array::from_fn(|l| *scales.add(((c + l).min(self.k - 1)) / self.group));
+                _mm512_loadu_ps(lanes.as_ptr())
+            };
+            _mm512_mul_ps(w, s)
+        }
+    }
+
+    #[inline]
+    fn prefetch(self, row: usize, c: usize) {
+        // SAFETY: as for `Plain<f32>`.
+        unsafe { prefetch(self.codes.wrapping_add(row * self.k + c)) }
+    }
+}
+
+/// `out(i, j, dot(x row i, weight row row0 + j))` for an `MR x NR` tile.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
+fn tile<W: Load, const MR: usize, const NR: usize>(
+    xs: &[f32],
+    k: usize,
+    w: W,
+    row0: usize,
+    ahead: bool,
+    out: &mut impl FnMut(usize, usize, f32),
+) {
+    assert!(xs.len() >= (MR - 1) * k + k, "activation rows of the tile");
+    let mut acc = [[_mm512_setzero_ps(); NR]; MR];
+    let mut c = 0;
+    while c < k {
+        let mask: __mmask16 = if k - c >= LANES {
+            0xffff
+        } else {
+            (1u16 << (k - c)) - 1
+        };
+        // SAFETY: AVX-512 is enabled here; lanes `c .. min(c + 16, k)` lie in every row (the
+        // weight rows `row0 .. row0 + NR` exist, checked by the caller; the activation rows by the
+        // assert above).
+        unsafe {
+            let wv: [__m512; NR] = std::array::from_fn(|j| w.load(row0 + j, c, mask));
+            if ahead {
+                for j in 0..NR {
+                    w.prefetch(row0 + NR + j, c);
+                }
+            }
+            for (i, ai) in acc.iter_mut().enumerate() {
+                let xv = _mm512_maskz_loadu_ps(mask, xs.as_ptr().add(i * k + c));
+                for (a, &wj) in ai.iter_mut().zip(&wv) {
+                    *a = _mm512_fmadd_ps(xv, wj, *a);
+                }
+            }
+        }
+        c += LANES;
+    }
+    for (i, ai) in acc.iter().enumerate() {
+        for (j, &aij) in ai.iter().enumerate() {
+            out(i, j, _mm512_reduce_add_ps(aij));
+        }
+    }
+}
+
+/// The task's tiles over weights `w`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
+fn run<W: Load>(task: &Task<'_, f32>, w: W) {
+    tile_dispatch!(task, w, tile);
+}
+
+/// One task in the AVX-512 build.
+///
+/// # Safety
+///
+/// The CPU must support AVX-512 F, BW and VL and FMA.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
+pub(super) unsafe fn task(task: &Task<'_, f32>, src: &WeightSource<'_>) {
+    let k = task.k;
+    match *src {
+        WeightSource::F32(data) => run(
+            task,
+            Plain {
+                ptr: data.as_ptr(),
+                k,
+            },
+        ),
+        WeightSource::Bf16(data) => run(
+            task,
+            Bf16(Plain {
+                ptr: data.as_ptr().cast(),
+                k,
+            }),
+        ),
+        WeightSource::F16(data) => run(
+            task,
+            F16(Plain {
+                ptr: data.as_ptr().cast(),
+                k,
+            }),
+        ),
+        WeightSource::Fp8E4M3 {
+            codes,
+            scales,
+            group,
+        } => run(
+            task,
+            Fp8 {
+                codes: codes.as_ptr(),
+                scales: scales.as_ptr(),
+                k,
+                groups: k.div_ceil(group),
+                group,
+                uniform: group % LANES == 0 || group >= k,
+            },
+        ),
+    }
+}
+
+/// `out(i, j, dot(x row i, weight row row0 + j))` for an `MR x NR` tile of bf16 activations and
+/// weights (as bits), by `vdpbf16ps`: lane `l` adds the products of columns `c + 2l` and
+/// `c + 2l + 1` for the chunks `c = 0, 32, 64, ...` (a short last chunk masked to zeros), then the
+/// 16 lanes are added by `_mm512_reduce_add_ps`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+fn tile_bf16<W: Copy + Into<*const u16>, const MR: usize, const NR: usize>(
+    xs: &[bf16],
+    k: usize,
+    w: W,
+    row0: usize,
+    ahead: bool,
+    out: &mut impl FnMut(usize, usize, f32),
+) {
+    assert!(xs.len() >= MR * k, "activation rows of the tile");
+    let w: *const u16 = w.into();
+    let mut acc = [[_mm512_setzero_ps(); NR]; MR];
+    let mut c = 0;
+    while c < k {
+        let mask: __mmask32 = if k - c >= 2 * LANES {
+            !0
+        } else {
+            (1u32 << (k - c)) - 1
+        };
+        // SAFETY: AVX-512 F/BW/BF16 are enabled here; columns `c .. min(c + 32, k)` lie in every
+        // row (the weight rows `row0 .. row0 + NR` exist, checked by the caller; the activation
+        // rows by the assert above); `__m512i` and `__m512bh` are both 32 lanes of 16 bits.
+        unsafe {
+            let wv: [__m512bh; NR] = std::array::from_fn(|j| {
+                std::mem::transmute::<__m512i, __m512bh>(_mm512_maskz_loadu_epi16(
+                    mask,
+                    w.add((row0 + j) * k + c).cast(),
+                ))
+            });
+            if ahead {
+                for j in 0..NR {
+                    prefetch(w.wrapping_add((row0 + NR + j) * k + c));
+                }
+            }
+            for (i, ai) in acc.iter_mut().enumerate() {
+                let xv = std::mem::transmute::<__m512i, __m512bh>(_mm512_maskz_loadu_epi16(
+                    mask,
+                    xs.as_ptr().add(i * k + c).cast(),
+                ));
+                for (a, &wj) in ai.iter_mut().zip(&wv) {
+                    *a = _mm512_dpbf16_ps(*a, xv, wj);
+                }
+            }
+        }
+        c += 2 * LANES;
+    }
+    for (i, ai) in acc.iter().enumerate() {
+        for (j, &aij) in ai.iter().enumerate() {
+            out(i, j, _mm512_reduce_add_ps(aij));
+        }
+    }
+}
+
+/// bf16 weights as a base pointer for [`tile_bf16`].
+#[derive(Clone, Copy)]
+struct Bf16Ptr(*const u16);
+
+impl From<Bf16Ptr> for *const u16 {
+    fn from(p: Bf16Ptr) -> *const u16 {
+        p.0
+    }
+}
+
+/// One task of bf16 activations (as bits) on bf16 weights `w` `[E, N, K]` in the AVX512-BF16 build.
+///
+/// # Safety
+///
+/// The CPU must support AVX-512 F, BW, VL and BF16; `w` must hold the task's weight rows.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16")]
+pub(super) unsafe fn task_bf16(task: &Task<'_, bf16>, w: &[bf16]) {
+    debug_assert!((task.row0 + task.nb) * task.k <= w.len());
+    let w = Bf16Ptr(w.as_ptr().cast());
+    tile_dispatch!(task, w, tile_bf16);
+}

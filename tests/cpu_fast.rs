@@ -1,0 +1,460 @@
+//! The fast CPU backend (`cpu::fast`) against the float64 oracle and against the reference
+//! (`cpu::gemm`): every kernel build this CPU runs (the portable one always), plain and FP8 weights,
+//! odd shapes, and the same bits whatever the thread count. The layer tests in `cpu_layer.rs` run
+//! the layer's default backend, which is this one; the last tests here run both backends by name.
+
+mod common;
+
+use common::oracle;
+use half::{bf16, f16};
+use moe_kernels::cpu::fast::{self, CpuBackend, Isa};
+use moe_kernels::cpu::gemm::{self, ExpertRows};
+use moe_kernels::cpu::layer::{CpuMoeLayer, MoeWeights};
+use moe_kernels::quant::{CodeFormat, QuantExperts};
+use moe_kernels::{Activation, Element, ExpertsRef, MatMut, MatRef, MoeConfig};
+use rand::rngs::StdRng;
+use rand::Rng;
+
+/// The builds this CPU runs.
+fn isas() -> Vec<Isa> {
+    let v: Vec<Isa> = Isa::ALL.into_iter().filter(|i| i.available()).collect();
+    eprintln!("kernel builds tested: {v:?}");
+    v
+}
+
+/// A random grouped-GEMM problem: offsets over `e` experts (some empty, sometimes one expert with
+/// all rows) and activations `[rows, k]`.
+fn random_segments(rng: &mut StdRng, e: usize, case: usize) -> Vec<usize> {
+    let mut offsets = vec![0usize];
+    for ex in 0..e {
+        let c = if case % 5 == 0 {
+            if ex == e - 1 {
+                300
+            } else {
+                0
+            }
+        } else if rng.random_bool(0.3) {
+            0
+        } else {
+            rng.random_range(0..12)
+        };
+        offsets.push(offsets[ex] + c);
+    }
+    offsets
+}
+
+/// The oracle's `[rows, n]` grouped product of `x64` `[rows, k]` with `w64` `[e, n, k]`.
+fn oracle_gemm(x64: &[f64], w64: &[f64], offsets: &[usize], n: usize, k: usize) -> Vec<f64> {
+    let rows = *offsets.last().unwrap();
+    let mut want = vec![0f64; rows * n];
+    for ex in 0..offsets.len() - 1 {
+        for r in offsets[ex]..offsets[ex + 1] {
+            let y = oracle::matvec(
+                &w64[ex * n * k..(ex + 1) * n * k],
+                n,
+                k,
+                &x64[r * k..(r + 1) * k],
+            );
+            want[r * n..(r + 1) * n].copy_from_slice(&y);
+        }
+    }
+    want
+}
+
+/// Shapes with K below, at and around multiples of the 16-lane chunk, and N around the 4-row tile.
+fn random_shape(rng: &mut StdRng, case: usize) -> (usize, usize, usize) {
+    let e = [1usize, 2, 5, 9][case % 4];
+    let k = [1usize, 7, 15, 16, 17, 33, 64, 100, 129][case % 9];
+    let n = rng.random_range(1..40);
+    (e, n, k)
+}
+
+fn check_plain<X: Element, W: Element>(test: &str, tol: f64) {
+    let mut rng = common::rng(test);
+    for isa in isas() {
+        for case in 0..36 {
+            let (e, n, k) = random_shape(&mut rng, case);
+            let offsets = random_segments(&mut rng, e, case);
+            let rows = offsets[e];
+            let x: Vec<X> = common::values(&mut rng, rows * k, 1.0);
+            let w: Vec<W> = common::values(&mut rng, e * n * k, 0.3);
+            let mut out = vec![f32::NAN; rows * n];
+            fast::grouped_gemm(
+                isa,
+                MatRef::new("x", &x, rows, k).unwrap(),
+                &offsets,
+                ExpertsRef::new("w", &w, e, n, k).unwrap(),
+                &mut MatMut::new("out", &mut out, rows, n).unwrap(),
+            )
+            .unwrap();
+            let want = oracle_gemm(&common::el64(&x), &common::el64(&w), &offsets, n, k);
+            common::assert_close(
+                &format!(
+                    "{isa:?} case {case} E={e} N={n} K={k} rows={rows} {} x {}",
+                    X::DTYPE,
+                    W::DTYPE
+                ),
+                &common::f64s(&out),
+                &want,
+                tol,
+            );
+        }
+    }
+}
+
+// Inputs are exact in f32 and the output is f32: only the summation order differs from the oracle.
+#[test]
+fn fast_gemm_matches_oracle_f32() {
+    check_plain::<f32, f32>("fast_gemm_matches_oracle_f32", 1e-5);
+}
+
+#[test]
+fn fast_gemm_matches_oracle_bf16_weights() {
+    check_plain::<f32, bf16>("fast_gemm_matches_oracle_bf16_weights", 1e-5);
+    check_plain::<bf16, bf16>("fast_gemm_matches_oracle_bf16_weights", 1e-5);
+}
+
+#[test]
+fn fast_gemm_matches_oracle_f16_weights() {
+    check_plain::<f16, f16>("fast_gemm_matches_oracle_f16_weights", 1e-5);
+}
+
+/// An e4m3 code's value, from its bits (the oracle's own decoder).
+fn e4m3(code: u8) -> f64 {
+    let (s, e, m) = ((code >> 7) & 1, (code >> 3) & 15, code & 7);
+    let mag = if e == 0 {
+        m as f64 / 8.0 * 2f64.powi(-6)
+    } else {
+        (1.0 + m as f64 / 8.0) * 2f64.powi(e as i32 - 7)
+    };
+    if s == 1 {
+        -mag
+    } else {
+        mag
+    }
+}
+
+/// Random FP8 experts `[e, n, k]` with scale groups of `group` columns (no NaN codes), and their
+/// values in f64.
+fn random_fp8(rng: &mut StdRng, [e, n, k]: [usize; 3], group: usize) -> (QuantExperts, Vec<f64>) {
+    let codes: Vec<u8> = (0..e * n * k)
+        .map(|_| loop {
+            let c: u8 = rng.random();
+            if c & 0x7f != 0x7f {
+                break c;
+            }
+        })
+        .collect();
+    let groups = k.div_ceil(group);
+    let scales: Vec<f32> = (0..e * n * groups)
+        .map(|_| rng.random_range(0.001f32..0.01))
+        .collect();
+    let w64 = (0..e * n * k)
+        .map(|idx| {
+            let (row, c) = (idx / k, idx % k);
+            e4m3(codes[idx]) * scales[row * groups + c / group] as f64
+        })
+        .collect();
+    let q = QuantExperts::new(CodeFormat::Fp8E4M3, [e, n, k], group, codes, scales).unwrap();
+    (q, w64)
+}
+
+#[test]
+fn fast_gemm_matches_oracle_fp8() {
+    let mut rng = common::rng("fast_gemm_matches_oracle_fp8");
+    for isa in isas() {
+        for case in 0..36 {
+            let (e, n, k) = random_shape(&mut rng, case);
+            // Block scales (groups of 16 and 128 columns), groups that straddle the 16-lane chunks
+            // (5), and one scale per row (group = K).
+            let group = [16usize, 128, 5, k][case % 4];
+            let offsets = random_segments(&mut rng, e, case);
+            let rows = offsets[e];
+            let x: Vec<f32> = common::values(&mut rng, rows * k, 1.0);
+            let (q, w64) = random_fp8(&mut rng, [e, n, k], group);
+            let mut out = vec![f32::NAN; rows * n];
+            fast::grouped_gemm(
+                isa,
+                MatRef::new("x", &x, rows, k).unwrap(),
+                &offsets,
+                &q,
+                &mut MatMut::new("out", &mut out, rows, n).unwrap(),
+            )
+            .unwrap();
+            let want = oracle_gemm(&common::el64(&x), &w64, &offsets, n, k);
+            common::assert_close(
+                &format!("{isa:?} FP8 case {case} E={e} N={n} K={k} group={group}"),
+                &common::f64s(&out),
+                &want,
+                1e-5,
+            );
+        }
+    }
+}
+
+#[test]
+fn fast_fp8_nan_code_gives_nan() {
+    // e4m3 has no infinities: 0x7f and 0xff are NaN, and must not decode to a finite value.
+    let (e, n, k) = (1, 2, 20);
+    for isa in isas() {
+        for (pos, code) in [(3usize, 0x7fu8), (18, 0xff)] {
+            let mut codes = vec![0x38u8; e * n * k]; // 1.0
+            codes[pos] = code;
+            let q = QuantExperts::new(CodeFormat::Fp8E4M3, [e, n, k], 128, codes, vec![1.0; 2])
+                .unwrap();
+            let x = vec![1f32; k];
+            let mut out = vec![0f32; n];
+            fast::grouped_gemm(
+                isa,
+                MatRef::new("x", &x, 1, k).unwrap(),
+                &[0, 1],
+                &q,
+                &mut MatMut::new("out", &mut out, 1, n).unwrap(),
+            )
+            .unwrap();
+            assert!(out[0].is_nan(), "{isa:?}: code {code:#x} gave {}", out[0]);
+            assert_eq!(out[1], k as f32, "{isa:?}: the other row");
+        }
+    }
+}
+
+#[test]
+fn fast_activation_matches_oracle() {
+    let mut rng = common::rng("fast_activation_matches_oracle");
+    for isa in isas() {
+        for (case, act) in [
+            Activation::SWIGLU,
+            Activation::GEGLU,
+            Activation {
+                kind: moe_kernels::ActivationKind::Silu,
+                gated: false,
+            },
+        ]
+        .into_iter()
+        .cycle()
+        .take(12)
+        .enumerate()
+        {
+            let (e, i, k) = ([1usize, 3, 8][case % 3], rng.random_range(1..30), 17 + case);
+            let up = act.up_rows(i);
+            let offsets = random_segments(&mut rng, e, case);
+            let rows = offsets[e];
+            let x: Vec<f32> = common::values(&mut rng, rows * k, 1.0);
+            let w: Vec<bf16> = common::values(&mut rng, e * up * k, 0.3);
+            let mut out = vec![f32::NAN; rows * i];
+            fast::grouped_gemm_activation(
+                isa,
+                MatRef::new("x", &x, rows, k).unwrap(),
+                &offsets,
+                ExpertsRef::new("w", &w, e, up, k).unwrap(),
+                act,
+                &mut MatMut::new("out", &mut out, rows, i).unwrap(),
+            )
+            .unwrap();
+            let pre = oracle_gemm(&common::el64(&x), &common::el64(&w), &offsets, up, k);
+            let f = |v: f64| {
+                if act.kind == moe_kernels::ActivationKind::GeluTanh {
+                    oracle::gelu_tanh(v)
+                } else {
+                    oracle::silu(v)
+                }
+            };
+            let want: Vec<f64> = (0..rows * i)
+                .map(|idx| {
+                    let (r, j) = (idx / i, idx % i);
+                    let p = &pre[r * up..(r + 1) * up];
+                    if act.gated {
+                        f(p[j]) * p[i + j]
+                    } else {
+                        f(p[j])
+                    }
+                })
+                .collect();
+            common::assert_close(
+                &format!("{isa:?} activation case {case} {act:?} E={e} I={i} K={k}"),
+                &common::f64s(&out),
+                &want,
+                1e-5,
+            );
+        }
+    }
+}
+
+/// The fast GEMM of `w` on `x` in a pool of `threads` threads.
+fn fast_in_pool<X: Element>(
+    threads: usize,
+    isa: Isa,
+    x: &[X],
+    offsets: &[usize],
+    w: impl ExpertRows + Send,
+) -> Vec<u32> {
+    let [_, n, k] = w.shape();
+    let rows = *offsets.last().unwrap();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    let mut out = vec![f32::NAN; rows * n];
+    pool.install(|| {
+        fast::grouped_gemm(
+            isa,
+            MatRef::new("x", x, rows, k).unwrap(),
+            offsets,
+            w,
+            &mut MatMut::new("out", &mut out, rows, n).unwrap(),
+        )
+    })
+    .unwrap();
+    out.iter().map(|f| f.to_bits()).collect()
+}
+
+#[test]
+fn fast_bits_do_not_depend_on_thread_count() {
+    let mut rng = common::rng("fast_bits_do_not_depend_on_thread_count");
+    // Large enough to be split into many tasks: several row blocks, many weight strips (and for
+    // the AMX tiles, N a multiple of 16 and K of 32).
+    let (e, n, k) = (3, 304, 256);
+    let offsets = [0, 1, 150, 420];
+    let x: Vec<f32> = common::values(&mut rng, 420 * k, 1.0);
+    let xb: Vec<bf16> = common::values(&mut rng, 420 * k, 1.0);
+    let w: Vec<bf16> = common::values(&mut rng, e * n * k, 0.3);
+    let (q, _) = random_fp8(&mut rng, [e, n, k], 128);
+    let wr = ExpertsRef::new("w", &w, e, n, k).unwrap();
+    for isa in isas() {
+        let one = [
+            fast_in_pool(1, isa, &x, &offsets, wr),
+            fast_in_pool(1, isa, &xb, &offsets, wr),
+            fast_in_pool(1, isa, &x, &offsets, &q),
+        ];
+        for threads in [2, 3, 7] {
+            let many = [
+                fast_in_pool(threads, isa, &x, &offsets, wr),
+                fast_in_pool(threads, isa, &xb, &offsets, wr),
+                fast_in_pool(threads, isa, &x, &offsets, &q),
+            ];
+            assert!(
+                one == many,
+                "{isa:?}: 1 thread and {threads} threads differ"
+            );
+        }
+    }
+}
+
+/// The fast build `isa` and the reference on the same problem.
+fn fast_and_reference<R: ExpertRows + Copy>(
+    isa: Isa,
+    x: MatRef<'_, bf16>,
+    offsets: &[usize],
+    w: R,
+) -> (Vec<f64>, Vec<f64>) {
+    let (rows, n) = (x.rows(), w.shape()[1]);
+    let mut fast_out = vec![f32::NAN; rows * n];
+    let mut ref_out = vec![f32::NAN; rows * n];
+    fast::grouped_gemm(
+        isa,
+        x,
+        offsets,
+        w,
+        &mut MatMut::new("out", &mut fast_out, rows, n).unwrap(),
+    )
+    .unwrap();
+    gemm::grouped_gemm(
+        x,
+        offsets,
+        w,
+        &mut MatMut::new("out", &mut ref_out, rows, n).unwrap(),
+    )
+    .unwrap();
+    (common::f64s(&fast_out), common::f64s(&ref_out))
+}
+
+#[test]
+fn fast_gemm_matches_reference() {
+    let mut rng = common::rng("fast_gemm_matches_reference");
+    for isa in isas() {
+        for case in 0..20 {
+            let (e, n, k) = random_shape(&mut rng, case);
+            let offsets = random_segments(&mut rng, e, case);
+            let rows = offsets[e];
+            let x: Vec<bf16> = common::values(&mut rng, rows * k, 1.0);
+            let w: Vec<bf16> = common::values(&mut rng, e * n * k, 0.3);
+            let (q, _) = random_fp8(&mut rng, [e, n, k], 128);
+            let xr = MatRef::new("x", &x, rows, k).unwrap();
+            let (got, want) = fast_and_reference(
+                isa,
+                xr,
+                &offsets,
+                ExpertsRef::new("w", &w, e, n, k).unwrap(),
+            );
+            common::assert_close(&format!("{isa:?} bf16 case {case}"), &got, &want, 1e-5);
+            let (got, want) = fast_and_reference(isa, xr, &offsets, &q);
+            common::assert_close(&format!("{isa:?} FP8 case {case}"), &got, &want, 1e-5);
+        }
+    }
+}
+
+#[test]
+fn layer_backends_agree_and_default_is_fast() {
+    let mut rng = common::rng("layer_backends_agree_and_default_is_fast");
+    let mut cfg = MoeConfig::qwen3_30b_a3b();
+    cfg.hidden_size = 67;
+    cfg.intermediate_size = 45;
+    let weights: MoeWeights<bf16> = common::random_layer_weights(&mut rng, &cfg, false);
+    let t = 29;
+    let x: Vec<bf16> = common::values(&mut rng, t * cfg.hidden_size, 1.0);
+    let xr = MatRef::new("x", &x, t, cfg.hidden_size).unwrap();
+    let layer = CpuMoeLayer::new(cfg.clone(), weights).unwrap();
+    assert_eq!(layer.backend(), CpuBackend::Fast);
+    let fast_out = layer.forward(xr).unwrap();
+    let reference = layer.clone().with_backend(CpuBackend::Reference);
+    let ref_out = reference.forward(xr).unwrap();
+    assert_eq!(fast_out.routing, ref_out.routing);
+    // Both round the intermediate to bf16: an order-of-summation difference can flip a rounding.
+    common::assert_close(
+        "fast layer against the reference layer (bf16)",
+        &common::el64(&fast_out.hidden),
+        &common::el64(&ref_out.hidden),
+        1e-2,
+    );
+}
+
+#[test]
+fn fast_tile_shapes_match_oracle() {
+    // The shapes the AMX tiles take (bf16 activations and weights, N a multiple of 16, K of 32,
+    // blocks of at least 8 rows), with row counts around the 16-row tiles and the 64-row blocks,
+    // next to blocks too small for them.
+    let mut rng = common::rng("fast_tile_shapes_match_oracle");
+    for isa in isas() {
+        for case in 0..12 {
+            let (e, n, k) = (
+                [1usize, 3][case % 2],
+                [16usize, 48, 64][case % 3],
+                [32usize, 96, 160][case % 3],
+            );
+            let mut offsets = vec![0usize];
+            for _ in 0..e {
+                let c = [1usize, 7, 8, 15, 16, 17, 63, 64, 65, 130][rng.random_range(0..10)];
+                offsets.push(offsets[offsets.len() - 1] + c);
+            }
+            let rows = offsets[e];
+            let x: Vec<bf16> = common::values(&mut rng, rows * k, 1.0);
+            let w: Vec<bf16> = common::values(&mut rng, e * n * k, 0.3);
+            let mut out = vec![f32::NAN; rows * n];
+            fast::grouped_gemm(
+                isa,
+                MatRef::new("x", &x, rows, k).unwrap(),
+                &offsets,
+                ExpertsRef::new("w", &w, e, n, k).unwrap(),
+                &mut MatMut::new("out", &mut out, rows, n).unwrap(),
+            )
+            .unwrap();
+            let want = oracle_gemm(&common::el64(&x), &common::el64(&w), &offsets, n, k);
+            common::assert_close(
+                &format!("{isa:?} tile case {case} E={e} N={n} K={k} offsets={offsets:?}"),
+                &common::f64s(&out),
+                &want,
+                1e-5,
+            );
+        }
+    }
+}
