@@ -27,16 +27,7 @@ fn moe(args: &[&str]) -> Output {
 fn moe_on_gpu(args: &[&str]) -> Option<Output> {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_moe"));
     cmd.args(args);
-    match common::backend::backend() {
-        common::backend::Backend::Real => {}
-        common::backend::Backend::Emulated(_) => {
-            let dir = common::backend::emulator_lib_dir()?;
-            let old = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
-            cmd.env("LD_LIBRARY_PATH", format!("{}:{old}", dir.display()));
-        }
-        common::backend::Backend::Unavailable(_) => return None,
-    }
-    Some(cmd.output().expect("run moe"))
+    Some(common::backend::on_gpu(cmd)?.output().expect("run moe"))
 }
 
 fn p(path: &Path) -> &str {

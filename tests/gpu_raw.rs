@@ -14,7 +14,7 @@ use half::bf16;
 use moe_kernels::cpu::layer::CpuMoeLayer;
 use moe_kernels::cpu::routing::Routing;
 use moe_kernels::gpu::{Device, GpuMoeLayer, GroupedGemmShape};
-use moe_kernels::raw::{self, LayerWorkspaceLayout, RawLayerWeights};
+use moe_kernels::raw::{self, LayerWorkspaceLayout, RawLayerWeights, RawMatrices};
 use moe_kernels::{DType, MatRef, MoeConfig, MoeError, RoutingConfig};
 
 fn device(test: &str) -> Option<Device> {
@@ -184,8 +184,8 @@ fn raw_functions_validate_before_they_enqueue_anything() {
     let weights = RawLayerWeights {
         router: 0,
         correction_bias: None,
-        gate_up: 0,
-        down: 0,
+        gate_up: RawMatrices::Plain(0),
+        down: RawMatrices::Plain(0),
         shared: vec![],
         expert_map: None,
     };

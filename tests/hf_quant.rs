@@ -237,23 +237,36 @@ fn moe_run_on_an_fp8_checkpoint() {
         assert!(text.contains(&needle), "info lacks `{needle}`:\n{text}");
     }
 
-    // --device cuda is refused with one line, and nothing is written.
-    let output2 = work.path().join("out2.safetensors");
-    let out = Command::new(env!("CARGO_BIN_EXE_moe"))
-        .args(["run", "--device", "cuda", "--model"])
+    // On the GPU (the emulated one when there is no real one) the experts stay FP8 and run on the
+    // FP8 GEMM, in bf16: the same oracle, at bf16's tolerance, on the input as rounded to bf16.
+    let output = work.path().join("out-cuda.safetensors");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_moe"));
+    cmd.args(["run", "--device", "cuda", "--dtype", "bf16", "--model"])
         .arg(dir.path())
         .args(["--layer", &l.to_string(), "--input"])
         .arg(&input)
         .arg("--output")
-        .arg(&output2)
+        .arg(&output);
+    if common::gpu("hf_quant", "moe_run_on_an_fp8_checkpoint (cuda)").is_none() {
+        return;
+    }
+    let out = common::backend::on_gpu(cmd)
+        .expect("the GPU the tests found")
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && stderr.lines().count() == 1,
-        "{stderr}"
+    assert!(out.status.success(), "moe run --device cuda: {stderr}");
+    assert!(stderr.contains("on the GPU"), "{stderr}");
+    let got = hf_util::read_hidden_states(&output);
+    let x_bf16 = hf_util::round_to(DType::BF16, &x);
+    let want = hf_util::oracle_output(
+        &m.moe,
+        &oracle_weights(&m, l, Some([16, 16])),
+        &common::f64s(&x_bf16),
     );
-    assert!(!output2.exists());
+    if let Some(want) = want {
+        common::assert_close("moe run fp8 on the GPU (bf16)", &got, &want, 3e-2);
+    }
 }
 
 /// Missing, non-finite, zero and misshapen scales, codes of another type, and quantization methods

@@ -2,7 +2,7 @@
 //! (the stage sequence is documented on [`GpuMoeLayer`]).
 
 use super::gemm::{GemmElement, GemmOutput};
-use super::weights::GpuMoeWeights;
+use super::weights::{GpuExpertStorage, GpuMoeWeights, UploadExperts};
 use super::workspace::Workspace;
 use super::Device;
 use crate::config::MoeConfig;
@@ -11,7 +11,7 @@ use crate::error::{MoeError, Result};
 use crate::expert_map::ExpertMap;
 use crate::raw::forward_buffers;
 use crate::view::checked_mul;
-use cudarc::driver::{CudaView, CudaViewMut, DevicePtr, DevicePtrMut, ValidAsZeroBits};
+use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, DevicePtr, DevicePtrMut, ValidAsZeroBits};
 
 /// A validated MoE block on the GPU, for activations and weights of type `T` (`bf16` or `f16`).
 ///
@@ -30,8 +30,8 @@ use cudarc::driver::{CudaView, CudaViewMut, DevicePtr, DevicePtrMut, ValidAsZero
 /// The rounding points are those of [`cpu::layer`](crate::cpu::layer): the activated intermediate
 /// and the down projection in `T`, the shared sum and every accumulator in `f32`, the output in `T`.
 #[derive(Debug)]
-pub struct GpuMoeLayer<T> {
-    weights: GpuMoeWeights<T>,
+pub struct GpuMoeLayer<T, S = CudaSlice<T>> {
+    weights: GpuMoeWeights<T, S>,
 }
 
 /// Check a forward's sizes against the layer's config and the workspace.
@@ -60,27 +60,31 @@ fn check_forward(
     super::check_len("MoE output", elems, out_len)
 }
 
-impl<T: GemmElement + GemmOutput<T>> GpuMoeLayer<T>
+impl<T: GemmElement + GemmOutput<T>, S: GpuExpertStorage> GpuMoeLayer<T, S>
 where
     f32: GemmOutput<T>,
 {
     /// A layer from uploaded weights.
-    pub fn new(weights: GpuMoeWeights<T>) -> Self {
+    pub fn new(weights: GpuMoeWeights<T, S>) -> Self {
         GpuMoeLayer { weights }
     }
 
     /// Validate and upload `weights` for `config` (see [`GpuMoeWeights::upload`]).
-    pub fn upload(dev: &Device, config: &MoeConfig, weights: &MoeWeights<T>) -> Result<Self> {
+    pub fn upload<H: UploadExperts<Gpu = S>>(
+        dev: &Device,
+        config: &MoeConfig,
+        weights: &MoeWeights<T, H>,
+    ) -> Result<Self> {
         Ok(Self::new(GpuMoeWeights::upload(dev, config, weights)?))
     }
 
     /// One rank of an expert-parallel layer (see [`GpuMoeWeights::upload_rank`]): its forwards
     /// write this rank's partial sum, as
     /// [`CpuMoeLayer::with_expert_map`](crate::cpu::layer::CpuMoeLayer::with_expert_map)'s do.
-    pub fn upload_rank(
+    pub fn upload_rank<H: UploadExperts<Gpu = S>>(
         dev: &Device,
         config: &MoeConfig,
-        weights: &MoeWeights<T>,
+        weights: &MoeWeights<T, H>,
         expert_map: &ExpertMap,
     ) -> Result<Self> {
         Ok(Self::new(GpuMoeWeights::upload_rank(
@@ -94,7 +98,7 @@ where
     }
 
     /// The weights.
-    pub fn weights(&self) -> &GpuMoeWeights<T> {
+    pub fn weights(&self) -> &GpuMoeWeights<T, S> {
         &self.weights
     }
 

@@ -1,19 +1,121 @@
-//! An MoE block's weights on the device, uploaded once.
+//! An MoE block's weights on the device, uploaded once: the experts' projections in the layer's
+//! type, or as FP8 codes with their scales ([`GpuExpertStorage`]).
 
 use super::{Device, DeviceExpertMap, GpuElement};
 use crate::config::MoeConfig;
-use crate::cpu::layer::{check_rank_weights, check_weights, MoeWeights};
+use crate::cpu::layer::{check_rank_weights, check_weights, ExpertStorage, MoeWeights};
 use crate::error::Result;
 use crate::expert_map::ExpertMap;
-use crate::raw::{RawExpertMap, RawLayerWeights, RawSharedExpert};
+use crate::quant::{CodeFormat, QuantExperts};
+use crate::raw::{RawExpertMap, RawLayerWeights, RawMatrices, RawSharedExpert};
 use cudarc::driver::{CudaSlice, CudaStream, CudaView, DevicePtr, SyncOnDrop};
+use std::fmt;
+use std::sync::Arc;
+
+/// How the experts' projections of a [`GpuMoeWeights`] are kept on the device: elements of the
+/// layer's type (a [`CudaSlice`], the default), or FP8 codes with their scales
+/// ([`GpuQuantExperts`], run by the FP8 GEMM).
+///
+/// Sealed: the raw layer knows exactly these.
+pub trait GpuExpertStorage: fmt::Debug + Send + Sync + sealed::Storage + Sized {
+    /// The device pointers as the raw layer takes them, each read guarded on `stream` (the guards
+    /// go to `guards`).
+    fn raw<'a>(&'a self, stream: &'a CudaStream, guards: &mut Vec<SyncOnDrop<'a>>) -> RawMatrices;
+
+    /// Check that every buffer was allocated in `dev`'s context.
+    fn check_device(&self, dev: &Device, what: &str) -> Result<()>;
+}
+
+/// A CPU layer's [`ExpertStorage`] that uploads to a [`GpuExpertStorage`]: `Vec<T>` to a
+/// [`CudaSlice`], [`QuantExperts`] to [`GpuQuantExperts`].
+pub trait UploadExperts: ExpertStorage + sealed::Upload {
+    /// The device storage.
+    type Gpu: GpuExpertStorage;
+
+    /// These matrices copied to the device on `stream` (a pageable upload: load time, not a
+    /// forward).
+    fn upload(&self, stream: &Arc<CudaStream>) -> Result<Self::Gpu>;
+}
+
+mod sealed {
+    pub trait Storage {}
+    impl<T> Storage for cudarc::driver::CudaSlice<T> {}
+    impl Storage for super::GpuQuantExperts {}
+
+    pub trait Upload {}
+    impl<T> Upload for Vec<T> {}
+    impl Upload for crate::quant::QuantExperts {}
+}
+
+impl<T: GpuElement> UploadExperts for Vec<T> {
+    type Gpu = CudaSlice<T>;
+
+    fn upload(&self, stream: &Arc<CudaStream>) -> Result<CudaSlice<T>> {
+        Ok(stream.clone_htod(self)?)
+    }
+}
+
+impl UploadExperts for QuantExperts {
+    type Gpu = GpuQuantExperts;
+
+    fn upload(&self, stream: &Arc<CudaStream>) -> Result<GpuQuantExperts> {
+        // Every code format is one the GPU kernels decode (a new one must be added here).
+        match self.format() {
+            CodeFormat::Fp8E4M3 => Ok(GpuQuantExperts {
+                codes: stream.clone_htod(self.codes())?,
+                scales: stream.clone_htod(self.scales())?,
+                group: self.group(),
+            }),
+        }
+    }
+}
+
+impl<T: GpuElement> GpuExpertStorage for CudaSlice<T> {
+    fn raw<'a>(&'a self, stream: &'a CudaStream, guards: &mut Vec<SyncOnDrop<'a>>) -> RawMatrices {
+        let (p, g) = self.device_ptr(stream);
+        guards.push(g);
+        RawMatrices::Plain(p)
+    }
+
+    fn check_device(&self, dev: &Device, what: &str) -> Result<()> {
+        dev.check_owns(what, self)
+    }
+}
+
+/// A [`QuantExperts`] on the device: its FP8 e4m3 codes and `f32` scales, for the FP8 GEMM
+/// ([`grouped_gemm_fp8`](super::grouped_gemm_fp8)).
+#[derive(Debug)]
+pub struct GpuQuantExperts {
+    codes: CudaSlice<u8>,
+    scales: CudaSlice<f32>,
+    group: usize,
+}
+
+impl GpuExpertStorage for GpuQuantExperts {
+    fn raw<'a>(&'a self, stream: &'a CudaStream, guards: &mut Vec<SyncOnDrop<'a>>) -> RawMatrices {
+        let (codes, g) = self.codes.device_ptr(stream);
+        guards.push(g);
+        let (scales, g) = self.scales.device_ptr(stream);
+        guards.push(g);
+        RawMatrices::Fp8E4M3 {
+            codes,
+            scales,
+            group: self.group,
+        }
+    }
+
+    fn check_device(&self, dev: &Device, what: &str) -> Result<()> {
+        dev.check_owns(what, &self.codes)?;
+        dev.check_owns(what, &self.scales)
+    }
+}
 
 /// One shared expert's weights on the device (layouts as in
-/// [`SharedExpertWeights`](crate::cpu::layer::SharedExpertWeights)).
+/// [`SharedExpertWeights`](crate::cpu::layer::SharedExpertWeights)), its projections kept as `S`.
 #[derive(Debug)]
-pub struct GpuSharedExpertWeights<T> {
-    gate_up: CudaSlice<T>,
-    down: CudaSlice<T>,
+pub struct GpuSharedExpertWeights<T, S = CudaSlice<T>> {
+    gate_up: S,
+    down: S,
     gate: Option<CudaSlice<T>>,
 }
 
@@ -27,7 +129,9 @@ impl<T> GpuSharedExpertWeights<T> {
     pub fn down(&self) -> CudaView<'_, T> {
         self.down.as_view()
     }
+}
 
+impl<T, S> GpuSharedExpertWeights<T, S> {
     /// Sigmoid gate `[H]`, when the config asks for one.
     pub fn gate(&self) -> Option<CudaView<'_, T>> {
         self.gate.as_ref().map(CudaSlice::as_view)
@@ -36,19 +140,20 @@ impl<T> GpuSharedExpertWeights<T> {
 
 /// An MoE block's weights on the device, in the crate's fused layout (see
 /// [`MoeWeights`]), with the config they were validated against, and for one rank of an
-/// expert-parallel layer its expert map.
+/// expert-parallel layer its expert map. The experts' projections are kept as `S`: in the layer's
+/// type by default, or FP8 ([`GpuQuantExperts`], uploaded from a `MoeWeights<T, QuantExperts>`).
 #[derive(Debug)]
-pub struct GpuMoeWeights<T> {
+pub struct GpuMoeWeights<T, S = CudaSlice<T>> {
     config: MoeConfig,
     router: CudaSlice<T>,
     correction_bias: Option<CudaSlice<f32>>,
-    gate_up: CudaSlice<T>,
-    down: CudaSlice<T>,
-    shared: Vec<GpuSharedExpertWeights<T>>,
+    gate_up: S,
+    down: S,
+    shared: Vec<GpuSharedExpertWeights<T, S>>,
     expert_map: Option<DeviceExpertMap>,
 }
 
-impl<T: GpuElement> GpuMoeWeights<T> {
+impl<T: GpuElement, S: GpuExpertStorage> GpuMoeWeights<T, S> {
     /// Validate `weights` against `config` (exactly the checks of
     /// [`CpuMoeLayer::new`](crate::cpu::layer::CpuMoeLayer::new)) and copy them to `dev`, once.
     ///
@@ -57,7 +162,11 @@ impl<T: GpuElement> GpuMoeWeights<T> {
     /// (for instance out of device memory).
     ///
     /// [`MoeError::Cuda`]: crate::MoeError::Cuda
-    pub fn upload(dev: &Device, config: &MoeConfig, weights: &MoeWeights<T>) -> Result<Self> {
+    pub fn upload<H: UploadExperts<Gpu = S>>(
+        dev: &Device,
+        config: &MoeConfig,
+        weights: &MoeWeights<T, H>,
+    ) -> Result<Self> {
         check_weights(config, weights)?;
         Self::copy(dev, config, weights, None)
     }
@@ -66,10 +175,10 @@ impl<T: GpuElement> GpuMoeWeights<T> {
     /// rank's routed experts only, as for
     /// [`CpuMoeLayer::with_expert_map`](crate::cpu::layer::CpuMoeLayer::with_expert_map), whose
     /// checks apply.
-    pub fn upload_rank(
+    pub fn upload_rank<H: UploadExperts<Gpu = S>>(
         dev: &Device,
         config: &MoeConfig,
-        weights: &MoeWeights<T>,
+        weights: &MoeWeights<T, H>,
         expert_map: &ExpertMap,
     ) -> Result<Self> {
         check_rank_weights(config, weights, Some(expert_map))?;
@@ -78,10 +187,10 @@ impl<T: GpuElement> GpuMoeWeights<T> {
     }
 
     /// Copy validated weights to `dev`.
-    fn copy(
+    fn copy<H: UploadExperts<Gpu = S>>(
         dev: &Device,
         config: &MoeConfig,
-        weights: &MoeWeights<T>,
+        weights: &MoeWeights<T, H>,
         expert_map: Option<DeviceExpertMap>,
     ) -> Result<Self> {
         let stream = dev.stream();
@@ -90,8 +199,8 @@ impl<T: GpuElement> GpuMoeWeights<T> {
             .iter()
             .map(|s| {
                 Ok(GpuSharedExpertWeights {
-                    gate_up: stream.clone_htod(&s.gate_up)?,
-                    down: stream.clone_htod(&s.down)?,
+                    gate_up: s.gate_up.upload(stream)?,
+                    down: s.down.upload(stream)?,
                     gate: s.gate.as_ref().map(|g| stream.clone_htod(g)).transpose()?,
                 })
             })
@@ -104,8 +213,8 @@ impl<T: GpuElement> GpuMoeWeights<T> {
                 .as_ref()
                 .map(|b| stream.clone_htod(b))
                 .transpose()?,
-            gate_up: stream.clone_htod(&weights.gate_up)?,
-            down: stream.clone_htod(&weights.down)?,
+            gate_up: weights.gate_up.upload(stream)?,
+            down: weights.down.upload(stream)?,
             shared,
             expert_map,
         })
@@ -113,6 +222,18 @@ impl<T: GpuElement> GpuMoeWeights<T> {
 }
 
 impl<T> GpuMoeWeights<T> {
+    /// Routed experts' fused gate-up projections `[E, 2I, H]` (`[E, I, H]` when not gated).
+    pub fn gate_up(&self) -> CudaView<'_, T> {
+        self.gate_up.as_view()
+    }
+
+    /// Routed experts' down projections `[E, H, I]`.
+    pub fn down(&self) -> CudaView<'_, T> {
+        self.down.as_view()
+    }
+}
+
+impl<T, S: GpuExpertStorage> GpuMoeWeights<T, S> {
     /// The config the weights were validated against.
     pub fn config(&self) -> &MoeConfig {
         &self.config
@@ -128,18 +249,8 @@ impl<T> GpuMoeWeights<T> {
         self.correction_bias.as_ref().map(CudaSlice::as_view)
     }
 
-    /// Routed experts' fused gate-up projections `[E, 2I, H]` (`[E, I, H]` when not gated).
-    pub fn gate_up(&self) -> CudaView<'_, T> {
-        self.gate_up.as_view()
-    }
-
-    /// Routed experts' down projections `[E, H, I]`.
-    pub fn down(&self) -> CudaView<'_, T> {
-        self.down.as_view()
-    }
-
     /// The shared experts, one per entry of [`MoeConfig::shared_experts`].
-    pub fn shared(&self) -> &[GpuSharedExpertWeights<T>] {
+    pub fn shared(&self) -> &[GpuSharedExpertWeights<T, S>] {
         &self.shared
     }
 
@@ -162,23 +273,25 @@ impl<T> GpuMoeWeights<T> {
         stream: &'a CudaStream,
     ) -> (RawLayerWeights, Vec<SyncOnDrop<'a>>) {
         let mut guards = Vec::new();
-        let mut ptr = |s: &'a CudaSlice<T>| {
-            let (p, g) = s.device_ptr(stream);
-            guards.push(g);
-            p
-        };
-        let router = ptr(&self.router);
-        let gate_up = ptr(&self.gate_up);
-        let down = ptr(&self.down);
-        let shared = self
-            .shared
-            .iter()
-            .map(|s| RawSharedExpert {
-                gate_up: ptr(&s.gate_up),
-                down: ptr(&s.down),
-                gate: s.gate.as_ref().map(&mut ptr),
-            })
-            .collect();
+        let (router, g) = self.router.device_ptr(stream);
+        guards.push(g);
+        let gate_up = self.gate_up.raw(stream, &mut guards);
+        let down = self.down.raw(stream, &mut guards);
+        let mut shared = Vec::with_capacity(self.shared.len());
+        for s in &self.shared {
+            let gate_up = s.gate_up.raw(stream, &mut guards);
+            let down = s.down.raw(stream, &mut guards);
+            let gate = s.gate.as_ref().map(|g| {
+                let (p, guard) = g.device_ptr(stream);
+                guards.push(guard);
+                p
+            });
+            shared.push(RawSharedExpert {
+                gate_up,
+                down,
+                gate,
+            });
+        }
         let correction_bias = self.correction_bias.as_ref().map(|b| {
             let (p, g) = b.device_ptr(stream);
             guards.push(g);
@@ -210,14 +323,15 @@ impl<T> GpuMoeWeights<T> {
         if let Some(b) = &self.correction_bias {
             dev.check_owns("correction bias", b)?;
         }
-        dev.check_owns("expert gate_up weights", &self.gate_up)?;
-        dev.check_owns("expert down weights", &self.down)?;
+        self.gate_up.check_device(dev, "expert gate_up weights")?;
+        self.down.check_device(dev, "expert down weights")?;
         if let Some(m) = &self.expert_map {
             dev.check_owns("expert map", m.device())?;
         }
         for s in &self.shared {
-            dev.check_owns("shared expert gate_up weight", &s.gate_up)?;
-            dev.check_owns("shared expert down weight", &s.down)?;
+            s.gate_up
+                .check_device(dev, "shared expert gate_up weight")?;
+            s.down.check_device(dev, "shared expert down weight")?;
             if let Some(g) = &s.gate {
                 dev.check_owns("shared expert gate", g)?;
             }

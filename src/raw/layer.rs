@@ -11,20 +11,39 @@ use crate::dtype::DType;
 use crate::error::{MoeError, Result};
 use crate::gpu::abi::MoeStatus;
 use crate::gpu::combine::{combine_raw, shared_expert_accumulate_raw};
-use crate::gpu::gemm::{grouped_gemm_raw, GemmEpilogue, GroupedGemmShape};
+use crate::gpu::gemm::{grouped_gemm_fp8_raw, grouped_gemm_raw, GemmEpilogue, GroupedGemmShape};
 use crate::gpu::permute::{align_region, gather_scaled_raw, permute_raw, RawPermutation};
 use crate::gpu::routing::route_raw;
 use crate::gpu::status::decode;
 use crate::gpu::{Device, DeviceStatus, WorkspaceSizes};
+
+/// A stack of expert matrices `[E, N, K]` on the device (`E = 1` for a shared expert), as the raw
+/// layer takes the experts' projections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RawMatrices {
+    /// Elements of the layer's type.
+    Plain(DevicePtr),
+    /// FP8 e4m3 codes `[E, N, K]` with `f32` scales `[E, N, ceil(K / group)]`, one per row and group
+    /// of `group` columns ([`GemmWeights::Fp8E4M3`](crate::gpu::GemmWeights::Fp8E4M3); the layout of
+    /// [`QuantExperts`](crate::quant::QuantExperts)).
+    Fp8E4M3 {
+        /// The codes.
+        codes: DevicePtr,
+        /// The scales.
+        scales: DevicePtr,
+        /// Columns per scale.
+        group: usize,
+    },
+}
 
 /// One shared expert's weights (layouts as in
 /// [`SharedExpertWeights`](crate::cpu::layer::SharedExpertWeights)), as device pointers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RawSharedExpert {
     /// Fused gate-up projection `[2 * Is, H]` (gate rows first), `[Is, H]` when not gated.
-    pub gate_up: DevicePtr,
+    pub gate_up: RawMatrices,
     /// Down projection `[H, Is]`.
-    pub down: DevicePtr,
+    pub down: RawMatrices,
     /// Sigmoid gate `[H]`, given exactly when the config asks for one.
     pub gate: Option<DevicePtr>,
 }
@@ -44,8 +63,9 @@ pub struct RawExpertMap {
 
 /// An MoE block's weights in the crate's fused layout (see
 /// [`MoeWeights`](crate::cpu::layer::MoeWeights)), as device pointers; every matrix in the
-/// layer's element type except the `f32` correction bias. With an expert map the routed experts'
-/// matrices hold the rank's `num_local` experts, in local order.
+/// layer's element type except the `f32` correction bias and the experts' projections stored as
+/// FP8 ([`RawMatrices::Fp8E4M3`]). With an expert map the routed experts' matrices hold the rank's
+/// `num_local` experts, in local order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RawLayerWeights {
     /// Router `[E, H]`.
@@ -53,9 +73,9 @@ pub struct RawLayerWeights {
     /// Score correction bias `[E]` (`f32`), given exactly when the routing config uses one.
     pub correction_bias: Option<DevicePtr>,
     /// Routed experts' fused gate-up projections `[E, 2I, H]` (`[E, I, H]` when not gated).
-    pub gate_up: DevicePtr,
+    pub gate_up: RawMatrices,
     /// Routed experts' down projections `[E, H, I]`.
-    pub down: DevicePtr,
+    pub down: RawMatrices,
     /// The shared experts, one per entry of [`MoeConfig::shared_experts`].
     pub shared: Vec<RawSharedExpert>,
     /// For one rank of an expert-parallel layer: which experts are local. The forward's output is
@@ -424,7 +444,7 @@ pub(crate) unsafe fn forward_buffers(
                 k: h,
                 num_experts: e,
             };
-            grouped_gemm_raw(
+            expert_gemm(
                 dev,
                 stream,
                 dtype,
@@ -442,7 +462,7 @@ pub(crate) unsafe fn forward_buffers(
                 k: i,
                 num_experts: e,
             };
-            grouped_gemm_raw(
+            expert_gemm(
                 dev,
                 stream,
                 dtype,
@@ -474,7 +494,7 @@ pub(crate) unsafe fn forward_buffers(
                 num_experts: 1,
             };
             let (x_, w_, mid) = (x, sw.gate_up, b.shared_mid);
-            grouped_gemm_raw(dev, stream, dtype, dtype, x_, None, w_, up, act, mid)?;
+            expert_gemm(dev, stream, dtype, dtype, x_, None, w_, up, act, mid)?;
             let down = GroupedGemmShape {
                 rows: num_tokens,
                 n: h,
@@ -482,7 +502,7 @@ pub(crate) unsafe fn forward_buffers(
                 num_experts: 1,
             };
             let part = if direct { b.shared_sum } else { b.shared_part };
-            grouped_gemm_raw(
+            expert_gemm(
                 dev, stream, dtype, f32s, mid, None, sw.down, down, store, part,
             )?;
             if !direct {
@@ -521,6 +541,62 @@ pub(crate) unsafe fn forward_buffers(
 
 /// The optional weights are given exactly when the config asks for them, one set per shared
 /// expert.
+/// One of the layer's expert GEMMs on `w` as stored: [`grouped_gemm_raw`] or
+/// [`grouped_gemm_fp8_raw`].
+///
+/// # Safety
+///
+/// As for those functions.
+#[allow(clippy::too_many_arguments)]
+unsafe fn expert_gemm(
+    dev: &Device,
+    stream: Stream,
+    input: DType,
+    output: DType,
+    x: DevicePtr,
+    expert_offsets: Option<DevicePtr>,
+    w: RawMatrices,
+    shape: GroupedGemmShape,
+    epilogue: GemmEpilogue,
+    out: DevicePtr,
+) -> Result<()> {
+    // SAFETY: the caller's contract.
+    unsafe {
+        match w {
+            RawMatrices::Plain(w) => grouped_gemm_raw(
+                dev,
+                stream,
+                input,
+                output,
+                x,
+                expert_offsets,
+                w,
+                shape,
+                epilogue,
+                out,
+            ),
+            RawMatrices::Fp8E4M3 {
+                codes,
+                scales,
+                group,
+            } => grouped_gemm_fp8_raw(
+                dev,
+                stream,
+                input,
+                output,
+                x,
+                expert_offsets,
+                codes,
+                scales,
+                group,
+                shape,
+                epilogue,
+                out,
+            ),
+        }
+    }
+}
+
 fn check_weights(cfg: &MoeConfig, w: &RawLayerWeights) -> Result<()> {
     if w.correction_bias.is_some() != cfg.routing.correction_bias {
         return Err(MoeError::InvalidConfig(format!(

@@ -100,3 +100,18 @@ fn emulator_library() -> Result<PathBuf, String> {
         Err("the emulator (ptx-emu) is not built and `cargo build -p ptx-emu` failed".into())
     }
 }
+
+/// `cmd` set to run on the tests' GPU: the system driver, or the emulated GPU through
+/// `LD_LIBRARY_PATH`. `None` when there is no GPU of either kind.
+pub fn on_gpu(mut cmd: std::process::Command) -> Option<std::process::Command> {
+    match backend() {
+        Backend::Real => {}
+        Backend::Emulated(_) => {
+            let dir = emulator_lib_dir()?;
+            let old = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
+            cmd.env("LD_LIBRARY_PATH", format!("{}:{old}", dir.display()));
+        }
+        Backend::Unavailable(_) => return None,
+    }
+    Some(cmd)
+}

@@ -519,20 +519,21 @@ pub fn raw_weights(
     stream: &std::sync::Arc<cudarc::driver::CudaStream>,
 ) -> moe_kernels::raw::RawLayerWeights {
     use cudarc::driver::{CudaView, DevicePtr};
-    use moe_kernels::raw::{RawExpertMap, RawLayerWeights, RawSharedExpert};
+    use moe_kernels::raw::{RawExpertMap, RawLayerWeights, RawMatrices, RawSharedExpert};
     let w = layer.weights();
     let ptr = |v: &CudaView<'_, half::bf16>| v.device_ptr(stream).0;
+    let plain = |v: &CudaView<'_, half::bf16>| RawMatrices::Plain(ptr(v));
     RawLayerWeights {
         router: ptr(&w.router()),
         correction_bias: w.correction_bias().map(|b| b.device_ptr(stream).0),
-        gate_up: ptr(&w.gate_up()),
-        down: ptr(&w.down()),
+        gate_up: plain(&w.gate_up()),
+        down: plain(&w.down()),
         shared: w
             .shared()
             .iter()
             .map(|s| RawSharedExpert {
-                gate_up: ptr(&s.gate_up()),
-                down: ptr(&s.down()),
+                gate_up: plain(&s.gate_up()),
+                down: plain(&s.down()),
                 gate: s.gate().map(|g| ptr(&g)),
             })
             .collect(),

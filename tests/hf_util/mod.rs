@@ -852,11 +852,16 @@ pub fn moe_run_f32(dir: &Path, layer: usize, input: &Path, output: &Path) -> Vec
         "moe run: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    read_hidden_states(output)
+}
+
+/// The `hidden_states` (F32) of a file `moe run` wrote.
+pub fn read_hidden_states(output: &Path) -> Vec<f64> {
     let bytes = std::fs::read(output).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    st.tensor("hidden_states")
-        .unwrap()
-        .data()
+    let t = st.tensor("hidden_states").unwrap();
+    assert_eq!(t.dtype(), Dtype::F32);
+    t.data()
         .chunks(4)
         .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
         .collect()

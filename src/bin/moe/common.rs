@@ -6,7 +6,7 @@ use cudarc::driver::ValidAsZeroBits;
 use moe_kernels::cpu::fast::CpuBackend;
 use moe_kernels::cpu::layer::CpuMoeLayer;
 use moe_kernels::cpu::routing::Routing;
-use moe_kernels::gpu::{Device, GemmElement, GemmOutput, GpuMoeLayer};
+use moe_kernels::gpu::{Device, GemmElement, GemmOutput, GpuElement, GpuMoeLayer, UploadExperts};
 use moe_kernels::hf::{HfModel, ModelFamily};
 use moe_kernels::DType;
 use moe_kernels::{Element, MatRef};
@@ -140,7 +140,7 @@ pub fn cpu_forward<T: Element>(
 }
 
 /// Layer `layer` of `model` on the GPU with weights and activations of type `T`, on `x` `[t, H]`
-/// ([`gpu_forward`]); quantized experts are an error (they run on the CPU only so far).
+/// ([`gpu_forward`]); quantized (FP8) experts stay quantized and run on the FP8 GEMM.
 pub fn gpu_layer_forward<T: GpuCapable>(
     dev: &Device,
     model: &HfModel,
@@ -148,29 +148,31 @@ pub fn gpu_layer_forward<T: GpuCapable>(
     x: &[T],
     t: usize,
 ) -> Result<(Vec<f32>, Routing)> {
+    let loading = || format!("cannot load layer {layer} in {}", T::DTYPE);
+    let failed = || format!("layer {layer} failed on the GPU");
     if model.is_quantized() {
-        anyhow::bail!(
-            "layer {layer}'s experts are quantized (FP8), which runs on the CPU only so far: use \
-             --device cpu"
-        );
+        let cpu = model
+            .quantized_cpu_layer::<T>(layer)
+            .with_context(loading)?;
+        T::gpu_forward(dev, &cpu, x, t).with_context(failed)
+    } else {
+        let cpu = model.cpu_layer::<T>(layer).with_context(loading)?;
+        T::gpu_forward(dev, &cpu, x, t).with_context(failed)
     }
-    let cpu = model
-        .cpu_layer::<T>(layer)
-        .with_context(|| format!("cannot load layer {layer} in {}", T::DTYPE))?;
-    T::gpu_forward(dev, &cpu, x, t).with_context(|| format!("layer {layer} failed on the GPU"))
 }
 
 /// Run `cpu`'s layer on the GPU: upload its weights, run one forward on `x` `[t, H]`, check the
 /// device-side status, and return the output widened to f32 with the routing decision.
-pub fn gpu_forward<T>(
+pub fn gpu_forward<T, H>(
     dev: &Device,
-    cpu: &CpuMoeLayer<T>,
+    cpu: &CpuMoeLayer<T, H>,
     x: &[T],
     t: usize,
 ) -> Result<(Vec<f32>, Routing)>
 where
     T: GemmElement + GemmOutput<T> + ValidAsZeroBits,
     f32: GemmOutput<T>,
+    H: UploadExperts,
 {
     let cfg = cpu.config();
     let layer =
@@ -199,20 +201,20 @@ where
 
 /// An element type `moe` computes in, with its GPU path: bf16 and f16 run on the tensor-core kernels,
 /// f32 only on the CPU.
-pub trait GpuCapable: Element {
+pub trait GpuCapable: Element + GpuElement {
     /// [`gpu_forward`] for this type, or an error saying the GPU cannot compute in it.
-    fn gpu_forward(
+    fn gpu_forward<H: UploadExperts>(
         dev: &Device,
-        cpu: &CpuMoeLayer<Self>,
+        cpu: &CpuMoeLayer<Self, H>,
         x: &[Self],
         t: usize,
     ) -> Result<(Vec<f32>, Routing)>;
 }
 
 impl GpuCapable for f32 {
-    fn gpu_forward(
+    fn gpu_forward<H: UploadExperts>(
         _: &Device,
-        _: &CpuMoeLayer<f32>,
+        _: &CpuMoeLayer<f32, H>,
         _: &[f32],
         _: usize,
     ) -> Result<(Vec<f32>, Routing)> {
@@ -221,9 +223,9 @@ impl GpuCapable for f32 {
 }
 
 impl GpuCapable for half::bf16 {
-    fn gpu_forward(
+    fn gpu_forward<H: UploadExperts>(
         dev: &Device,
-        cpu: &CpuMoeLayer<Self>,
+        cpu: &CpuMoeLayer<Self, H>,
         x: &[Self],
         t: usize,
     ) -> Result<(Vec<f32>, Routing)> {
@@ -232,9 +234,9 @@ impl GpuCapable for half::bf16 {
 }
 
 impl GpuCapable for half::f16 {
-    fn gpu_forward(
+    fn gpu_forward<H: UploadExperts>(
         dev: &Device,
-        cpu: &CpuMoeLayer<Self>,
+        cpu: &CpuMoeLayer<Self, H>,
         x: &[Self],
         t: usize,
     ) -> Result<(Vec<f32>, Routing)> {
