@@ -703,7 +703,7 @@ fn info_prints_settings_and_moe_layers() {
             ][..],
         ),
     ] {
-        let m = TinyModel::new(&mut rng, family, DType::BF16, false);
+        let m = TinyModel::new(&mut rng, family, DType::BF16, true);
         let dir = m.write_temp("info", 1);
         let out = moe(&["info", "--model", p(dir.path())]);
         assert_ok(&out, &format!("info {family}"));

@@ -221,7 +221,20 @@ fn cases(rng: &mut rand::rngs::StdRng) -> Vec<Case> {
 
     // Llama 4: sigmoid top-1 scaling the expert input, transposed fused experts, a shared expert;
     // text-only (model.layers.) and as the hub stores it (multimodal, language_model.model.).
-    out.push(as_is(rng, "llama4_text", ModelFamily::Llama4, vec![1, 3]));
+    out.push(as_is(
+        rng,
+        "llama4_text per-expert",
+        ModelFamily::Llama4,
+        vec![1, 3],
+    ));
+    let m = TinyModel::new(rng, ModelFamily::Llama4, DType::BF16, true);
+    let want = m.moe.clone();
+    out.push(Case {
+        name: "llama4_text",
+        model: m,
+        want,
+        moe_layers: vec![1, 3],
+    });
     let m = TinyModel::new(rng, ModelFamily::Llama4, DType::BF16, true);
     let mut m = m.into_multimodal("language_model.model.");
     edit(

@@ -482,7 +482,7 @@ fn load_every_family_and_layout() {
                 let keys = model.block_keys(l).unwrap();
                 assert_eq!(keys.prefix, m.prefix(l), "{what}");
                 let layout = match (family, m.fused) {
-                    (ModelFamily::Llama4, _) => ExpertLayout::FusedTransposed,
+                    (ModelFamily::Llama4, true) => ExpertLayout::FusedTransposed,
                     (ModelFamily::Dbrx, _) => ExpertLayout::Stacked2d,
                     (_, true) => ExpertLayout::Fused,
                     (_, false) => ExpertLayout::PerExpert,

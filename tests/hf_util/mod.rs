@@ -407,12 +407,9 @@ impl TinyModel {
                 ),
             };
 
-        // Granite, Llama 4 and DBRX store their experts fused only (each its own way).
-        let fused = fused
-            || matches!(
-                family,
-                ModelFamily::GraniteMoe | ModelFamily::Llama4 | ModelFamily::Dbrx
-            );
+        // Granite and DBRX store their experts fused only (each its own way); Llama 4 per expert
+        // only in its `for_llm_compressor` checkpoints (Linear orientation).
+        let fused = fused || matches!(family, ModelFamily::GraniteMoe | ModelFamily::Dbrx);
         let mut m = TinyModel {
             family,
             dtype,
