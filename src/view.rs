@@ -106,6 +106,11 @@ impl<'a, T> MatMut<'a, T> {
         self.cols
     }
 
+    /// The whole buffer, mutable.
+    pub fn data_mut(&mut self) -> &mut [T] {
+        self.data
+    }
+
     /// Row `r`, mutable.
     #[inline]
     pub fn row_mut(&mut self, r: usize) -> &mut [T] {

@@ -1,5 +1,7 @@
 //! The whole CPU MoE layer against a float64 oracle that computes each token's output directly
 //! (`sum_j w_j * expert_j(x) + shared(x)`), with no permutation, over family configs and random shapes.
+//! The layer runs on its default backend, the fast one (`cpu::fast`); `cpu_fast.rs` compares it with
+//! the reference backend.
 
 mod common;
 

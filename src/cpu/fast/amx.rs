@@ -92,8 +92,9 @@ pub(super) fn pack(xs: &[bf16], m: usize, k: usize, out: &mut [u32]) {
     }
 }
 
-/// The tile configuration: palette 1, tile 0 the accumulator, 1 the weights, 2 the activations,
-/// each 16 rows of 64 bytes.
+/// The tile configuration: palette 1, all eight tiles 16 rows of 64 bytes (the one-group loop uses
+/// tile 0 as the accumulator, 1 for the weights, 2 for the activations; the four-group loop tiles
+/// 0-3 as accumulators, 4 for the weights, 5-7 for the activations).
 #[repr(C, align(64))]
 struct TileConfig([u8; 64]);
 
@@ -101,7 +102,7 @@ impl TileConfig {
     fn new() -> TileConfig {
         let mut c = [0u8; 64];
         c[0] = 1;
-        for t in 0..3 {
+        for t in 0..8 {
             c[16 + 2 * t..18 + 2 * t].copy_from_slice(&64u16.to_le_bytes());
             c[48 + t] = TILE as u8;
         }
@@ -128,7 +129,61 @@ pub(super) unsafe fn task(task: &Task<'_, u32>, w: &[bf16]) {
     unsafe { asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly)) };
     for n0 in (0..task.nb).step_by(TILE) {
         let a0 = w[(task.row0 + n0) * k..].as_ptr();
-        for (g, b) in task.xs.chunks_exact(group_words).enumerate() {
+        let mut groups = task.xs.chunks_exact(group_words).enumerate();
+        // Four groups of 16 rows at a time share each weight tile load.
+        while groups.len() >= 4 {
+            let (g, b0) = groups.next().expect("four groups left");
+            let [b1, b2, b3] = [(); 3].map(|()| groups.next().expect("four groups left").1);
+            let mut c4 = [[[0f32; TILE]; TILE]; 4];
+            // SAFETY: as in the one-group loop below, for four groups of packed activations;
+            // the stores write 4 x 1 KB into `c4`.
+            unsafe {
+                asm!(
+                    "tilezero tmm0",
+                    "tilezero tmm1",
+                    "tilezero tmm2",
+                    "tilezero tmm3",
+                    "2:",
+                    "tileloadd tmm4, [{a} + {sa}*1]",
+                    "tileloadd tmm5, [{b0} + {sb}*1]",
+                    "tdpbf16ps tmm0, tmm4, tmm5",
+                    "tileloadd tmm6, [{b1} + {sb}*1]",
+                    "tdpbf16ps tmm1, tmm4, tmm6",
+                    "tileloadd tmm7, [{b2} + {sb}*1]",
+                    "tdpbf16ps tmm2, tmm4, tmm7",
+                    "tileloadd tmm5, [{b3} + {sb}*1]",
+                    "tdpbf16ps tmm3, tmm4, tmm5",
+                    "add {a}, 64",
+                    "add {b0}, 1024",
+                    "add {b1}, 1024",
+                    "add {b2}, 1024",
+                    "add {b3}, 1024",
+                    "dec {steps}",
+                    "jnz 2b",
+                    "tilestored [{c} + {sb}*1], tmm0",
+                    "add {c}, 1024",
+                    "tilestored [{c} + {sb}*1], tmm1",
+                    "add {c}, 1024",
+                    "tilestored [{c} + {sb}*1], tmm2",
+                    "add {c}, 1024",
+                    "tilestored [{c} + {sb}*1], tmm3",
+                    a = inout(reg) a0 => _,
+                    b0 = inout(reg) b0.as_ptr() => _,
+                    b1 = inout(reg) b1.as_ptr() => _,
+                    b2 = inout(reg) b2.as_ptr() => _,
+                    b3 = inout(reg) b3.as_ptr() => _,
+                    steps = inout(reg) k / 32 => _,
+                    sa = in(reg) 2 * k,
+                    sb = in(reg) 64usize,
+                    c = inout(reg) c4.as_mut_ptr() => _,
+                    options(nostack),
+                );
+            }
+            for (q, c) in c4.iter().enumerate() {
+                write_tile(task, g + q, n0, c);
+            }
+        }
+        for (g, b) in groups {
             // SAFETY: the A tiles read 16 weight rows (stride 2K bytes) of 32 columns at each of
             // the K / 32 steps, inside rows `row0 + n0 .. row0 + n0 + 16` (caller); the B tiles
             // read 16 rows of 64 bytes at each step, the group's K / 2 * 16 words; the store
@@ -154,14 +209,20 @@ pub(super) unsafe fn task(task: &Task<'_, u32>, w: &[bf16]) {
                     options(nostack),
                 );
             }
-            // `c[n][r]` is weight row `n0 + n` against activation row `16g + r`.
-            for r in 0..TILE.min(task.m - g * TILE) {
-                for (n, cn) in c.iter().enumerate() {
-                    task.set(g * TILE + r, n0 + n, cn[r]);
-                }
-            }
+            write_tile(task, g, n0, &c);
         }
     }
     // SAFETY: releases the tile state configured above.
     unsafe { asm!("tilerelease", options(nostack, nomem)) };
+}
+
+/// Write accumulator tile `c` (`c[n][r]`: weight row `n0 + n` against activation row `16g + r`)
+/// to the task's outputs, for the activation rows that exist.
+#[inline]
+fn write_tile(task: &Task<'_, u32>, g: usize, n0: usize, c: &[[f32; TILE]; TILE]) {
+    for r in 0..TILE.min(task.m - g * TILE) {
+        for (n, cn) in c.iter().enumerate() {
+            task.set(g * TILE + r, n0 + n, cn[r]);
+        }
+    }
 }

@@ -103,9 +103,11 @@ impl Load for F16 {
 ///
 /// An e4m3 code `s.eeee.mmm` placed in an f16 as `s.0eeee.mmm0000000` has 2^-8 of the code's value
 /// (both formats' subnormals included: the exponent biases are 15 and 7), so `vcvtph2ps` widens it
-/// exactly and one multiply by 256 restores it; `s.1111.111` (NaN in e4m3, 1.875 this way) is
-/// replaced by NaN. The result is then multiplied by its scale, like the reference's table lookup
-/// times the scale: the same `f32` weight, bit for bit.
+/// exactly; the code sign-extended to 16 bits and shifted left by 7 has those bits under the mask
+/// `0xbf80`. `s.1111.111` (NaN in e4m3, 1.875 this way) is replaced by NaN. The result is multiplied
+/// by `256 * scale` (both factors exact powers-of-two scalings of the reference's, so the product is
+/// the reference's table value times the scale, bit for bit), or by 256 and then the scale where
+/// `256 * scale` would overflow.
 #[derive(Clone, Copy)]
 struct Fp8 {
     codes: *const u8,
@@ -113,8 +115,56 @@ struct Fp8 {
     k: usize,
     groups: usize,
     group: usize,
+    /// The group of column `c` is `c >> shift` (a power-of-two group, or one group per row).
+    shift: Option<u32>,
     /// Every chunk of 16 columns lies in one scale group.
     uniform: bool,
+}
+
+impl Fp8 {
+    fn new(codes: &[u8], scales: &[f32], k: usize, group: usize) -> Fp8 {
+        Fp8 {
+            codes: codes.as_ptr(),
+            scales: scales.as_ptr(),
+            k,
+            groups: k.div_ceil(group),
+            group,
+            shift: if group >= k {
+                Some(usize::BITS - 1)
+            } else if group.is_power_of_two() {
+                Some(group.trailing_zeros())
+            } else {
+                None
+            },
+            uniform: group.is_multiple_of(LANES) || group >= k,
+        }
+    }
+
+    /// The scales of columns `c .. c + 16` of global row `row` (the last column's past `k`), for
+    /// groups that do not hold whole chunks: out of line, so that the common path is small enough
+    /// to be inlined into the tiles.
+    #[cold]
+    #[inline(never)]
+    fn lane_scales(self, row: usize, c: usize) -> [f32; LANES] {
+        let groups = self.groups;
+        std::array::from_fn(|l| {
+            // SAFETY: `group_of(c') < groups` for every column `c' < k` of the row.
+            unsafe {
+                *self
+                    .scales
+                    .add(row * groups + self.group_of((c + l).min(self.k - 1)))
+            }
+        })
+    }
+
+    /// The scale group of column `c < k`.
+    #[inline(always)]
+    fn group_of(self, c: usize) -> usize {
+        match self.shift {
+            Some(s) => c >> s,
+            None => c / self.group,
+        }
+    }
 }
 
 impl Load for Fp8 {
@@ -122,25 +172,30 @@ impl Load for Fp8 {
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     unsafe fn load(self, row: usize, c: usize, mask: __mmask16) -> __m512 {
         // SAFETY: as for `Plain<f32>`; the scales read are those of the row's groups
-        // (`c / group < groups` for every column `c < k`, and the lane loop stops at `k`).
+        // (`group_of(c) < groups` for every column `c < k`, and the lane loop stops at `k`).
         unsafe {
             let codes = _mm_maskz_loadu_epi8(mask, self.codes.add(row * self.k + c).cast());
-            let v = _mm256_cvtepu8_epi16(codes);
-            let mag = _mm256_and_si256(v, _mm256_set1_epi16(0x7f));
-            let sign = _mm256_slli_epi16::<8>(_mm256_and_si256(v, _mm256_set1_epi16(0x80)));
-            let half = _mm256_or_si256(sign, _mm256_slli_epi16::<7>(mag));
-            let nan = _mm256_cmpeq_epi16_mask(mag, _mm256_set1_epi16(0x7f));
+            let half = _mm256_and_si256(
+                _mm256_slli_epi16::<7>(_mm256_cvtepi8_epi16(codes)),
+                _mm256_set1_epi16(0xbf80u16 as i16),
+            );
+            let exp_mant = _mm256_set1_epi16(0x3f80);
+            let nan = _mm256_cmpeq_epi16_mask(_mm256_and_si256(half, exp_mant), exp_mant);
             let w = _mm512_mask_mov_ps(_mm512_cvtph_ps(half), nan, _mm512_set1_ps(f32::NAN));
-            let w = _mm512_mul_ps(w, _mm512_set1_ps(256.0));
             let scales = self.scales.add(row * self.groups);
-            let s = if self.uniform {
-                _mm512_set1_ps(*scales.add(c / self.group))
-            } else {
-                let lanes: [f32; LANES] =
-                    std::array::from_fn(|l| *scales.add(((c + l).min(self.k - 1)) / self.group));
-                _mm512_loadu_ps(lanes.as_ptr())
-            };
-            _mm512_mul_ps(w, s)
+            if self.uniform {
+                let s = *scales.add(self.group_of(c));
+                let s256 = 256.0 * s;
+                if s256.is_finite() {
+                    return _mm512_mul_ps(w, _mm512_set1_ps(s256));
+                }
+                return _mm512_mul_ps(_mm512_mul_ps(w, _mm512_set1_ps(256.0)), _mm512_set1_ps(s));
+            }
+            let lanes = self.lane_scales(row, c);
+            _mm512_mul_ps(
+                _mm512_mul_ps(w, _mm512_set1_ps(256.0)),
+                _mm512_loadu_ps(lanes.as_ptr()),
+            )
         }
     }
 
@@ -175,7 +230,12 @@ fn tile<W: Load, const MR: usize, const NR: usize>(
         // weight rows `row0 .. row0 + NR` exist, checked by the caller; the activation rows by the
         // assert above).
         unsafe {
-            let wv: [__m512; NR] = std::array::from_fn(|j| w.load(row0 + j, c, mask));
+            // (A loop, not `array::from_fn`: a closure would not inherit this function's target
+            // features, and its loads would not be inlined.)
+            let mut wv = [_mm512_setzero_ps(); NR];
+            for (j, wj) in wv.iter_mut().enumerate() {
+                *wj = w.load(row0 + j, c, mask);
+            }
             if ahead {
                 for j in 0..NR {
                     w.prefetch(row0 + NR + j, c);
@@ -238,17 +298,7 @@ pub(super) unsafe fn task(task: &Task<'_, f32>, src: &WeightSource<'_>) {
             codes,
             scales,
             group,
-        } => run(
-            task,
-            Fp8 {
-                codes: codes.as_ptr(),
-                scales: scales.as_ptr(),
-                k,
-                groups: k.div_ceil(group),
-                group,
-                uniform: group % LANES == 0 || group >= k,
-            },
-        ),
+        } => run(task, Fp8::new(codes, scales, k, group)),
     }
 }
 
@@ -280,12 +330,13 @@ fn tile_bf16<W: Copy + Into<*const u16>, const MR: usize, const NR: usize>(
         // row (the weight rows `row0 .. row0 + NR` exist, checked by the caller; the activation
         // rows by the assert above); `__m512i` and `__m512bh` are both 32 lanes of 16 bits.
         unsafe {
-            let wv: [__m512bh; NR] = std::array::from_fn(|j| {
-                std::mem::transmute::<__m512i, __m512bh>(_mm512_maskz_loadu_epi16(
+            let mut wv = [std::mem::transmute::<__m512i, __m512bh>(_mm512_setzero_si512()); NR];
+            for (j, wj) in wv.iter_mut().enumerate() {
+                *wj = std::mem::transmute::<__m512i, __m512bh>(_mm512_maskz_loadu_epi16(
                     mask,
                     w.add((row0 + j) * k + c).cast(),
-                ))
-            });
+                ));
+            }
             if ahead {
                 for j in 0..NR {
                     prefetch(w.wrapping_add((row0 + NR + j) * k + c));

@@ -21,8 +21,9 @@
 //! Each expert's rows are cut into blocks of at most `M_BLOCK` rows; consecutive blocks (of one or
 //! several experts) are batched up to `BATCH_ROWS` rows, whose `f32` accumulators `[rows, N]` are
 //! computed by parallel tasks, one per (row block, strip of weight rows), then handed to the epilogue
-//! in row order on the calling thread. Threads split rows and weight rows, never a dot product: every
-//! accumulator is one dot in a fixed order, so the result does not depend on the thread count.
+//! (activation, rounding), in parallel over rows. Threads split rows and weight rows, never a dot
+//! product: every accumulator is one dot in a fixed order, so the result does not depend on the
+//! thread count.
 
 #[cfg(target_arch = "x86_64")]
 mod amx;
@@ -285,8 +286,8 @@ pub fn grouped_gemm<X: Element, Y: Element>(
     out: &mut MatMut<'_, Y>,
 ) -> Result<()> {
     out.expect_shape("grouped GEMM output", x.rows(), w.shape()[1])?;
-    grouped_gemm_rows(isa, x, offsets, &w, |r, acc| {
-        for (o, &a) in out.row_mut(r).iter_mut().zip(acc) {
+    grouped_gemm_rows(isa, x, offsets, &w, out, |acc, row| {
+        for (o, &a) in row.iter_mut().zip(acc) {
             *o = Y::from_f32(a);
         }
     })
@@ -312,19 +313,21 @@ pub fn grouped_gemm_activation<X: Element, Y: Element>(
         ));
     }
     out.expect_shape("activated output", x.rows(), i)?;
-    grouped_gemm_rows(isa, x, offsets, &w, |r, acc| {
-        activate_row(act, acc, out.row_mut(r))
+    grouped_gemm_rows(isa, x, offsets, &w, out, |acc, row| {
+        activate_row(act, acc, row)
     })
 }
 
-/// The grouped GEMM with the epilogue left to the caller: `sink(r, acc)` receives row `r`'s `f32`
-/// accumulators (all `N` columns) once, for every row, in row order on the calling thread.
-fn grouped_gemm_rows<X: Element>(
+/// The grouped GEMM with the epilogue left to the caller: `epilogue(acc, out_row)` turns each
+/// row's `f32` accumulators (all `N` columns) into its row of `out`, once per row, in parallel over
+/// the rows of a batch (each row on its own: the result does not depend on the split).
+fn grouped_gemm_rows<X: Element, Y: Element>(
     isa: Isa,
     x: MatRef<'_, X>,
     offsets: &[usize],
     w: &impl ExpertRows,
-    mut sink: impl FnMut(usize, &[f32]),
+    out: &mut MatMut<'_, Y>,
+    epilogue: impl Fn(&[f32], &mut [Y]) + Sync,
 ) -> Result<()> {
     let isa = isa.check()?;
     let shape @ [experts, n, k] = w.shape();
@@ -338,9 +341,10 @@ fn grouped_gemm_rows<X: Element>(
     validate_offsets(offsets, experts, x.rows())?;
     let src = w.source();
     src.check(shape)?;
-    if n == 0 || x.rows() == 0 {
+    let ocols = out.cols();
+    if n == 0 || x.rows() == 0 || ocols == 0 {
         for r in 0..x.rows() {
-            sink(r, &[]);
+            epilogue(&[], out.row_mut(r));
         }
         return Ok(());
     }
@@ -431,8 +435,15 @@ fn grouped_gemm_rows<X: Element>(
                 })
             }
         }
-        for (r, row) in (first..last).zip(acc.chunks_exact(n)) {
-            sink(r, row);
+        let rows_out = &mut out.data_mut()[first * ocols..last * ocols];
+        if (last - first) * n < TASK_GRAIN {
+            for (a, o) in acc.chunks_exact(n).zip(rows_out.chunks_exact_mut(ocols)) {
+                epilogue(a, o);
+            }
+        } else {
+            acc.par_chunks_exact(n)
+                .zip(rows_out.par_chunks_exact_mut(ocols))
+                .for_each(|(a, o)| epilogue(a, o));
         }
         start = end;
     }
