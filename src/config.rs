@@ -167,7 +167,7 @@ impl RoutingConfig {
             }
         }
         if let Some(g) = &self.grouping {
-            if g.n_group == 0 || e % g.n_group != 0 {
+            if g.n_group == 0 || !e.is_multiple_of(g.n_group) {
                 return Err(MoeError::InvalidConfig(format!(
                     "n_group = {} must be at least 1 and divide num_experts = {e}",
                     g.n_group

@@ -27,7 +27,7 @@ fn isas() -> Vec<Isa> {
 fn random_segments(rng: &mut StdRng, e: usize, case: usize) -> Vec<usize> {
     let mut offsets = vec![0usize];
     for ex in 0..e {
-        let c = if case % 5 == 0 {
+        let c = if case.is_multiple_of(5) {
             if ex == e - 1 {
                 300
             } else {

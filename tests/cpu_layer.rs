@@ -151,7 +151,7 @@ fn random_layers_match_oracle_f32() {
     let mut rng = common::rng("random_layers_match_oracle_f32");
     for case in 0..40 {
         let e = [1usize, 2, 6, 16, 60, 128, 256][case % 7];
-        let divisors: Vec<usize> = (1..=e).filter(|d| e % d == 0).collect();
+        let divisors: Vec<usize> = (1..=e).filter(|d| e.is_multiple_of(*d)).collect();
         let grouping = rng.random_bool(0.4).then(|| {
             let n_group = divisors[rng.random_range(0..divisors.len())];
             GroupedTopK {

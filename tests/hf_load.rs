@@ -465,7 +465,11 @@ fn load_every_family_and_layout() {
         for fused in [false, true] {
             let dtype = [DType::BF16, DType::F32, DType::F16][(n + fused as usize) % 3];
             let m = TinyModel::new(&mut rng, family, dtype, fused);
-            let shards = if (n + fused as usize) % 2 == 0 { 1 } else { 3 };
+            let shards = if (n + fused as usize).is_multiple_of(2) {
+                1
+            } else {
+                3
+            };
             let dir = m.write_temp("load", shards);
             let what = format!("{family} fused={fused} {dtype} shards={shards}");
 

@@ -92,7 +92,7 @@ pub(crate) fn combine_kernel(
 /// Whether the vector path (8 columns of 16-byte loads and stores per thread) serves `hidden`
 /// columns at these base addresses.
 pub(crate) fn combine_vectorizable(hidden: usize, addrs: &[u64]) -> bool {
-    hidden % abi::MOE_COMBINE_VEC as usize == 0 && addrs.iter().all(|a| a % 16 == 0)
+    hidden.is_multiple_of(abi::MOE_COMBINE_VEC as usize) && addrs.iter().all(|a| a % 16 == 0)
 }
 
 /// The validated sizes of a combine.

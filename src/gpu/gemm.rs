@@ -696,7 +696,7 @@ pub fn plan_grouped_gemm(req: &GemmRequest) -> Result<Option<GemmLaunchPlan>> {
         )));
     }
     let gated = req.epilogue.is_gated();
-    if gated && s.n % 2 != 0 {
+    if gated && !s.n.is_multiple_of(2) {
         return Err(MoeError::InvalidConfig(format!(
             "the gated epilogue pairs weight rows [0, N/2) (gate) with [N/2, N) (up), so N must be \
              even, got N = {}",
@@ -765,7 +765,8 @@ pub fn plan_grouped_gemm(req: &GemmRequest) -> Result<Option<GemmLaunchPlan>> {
         return Ok(None);
     }
 
-    let aligned = s.k % 8 == 0 && req.x_addr % 16 == 0 && req.w_addr % 16 == 0;
+    let aligned =
+        s.k.is_multiple_of(8) && req.x_addr.is_multiple_of(16) && req.w_addr.is_multiple_of(16);
     let tile = if !aligned {
         GemmTileConfig::Generic
     } else {

@@ -717,7 +717,7 @@ pub(crate) fn gather_unit(
     x_addr: u64,
     out_addr: u64,
 ) -> GatherUnit {
-    if row_bytes % 16 == 0 && x_addr % 16 == 0 && out_addr % 16 == 0 {
+    if row_bytes.is_multiple_of(16) && x_addr.is_multiple_of(16) && out_addr.is_multiple_of(16) {
         GatherUnit {
             kernel: "moe_gather_u16b",
             bytes: 16,

@@ -285,7 +285,7 @@ impl LayerPlacement {
                     Some(format!(
                         "it is listed in mlp_only_layers {mlp_only_layers:?}"
                     ))
-                } else if (layer + 1) % s != 0 {
+                } else if !(layer + 1).is_multiple_of(*s) {
                     Some(format!(
                         "decoder_sparse_step = {s}: only layers l with (l + 1) divisible by {s} are MoE layers"
                     ))
@@ -303,7 +303,7 @@ impl LayerPlacement {
                         "moe_layer_start_index = {start}, moe_layer_end_index = {end}: only layers \
                          {start} to {end} are MoE layers"
                     ))
-                } else if (layer + 1) % interval != 0 {
+                } else if !(layer + 1).is_multiple_of(*interval) {
                     Some(format!(
                         "moe_layer_interval = {interval}: only layers l with (l + 1) divisible by \
                          {interval} are MoE layers"
@@ -331,7 +331,7 @@ impl LayerPlacement {
                         "first_k_dense_replace = {f}: layers 0 to {} are dense",
                         f - 1
                     ))
-                } else if layer % q != 0 {
+                } else if !layer.is_multiple_of(*q) {
                     Some(format!(
                         "moe_layer_freq = {q}: only layers divisible by {q} are MoE layers"
                     ))

@@ -120,7 +120,9 @@ pub fn random_routing_config(rng: &mut StdRng, e: usize) -> moe_kernels::Routing
     let mut ks: Vec<usize> = [1, 2, 6, 8, e].into_iter().filter(|&k| k <= e).collect();
     ks.push(rng.random_range(1..=e));
     let mut k = ks[rng.random_range(0..ks.len())];
-    let divisors: Vec<usize> = (1..=e).filter(|d| e % d == 0 && *d <= 64).collect();
+    let divisors: Vec<usize> = (1..=e)
+        .filter(|d| e.is_multiple_of(*d) && *d <= 64)
+        .collect();
     let grouping = (e > 1 && rng.random_bool(0.4)).then(|| {
         let n_group = divisors[rng.random_range(0..divisors.len())];
         let min_groups = k.div_ceil(e / n_group);
