@@ -29,20 +29,15 @@ MOE_HD float moe_float_from_bits(uint32_t bits) {
 }
 
 // The value of an FP8 e4m3 (`fn`: no infinities) code: sign bit, 4 exponent bits (bias 7), 3
-// mantissa bits. Exponent 0 is subnormal, m * 2^-9; otherwise 2^(e-7) (1 + m/8), whose f32 bits are
-// the code's low 7 bits shifted to the top of the f32 mantissa (<< 20) plus the exponent rebias
-// (127 - 7) << 23. S.1111.111 is NaN.
+// mantissa bits; exponent 0 is subnormal (m * 2^-9); S.1111.111 is NaN. Branch-free: the code's 7
+// magnitude bits shifted to the top of an f32 (<< 20) are the f32 2^(e-127) (1 + m/8), or for e = 0
+// the f32 subnormal m * 2^-129; both are the code's value times 2^-120, which one exact
+// multiplication by 2^120 removes. The sign bit goes to the f32's sign.
 MOE_HD float moe_e4m3_to_float(uint32_t code) {
     const uint32_t magnitude = code & 0x7fu;
     const uint32_t sign = (code & 0x80u) << 24;
-    if (magnitude == 0x7fu) {
-        return moe_float_from_bits(sign | 0x7fc00000u);
-    }
-    if (magnitude < 8u) {
-        const float subnormal = static_cast<float>(magnitude) * 0.001953125f;  // m * 2^-9, exact
-        return sign != 0u ? -subnormal : subnormal;
-    }
-    return moe_float_from_bits(sign | ((magnitude << 20) + (120u << 23)));
+    const float value = moe_float_from_bits(sign | (magnitude << 20)) * 0x1p120f;
+    return magnitude == 0x7fu ? moe_float_from_bits(sign | 0x7fc00000u) : value;
 }
 
 #endif  // MOE_GEMM_WEIGHTS_CUH

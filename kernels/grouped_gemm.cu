@@ -268,21 +268,29 @@ struct TileLoader {
                 v[i] = row_valid && first + i < k ? moe_e4m3_to_float(codes[i]) : 0.0f;
             }
         }
-        // The scale group of each column, walked forward from the chunk's first column (one division
-        // per chunk; a chunk spans more than one group only when scale_group is not a multiple of 8).
+        // The scales. A chunk starts at a multiple of 8 columns, so with groups of a multiple of 8
+        // columns (every shipped layout; the branch is uniform across the block) its 8 columns share
+        // one scale. Otherwise each column's group is walked forward from the chunk's first.
         if (row_valid && first < k) {
             int64_t group = first / scale_group;
-            int64_t group_end = (group + 1) * scale_group;
             float scale = scales[group];
+            if (scale_group % 8 == 0) {
 #pragma unroll
-            for (int i = 0; i < 8; ++i) {
-                if (first + i < k) {
-                    while (first + i >= group_end) {
-                        ++group;
-                        group_end += scale_group;
-                        scale = scales[group];
-                    }
+                for (int i = 0; i < 8; ++i) {
                     v[i] *= scale;
+                }
+            } else {
+                int64_t group_end = (group + 1) * scale_group;
+#pragma unroll
+                for (int i = 0; i < 8; ++i) {
+                    if (first + i < k) {
+                        while (first + i >= group_end) {
+                            ++group;
+                            group_end += scale_group;
+                            scale = scales[group];
+                        }
+                        v[i] *= scale;
+                    }
                 }
             }
         }
