@@ -737,19 +737,22 @@ fn check_on_cpu() {
         "CPU f32",
         "CPU bf16",
         "relative L2 error:",
+        "tokens routed alike:",
         "routing agreement:",
         "GPU:",
     ] {
         assert!(s.contains(needle), "check lacks `{needle}`:\n{s}");
     }
+    // The error over the tokens routed alike: a token whose experts differ (a near-tie that bf16
+    // rounding decides) differs by whole expert outputs, whatever the kernels' accuracy.
     let err: f64 = s
         .lines()
-        .find_map(|l| l.strip_prefix("relative L2 error:"))
+        .find_map(|l| l.trim().strip_prefix("tokens routed alike:"))
         .unwrap()
         .trim()
         .parse()
         .unwrap();
-    assert!(err < 0.05, "bf16 vs f32 relative error {err}");
+    assert!(err < 3e-2, "bf16 vs f32 relative error {err}:\n{s}");
 
     let none = PathBuf::from("/nonexistent-out");
     expect_error(
