@@ -53,6 +53,7 @@ fn conv<W: Element>(v: &[f32]) -> Vec<W> {
 fn weights_as<W: Element>(w: &MoeWeights<f32>) -> MoeWeights<W> {
     MoeWeights {
         router: conv(&w.router),
+        biases: None,
         correction_bias: w.correction_bias.clone(),
         gate_up: conv(&w.gate_up),
         down: conv(&w.down),

@@ -441,6 +441,7 @@ fn to_bf16(v: &[f32]) -> Vec<bf16> {
 fn weights_bf16(w: &MoeWeights<f32>) -> MoeWeights<bf16> {
     MoeWeights {
         router: to_bf16(&w.router),
+        biases: None,
         correction_bias: w.correction_bias.clone(),
         gate_up: to_bf16(&w.gate_up),
         down: to_bf16(&w.down),

@@ -111,6 +111,7 @@ fn oracle_weights(m: &TinyModel, l: usize, block: Option<[usize; 2]>) -> MoeWeig
         .collect();
     MoeWeights {
         router: plain.router.clone(),
+        biases: None,
         correction_bias: plain.correction_bias.clone(),
         gate_up: f32s(gate_up),
         down: f32s(down),

@@ -666,6 +666,7 @@ pub fn load_moe_weights<W: Element, S: LoadExperts>(
         gate_up,
         down,
         shared,
+        biases: None,
     })
 }
 

@@ -613,6 +613,7 @@ impl TinyModel {
             gate_up,
             down,
             shared,
+            biases: None,
         }
     }
 
@@ -812,7 +813,8 @@ pub fn shard_name(s: usize, n: usize) -> String {
 }
 
 /// The float64 oracle's output `[T, H]` of a block of `cfg` with weights `w` on `x` `[T, H]`
-/// (routing from `crate::common::oracle`, experts and shared experts from its layer oracle), or
+/// (router bias added to the logits, routing from `crate::common::oracle`, experts, their biases
+/// and shared experts from its layer oracle), or
 /// `None` when a token's k-th and (k+1)-th choices are a near-tie that rounding may decide.
 pub fn oracle_output(cfg: &MoeConfig, w: &MoeWeights<f32>, x: &[f64]) -> Option<Vec<f64>> {
     use crate::common::{self, oracle};
@@ -821,7 +823,14 @@ pub fn oracle_output(cfg: &MoeConfig, w: &MoeWeights<f32>, x: &[f64]) -> Option<
     let router = common::f64s(&w.router);
     let mut out = vec![];
     for xt in x.chunks(h) {
-        let r = oracle::route_row(&route, &oracle::matvec(&router, e, h, xt));
+        let mut logits = oracle::matvec(&router, e, h, xt);
+        if let Some(b) = &w.biases {
+            logits
+                .iter_mut()
+                .zip(&b.router)
+                .for_each(|(l, &b)| *l += b as f64);
+        }
+        let r = oracle::route_row(&route, &logits);
         let mut c = r.choice.clone();
         c.sort_by(|a, b| b.partial_cmp(a).unwrap());
         if r.fragile || k < e && (c[k - 1] - c[k]).abs() <= 1e-4 * c[k - 1].abs().max(1e-3) {

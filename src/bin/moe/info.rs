@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use moe_kernels::hf::{Checkpoint, ExpertLayout, HfModelConfig, MoeBlockKeys};
-use moe_kernels::{ActivationKind, GroupScore, ScoringFunc};
+use moe_kernels::{GroupScore, ScoringFunc};
 
 use super::common::ModelArgs;
 
@@ -101,10 +101,7 @@ pub fn main(args: Args) -> Result<()> {
             "activation",
             format!(
                 "{}{} (hidden_act = {})",
-                match m.activation.kind {
-                    ActivationKind::Silu => "silu",
-                    ActivationKind::GeluTanh => "gelu (tanh)",
-                },
+                m.activation.kind.name(),
                 if m.activation.gated { ", gated" } else { "" },
                 cfg.hidden_act
             ),
