@@ -485,10 +485,10 @@ pub(crate) fn check_rank_weights<W, S: ExpertStorage>(
     check_shared(config, &weights.shared)
 }
 
-/// What the GPU kernels lack for `config` (with expert biases when `biases`): `Ok` when they can
-/// run it, else [`MoeError::Unsupported`] naming every missing feature. Called by every GPU and
-/// raw upload, so no layer with these features runs there with a silently wrong answer.
-pub(crate) fn check_gpu_supported(config: &MoeConfig, biases: bool) -> Result<()> {
+/// What the GPU kernels lack for `config` (with router and expert biases when `biases`): `Ok` when
+/// they can run it, else [`MoeError::Unsupported`] naming every missing feature. Every GPU and raw
+/// upload calls it, so no layer with these features runs there with a silently wrong answer.
+pub fn check_gpu_supported(config: &MoeConfig, biases: bool) -> Result<()> {
     let mut missing = vec![];
     if biases {
         missing.push("router bias and expert biases".to_string());

@@ -122,11 +122,18 @@ pub enum ModelFamily {
     /// `phimoe` (Phi-3.5-MoE): Mixtral's keys with the sparse mixer router
     /// ([`ScoringFunc::SparseMixer`], `router_jitter_noise`), two experts per token.
     Phimoe,
+    /// `gpt_oss`: `mlp` with `router.weight` and a router bias `router.bias` (added to the logits),
+    /// top-k of the logits then a softmax over the chosen; the experts fused and transposed with
+    /// gate and up columns interleaved (`experts.gate_up_proj` `[E, H, 2I]`, `down_proj`
+    /// `[E, I, H]`), with biases, and the clamped SwiGLU ([`ActivationKind::ClampedSilu`],
+    /// `swiglu_alpha` 1.702 and `swiglu_limit` 7.0 by default). The experts in bf16 or in MXFP4
+    /// (`*_blocks`, `*_scales`).
+    GptOss,
 }
 
 impl ModelFamily {
     /// Every family, in a fixed order.
-    pub const ALL: [ModelFamily; 13] = [
+    pub const ALL: [ModelFamily; 14] = [
         ModelFamily::Mixtral,
         ModelFamily::Qwen2Moe,
         ModelFamily::Qwen3Moe,
@@ -140,6 +147,7 @@ impl ModelFamily {
         ModelFamily::Llama4,
         ModelFamily::Dbrx,
         ModelFamily::Phimoe,
+        ModelFamily::GptOss,
     ];
 
     /// The `model_type` string of the family's reference model (`mixtral`, `qwen2_moe`, ...).
@@ -158,6 +166,7 @@ impl ModelFamily {
             ModelFamily::Llama4 => "llama4",
             ModelFamily::Dbrx => "dbrx",
             ModelFamily::Phimoe => "phimoe",
+            ModelFamily::GptOss => "gpt_oss",
         }
     }
 
@@ -183,6 +192,7 @@ impl ModelFamily {
             "llama4" | "llama4_text" => Some(ModelFamily::Llama4),
             "dbrx" => Some(ModelFamily::Dbrx),
             "phimoe" => Some(ModelFamily::Phimoe),
+            "gpt_oss" => Some(ModelFamily::GptOss),
             _ => None,
         }
     }
@@ -192,7 +202,9 @@ impl ModelFamily {
     /// for one), all accepted.
     pub fn expert_count_keys(self) -> &'static [&'static str] {
         match self {
-            ModelFamily::Mixtral | ModelFamily::MinimaxM2 => &["num_local_experts", "num_experts"],
+            ModelFamily::Mixtral | ModelFamily::MinimaxM2 | ModelFamily::GptOss => {
+                &["num_local_experts", "num_experts"]
+            }
             ModelFamily::GraniteMoe | ModelFamily::Llama4 | ModelFamily::Phimoe => {
                 &["num_local_experts"]
             }
@@ -440,6 +452,12 @@ impl WeightQuant {
 }
 
 impl HfModelConfig {
+    /// Whether the GPU kernels can run this model's MoE blocks: [`MoeError::Unsupported`] naming
+    /// what they lack (gpt-oss's biases and clamped SwiGLU), as the GPU upload would say.
+    pub fn gpu_support(&self) -> Result<()> {
+        crate::cpu::layer::check_gpu_supported(&self.moe, self.family == ModelFamily::GptOss)
+    }
+
     /// Parse `dir/config.json`, choosing the family from its `model_type`.
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
         Self::from_file(dir.as_ref().join("config.json"), None)
@@ -780,7 +798,17 @@ fn parse(text: &str, path: &Path, family_override: Option<ModelFamily>) -> Resul
         _ => f.str_opt("hidden_act")?.unwrap_or("silu"),
     }
     .to_string();
-    let act = activation(&hidden_act)?;
+    let act = match family {
+        // The experts' activation is fixed (`hidden_act` is not used by them): the clamped SwiGLU.
+        ModelFamily::GptOss => Activation {
+            kind: ActivationKind::ClampedSilu {
+                alpha: f.f32_opt("swiglu_alpha")?.unwrap_or(1.702),
+                limit: f.f32_opt("swiglu_limit")?.unwrap_or(7.0),
+            },
+            gated: true,
+        },
+        _ => activation(&hidden_act)?,
+    };
     let mut torch_dtype = None;
     for fields in [f, top] {
         for key in ["torch_dtype", "dtype"] {
@@ -938,6 +966,15 @@ fn parse(text: &str, path: &Path, family_override: Option<ModelFamily>) -> Resul
                 f.usize_req_any(family.expert_count_keys())?,
                 f.usize_req("intermediate_size")?,
                 minimax_routing(&f)?,
+                vec![],
+                LayerPlacement::Every,
+            ),
+            // Top-k of the (biased) logits, then a softmax over the chosen: softmax top-k,
+            // renormalised.
+            ModelFamily::GptOss => (
+                f.usize_req_any(family.expert_count_keys())?,
+                f.usize_req("intermediate_size")?,
+                Rest::softmax(true),
                 vec![],
                 LayerPlacement::Every,
             ),

@@ -15,15 +15,16 @@
 //! | Llama 4 (`P = ...layers.{L}.feed_forward`) | `P.router.weight`; `P.experts.gate_up_proj`, `P.experts.down_proj` (each expert transposed); `P.shared_expert.*` | `[E, H]`; `[E, H, 2I]`, `[E, I, H]`; as DeepSeek's |
 //! | DBRX (`P = transformer.blocks.{L}.ffn`) | `P.router.layer.weight`; `P.experts.mlp.w1` (gate), `v1` (up), `w2` (down, each expert transposed) | `[E, H]`; `[E * I, H]` each |
 //! | Phi-3.5-MoE | Mixtral's | |
+//! | gpt-oss | `P.router.weight`, `P.router.bias`; `P.experts.gate_up_proj` (transposed, gate and up columns interleaved), `P.experts.down_proj` (transposed); `P.experts.gate_up_proj_bias`, `P.experts.down_proj_bias` | `[E, H]`, `[E]`; `[E, H, 2I]`, `[E, I, H]`; `[E, 2I]`, `[E, H]` |
 //!
 //! The per-expert gate and up projections are stacked into one `[2I, H]` matrix per expert, gate rows
-//! first, as [`MoeWeights::gate_up`] wants. The correction bias is always read as `f32`; everything else is
+//! first, as [`MoeWeights::gate_up`] wants. The correction bias and gpt-oss's biases are read as `f32`; everything else is
 //! converted to the weight type `W`.
 
 use super::checkpoint::Checkpoint;
 use super::config::{HfModelConfig, ModelFamily, WeightQuant};
 use crate::config::MoeConfig;
-use crate::cpu::layer::{CpuMoeLayer, ExpertStorage, MoeWeights, SharedExpertWeights};
+use crate::cpu::layer::{CpuMoeLayer, ExpertStorage, MoeBiases, MoeWeights, SharedExpertWeights};
 use crate::dtype::{DType, Element};
 use crate::error::{MoeError, Result};
 use crate::quant::{check_scales, expand_scales, CodeFormat, QuantExperts, StoredScales};
@@ -44,6 +45,11 @@ pub enum ExpertLayout {
     /// DBRX: three 2-D tensors with every expert's `I` rows stacked, `experts.mlp.w1` (gate),
     /// `v1` (up) and `w2` (down, each expert's transposed), all `[E * I, H]`.
     Stacked2d,
+    /// gpt-oss in bf16: Llama 4's transposed fused tensors with the gate and up columns
+    /// interleaved (`experts.gate_up_proj` `[E, H, 2I]`: column `2j` gate `j`, `2j + 1` up `j`;
+    /// `experts.down_proj` `[E, I, H]`), plus the biases `experts.gate_up_proj_bias` `[E, 2I]`
+    /// (interleaved the same way) and `experts.down_proj_bias` `[E, H]`.
+    FusedTransposedInterleaved,
 }
 
 /// The resolved key names of one layer's MoE block in one checkpoint.
@@ -95,6 +101,8 @@ impl MoeBlockKeys {
         };
         keys.layout = if cfg.family == ModelFamily::Dbrx {
             ExpertLayout::Stacked2d
+        } else if cfg.family == ModelFamily::GptOss {
+            ExpertLayout::FusedTransposedInterleaved
         } else if !ckpt.contains(&keys.fused_gate_up()) {
             ExpertLayout::PerExpert
         } else if cfg.family == ModelFamily::Llama4 {
@@ -147,6 +155,17 @@ impl MoeBlockKeys {
             ModelFamily::GraniteMoe => format!("{}.output_linear.weight", self.prefix),
             _ => format!("{}.experts.down_proj", self.prefix),
         }
+    }
+
+    /// gpt-oss's router bias `[E]` (`P.router.bias`), gate-up bias `[E, 2I]`
+    /// (`P.experts.gate_up_proj_bias`, gate and up interleaved) and down bias `[E, H]`
+    /// (`P.experts.down_proj_bias`).
+    pub fn biases(&self) -> [String; 3] {
+        [
+            format!("{}.router.bias", self.prefix),
+            format!("{}.experts.gate_up_proj_bias", self.prefix),
+            format!("{}.experts.down_proj_bias", self.prefix),
+        ]
     }
 
     /// DBRX's stacked gate, up and down tensors `[E * I, H]` (`P.experts.mlp.w1`, `v1`, `w2`).
@@ -270,6 +289,16 @@ impl MoeBlockKeys {
                 (self.fused_gate_up(), vec![e, h, up]),
                 (self.fused_down(), vec![e, i, h]),
             ],
+            ExpertLayout::FusedTransposedInterleaved => {
+                let [router_bias, gate_up_bias, down_bias] = self.biases();
+                vec![
+                    (self.fused_gate_up(), vec![e, h, up]),
+                    (self.fused_down(), vec![e, i, h]),
+                    (router_bias, vec![e]),
+                    (gate_up_bias, vec![e, up]),
+                    (down_bias, vec![e, h]),
+                ]
+            }
             // Saturating: an absurd size then fails the shape check.
             ExpertLayout::Stacked2d => self
                 .stacked_2d()
@@ -303,7 +332,9 @@ impl MoeBlockKeys {
     /// gate-up projection).
     pub fn representative(&self) -> String {
         match self.layout {
-            ExpertLayout::Fused | ExpertLayout::FusedTransposed => self.fused_gate_up(),
+            ExpertLayout::Fused
+            | ExpertLayout::FusedTransposed
+            | ExpertLayout::FusedTransposedInterleaved => self.fused_gate_up(),
             ExpertLayout::PerExpert => self.expert_gate(0),
             ExpertLayout::Stacked2d => self.stacked_2d()[0].clone(),
         }
@@ -311,11 +342,11 @@ impl MoeBlockKeys {
 }
 
 /// The router's name under the block prefix: `gate.weight`; Granite `router.layer.weight`,
-/// Hunyuan `gate.wg.weight`.
+/// Llama 4 and gpt-oss `router.weight`, Hunyuan `gate.wg.weight`.
 fn router_name(family: ModelFamily) -> &'static str {
     match family {
         ModelFamily::GraniteMoe | ModelFamily::Dbrx => "router.layer.weight",
-        ModelFamily::Llama4 => "router.weight",
+        ModelFamily::Llama4 | ModelFamily::GptOss => "router.weight",
         ModelFamily::HunyuanV1Moe => "gate.wg.weight",
         _ => "gate.weight",
     }
@@ -365,6 +396,11 @@ pub trait LoadExperts: ExpertStorage {
         shape: [usize; 3],
     ) -> Result<Self>;
 
+    /// These matrices `[experts, 2n, k]` with their rows interleaved (row `2j` of the first half,
+    /// `2j + 1` of the second: gpt-oss's gate and up) reordered into the crate's halves: each
+    /// expert's even rows, then its odd rows.
+    fn deinterleave_rows(self, shape: [usize; 3]) -> Result<Self>;
+
     /// `keys` `[a, b]`, both stored with shape `stored` holding `[experts, n, k]`, as
     /// `[experts, 2n, k]`: each expert's `n` rows of `a`, then its `n` rows of `b`.
     fn load_interleaved(
@@ -384,6 +420,10 @@ fn quantized_layout(key: &str) -> MoeError {
 }
 
 impl<W: Element> LoadExperts for Vec<W> {
+    fn deinterleave_rows(self, [_, n, k]: [usize; 3]) -> Result<Self> {
+        Ok(deinterleave(&self, n, k))
+    }
+
     fn load_transposed(
         ckpt: &Checkpoint,
         quant: Option<&WeightQuant>,
@@ -453,6 +493,10 @@ impl<W: Element> LoadExperts for Vec<W> {
 }
 
 impl LoadExperts for QuantExperts {
+    fn deinterleave_rows(self, _: [usize; 3]) -> Result<Self> {
+        Err(quantized_layout("the interleaved gate_up projections"))
+    }
+
     fn load_transposed(
         _: &Checkpoint,
         _: Option<&WeightQuant>,
@@ -510,6 +554,21 @@ impl LoadExperts for QuantExperts {
         })?;
         QuantExperts::new(format, [e, n, k], group, codes, scales)
     }
+}
+
+/// `v`, matrices of `n` rows (`n` even) of `k` values each, with each matrix's even rows first,
+/// then its odd rows (gpt-oss's interleaved gate and up rows into the crate's gate and up halves;
+/// `k = 1` for its bias).
+fn deinterleave<T: Copy>(v: &[T], n: usize, k: usize) -> Vec<T> {
+    let mut out = Vec::with_capacity(v.len());
+    for m in v.chunks_exact(n * k) {
+        for parity in [0, 1] {
+            for row in m.chunks_exact(k).skip(parity).step_by(2) {
+                out.extend_from_slice(row);
+            }
+        }
+    }
+    out
 }
 
 /// Read the stored matrices `parts` one after another into consecutive chunks of `out`, each as
@@ -592,6 +651,11 @@ pub fn load_moe_weights<W: Element, S: LoadExperts>(
             S::load_transposed(ckpt, quant, &keys.fused_gate_up(), &[e, h, up], [e, up, h])?,
             S::load_transposed(ckpt, quant, &keys.fused_down(), &[e, i, h], [e, h, i])?,
         ),
+        ExpertLayout::FusedTransposedInterleaved => (
+            S::load_transposed(ckpt, quant, &keys.fused_gate_up(), &[e, h, up], [e, up, h])?
+                .deinterleave_rows([e, up, h])?,
+            S::load_transposed(ckpt, quant, &keys.fused_down(), &[e, i, h], [e, h, i])?,
+        ),
         ExpertLayout::Stacked2d => {
             let [w1, v1, w2] = keys.stacked_2d();
             // The shapes were checked above, so e * i does not overflow.
@@ -660,13 +724,25 @@ pub fn load_moe_weights<W: Element, S: LoadExperts>(
         )));
     }
 
+    let biases = match keys.layout {
+        ExpertLayout::FusedTransposedInterleaved => {
+            let [router_bias, gate_up_bias, down_bias] = keys.biases();
+            Some(MoeBiases {
+                router: ckpt.read::<f32>(&router_bias, &[e])?,
+                gate_up: deinterleave(&ckpt.read::<f32>(&gate_up_bias, &[e, up])?, up, 1),
+                down: ckpt.read::<f32>(&down_bias, &[e, h])?,
+            })
+        }
+        _ => None,
+    };
+
     Ok(MoeWeights {
         router,
         correction_bias,
         gate_up,
         down,
         shared,
-        biases: None,
+        biases,
     })
 }
 

@@ -218,6 +218,9 @@ fn layer_format(
         ExpertLayout::Fused => "fused",
         ExpertLayout::FusedTransposed => "fused, transposed per expert",
         ExpertLayout::Stacked2d => "w1/v1/w2 stacked [E * I, H]",
+        ExpertLayout::FusedTransposedInterleaved => {
+            "fused, transposed per expert, gate/up interleaved, with biases"
+        }
     };
     let experts = ckpt.meta(&keys.representative())?.stored;
     let router = ckpt.meta(&keys.router())?.stored;
