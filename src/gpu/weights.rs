@@ -68,6 +68,11 @@ impl UploadExperts for QuantExperts {
                 scales: stream.clone_htod(self.scales())?,
                 group: self.group(),
             }),
+            CodeFormat::Mxfp4E2M1 => Err(crate::MoeError::Unsupported(
+                "the GPU kernels do not decode MXFP4 (e2m1 with e8m0 scales) experts; run them \
+                 on the CPU"
+                    .into(),
+            )),
         }
     }
 }

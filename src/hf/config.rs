@@ -416,9 +416,12 @@ pub struct HfModelConfig {
 ///   or `block` (`block_structure`), scales `<module>.weight_scale`.
 ///
 /// Either way `w = fp8(code) * scale`; the scale tensor's shape tells a block, channel or tensor
-/// scale apart (see [`quant`](crate::quant)). Activations stay in the layer's element type (a
-/// weight-only computation). Other methods (MXFP4, GPTQ, AWQ, int4 compressed-tensors, ...) are
-/// [`MoeError::UnsupportedModel`].
+/// scale apart (see [`quant`](crate::quant)).
+/// - `quant_method: "mxfp4"` (gpt-oss): the experts as e2m1 codes in `*_blocks` with e8m0 scales
+///   in `*_scales`, one per 32 values along the input.
+///
+/// Activations stay in the layer's element type (a weight-only computation). Other methods
+/// (GPTQ, AWQ, int4 compressed-tensors, ...) are [`MoeError::UnsupportedModel`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WeightQuant {
     /// `quant_method` as written.
@@ -439,8 +442,22 @@ impl WeightQuant {
         }
     }
 
+    /// How the codes encode values: MXFP4 for `mxfp4`, FP8 e4m3 otherwise.
+    pub fn format(&self) -> crate::quant::CodeFormat {
+        match self.method.as_str() {
+            "mxfp4" => crate::quant::CodeFormat::Mxfp4E2M1,
+            _ => crate::quant::CodeFormat::Fp8E4M3,
+        }
+    }
+
     /// A one-line description: the method and the scale layout.
     pub fn describe(&self) -> String {
+        if self.format() == crate::quant::CodeFormat::Mxfp4E2M1 {
+            return format!(
+                "{}, MXFP4 e2m1 codes (two per byte) with an e8m0 scale per 32 values",
+                self.method
+            );
+        }
         match self.block {
             Some([r, c]) => format!("{}, FP8 e4m3 with {r} x {c} block scales", self.method),
             None => format!(
@@ -1116,7 +1133,7 @@ fn quantization(top: &Fields<'_>) -> Result<Option<WeightQuant>> {
     let unsupported = |what: String| {
         Err(MoeError::UnsupportedModel(format!(
             "{}: quantization {what} is not supported (supported: quant_method fp8 with fmt e4m3, \
-             and compressed-tensors with 8-bit float weights)",
+             compressed-tensors with 8-bit float weights, and mxfp4)",
             top.path.display()
         )))
     };
@@ -1198,6 +1215,11 @@ fn quantization(top: &Fields<'_>) -> Result<Option<WeightQuant>> {
                 None => Err(q.err("config_groups", "has no group with `weights`")),
             }
         }
+        "mxfp4" => Ok(Some(WeightQuant {
+            method: method.into(),
+            scale_name: "scales",
+            block: None,
+        })),
         "" => Err(q.err("quant_method", "is missing")),
         other => unsupported(format!("method `{other}`")),
     }

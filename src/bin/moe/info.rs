@@ -206,7 +206,11 @@ fn layer_format(
         let meta = ckpt.meta(&key)?;
         bytes += meta.bytes as u64;
         // A quantized weight's scales count too.
-        if let (Some(q), None) = (&cfg.quantization, meta.dtype) {
+        if let (Some(q), None, false) = (
+            &cfg.quantization,
+            meta.dtype,
+            keys.layout == ExpertLayout::Mxfp4Interleaved,
+        ) {
             bytes += ckpt.meta(&q.scale_key(&key))?.bytes as u64;
         }
     }
@@ -220,6 +224,9 @@ fn layer_format(
         ExpertLayout::Stacked2d => "w1/v1/w2 stacked [E * I, H]",
         ExpertLayout::FusedTransposedInterleaved => {
             "fused, transposed per expert, gate/up interleaved, with biases"
+        }
+        ExpertLayout::Mxfp4Interleaved => {
+            "MXFP4 blocks and e8m0 scales, gate/up interleaved, with biases"
         }
     };
     let experts = ckpt.meta(&keys.representative())?.stored;
