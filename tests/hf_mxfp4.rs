@@ -340,6 +340,24 @@ fn mxfp4_errors_are_typed() {
         Err(MoeError::UnsupportedModel(_))
     ));
 
+    // MXFP4 is read in gpt-oss's layout only: another family's per-expert weights are refused.
+    let mut mixtral = hf_util::TinyModel::new(
+        &mut rng,
+        moe_kernels::hf::ModelFamily::Mixtral,
+        DType::BF16,
+        false,
+    );
+    mixtral.config["quantization_config"] = json!({"quant_method": "mxfp4"});
+    let dir = mixtral.write_temp("mxfp4-mixtral", 1);
+    let e = HfModel::open(dir.path())
+        .unwrap()
+        .quantized_cpu_layer::<f32>(0)
+        .unwrap_err();
+    assert!(
+        matches!(e, MoeError::UnsupportedModel(ref s) if s.contains("MXFP4")),
+        "{e:?}"
+    );
+
     let mut m = Mxfp4Model::new(&mut rng);
     m.config["hidden_size"] = json!(48);
     let e = load(&m).unwrap_err();

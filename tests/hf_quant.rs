@@ -353,7 +353,7 @@ fn fp8_errors_are_typed() {
         HfModelConfig::from_json_str(&c.to_string())
     };
     for q in [
-        json!({"quant_method": "mxfp4"}),
+        json!({"quant_method": "awq", "bits": 4}),
         json!({"quant_method": "gptq", "bits": 4}),
         json!({"quant_method": "fp8", "fmt": "e5m2"}),
         json!({"quant_method": "compressed-tensors", "config_groups": {"g": {"weights":
