@@ -9,10 +9,11 @@ mod hf_util;
 
 use hf_util::{Stored, TempDir};
 use moe_kernels::config::{Activation, ActivationKind, MoeConfig, RoutingConfig};
+use moe_kernels::cpu::fast::CpuBackend;
 use moe_kernels::cpu::layer::{MoeBiases, MoeWeights};
 use moe_kernels::hf::HfModel;
 use moe_kernels::quant::{fp4_e2m1_to_f32, CodeFormat};
-use moe_kernels::{DType, MoeError};
+use moe_kernels::{DType, MatRef, MoeError};
 use rand::rngs::StdRng;
 use rand::Rng;
 use safetensors::Dtype;
@@ -241,6 +242,22 @@ fn moe_run_on_an_mxfp4_checkpoint_matches_the_oracle() {
             break (x, o);
         }
     };
+    // The fast backend has no MXFP4 kernel: it runs the reference GEMM, bit for bit.
+    let xs = MatRef::new("x", &x, t, H).unwrap();
+    let fast = layer.forward(xs).unwrap();
+    let reference = layer
+        .clone()
+        .with_backend(CpuBackend::Reference)
+        .forward(xs)
+        .unwrap();
+    assert_eq!(fast, reference);
+    common::assert_close(
+        "MXFP4 layer (library), f32",
+        &common::f64s(&fast.hidden),
+        &want,
+        1e-4,
+    );
+
     hf_util::write_hidden_states(&input, &x, t);
     let got = hf_util::moe_run_f32(dir.path(), 0, &input, &output);
     common::assert_close("moe run, MXFP4 gpt-oss, f32", &got, &want, 1e-4);

@@ -79,7 +79,8 @@ pub struct MoeWeights<W, S = Vec<W>> {
     pub biases: Option<MoeBiases>,
 }
 
-/// gpt-oss's biases, in `f32`: the router's, and the routed experts' projections'.
+/// gpt-oss's biases, in `f32`: the router's, and the routed experts' projections' (for one rank
+/// of an expert-parallel layer, of its local experts, like its `gate_up` and `down`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct MoeBiases {
     /// Router bias `[E]`, added to the router logits: it changes both which experts are chosen and

@@ -51,7 +51,12 @@ pub fn main(args: Args) -> Result<()> {
     let (backend, note) = match args.device {
         DeviceArg::Auto if model.is_quantized() => (
             Backend::Cpu,
-            Some("the experts are quantized (FP8), which runs on the CPU only so far".into()),
+            model.config().quantization.as_ref().map(|q| {
+                format!(
+                    "the experts are quantized ({}), which runs on the CPU only so far",
+                    q.format().name()
+                )
+            }),
         ),
         DeviceArg::Auto if gpu_support.is_err() => {
             (Backend::Cpu, gpu_support.err().map(|e| e.to_string()))
