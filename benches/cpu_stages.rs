@@ -33,6 +33,7 @@ fn stages(c: &mut Criterion) {
     let s_h = 1.0 / (h as f32).sqrt();
     let weights = MoeWeights {
         router: to_bf16(randn(&mut rng, e * h, s_h)),
+        biases: None,
         correction_bias: None,
         gate_up: to_bf16(randn(&mut rng, e * 2 * i * h, s_h)),
         down: to_bf16(randn(&mut rng, e * h * i, 1.0 / (i as f32).sqrt())),

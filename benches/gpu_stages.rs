@@ -84,6 +84,7 @@ fn stages(c: &mut Criterion<CudaEvents>, dev: &Device) -> moe_kernels::Result<()
     let s_h = 1.0 / (h as f32).sqrt();
     let weights = MoeWeights {
         router: randn(&mut rng, e * h, s_h),
+        biases: None,
         correction_bias: None,
         gate_up: randn(&mut rng, e * up * h, s_h),
         down: randn(&mut rng, e * h * i, 1.0 / (i as f32).sqrt()),

@@ -33,6 +33,7 @@ fn main() -> Result<()> {
     let s_h = 1.0 / (h as f32).sqrt();
     let weights = MoeWeights {
         router: randn(e * h, s_h),
+        biases: None,
         correction_bias: None,
         gate_up: randn(e * 2 * i * h, s_h),
         down: randn(e * h * i, 1.0 / (i as f32).sqrt()),
@@ -43,6 +44,7 @@ fn main() -> Result<()> {
     let to_bf16 = |v: &[f32]| v.iter().map(|&a| bf16::from_f32(a)).collect::<Vec<bf16>>();
     let w16 = MoeWeights {
         router: to_bf16(&weights.router),
+        biases: None,
         correction_bias: None,
         gate_up: to_bf16(&weights.gate_up),
         down: to_bf16(&weights.down),

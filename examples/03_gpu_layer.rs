@@ -101,6 +101,7 @@ fn main() -> Result<()> {
     let hs = 1.0 / (h as f32).sqrt();
     let weights = MoeWeights {
         router: randn(e * h, hs),
+        biases: None,
         correction_bias: cfg.routing.correction_bias.then(|| vec![0.0; e]),
         gate_up: randn(e * cfg.activation.up_rows(i) * h, 2.0 * hs),
         down: randn(e * h * i, 1.0 / (i as f32).sqrt()),

@@ -72,6 +72,7 @@ fn main() -> Result<()> {
     let down = random_fp8(&mut rng, [e, h, i], 0.5 / (i as f32).sqrt())?;
     let plain = MoeWeights {
         router: router.clone(),
+        biases: None,
         correction_bias: None,
         gate_up: dequantized(&gate_up),
         down: dequantized(&down),
@@ -84,6 +85,7 @@ fn main() -> Result<()> {
         cfg.clone(),
         MoeWeights {
             router,
+            biases: None,
             correction_bias: None,
             gate_up,
             down,

@@ -193,6 +193,7 @@ fn reference<W: Element>(
     let conv = |v: &[f32]| v.iter().map(|&f| W::from_f32(f)).collect::<Vec<W>>();
     let weights = MoeWeights {
         router: conv(router),
+        biases: None,
         correction_bias: None,
         gate_up: conv(gate_up),
         down: conv(down),

@@ -14,8 +14,10 @@
 //! | Llama 4 | sigmoid, the weight scaling the expert's input (`scale_input`) | top-k (k = 1) | no | 1.0 | one, ungated |
 //! | DBRX | softmax | top-k | yes (`moe_normalize_expert_weights = 1`) | 1.0 | none |
 //! | Phi-3.5-MoE | sparse mixer (two masked softmaxes) | the two best logits | no | 1.0 | none |
+//! | gpt-oss | softmax of the logits plus a router bias ([`MoeWeights::biases`](crate::cpu::layer::MoeWeights::biases)) | top-k | yes | 1.0 | none |
 //!
-//! All of them use gated SiLU experts (SwiGLU); gated GELU (tanh) and the non-gated forms serve other
+//! All of them use gated SiLU experts (SwiGLU; gpt-oss a clamped one, [`ActivationKind::ClampedSilu`],
+//! with expert biases); gated GELU (tanh) and the non-gated forms serve other
 //! families (Switch-style experts, GeGLU models).
 
 use crate::error::{MoeError, Result};
@@ -194,12 +196,21 @@ impl RoutingConfig {
 }
 
 /// The element-wise nonlinearity of an expert MLP.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum ActivationKind {
     /// `silu(x) = x * sigmoid(x)` (SwiGLU when gated).
     Silu,
     /// The tanh approximation of GELU (GeGLU when gated).
     GeluTanh,
+    /// gpt-oss's clamped SwiGLU, gated only: with `g = min(gate, limit)` and
+    /// `u = clamp(up, -limit, limit)`, the output is `(u + 1) * g * sigmoid(alpha * g)`.
+    /// `alpha` must be finite, `limit` finite and positive (gpt-oss: 1.702 and 7.0).
+    ClampedSilu {
+        /// The sigmoid's gain (`swiglu_alpha`).
+        alpha: f32,
+        /// The clamp (`swiglu_limit`).
+        limit: f32,
+    },
 }
 
 impl ActivationKind {
@@ -212,6 +223,33 @@ impl ActivationKind {
                 const SQRT_2_OVER_PI: f32 = 0.797_884_6;
                 0.5 * x * (1.0 + (SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x)).tanh())
             }
+            ActivationKind::ClampedSilu { alpha, limit } => {
+                let g = x.min(limit);
+                g * crate::cpu::sigmoid(alpha * g)
+            }
+        }
+    }
+
+    /// The gated form on one (gate, up) pair: `apply(gate) * up`, with gpt-oss's clamp and `+ 1`
+    /// on `up` for [`ActivationKind::ClampedSilu`].
+    #[inline]
+    pub fn gated(self, gate: f32, up: f32) -> f32 {
+        match self {
+            ActivationKind::ClampedSilu { limit, .. } => {
+                self.apply(gate) * (up.clamp(-limit, limit) + 1.0)
+            }
+            _ => self.apply(gate) * up,
+        }
+    }
+
+    /// The name `moe info` and the errors print.
+    pub fn name(self) -> String {
+        match self {
+            ActivationKind::Silu => "silu".into(),
+            ActivationKind::GeluTanh => "gelu (tanh)".into(),
+            ActivationKind::ClampedSilu { alpha, limit } => {
+                format!("clamped silu (alpha {alpha}, limit {limit})")
+            }
         }
     }
 }
@@ -219,8 +257,9 @@ impl ActivationKind {
 /// An expert MLP's activation: the nonlinearity and whether it is gated.
 ///
 /// Gated experts have a fused gate-up projection `[2I, H]` (gate rows first, then up rows) and compute
-/// `act(gate) * up`; non-gated (Switch-style) experts have an up projection `[I, H]` and compute `act(up)`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// `act(gate) * up` ([`ActivationKind::gated`]); non-gated (Switch-style) experts have an up projection
+/// `[I, H]` and compute `act(up)`.
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Activation {
     /// The nonlinearity.
     pub kind: ActivationKind,
@@ -248,6 +287,27 @@ impl Activation {
         } else {
             i
         }
+    }
+}
+
+impl Activation {
+    /// Check the activation's parameters: [`ActivationKind::ClampedSilu`] is gated only, with a
+    /// finite `alpha` and a finite positive `limit`.
+    pub fn validate(self) -> Result<()> {
+        if let ActivationKind::ClampedSilu { alpha, limit } = self.kind {
+            if !self.gated {
+                return Err(MoeError::InvalidConfig(
+                    "the clamped SwiGLU is a gated activation".into(),
+                ));
+            }
+            if !alpha.is_finite() || !limit.is_finite() || limit <= 0.0 {
+                return Err(MoeError::InvalidConfig(format!(
+                    "the clamped SwiGLU needs a finite alpha and a finite positive limit, got \
+                     alpha {alpha}, limit {limit}"
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -335,6 +395,7 @@ impl MoeConfig {
                 )));
             }
         }
+        self.activation.validate()?;
         self.routing.validate()
     }
 
@@ -415,6 +476,25 @@ impl MoeConfig {
                 intermediate_size: 2048,
                 sigmoid_gate: false,
             }],
+        }
+    }
+
+    /// gpt-oss-20b: H 2880, I 2880, 32 experts, top-4, softmax over the chosen logits (softmax
+    /// renormalised), the clamped SwiGLU (alpha 1.702, limit 7.0). Its router and expert biases are
+    /// weights ([`MoeWeights::biases`](crate::cpu::layer::MoeWeights::biases)).
+    pub fn gpt_oss_20b() -> Self {
+        MoeConfig {
+            hidden_size: 2880,
+            intermediate_size: 2880,
+            routing: RoutingConfig::softmax_topk(32, 4, true),
+            activation: Activation {
+                kind: ActivationKind::ClampedSilu {
+                    alpha: 1.702,
+                    limit: 7.0,
+                },
+                gated: true,
+            },
+            shared_experts: vec![],
         }
     }
 

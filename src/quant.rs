@@ -7,6 +7,7 @@
 //! | FP8 block | e4m3 (`F8_E4M3`) | one per block of `block_rows x block_cols` (`weight_scale_inv`) | DeepSeek-V3/R1, Kimi-K2, GLM-4.5 FP8, Qwen3-FP8, MiniMax-M2 |
 //! | FP8 channel | e4m3 | one per output row (`weight_scale` `[N, 1]`) | compressed-tensors `strategy: channel` |
 //! | FP8 tensor | e4m3 | one per matrix (`weight_scale` `[1]` or `[]`) | compressed-tensors `strategy: tensor` |
+//! | MXFP4 | e2m1, two per byte (`U8` `*_blocks` `[.., N, K / 32, 16]`) | e8m0, one per 32 values along K (`U8` `*_scales` `[.., N, K / 32]`) | gpt-oss |
 //!
 //! Every format has the same dequantisation, `w[r][c] = decode(code[r][c]) * scale(r, c)`, and is
 //! kept in one representation, [`QuantExperts`]: the codes `[E, N, K]` and, for every row, one `f32`
@@ -23,6 +24,10 @@ use crate::view::{checked_mul, expect_len};
 pub enum CodeFormat {
     /// FP8 e4m3 (the `fn` variant: no infinities, `0x7f` and `0xff` are NaN), one code per byte.
     Fp8E4M3,
+    /// MXFP4's FP4 e2m1 ([`fp4_e2m1_to_f32`]), two codes per byte: value `2c` of a row in the low
+    /// nibble of its byte `c`, value `2c + 1` in the high nibble (as transformers'
+    /// `convert_moe_packed_tensors` unpacks gpt-oss); a row of odd `K` ends in a half-used byte.
+    Mxfp4E2M1,
 }
 
 impl CodeFormat {
@@ -30,7 +35,45 @@ impl CodeFormat {
     pub fn stored_name(self) -> &'static str {
         match self {
             CodeFormat::Fp8E4M3 => "F8_E4M3",
+            CodeFormat::Mxfp4E2M1 => "U8",
         }
+    }
+
+    /// The bytes of a row of `k` codes.
+    pub fn row_bytes(self, k: usize) -> usize {
+        match self {
+            CodeFormat::Fp8E4M3 => k,
+            CodeFormat::Mxfp4E2M1 => k.div_ceil(2),
+        }
+    }
+
+    /// A short name for messages and `moe info` (`FP8 e4m3`, `MXFP4 e2m1`).
+    pub fn name(self) -> &'static str {
+        match self {
+            CodeFormat::Fp8E4M3 => "FP8 e4m3",
+            CodeFormat::Mxfp4E2M1 => "MXFP4 e2m1",
+        }
+    }
+}
+
+/// The value of an FP4 e2m1 code (the low 4 bits of `code`): sign (bit 3), 2 exponent bits
+/// (bias 1), 1 mantissa bit; codes 0..7 are `0, 0.5, 1, 1.5, 2, 3, 4, 6`, codes 8..15 their
+/// negatives (8 is `-0`).
+pub fn fp4_e2m1_to_f32(code: u8) -> f32 {
+    const E2M1: [f32; 16] = [
+        0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0,
+    ];
+    E2M1[(code & 0xf) as usize]
+}
+
+/// The value of an e8m0 scale (MXFP4's): `2^(code - 127)`, exact in `f32` (code 0 is the
+/// subnormal `2^-127`); code 255, NaN in the OCP MX spec and `2^128` in transformers, is `+inf`
+/// here, which [`QuantExperts::new`] refuses as a bad scale.
+pub fn e8m0_to_f32(code: u8) -> f32 {
+    match code {
+        0 => f32::from_bits(1 << 22),
+        255 => f32::INFINITY,
+        c => f32::from_bits(u32::from(c) << 23),
     }
 }
 
@@ -68,7 +111,7 @@ static FP8_E4M3: [f32; 256] = {
 
 /// A stack of `E` quantized matrices `[E, N, K]` (a layer's routed experts' gate-up or down
 /// projections, or one shared expert's as `E = 1`), with a scale per row and group of `group`
-/// columns. See the module docs.
+/// columns. See the module docs. Each row's codes take [`CodeFormat::row_bytes`] bytes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct QuantExperts {
     format: CodeFormat,
@@ -81,8 +124,8 @@ pub struct QuantExperts {
 }
 
 impl QuantExperts {
-    /// Codes `[E, N, K]` and scales `[E, N, ceil(K / group)]`, checked: the lengths, `group >= 1`, and
-    /// every scale finite and positive ([`MoeError::BadScale`] otherwise).
+    /// Codes `[E, N, row_bytes(K)]` and scales `[E, N, ceil(K / group)]`, checked: the lengths,
+    /// `group >= 1`, and every scale finite and positive ([`MoeError::BadScale`] otherwise).
     pub fn new(
         format: CodeFormat,
         [experts, n, k]: [usize; 3],
@@ -95,7 +138,11 @@ impl QuantExperts {
                 "a quantization scale group of 0 columns".into(),
             ));
         }
-        expect_len("quantized codes", codes.len(), &[experts, n, k])?;
+        expect_len(
+            "quantized codes",
+            codes.len(),
+            &[experts, n, format.row_bytes(k)],
+        )?;
         expect_len(
             "quantization scales",
             scales.len(),
@@ -128,7 +175,7 @@ impl QuantExperts {
         self.group
     }
 
-    /// The codes `[E, N, K]`.
+    /// The codes `[E, N, row_bytes(K)]`.
     pub fn codes(&self) -> &[u8] {
         &self.codes
     }
@@ -142,10 +189,17 @@ impl QuantExperts {
     #[inline]
     pub fn row_into(&self, e: usize, j: usize, out: &mut [f32]) {
         let row = e * self.n + j;
-        let codes = &self.codes[row * self.k..(row + 1) * self.k];
+        let bytes = self.format.row_bytes(self.k);
+        let codes = &self.codes[row * bytes..(row + 1) * bytes];
         let groups = self.k.div_ceil(self.group);
         let scales = &self.scales[row * groups..(row + 1) * groups];
         match self.format {
+            CodeFormat::Mxfp4E2M1 => {
+                for (c, o) in out[..self.k].iter_mut().enumerate() {
+                    let nibble = codes[c / 2] >> (4 * (c % 2));
+                    *o = fp4_e2m1_to_f32(nibble) * scales[c / self.group];
+                }
+            }
             CodeFormat::Fp8E4M3 => {
                 for ((o, c), &s) in out
                     .chunks_mut(self.group)
@@ -247,5 +301,28 @@ mod tests {
         assert_eq!(fp8_e4m3_to_f32(0x38), 1.0);
         assert_eq!(fp8_e4m3_to_f32(0x01), 2f32.powi(-9));
         assert!(fp8_e4m3_to_f32(0x7f).is_nan() && fp8_e4m3_to_f32(0xff).is_nan());
+    }
+
+    #[test]
+    fn mxfp4_codes_and_scales() {
+        assert_eq!(fp4_e2m1_to_f32(0x7), 6.0);
+        assert_eq!(fp4_e2m1_to_f32(0x8).to_bits(), (-0.0f32).to_bits());
+        assert_eq!(fp4_e2m1_to_f32(0xf1), 0.5);
+        assert_eq!(e8m0_to_f32(127), 1.0);
+        assert_eq!(e8m0_to_f32(0), 2f32.powi(-127));
+        assert_eq!(e8m0_to_f32(254), 2f32.powi(127));
+        assert_eq!(e8m0_to_f32(255), f32::INFINITY);
+        // One row of 3 values (a half-used last byte): low nibble first.
+        let q = QuantExperts::new(
+            CodeFormat::Mxfp4E2M1,
+            [1, 1, 3],
+            32,
+            vec![0x9f, 0x03],
+            vec![4.0],
+        )
+        .unwrap();
+        let mut row = [0f32; 3];
+        q.row_into(0, 0, &mut row);
+        assert_eq!(row, [-24.0, -2.0, 6.0]);
     }
 }

@@ -37,6 +37,7 @@ fn small_weights() -> MoeWeights<f32> {
     };
     MoeWeights {
         router: fill(4 * 4),
+        biases: None,
         correction_bias: None,
         gate_up: fill(4 * 6 * 4),
         down: fill(4 * 4 * 3),

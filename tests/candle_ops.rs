@@ -426,6 +426,7 @@ fn block_matches_oracle_on(rng: &mut StdRng, dev: &Device) {
         let f32_values = |t: &Tensor| f64_values(t).iter().map(|&v| v as f32).collect();
         let w32 = MoeWeights {
             router: f32_values(&router),
+            biases: None,
             correction_bias: None,
             gate_up: f32_values(&gate_up),
             down: f32_values(&down),

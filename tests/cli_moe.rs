@@ -53,6 +53,7 @@ fn conv<W: Element>(v: &[f32]) -> Vec<W> {
 fn weights_as<W: Element>(w: &MoeWeights<f32>) -> MoeWeights<W> {
     MoeWeights {
         router: conv(&w.router),
+        biases: w.biases.clone(),
         correction_bias: w.correction_bias.clone(),
         gate_up: conv(&w.gate_up),
         down: conv(&w.down),
@@ -234,6 +235,41 @@ fn run_dbrx() {
 #[test]
 fn run_phimoe() {
     run_family(ModelFamily::Phimoe);
+}
+#[test]
+fn run_gpt_oss() {
+    run_family(ModelFamily::GptOss);
+}
+
+/// gpt-oss on the GPU: `--device cuda` is refused in one line naming what the kernels lack (before
+/// any device is opened, so also without a GPU), and `--device auto` runs it on the CPU and says why.
+#[test]
+fn gpt_oss_on_the_gpu_is_refused() {
+    let mut rng = common::rng("gpt_oss_on_the_gpu_is_refused");
+    let m = TinyModel::new(&mut rng, ModelFamily::GptOss, DType::BF16, true);
+    let dir = m.write_temp("gpt-oss-gpu", 1);
+    let work = TempDir::new("gpt-oss-gpu-io");
+    let input = work.path().join("in.safetensors");
+    let output = work.path().join("out.safetensors");
+    write_input(&mut rng, &input, 3, DType::BF16);
+    let args = run_args(dir.path(), 0, &input, &output, "cuda");
+    expect_error(
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &output,
+        &[
+            "GPU kernels do not implement",
+            "router bias and expert biases",
+            "clamped SwiGLU",
+        ],
+    );
+    let args = run_args(dir.path(), 0, &input, &output, "auto");
+    let out = moe(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_ok(&out, "gpt_oss --device auto");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("on the CPU") && said.contains("clamped SwiGLU"),
+        "{said}"
+    );
 }
 
 /// `moe run --device cuda` (on the emulated GPU when there is no real one) gives the same routing
@@ -700,6 +736,14 @@ fn info_prints_settings_and_moe_layers() {
             &[
                 "sparse mixer, 2 experts (jitter_eps = 0.4)",
                 "top-2 per token",
+            ][..],
+        ),
+        (
+            ModelFamily::GptOss,
+            &[
+                "clamped silu (alpha 1.702, limit 7), gated",
+                "fused, transposed per expert, gate/up interleaved, with biases, under \
+                 model.layers.{L}.mlp",
             ][..],
         ),
     ] {

@@ -6,7 +6,8 @@
 mod common;
 
 use common::oracle::{self, Route};
-use moe_kernels::cpu::layer::{CpuMoeLayer, MoeWeights, SharedExpertWeights};
+use moe_kernels::cpu::fast::CpuBackend;
+use moe_kernels::cpu::layer::{CpuMoeLayer, MoeBiases, MoeWeights, SharedExpertWeights};
 use moe_kernels::{
     Activation, ActivationKind, Element, GroupScore, GroupedTopK, MatRef, MoeConfig, RoutingConfig,
     ScoringFunc, SharedExpertConfig,
@@ -23,8 +24,17 @@ fn random_weights<W: Element>(rng: &mut StdRng, cfg: &MoeConfig) -> MoeWeights<W
     let up = cfg.activation.up_rows(i);
     let conv = |v: Vec<f32>| v.into_iter().map(W::from_f32).collect::<Vec<W>>();
     let hs = 1.0 / (h as f32).sqrt();
+    // gpt-oss's biases for its clamped activation: the router's wide enough to change the choice,
+    // the gate-up's wide enough that both clamps bite.
+    let biases =
+        matches!(cfg.activation.kind, ActivationKind::ClampedSilu { .. }).then(|| MoeBiases {
+            router: common::uniform(rng, e, -1.0, 1.0),
+            gate_up: common::uniform(rng, e * up, -10.0, 10.0),
+            down: common::uniform(rng, e * h, -1.0, 1.0),
+        });
     MoeWeights {
         router: conv(common::randn(rng, e * h, hs)),
+        biases,
         correction_bias: cfg
             .routing
             .correction_bias
@@ -67,6 +77,15 @@ fn check_layer<X: Element, W: Element>(rng: &mut StdRng, cfg: &MoeConfig, t: usi
     let layer = CpuMoeLayer::new(cfg.clone(), weights.clone()).unwrap();
     let out = layer.forward(MatRef::new("x", &x, t, h).unwrap()).unwrap();
     assert_eq!(out.hidden.len(), t * h);
+    // Biased (gpt-oss) layers: the fast backend runs their GEMMs, the bias and activation are
+    // plain loops; the reference backend must give the same answer.
+    let reference = weights.biases.is_some().then(|| {
+        layer
+            .clone()
+            .with_backend(CpuBackend::Reference)
+            .forward(MatRef::new("x", &x, t, h).unwrap())
+            .unwrap()
+    });
 
     let r = &cfg.routing;
     let route = Route::of(r, weights.correction_bias.as_deref());
@@ -75,7 +94,14 @@ fn check_layer<X: Element, W: Element>(rng: &mut StdRng, cfg: &MoeConfig, t: usi
     let mut want = vec![0f64; t * h];
     for tok in 0..t {
         let xt = &x64[tok * h..(tok + 1) * h];
-        let o = oracle::route_row(&route, &oracle::matvec(&router, e, h, xt));
+        let mut logits = oracle::matvec(&router, e, h, xt);
+        if let Some(b) = &weights.biases {
+            logits
+                .iter_mut()
+                .zip(&b.router)
+                .for_each(|(l, &b)| *l += b as f64);
+        }
+        let o = oracle::route_row(&route, &logits);
         let ids: Vec<usize> = out.routing.ids[tok * k..(tok + 1) * k]
             .iter()
             .map(|&v| v as usize)
@@ -102,6 +128,15 @@ fn check_layer<X: Element, W: Element>(rng: &mut StdRng, cfg: &MoeConfig, t: usi
         &want,
         tol,
     );
+    if let Some(r) = reference {
+        assert_eq!(r.routing, out.routing);
+        common::assert_close(
+            &format!("reference backend, layer T={t} {}", X::DTYPE),
+            &common::el64(&r.hidden),
+            &want,
+            tol,
+        );
+    }
 }
 
 /// Each family's routing, activation and shared experts, at small odd sizes.
@@ -113,6 +148,7 @@ fn family_configs() -> Vec<MoeConfig> {
         MoeConfig::deepseek_v2_lite(),
         MoeConfig::deepseek_v3(),
         MoeConfig::olmoe_1b_7b(),
+        MoeConfig::gpt_oss_20b(),
     ]
     .into_iter()
     .map(|mut c| {

@@ -977,11 +977,13 @@ fn fp8_oracle<T: Element>(
                 GemmEpilogue::Store => out.extend(acc),
                 GemmEpilogue::Activation(a) => {
                     let f = |v: f64| match a.kind {
-                        ActivationKind::Silu => common::oracle::silu(v),
                         ActivationKind::GeluTanh => common::oracle::gelu_tanh(v),
+                        _ => common::oracle::silu(v),
                     };
                     if a.gated {
-                        out.extend((0..cols).map(|j| f(acc[j]) * acc[cols + j]));
+                        out.extend(
+                            (0..cols).map(|j| common::oracle::gated(a.kind, acc[j], acc[cols + j])),
+                        );
                     } else {
                         out.extend(acc.into_iter().map(f));
                     }

@@ -506,3 +506,48 @@ fn sanitizer_smoke() {
     };
     check_layer::<bf16>(&dev, &mut rng, &odd, 2, true);
 }
+
+/// What the kernels lack is refused at upload with a typed error naming it, never run wrong:
+/// gpt-oss's router and expert biases, and its clamped SwiGLU (each alone, and together).
+#[test]
+fn gpt_oss_features_are_refused() {
+    let Some(dev) = device("gpt_oss_features_are_refused") else {
+        return;
+    };
+    let mut rng = common::rng("gpt_oss_features_are_refused");
+    let gpt_oss = common::scaled(MoeConfig::gpt_oss_20b(), 64, 32);
+    let plain = common::scaled(MoeConfig::qwen3_30b_a3b(), 64, 32);
+    let mut with_biases = common::random_layer_weights::<bf16>(&mut rng, &plain, false);
+    let (e, i, h) = (plain.routing.num_experts, 32, 64);
+    with_biases.biases = Some(moe_kernels::cpu::layer::MoeBiases {
+        router: vec![0.5; e],
+        gate_up: vec![0.5; e * 2 * i],
+        down: vec![0.5; e * h],
+    });
+    let mut plain_gpt_oss = common::random_layer_weights::<bf16>(&mut rng, &gpt_oss, false);
+    plain_gpt_oss.biases = None;
+    let mut both = plain_gpt_oss.clone();
+    both.biases = Some(moe_kernels::cpu::layer::MoeBiases {
+        router: vec![0.5; gpt_oss.routing.num_experts],
+        gate_up: vec![0.5; gpt_oss.routing.num_experts * 2 * i],
+        down: vec![0.5; gpt_oss.routing.num_experts * h],
+    });
+    for (cfg, w, needles) in [
+        (&plain, &with_biases, &["router bias and expert biases"][..]),
+        (&gpt_oss, &plain_gpt_oss, &["clamped SwiGLU"][..]),
+        (
+            &gpt_oss,
+            &both,
+            &["router bias and expert biases", "clamped SwiGLU"][..],
+        ),
+    ] {
+        match GpuMoeLayer::<bf16>::upload(&dev, cfg, w) {
+            Err(MoeError::Unsupported(m)) => {
+                for n in needles {
+                    assert!(m.contains(n), "`{m}` lacks `{n}`");
+                }
+            }
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+    }
+}

@@ -8,7 +8,7 @@ mod common;
 mod hf_util;
 
 use hf_util::{TempDir, TinyModel};
-use moe_kernels::config::{GroupScore, GroupedTopK, MoeConfig, ScoringFunc};
+use moe_kernels::config::{ActivationKind, GroupScore, GroupedTopK, MoeConfig, ScoringFunc};
 use moe_kernels::hf::{HfModel, ModelFamily};
 use moe_kernels::DType;
 use serde_json::{json, Value};
@@ -291,6 +291,25 @@ fn cases(rng: &mut rand::rngs::StdRng) -> Vec<Case> {
         want,
         moe_layers: vec![0, 1],
     });
+
+    // gpt-oss: router and expert biases, the clamped SwiGLU on interleaved gate/up columns; the
+    // released alpha and limit (alpha from its default), and other values read from the config
+    // (a tighter limit, so the clamps bite more often).
+    out.push(as_is(rng, "gpt_oss", ModelFamily::GptOss, vec![0, 1]));
+    let mut m = TinyModel::new(rng, ModelFamily::GptOss, DType::F32, true);
+    m.config["swiglu_limit"] = json!(3.0);
+    m.config["swiglu_alpha"] = json!(1.25);
+    m.moe.activation.kind = ActivationKind::ClampedSilu {
+        alpha: 1.25,
+        limit: 3.0,
+    };
+    let want = m.moe.clone();
+    out.push(Case {
+        name: "gpt_oss swiglu_alpha 1.25, swiglu_limit 3",
+        model: m,
+        want,
+        moe_layers: vec![0, 1],
+    });
     out
 }
 
@@ -380,10 +399,10 @@ fn minimax_m2_extra_keys_and_unknown_types() {
     let msg = parse(&c).unwrap_err().to_string();
     assert!(msg.contains("num_experts_per_tok"), "{msg}");
     let mut c = m.config.clone();
-    c["model_type"] = json!("gpt_oss");
+    c["model_type"] = json!("gpt_oss_next");
     let msg = parse(&c).unwrap_err().to_string();
     assert!(
-        msg.contains("gpt_oss") && msg.contains("minimax_m2") && msg.contains("qwen3_next"),
+        msg.contains("gpt_oss_next") && msg.contains("minimax_m2") && msg.contains("qwen3_next"),
         "{msg}"
     );
 }

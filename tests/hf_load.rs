@@ -441,6 +441,7 @@ fn to_bf16(v: &[f32]) -> Vec<bf16> {
 fn weights_bf16(w: &MoeWeights<f32>) -> MoeWeights<bf16> {
     MoeWeights {
         router: to_bf16(&w.router),
+        biases: w.biases.clone(),
         correction_bias: w.correction_bias.clone(),
         gate_up: to_bf16(&w.gate_up),
         down: to_bf16(&w.down),
@@ -488,6 +489,7 @@ fn load_every_family_and_layout() {
                 let layout = match (family, m.fused) {
                     (ModelFamily::Llama4, true) => ExpertLayout::FusedTransposed,
                     (ModelFamily::Dbrx, _) => ExpertLayout::Stacked2d,
+                    (ModelFamily::GptOss, _) => ExpertLayout::FusedTransposedInterleaved,
                     (_, true) => ExpertLayout::Fused,
                     (_, false) => ExpertLayout::PerExpert,
                 };

@@ -111,6 +111,7 @@ fn oracle_weights(m: &TinyModel, l: usize, block: Option<[usize; 2]>) -> MoeWeig
         .collect();
     MoeWeights {
         router: plain.router.clone(),
+        biases: None,
         correction_bias: plain.correction_bias.clone(),
         gate_up: f32s(gate_up),
         down: f32s(down),
@@ -352,7 +353,7 @@ fn fp8_errors_are_typed() {
         HfModelConfig::from_json_str(&c.to_string())
     };
     for q in [
-        json!({"quant_method": "mxfp4"}),
+        json!({"quant_method": "awq", "bits": 4}),
         json!({"quant_method": "gptq", "bits": 4}),
         json!({"quant_method": "fp8", "fmt": "e5m2"}),
         json!({"quant_method": "compressed-tensors", "config_groups": {"g": {"weights":

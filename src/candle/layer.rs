@@ -280,6 +280,7 @@ impl MoeBlock {
         with_element!("router weight", dtype, W => {
             let weights = MoeWeights::<W> {
                 router: host_vec(router)?,
+                biases: None,
                 correction_bias: None,
                 gate_up: host_vec(gate_up)?,
                 down: host_vec(down)?,

@@ -15,7 +15,7 @@ pub(crate) fn activate_row<Y: Element>(act: Activation, up: &[f32], out: &mut [Y
     if act.gated {
         let (gate, up) = up.split_at(i);
         for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
-            *o = Y::from_f32(act.kind.apply(g) * u);
+            *o = Y::from_f32(act.kind.gated(g, u));
         }
     } else {
         for (o, &u) in out.iter_mut().zip(up) {

@@ -59,8 +59,9 @@ pub trait ExpertRows: Sync {
     /// Row `j` of expert `e` as `f32` into `out` (`K` values).
     fn row_into(&self, e: usize, j: usize, out: &mut [f32]);
 
-    /// The stored weights, for the fast backend's kernels ([`super::fast`]).
-    fn source(&self) -> WeightSource<'_>;
+    /// The stored weights, for the fast backend's kernels ([`super::fast`]); `None` for a storage
+    /// they do not read (MXFP4), on which the fast backend runs the reference GEMM.
+    fn source(&self) -> Option<WeightSource<'_>>;
 }
 
 impl<W: Element> ExpertRows for ExpertsRef<'_, W> {
@@ -75,8 +76,8 @@ impl<W: Element> ExpertRows for ExpertsRef<'_, W> {
         }
     }
 
-    fn source(&self) -> WeightSource<'_> {
-        WeightSource::plain(self.data())
+    fn source(&self) -> Option<WeightSource<'_>> {
+        Some(WeightSource::plain(self.data()))
     }
 }
 
@@ -90,13 +91,14 @@ impl ExpertRows for QuantExperts {
         QuantExperts::row_into(self, e, j, out)
     }
 
-    fn source(&self) -> WeightSource<'_> {
+    fn source(&self) -> Option<WeightSource<'_>> {
         match self.format() {
-            CodeFormat::Fp8E4M3 => WeightSource::Fp8E4M3 {
+            CodeFormat::Fp8E4M3 => Some(WeightSource::Fp8E4M3 {
                 codes: self.codes(),
                 scales: self.scales(),
                 group: self.group(),
-            },
+            }),
+            CodeFormat::Mxfp4E2M1 => None,
         }
     }
 }
@@ -111,7 +113,7 @@ impl<R: ExpertRows + ?Sized> ExpertRows for &R {
         (**self).row_into(e, j, out)
     }
 
-    fn source(&self) -> WeightSource<'_> {
+    fn source(&self) -> Option<WeightSource<'_>> {
         (**self).source()
     }
 }

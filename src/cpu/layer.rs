@@ -41,6 +41,7 @@ impl ExpertStorage for QuantExperts {
     }
 }
 
+use super::activation::activate_row;
 use super::combine::combine;
 use super::fast::CpuBackend;
 use super::gemm::ExpertRows;
@@ -74,6 +75,23 @@ pub struct MoeWeights<W, S = Vec<W>> {
     pub down: S,
     /// Shared experts, one per entry of [`MoeConfig::shared_experts`].
     pub shared: Vec<SharedExpertWeights<W, S>>,
+    /// The router's and routed experts' biases (gpt-oss), `None` for the families without.
+    pub biases: Option<MoeBiases>,
+}
+
+/// gpt-oss's biases, in `f32`: the router's, and the routed experts' projections' (for one rank
+/// of an expert-parallel layer, of its local experts, like its `gate_up` and `down`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct MoeBiases {
+    /// Router bias `[E]`, added to the router logits: it changes both which experts are chosen and
+    /// their weights (unlike a score correction bias).
+    pub router: Vec<f32>,
+    /// Routed experts' gate-up bias `[E, 2I]` (gate half first, like `gate_up`'s rows; `[E, I]` when
+    /// the activation is not gated), added to the projection before the activation.
+    pub gate_up: Vec<f32>,
+    /// Routed experts' down bias `[E, H]`, added to each expert's output before its routing weight
+    /// multiplies it.
+    pub down: Vec<f32>,
 }
 
 /// The output of a forward pass.
@@ -155,7 +173,8 @@ impl<W: Element, S: ExpertStorage> CpuMoeLayer<W, S> {
         &self.weights
     }
 
-    /// Router logits `[T, E]` for hidden states `x` `[T, H]`.
+    /// Router logits `[T, E]` for hidden states `x` `[T, H]`, with the router bias added when the
+    /// weights have one.
     pub fn router_logits<X: Element>(&self, x: MatRef<'_, X>) -> Result<Vec<f32>> {
         let (e, h) = (self.config.routing.num_experts, self.config.hidden_size);
         x.expect_shape("hidden states", x.rows(), h)?;
@@ -166,6 +185,13 @@ impl<W: Element, S: ExpertStorage> CpuMoeLayer<W, S> {
             w,
             &mut MatMut::new("router logits", &mut logits, x.rows(), e)?,
         )?;
+        if let Some(b) = &self.weights.biases {
+            for row in logits.chunks_mut(e) {
+                for (l, &b) in row.iter_mut().zip(&b.router) {
+                    *l += b;
+                }
+            }
+        }
         Ok(logits)
     }
 
@@ -181,7 +207,7 @@ impl<W: Element, S: ExpertStorage> CpuMoeLayer<W, S> {
         self.forward_with_logits(x, logits)
     }
 
-    /// The forward from caller-given router logits `[T, E]`.
+    /// The forward from caller-given router logits `[T, E]` (including the router bias, if any).
     pub fn forward_with_logits<X: Element>(
         &self,
         x: MatRef<'_, X>,
@@ -240,28 +266,15 @@ impl<W: Element, S: ExpertStorage> CpuMoeLayer<W, S> {
         }
         let gathered = MatRef::new("gathered activations", &gathered, rows, h)?;
 
-        let mut act = vec![X::default(); checked_mul(rows, i, "expert intermediate")?];
         let gate_up = self
             .weights
             .gate_up
             .rows("expert gate_up weights", [e, cfg.activation.up_rows(i), h])?;
-        self.backend.grouped_gemm_activation(
-            gathered,
-            offsets,
-            gate_up,
-            cfg.activation,
-            &mut MatMut::new("expert intermediate", &mut act, rows, i)?,
-        )?;
-        let act = MatRef::new("expert intermediate", &act, rows, i)?;
-
-        let mut down = vec![X::default(); checked_mul(rows, h, "expert outputs")?];
         let down_w = self.weights.down.rows("expert down weights", [e, h, i])?;
-        self.backend.grouped_gemm(
-            act,
-            offsets,
-            down_w,
-            &mut MatMut::new("expert outputs", &mut down, rows, h)?,
-        )?;
+        let down = match &self.weights.biases {
+            None => self.experts(gathered, offsets, gate_up, down_w)?,
+            Some(b) => self.biased_experts(gathered, offsets, gate_up, down_w, b)?,
+        };
 
         let adds_shared = self
             .expert_map
@@ -295,6 +308,101 @@ impl<W: Element, S: ExpertStorage> CpuMoeLayer<W, S> {
             &mut MatMut::new("output", &mut out, t, h)?,
         )?;
         Ok(out)
+    }
+}
+
+impl<W: Element, S: ExpertStorage> CpuMoeLayer<W, S> {
+    /// The routed experts' outputs `[rows, H]` on the gathered rows (grouped by `offsets`): the
+    /// up GEMM with the activation fused, then the down GEMM.
+    fn experts<X: Element>(
+        &self,
+        gathered: MatRef<'_, X>,
+        offsets: &[usize],
+        gate_up: impl ExpertRows,
+        down_w: impl ExpertRows,
+    ) -> Result<Vec<X>> {
+        let (rows, h, i) = (
+            gathered.rows(),
+            self.config.hidden_size,
+            self.config.intermediate_size,
+        );
+        let mut act = vec![X::default(); checked_mul(rows, i, "expert intermediate")?];
+        self.backend.grouped_gemm_activation(
+            gathered,
+            offsets,
+            gate_up,
+            self.config.activation,
+            &mut MatMut::new("expert intermediate", &mut act, rows, i)?,
+        )?;
+        let act = MatRef::new("expert intermediate", &act, rows, i)?;
+        let mut down = vec![X::default(); checked_mul(rows, h, "expert outputs")?];
+        self.backend.grouped_gemm(
+            act,
+            offsets,
+            down_w,
+            &mut MatMut::new("expert outputs", &mut down, rows, h)?,
+        )?;
+        Ok(down)
+    }
+
+    /// [`Self::experts`] with expert biases: each GEMM writes `f32`, its bias is added to the
+    /// `f32` values (before the activation, and before the rounding of the outputs), with the same
+    /// rounding points. The GEMMs run on the layer's backend; the bias and activation are plain
+    /// loops.
+    fn biased_experts<X: Element>(
+        &self,
+        gathered: MatRef<'_, X>,
+        offsets: &[usize],
+        gate_up: impl ExpertRows,
+        down_w: impl ExpertRows,
+        biases: &MoeBiases,
+    ) -> Result<Vec<X>> {
+        let (rows, h, i) = (
+            gathered.rows(),
+            self.config.hidden_size,
+            self.config.intermediate_size,
+        );
+        let up = self.config.activation.up_rows(i);
+        let mut gu = vec![0f32; checked_mul(rows, up, "expert gate_up outputs")?];
+        self.backend.grouped_gemm(
+            gathered,
+            offsets,
+            gate_up,
+            &mut MatMut::new("expert gate_up outputs", &mut gu, rows, up)?,
+        )?;
+        let mut act = vec![X::default(); checked_mul(rows, i, "expert intermediate")?];
+        for (ex, span) in offsets.windows(2).enumerate() {
+            let bias = &biases.gate_up[ex * up..(ex + 1) * up];
+            for r in span[0]..span[1] {
+                let row = &mut gu[r * up..(r + 1) * up];
+                for (v, &b) in row.iter_mut().zip(bias) {
+                    *v += b;
+                }
+                activate_row(self.config.activation, row, &mut act[r * i..(r + 1) * i]);
+            }
+        }
+        let act = MatRef::new("expert intermediate", &act, rows, i)?;
+        let mut y = vec![0f32; checked_mul(rows, h, "expert outputs")?];
+        self.backend.grouped_gemm(
+            act,
+            offsets,
+            down_w,
+            &mut MatMut::new("expert outputs", &mut y, rows, h)?,
+        )?;
+        let mut down = vec![X::default(); y.len()];
+        for (ex, span) in offsets.windows(2).enumerate() {
+            let bias = &biases.down[ex * h..(ex + 1) * h];
+            for r in span[0]..span[1] {
+                for ((o, &v), &b) in down[r * h..(r + 1) * h]
+                    .iter_mut()
+                    .zip(&y[r * h..(r + 1) * h])
+                    .zip(bias)
+                {
+                    *o = X::from_f32(v + b);
+                }
+            }
+        }
+        Ok(down)
     }
 }
 
@@ -355,6 +463,11 @@ pub(crate) fn check_rank_weights<W, S: ExpertStorage>(
         .gate_up
         .rows("expert gate_up weights", [local, up, h])?;
     weights.down.rows("expert down weights", [local, h, i])?;
+    if let Some(b) = &weights.biases {
+        expect_len("router bias", b.router.len(), &[e])?;
+        expect_len("expert gate_up bias", b.gate_up.len(), &[local, up])?;
+        expect_len("expert down bias", b.down.len(), &[local, h])?;
+    }
     match (&weights.correction_bias, config.routing.correction_bias) {
         (Some(b), true) => expect_len("correction bias", b.len(), &[e])?,
         (None, false) => {}
@@ -371,6 +484,27 @@ pub(crate) fn check_rank_weights<W, S: ExpertStorage>(
         }
     }
     check_shared(config, &weights.shared)
+}
+
+/// What the GPU kernels lack for `config` (with router and expert biases when `biases`): `Ok` when
+/// they can run it, else [`MoeError::Unsupported`] naming every missing feature. Every GPU and raw
+/// upload calls it, so no layer with these features runs there with a silently wrong answer.
+pub fn check_gpu_supported(config: &MoeConfig, biases: bool) -> Result<()> {
+    let mut missing = vec![];
+    if biases {
+        missing.push("router bias and expert biases".to_string());
+    }
+    if let crate::config::ActivationKind::ClampedSilu { .. } = config.activation.kind {
+        missing.push("the clamped SwiGLU activation".to_string());
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(MoeError::Unsupported(format!(
+            "the GPU kernels do not implement {} (gpt-oss); run this layer on the CPU",
+            missing.join(" or ")
+        )))
+    }
 }
 
 /// The summed output `[T, H]` (`f32`) of the shared experts of `cfg` on `x` `[T, H]`: for each shared

@@ -43,7 +43,7 @@ const SMALL_TILE_MAX_AVG_ROWS: usize = 16;
 const MEDIUM_TILE_MAX_AVG_ROWS: usize = 64;
 
 /// What the GEMM does with each `f32` accumulator tile before storing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum GemmEpilogue {
     /// `out[r, n] = acc[r, n]`; `out` is `[rows, N]`.
     Store,
@@ -548,7 +548,7 @@ impl GemmTileConfig {
 /// Everything [`plan_grouped_gemm`] decides from: element types, shape, epilogue, buffer lengths and
 /// the device addresses of the operands (whose alignment selects the fast path).
 #[doc(hidden)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct GemmRequest {
     /// Element type of `x` (and of `w` for [`GemmWeights::Input`]).
     pub input: DType,
@@ -646,17 +646,22 @@ fn kernel_name(tile: GemmTileConfig, types: Types, fp8: bool) -> &'static str {
     }
 }
 
-/// The ABI code of a nonlinearity (`MOE_ACTIVATION_*`).
-pub(crate) fn activation_abi(kind: ActivationKind) -> i32 {
+/// The ABI code of a nonlinearity (`MOE_ACTIVATION_*`), or [`MoeError::Unsupported`] for one the
+/// kernels lack.
+pub(crate) fn activation_abi(kind: ActivationKind) -> Result<i32> {
     match kind {
-        ActivationKind::Silu => abi::MOE_ACTIVATION_SILU,
-        ActivationKind::GeluTanh => abi::MOE_ACTIVATION_GELU_TANH,
+        ActivationKind::Silu => Ok(abi::MOE_ACTIVATION_SILU),
+        ActivationKind::GeluTanh => Ok(abi::MOE_ACTIVATION_GELU_TANH),
+        ActivationKind::ClampedSilu { .. } => Err(MoeError::Unsupported(format!(
+            "the GPU kernels do not implement the {} activation",
+            kind.name()
+        ))),
     }
 }
 
 /// The ABI codes of an epilogue: (`MOE_GEMM_EPILOGUE_*`, `MOE_ACTIVATION_*`).
-fn epilogue_abi(epilogue: GemmEpilogue) -> (i32, i32) {
-    match epilogue {
+fn epilogue_abi(epilogue: GemmEpilogue) -> Result<(i32, i32)> {
+    Ok(match epilogue {
         GemmEpilogue::Store => (abi::MOE_GEMM_EPILOGUE_STORE, abi::MOE_ACTIVATION_SILU),
         GemmEpilogue::Activation(a) => (
             if a.gated {
@@ -664,9 +669,9 @@ fn epilogue_abi(epilogue: GemmEpilogue) -> (i32, i32) {
             } else {
                 abi::MOE_GEMM_EPILOGUE_ACTIVATION
             },
-            activation_abi(a.kind),
+            activation_abi(a.kind)?,
         ),
-    }
+    })
 }
 
 fn to_i64(v: usize, what: &str) -> Result<i64> {
@@ -781,7 +786,7 @@ pub fn plan_grouped_gemm(req: &GemmRequest) -> Result<Option<GemmLaunchPlan>> {
             GemmTileConfig::Large
         }
     };
-    let (epilogue, activation) = epilogue_abi(req.epilogue);
+    let (epilogue, activation) = epilogue_abi(req.epilogue)?;
     Ok(Some(GemmLaunchPlan {
         tile,
         kernel: kernel_name(tile, types, fp8),
@@ -845,11 +850,11 @@ mod tests {
     #[test]
     fn epilogue_codes() {
         assert_eq!(
-            epilogue_abi(GemmEpilogue::Store).0,
+            epilogue_abi(GemmEpilogue::Store).unwrap().0,
             abi::MOE_GEMM_EPILOGUE_STORE
         );
         assert_eq!(
-            epilogue_abi(GemmEpilogue::Activation(Activation::GEGLU)),
+            epilogue_abi(GemmEpilogue::Activation(Activation::GEGLU)).unwrap(),
             (abi::MOE_GEMM_EPILOGUE_GATED, abi::MOE_ACTIVATION_GELU_TANH)
         );
         let plain = Activation {
@@ -857,8 +862,19 @@ mod tests {
             gated: false,
         };
         assert_eq!(
-            epilogue_abi(GemmEpilogue::Activation(plain)),
+            epilogue_abi(GemmEpilogue::Activation(plain)).unwrap(),
             (abi::MOE_GEMM_EPILOGUE_ACTIVATION, abi::MOE_ACTIVATION_SILU)
         );
+        let clamped = Activation {
+            kind: ActivationKind::ClampedSilu {
+                alpha: 1.702,
+                limit: 7.0,
+            },
+            gated: true,
+        };
+        assert!(matches!(
+            epilogue_abi(GemmEpilogue::Activation(clamped)),
+            Err(MoeError::Unsupported(_))
+        ));
     }
 }

@@ -3,7 +3,9 @@
 
 use super::{Device, DeviceExpertMap, GpuElement};
 use crate::config::MoeConfig;
-use crate::cpu::layer::{check_rank_weights, check_weights, ExpertStorage, MoeWeights};
+use crate::cpu::layer::{
+    check_gpu_supported, check_rank_weights, check_weights, ExpertStorage, MoeWeights,
+};
 use crate::error::Result;
 use crate::expert_map::ExpertMap;
 use crate::quant::{CodeFormat, QuantExperts};
@@ -66,6 +68,11 @@ impl UploadExperts for QuantExperts {
                 scales: stream.clone_htod(self.scales())?,
                 group: self.group(),
             }),
+            CodeFormat::Mxfp4E2M1 => Err(crate::MoeError::Unsupported(
+                "the GPU kernels do not decode MXFP4 (e2m1 with e8m0 scales) experts; run them \
+                 on the CPU"
+                    .into(),
+            )),
         }
     }
 }
@@ -158,8 +165,10 @@ impl<T: GpuElement, S: GpuExpertStorage> GpuMoeWeights<T, S> {
     /// [`CpuMoeLayer::new`](crate::cpu::layer::CpuMoeLayer::new)) and copy them to `dev`, once.
     ///
     /// The copies wait for the host data (a pageable upload); do this at load time, not inside a
-    /// forward. Errors: the validation's [`MoeError`](crate::MoeError)s, or [`MoeError::Cuda`]
-    /// (for instance out of device memory).
+    /// forward. Errors: the validation's [`MoeError`](crate::MoeError)s,
+    /// [`MoeError::Unsupported`](crate::MoeError::Unsupported) for what the kernels lack (gpt-oss's
+    /// router and expert biases and clamped SwiGLU), or [`MoeError::Cuda`] (for instance out of
+    /// device memory).
     ///
     /// [`MoeError::Cuda`]: crate::MoeError::Cuda
     pub fn upload<H: UploadExperts<Gpu = S>>(
@@ -168,6 +177,7 @@ impl<T: GpuElement, S: GpuExpertStorage> GpuMoeWeights<T, S> {
         weights: &MoeWeights<T, H>,
     ) -> Result<Self> {
         check_weights(config, weights)?;
+        check_gpu_supported(config, weights.biases.is_some())?;
         Self::copy(dev, config, weights, None)
     }
 
@@ -182,6 +192,7 @@ impl<T: GpuElement, S: GpuExpertStorage> GpuMoeWeights<T, S> {
         expert_map: &ExpertMap,
     ) -> Result<Self> {
         check_rank_weights(config, weights, Some(expert_map))?;
+        check_gpu_supported(config, weights.biases.is_some())?;
         let map = DeviceExpertMap::upload(dev, expert_map)?;
         Self::copy(dev, config, weights, Some(map))
     }

@@ -122,11 +122,18 @@ pub enum ModelFamily {
     /// `phimoe` (Phi-3.5-MoE): Mixtral's keys with the sparse mixer router
     /// ([`ScoringFunc::SparseMixer`], `router_jitter_noise`), two experts per token.
     Phimoe,
+    /// `gpt_oss`: `mlp` with `router.weight` and a router bias `router.bias` (added to the logits),
+    /// top-k of the logits then a softmax over the chosen; the experts fused and transposed with
+    /// gate and up columns interleaved (`experts.gate_up_proj` `[E, H, 2I]`, `down_proj`
+    /// `[E, I, H]`), with biases, and the clamped SwiGLU ([`ActivationKind::ClampedSilu`],
+    /// `swiglu_alpha` 1.702 and `swiglu_limit` 7.0 by default). The experts in bf16 or in MXFP4
+    /// (`*_blocks`, `*_scales`).
+    GptOss,
 }
 
 impl ModelFamily {
     /// Every family, in a fixed order.
-    pub const ALL: [ModelFamily; 13] = [
+    pub const ALL: [ModelFamily; 14] = [
         ModelFamily::Mixtral,
         ModelFamily::Qwen2Moe,
         ModelFamily::Qwen3Moe,
@@ -140,6 +147,7 @@ impl ModelFamily {
         ModelFamily::Llama4,
         ModelFamily::Dbrx,
         ModelFamily::Phimoe,
+        ModelFamily::GptOss,
     ];
 
     /// The `model_type` string of the family's reference model (`mixtral`, `qwen2_moe`, ...).
@@ -158,6 +166,7 @@ impl ModelFamily {
             ModelFamily::Llama4 => "llama4",
             ModelFamily::Dbrx => "dbrx",
             ModelFamily::Phimoe => "phimoe",
+            ModelFamily::GptOss => "gpt_oss",
         }
     }
 
@@ -183,6 +192,7 @@ impl ModelFamily {
             "llama4" | "llama4_text" => Some(ModelFamily::Llama4),
             "dbrx" => Some(ModelFamily::Dbrx),
             "phimoe" => Some(ModelFamily::Phimoe),
+            "gpt_oss" => Some(ModelFamily::GptOss),
             _ => None,
         }
     }
@@ -192,7 +202,9 @@ impl ModelFamily {
     /// for one), all accepted.
     pub fn expert_count_keys(self) -> &'static [&'static str] {
         match self {
-            ModelFamily::Mixtral | ModelFamily::MinimaxM2 => &["num_local_experts", "num_experts"],
+            ModelFamily::Mixtral | ModelFamily::MinimaxM2 | ModelFamily::GptOss => {
+                &["num_local_experts", "num_experts"]
+            }
             ModelFamily::GraniteMoe | ModelFamily::Llama4 | ModelFamily::Phimoe => {
                 &["num_local_experts"]
             }
@@ -404,9 +416,12 @@ pub struct HfModelConfig {
 ///   or `block` (`block_structure`), scales `<module>.weight_scale`.
 ///
 /// Either way `w = fp8(code) * scale`; the scale tensor's shape tells a block, channel or tensor
-/// scale apart (see [`quant`](crate::quant)). Activations stay in the layer's element type (a
-/// weight-only computation). Other methods (MXFP4, GPTQ, AWQ, int4 compressed-tensors, ...) are
-/// [`MoeError::UnsupportedModel`].
+/// scale apart (see [`quant`](crate::quant)).
+/// - `quant_method: "mxfp4"` (gpt-oss): the experts as e2m1 codes in `*_blocks` with e8m0 scales
+///   in `*_scales`, one per 32 values along the input.
+///
+/// Activations stay in the layer's element type (a weight-only computation). Other methods
+/// (GPTQ, AWQ, int4 compressed-tensors, ...) are [`MoeError::UnsupportedModel`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WeightQuant {
     /// `quant_method` as written.
@@ -427,8 +442,22 @@ impl WeightQuant {
         }
     }
 
+    /// How the codes encode values: MXFP4 for `mxfp4`, FP8 e4m3 otherwise.
+    pub fn format(&self) -> crate::quant::CodeFormat {
+        match self.method.as_str() {
+            "mxfp4" => crate::quant::CodeFormat::Mxfp4E2M1,
+            _ => crate::quant::CodeFormat::Fp8E4M3,
+        }
+    }
+
     /// A one-line description: the method and the scale layout.
     pub fn describe(&self) -> String {
+        if self.format() == crate::quant::CodeFormat::Mxfp4E2M1 {
+            return format!(
+                "{}, MXFP4 e2m1 codes (two per byte) with an e8m0 scale per 32 values",
+                self.method
+            );
+        }
         match self.block {
             Some([r, c]) => format!("{}, FP8 e4m3 with {r} x {c} block scales", self.method),
             None => format!(
@@ -440,6 +469,12 @@ impl WeightQuant {
 }
 
 impl HfModelConfig {
+    /// Whether the GPU kernels can run this model's MoE blocks: [`MoeError::Unsupported`] naming
+    /// what they lack (gpt-oss's biases and clamped SwiGLU), as the GPU upload would say.
+    pub fn gpu_support(&self) -> Result<()> {
+        crate::cpu::layer::check_gpu_supported(&self.moe, self.family == ModelFamily::GptOss)
+    }
+
     /// Parse `dir/config.json`, choosing the family from its `model_type`.
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
         Self::from_file(dir.as_ref().join("config.json"), None)
@@ -780,7 +815,17 @@ fn parse(text: &str, path: &Path, family_override: Option<ModelFamily>) -> Resul
         _ => f.str_opt("hidden_act")?.unwrap_or("silu"),
     }
     .to_string();
-    let act = activation(&hidden_act)?;
+    let act = match family {
+        // The experts' activation is fixed (`hidden_act` is not used by them): the clamped SwiGLU.
+        ModelFamily::GptOss => Activation {
+            kind: ActivationKind::ClampedSilu {
+                alpha: f.f32_opt("swiglu_alpha")?.unwrap_or(1.702),
+                limit: f.f32_opt("swiglu_limit")?.unwrap_or(7.0),
+            },
+            gated: true,
+        },
+        _ => activation(&hidden_act)?,
+    };
     let mut torch_dtype = None;
     for fields in [f, top] {
         for key in ["torch_dtype", "dtype"] {
@@ -941,6 +986,15 @@ fn parse(text: &str, path: &Path, family_override: Option<ModelFamily>) -> Resul
                 vec![],
                 LayerPlacement::Every,
             ),
+            // Top-k of the (biased) logits, then a softmax over the chosen: softmax top-k,
+            // renormalised.
+            ModelFamily::GptOss => (
+                f.usize_req_any(family.expert_count_keys())?,
+                f.usize_req("intermediate_size")?,
+                Rest::softmax(true),
+                vec![],
+                LayerPlacement::Every,
+            ),
             ModelFamily::Olmoe => (
                 f.usize_req_any(family.expert_count_keys())?,
                 f.usize_req("intermediate_size")?,
@@ -1079,7 +1133,7 @@ fn quantization(top: &Fields<'_>) -> Result<Option<WeightQuant>> {
     let unsupported = |what: String| {
         Err(MoeError::UnsupportedModel(format!(
             "{}: quantization {what} is not supported (supported: quant_method fp8 with fmt e4m3, \
-             and compressed-tensors with 8-bit float weights)",
+             compressed-tensors with 8-bit float weights, and mxfp4)",
             top.path.display()
         )))
     };
@@ -1161,6 +1215,11 @@ fn quantization(top: &Fields<'_>) -> Result<Option<WeightQuant>> {
                 None => Err(q.err("config_groups", "has no group with `weights`")),
             }
         }
+        "mxfp4" => Ok(Some(WeightQuant {
+            method: method.into(),
+            scale_name: "scales",
+            block: None,
+        })),
         "" => Err(q.err("quant_method", "is missing")),
         other => unsupported(format!("method `{other}`")),
     }

@@ -15,18 +15,22 @@
 //! | Llama 4 (`P = ...layers.{L}.feed_forward`) | `P.router.weight`; `P.experts.gate_up_proj`, `P.experts.down_proj` (each expert transposed); `P.shared_expert.*` | `[E, H]`; `[E, H, 2I]`, `[E, I, H]`; as DeepSeek's |
 //! | DBRX (`P = transformer.blocks.{L}.ffn`) | `P.router.layer.weight`; `P.experts.mlp.w1` (gate), `v1` (up), `w2` (down, each expert transposed) | `[E, H]`; `[E * I, H]` each |
 //! | Phi-3.5-MoE | Mixtral's | |
+//! | gpt-oss MXFP4 | `P.experts.gate_up_proj_blocks` / `_scales` (gate and up rows interleaved), `P.experts.down_proj_blocks` / `_scales` (`U8`); router and biases as below | `[E, 2I, H/32, 16]` / `[E, 2I, H/32]`, `[E, H, I/32, 16]` / `[E, H, I/32]` |
+//! | gpt-oss | `P.router.weight`, `P.router.bias`; `P.experts.gate_up_proj` (transposed, gate and up columns interleaved), `P.experts.down_proj` (transposed); `P.experts.gate_up_proj_bias`, `P.experts.down_proj_bias` | `[E, H]`, `[E]`; `[E, H, 2I]`, `[E, I, H]`; `[E, 2I]`, `[E, H]` |
 //!
 //! The per-expert gate and up projections are stacked into one `[2I, H]` matrix per expert, gate rows
-//! first, as [`MoeWeights::gate_up`] wants. The correction bias is always read as `f32`; everything else is
+//! first, as [`MoeWeights::gate_up`] wants. The correction bias and gpt-oss's biases are read as `f32`; everything else is
 //! converted to the weight type `W`.
 
 use super::checkpoint::Checkpoint;
 use super::config::{HfModelConfig, ModelFamily, WeightQuant};
 use crate::config::MoeConfig;
-use crate::cpu::layer::{CpuMoeLayer, ExpertStorage, MoeWeights, SharedExpertWeights};
+use crate::cpu::layer::{CpuMoeLayer, ExpertStorage, MoeBiases, MoeWeights, SharedExpertWeights};
 use crate::dtype::{DType, Element};
 use crate::error::{MoeError, Result};
-use crate::quant::{check_scales, expand_scales, CodeFormat, QuantExperts, StoredScales};
+use crate::quant::{
+    check_scales, e8m0_to_f32, expand_scales, CodeFormat, QuantExperts, StoredScales,
+};
 use crate::view::checked_mul;
 use std::path::{Path, PathBuf};
 
@@ -44,6 +48,18 @@ pub enum ExpertLayout {
     /// DBRX: three 2-D tensors with every expert's `I` rows stacked, `experts.mlp.w1` (gate),
     /// `v1` (up) and `w2` (down, each expert's transposed), all `[E * I, H]`.
     Stacked2d,
+    /// gpt-oss in bf16: Llama 4's transposed fused tensors with the gate and up columns
+    /// interleaved (`experts.gate_up_proj` `[E, H, 2I]`: column `2j` gate `j`, `2j + 1` up `j`;
+    /// `experts.down_proj` `[E, I, H]`), plus the biases `experts.gate_up_proj_bias` `[E, 2I]`
+    /// (interleaved the same way) and `experts.down_proj_bias` `[E, H]`.
+    FusedTransposedInterleaved,
+    /// gpt-oss in MXFP4 (`quant_method: mxfp4`): the experts in Linear orientation, gate and up
+    /// rows interleaved, as e2m1 codes `experts.gate_up_proj_blocks` `[E, 2I, H / 32, 16]` (`U8`,
+    /// two codes a byte, the low nibble first) with e8m0 scales `experts.gate_up_proj_scales`
+    /// `[E, 2I, H / 32]` (`U8`), and `experts.down_proj_blocks` `[E, H, I / 32, 16]` with
+    /// `experts.down_proj_scales` `[E, H, I / 32]`; the biases as in
+    /// [`ExpertLayout::FusedTransposedInterleaved`]. `H` and `I` must be multiples of 32.
+    Mxfp4Interleaved,
 }
 
 /// The resolved key names of one layer's MoE block in one checkpoint.
@@ -95,6 +111,12 @@ impl MoeBlockKeys {
         };
         keys.layout = if cfg.family == ModelFamily::Dbrx {
             ExpertLayout::Stacked2d
+        } else if cfg.family == ModelFamily::GptOss {
+            if ckpt.contains(&keys.mxfp4_gate_up()[0]) {
+                ExpertLayout::Mxfp4Interleaved
+            } else {
+                ExpertLayout::FusedTransposedInterleaved
+            }
         } else if !ckpt.contains(&keys.fused_gate_up()) {
             ExpertLayout::PerExpert
         } else if cfg.family == ModelFamily::Llama4 {
@@ -147,6 +169,27 @@ impl MoeBlockKeys {
             ModelFamily::GraniteMoe => format!("{}.output_linear.weight", self.prefix),
             _ => format!("{}.experts.down_proj", self.prefix),
         }
+    }
+
+    /// gpt-oss's router bias `[E]` (`P.router.bias`), gate-up bias `[E, 2I]`
+    /// (`P.experts.gate_up_proj_bias`, gate and up interleaved) and down bias `[E, H]`
+    /// (`P.experts.down_proj_bias`).
+    pub fn biases(&self) -> [String; 3] {
+        [
+            format!("{}.router.bias", self.prefix),
+            format!("{}.experts.gate_up_proj_bias", self.prefix),
+            format!("{}.experts.down_proj_bias", self.prefix),
+        ]
+    }
+
+    /// gpt-oss's MXFP4 gate-up codes and scales (`P.experts.gate_up_proj_blocks`, `_scales`).
+    pub fn mxfp4_gate_up(&self) -> [String; 2] {
+        ["blocks", "scales"].map(|n| format!("{}.experts.gate_up_proj_{n}", self.prefix))
+    }
+
+    /// gpt-oss's MXFP4 down codes and scales (`P.experts.down_proj_blocks`, `_scales`).
+    pub fn mxfp4_down(&self) -> [String; 2] {
+        ["blocks", "scales"].map(|n| format!("{}.experts.down_proj_{n}", self.prefix))
     }
 
     /// DBRX's stacked gate, up and down tensors `[E * I, H]` (`P.experts.mlp.w1`, `v1`, `w2`).
@@ -270,6 +313,30 @@ impl MoeBlockKeys {
                 (self.fused_gate_up(), vec![e, h, up]),
                 (self.fused_down(), vec![e, i, h]),
             ],
+            ExpertLayout::FusedTransposedInterleaved => {
+                let [router_bias, gate_up_bias, down_bias] = self.biases();
+                vec![
+                    (self.fused_gate_up(), vec![e, h, up]),
+                    (self.fused_down(), vec![e, i, h]),
+                    (router_bias, vec![e]),
+                    (gate_up_bias, vec![e, up]),
+                    (down_bias, vec![e, h]),
+                ]
+            }
+            ExpertLayout::Mxfp4Interleaved => {
+                let [router_bias, gate_up_bias, down_bias] = self.biases();
+                let [gu_blocks, gu_scales] = self.mxfp4_gate_up();
+                let [dn_blocks, dn_scales] = self.mxfp4_down();
+                vec![
+                    (gu_blocks, vec![e, up, h / MXFP4_GROUP, 16]),
+                    (gu_scales, vec![e, up, h / MXFP4_GROUP]),
+                    (dn_blocks, vec![e, h, i / MXFP4_GROUP, 16]),
+                    (dn_scales, vec![e, h, i / MXFP4_GROUP]),
+                    (router_bias, vec![e]),
+                    (gate_up_bias, vec![e, up]),
+                    (down_bias, vec![e, h]),
+                ]
+            }
             // Saturating: an absurd size then fails the shape check.
             ExpertLayout::Stacked2d => self
                 .stacked_2d()
@@ -303,7 +370,10 @@ impl MoeBlockKeys {
     /// gate-up projection).
     pub fn representative(&self) -> String {
         match self.layout {
-            ExpertLayout::Fused | ExpertLayout::FusedTransposed => self.fused_gate_up(),
+            ExpertLayout::Fused
+            | ExpertLayout::FusedTransposed
+            | ExpertLayout::FusedTransposedInterleaved => self.fused_gate_up(),
+            ExpertLayout::Mxfp4Interleaved => self.mxfp4_gate_up()[0].clone(),
             ExpertLayout::PerExpert => self.expert_gate(0),
             ExpertLayout::Stacked2d => self.stacked_2d()[0].clone(),
         }
@@ -311,11 +381,11 @@ impl MoeBlockKeys {
 }
 
 /// The router's name under the block prefix: `gate.weight`; Granite `router.layer.weight`,
-/// Hunyuan `gate.wg.weight`.
+/// Llama 4 and gpt-oss `router.weight`, Hunyuan `gate.wg.weight`.
 fn router_name(family: ModelFamily) -> &'static str {
     match family {
         ModelFamily::GraniteMoe | ModelFamily::Dbrx => "router.layer.weight",
-        ModelFamily::Llama4 => "router.weight",
+        ModelFamily::Llama4 | ModelFamily::GptOss => "router.weight",
         ModelFamily::HunyuanV1Moe => "gate.wg.weight",
         _ => "gate.weight",
     }
@@ -365,6 +435,15 @@ pub trait LoadExperts: ExpertStorage {
         shape: [usize; 3],
     ) -> Result<Self>;
 
+    /// These matrices `[experts, 2n, k]` with their rows interleaved (row `2j` of the first half,
+    /// `2j + 1` of the second: gpt-oss's gate and up) reordered into the crate's halves: each
+    /// expert's even rows, then its odd rows.
+    fn deinterleave_rows(self, shape: [usize; 3]) -> Result<Self>;
+
+    /// MXFP4 matrices `[experts, n, k]` from their codes `blocks` `[experts, n, k / 32, 16]` and
+    /// e8m0 scales `scales` `[experts, n, k / 32]`, both `U8` (`keys` `[blocks, scales]`).
+    fn load_mxfp4(ckpt: &Checkpoint, keys: [&str; 2], shape: [usize; 3]) -> Result<Self>;
+
     /// `keys` `[a, b]`, both stored with shape `stored` holding `[experts, n, k]`, as
     /// `[experts, 2n, k]`: each expert's `n` rows of `a`, then its `n` rows of `b`.
     fn load_interleaved(
@@ -384,6 +463,18 @@ fn quantized_layout(key: &str) -> MoeError {
 }
 
 impl<W: Element> LoadExperts for Vec<W> {
+    fn deinterleave_rows(self, [_, n, k]: [usize; 3]) -> Result<Self> {
+        Ok(deinterleave(&self, n, k))
+    }
+
+    fn load_mxfp4(_: &Checkpoint, _: [&str; 2], _: [usize; 3]) -> Result<Self> {
+        Err(MoeError::UnsupportedModel(
+            "the experts are quantized (mxfp4): load them as QuantExperts \
+             (HfModel::quantized_cpu_layer)"
+                .into(),
+        ))
+    }
+
     fn load_transposed(
         ckpt: &Checkpoint,
         quant: Option<&WeightQuant>,
@@ -453,6 +544,39 @@ impl<W: Element> LoadExperts for Vec<W> {
 }
 
 impl LoadExperts for QuantExperts {
+    fn deinterleave_rows(self, [e, n, k]: [usize; 3]) -> Result<Self> {
+        let format = self.format();
+        QuantExperts::new(
+            format,
+            [e, n, k],
+            self.group(),
+            deinterleave(self.codes(), n, format.row_bytes(k)),
+            deinterleave(self.scales(), n, k.div_ceil(self.group())),
+        )
+    }
+
+    fn load_mxfp4(
+        ckpt: &Checkpoint,
+        [blocks, scales]: [&str; 2],
+        [e, n, k]: [usize; 3],
+    ) -> Result<Self> {
+        let format = CodeFormat::Mxfp4E2M1;
+        let groups = k / MXFP4_GROUP;
+        let rows = checked_mul(e, n, "experts")?;
+        let mut codes = vec![0u8; checked_mul(rows, format.row_bytes(k), "experts")?];
+        ckpt.read_codes_into(
+            blocks,
+            &[e, n, groups, 16],
+            format.stored_name(),
+            &mut codes,
+        )?;
+        let mut raw = vec![0u8; checked_mul(rows, groups, "scales")?];
+        ckpt.read_codes_into(scales, &[e, n, groups], "U8", &mut raw)?;
+        let values: Vec<f32> = raw.into_iter().map(e8m0_to_f32).collect();
+        check_scales(scales, &values)?;
+        QuantExperts::new(format, [e, n, k], MXFP4_GROUP, codes, values)
+    }
+
     fn load_transposed(
         _: &Checkpoint,
         _: Option<&WeightQuant>,
@@ -484,7 +608,13 @@ impl LoadExperts for QuantExperts {
                 "the config has no quantization_config: the experts are plain weights".into(),
             ));
         };
-        let format = CodeFormat::Fp8E4M3;
+        let format = q.format();
+        if format != CodeFormat::Fp8E4M3 {
+            return Err(MoeError::UnsupportedModel(format!(
+                "{} experts are read from gpt-oss's *_blocks and *_scales tensors only",
+                format.name()
+            )));
+        }
         let group = q.block.map_or(k, |[_, cols]| cols);
         let rows = checked_mul(e, n, "experts")?;
         let mut codes = vec![0u8; checked_mul(rows, k, "experts")?];
@@ -510,6 +640,24 @@ impl LoadExperts for QuantExperts {
         })?;
         QuantExperts::new(format, [e, n, k], group, codes, scales)
     }
+}
+
+/// Values per e8m0 scale in MXFP4 (along the input dimension).
+const MXFP4_GROUP: usize = 32;
+
+/// `v`, matrices of `n` rows (`n` even) of `k` values each, with each matrix's even rows first,
+/// then its odd rows (gpt-oss's interleaved gate and up rows into the crate's gate and up halves;
+/// `k = 1` for its bias).
+fn deinterleave<T: Copy>(v: &[T], n: usize, k: usize) -> Vec<T> {
+    let mut out = Vec::with_capacity(v.len());
+    for m in v.chunks_exact(n * k) {
+        for parity in [0, 1] {
+            for row in m.chunks_exact(k).skip(parity).step_by(2) {
+                out.extend_from_slice(row);
+            }
+        }
+    }
+    out
 }
 
 /// Read the stored matrices `parts` one after another into consecutive chunks of `out`, each as
@@ -560,6 +708,14 @@ pub fn load_moe_weights<W: Element, S: LoadExperts>(
     let (h, i, e) = (m.hidden_size, m.intermediate_size, m.routing.num_experts);
     let up = m.activation.up_rows(i);
 
+    if keys.layout == ExpertLayout::Mxfp4Interleaved
+        && (h % MXFP4_GROUP != 0 || i % MXFP4_GROUP != 0)
+    {
+        return Err(MoeError::UnsupportedModel(format!(
+            "MXFP4 experts need hidden_size and intermediate_size that are multiples of \
+             {MXFP4_GROUP}, got {h} and {i}"
+        )));
+    }
     // Every tensor's stored shape is checked before anything is allocated: the config's sizes are
     // untrusted, and the buffers below are sized by them. Once the shapes match, every buffer is
     // bounded by the bytes the checkpoint's files really hold.
@@ -592,6 +748,27 @@ pub fn load_moe_weights<W: Element, S: LoadExperts>(
             S::load_transposed(ckpt, quant, &keys.fused_gate_up(), &[e, h, up], [e, up, h])?,
             S::load_transposed(ckpt, quant, &keys.fused_down(), &[e, i, h], [e, h, i])?,
         ),
+        ExpertLayout::FusedTransposedInterleaved => (
+            S::load_transposed(ckpt, quant, &keys.fused_gate_up(), &[e, h, up], [e, up, h])?
+                .deinterleave_rows([e, up, h])?,
+            S::load_transposed(ckpt, quant, &keys.fused_down(), &[e, i, h], [e, h, i])?,
+        ),
+        ExpertLayout::Mxfp4Interleaved => {
+            if quant.map(WeightQuant::format) != Some(CodeFormat::Mxfp4E2M1) {
+                return Err(MoeError::UnsupportedModel(
+                    "MXFP4 expert tensors (*_blocks, *_scales) need quantization_config with \
+                     quant_method mxfp4"
+                        .into(),
+                ));
+            }
+            let [gu_blocks, gu_scales] = keys.mxfp4_gate_up();
+            let [dn_blocks, dn_scales] = keys.mxfp4_down();
+            (
+                S::load_mxfp4(ckpt, [&gu_blocks, &gu_scales], [e, up, h])?
+                    .deinterleave_rows([e, up, h])?,
+                S::load_mxfp4(ckpt, [&dn_blocks, &dn_scales], [e, h, i])?,
+            )
+        }
         ExpertLayout::Stacked2d => {
             let [w1, v1, w2] = keys.stacked_2d();
             // The shapes were checked above, so e * i does not overflow.
@@ -660,12 +837,25 @@ pub fn load_moe_weights<W: Element, S: LoadExperts>(
         )));
     }
 
+    let biases = match keys.layout {
+        ExpertLayout::FusedTransposedInterleaved | ExpertLayout::Mxfp4Interleaved => {
+            let [router_bias, gate_up_bias, down_bias] = keys.biases();
+            Some(MoeBiases {
+                router: ckpt.read::<f32>(&router_bias, &[e])?,
+                gate_up: deinterleave(&ckpt.read::<f32>(&gate_up_bias, &[e, up])?, up, 1),
+                down: ckpt.read::<f32>(&down_bias, &[e, h])?,
+            })
+        }
+        _ => None,
+    };
+
     Ok(MoeWeights {
         router,
         correction_bias,
         gate_up,
         down,
         shared,
+        biases,
     })
 }
 

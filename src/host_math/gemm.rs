@@ -235,8 +235,10 @@ impl Fragments {
 }
 
 /// The nonlinearity as the kernels compute it (`kernels/activation.cuh`).
+///
+/// Panics for a nonlinearity the kernels lack ([`ActivationKind::ClampedSilu`]).
 pub fn activation(kind: ActivationKind, x: f32) -> f32 {
-    let kind = crate::gpu::gemm::activation_abi(kind);
+    let kind = crate::gpu::gemm::activation_abi(kind).expect("a nonlinearity the kernels compute");
     // SAFETY: a pure function of its scalar arguments.
     unsafe { moe_host_activation(kind, x) }
 }

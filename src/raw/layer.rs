@@ -598,6 +598,7 @@ unsafe fn expert_gemm(
 }
 
 fn check_weights(cfg: &MoeConfig, w: &RawLayerWeights) -> Result<()> {
+    crate::cpu::layer::check_gpu_supported(cfg, false)?;
     if w.correction_bias.is_some() != cfg.routing.correction_bias {
         return Err(MoeError::InvalidConfig(format!(
             "the correction bias must be given exactly when the routing config uses one ({})",

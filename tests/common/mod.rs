@@ -53,6 +53,7 @@ pub fn random_layer_weights<T: moe_kernels::Element>(
     }
     MoeWeights {
         router,
+        biases: None,
         correction_bias: cfg
             .routing
             .correction_bias
@@ -408,28 +409,54 @@ pub mod oracle {
             .collect()
     }
 
-    /// One expert MLP on one token: `down(act(gate) * up)` (gated) or `down(act(up))`.
+    /// The gated activation `act(gate) * up` in f64, written from each kind's definition
+    /// (gpt-oss's clamped SwiGLU: `(clamp(up, ±limit) + 1) * g * sigmoid(alpha g)`,
+    /// `g = min(gate, limit)`).
+    pub fn gated(kind: moe_kernels::ActivationKind, g: f64, u: f64) -> f64 {
+        use moe_kernels::ActivationKind as K;
+        match kind {
+            K::Silu => silu(g) * u,
+            K::GeluTanh => gelu_tanh(g) * u,
+            K::ClampedSilu { alpha, limit } => {
+                let (alpha, limit) = (alpha as f64, limit as f64);
+                let g = g.min(limit);
+                let u = u.clamp(-limit, limit);
+                (u + 1.0) * g / (1.0 + (-alpha * g).exp())
+            }
+        }
+    }
+
+    /// One expert MLP on one token: `down(act(gate) * up)` (gated) or `down(act(up))`, with the
+    /// expert's biases `(gate_up [up rows], down [h])` added to the projections when given.
     pub fn mlp(
         x: &[f64],
         gate_up: &[f64],
         down: &[f64],
         h: usize,
         i: usize,
-        gated: bool,
-        gelu: bool,
+        act: moe_kernels::Activation,
+        bias: Option<(&[f32], &[f32])>,
     ) -> Vec<f64> {
-        let act = |v: f64| if gelu { gelu_tanh(v) } else { silu(v) };
-        let up = matvec(gate_up, if gated { 2 * i } else { i }, h, x);
+        let mut up = matvec(gate_up, act.up_rows(i), h, x);
+        if let Some((b, _)) = bias {
+            up.iter_mut().zip(b).for_each(|(u, &b)| *u += b as f64);
+        }
         let mid: Vec<f64> = (0..i)
             .map(|j| {
-                if gated {
-                    act(up[j]) * up[i + j]
+                if act.gated {
+                    gated(act.kind, up[j], up[i + j])
+                } else if act.kind == moe_kernels::ActivationKind::GeluTanh {
+                    gelu_tanh(up[j])
                 } else {
-                    act(up[j])
+                    silu(up[j])
                 }
             })
             .collect();
-        matvec(down, h, i, &mid)
+        let mut y = matvec(down, h, i, &mid);
+        if let Some((_, b)) = bias {
+            y.iter_mut().zip(b).for_each(|(v, &b)| *v += b as f64);
+        }
+        y
     }
 
     /// One token's layer output: `sum_s w_s * expert_{ids[s]}(x) + sum of the shared experts`
@@ -445,8 +472,7 @@ pub mod oracle {
     ) -> Vec<f64> {
         let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
         let up = cfg.activation.up_rows(i);
-        let gelu = cfg.activation.kind == moe_kernels::ActivationKind::GeluTanh;
-        let gated = cfg.activation.gated;
+        let act = cfg.activation;
         let el = |v: &[W]| v.iter().map(|e| e.to_f32() as f64).collect::<Vec<f64>>();
         let mut acc = vec![0f64; h];
         for (&ex, &w) in ids.iter().zip(wts) {
@@ -458,7 +484,13 @@ pub mod oracle {
             } else {
                 (x.to_vec(), w)
             };
-            let y = mlp(&xin, &gu, &dn, h, i, gated, gelu);
+            let bias = weights.biases.as_ref().map(|b| {
+                (
+                    &b.gate_up[ex * up..(ex + 1) * up],
+                    &b.down[ex * h..(ex + 1) * h],
+                )
+            });
+            let y = mlp(&xin, &gu, &dn, h, i, act, bias);
             acc.iter_mut().zip(&y).for_each(|(a, v)| *a += w * v);
         }
         if !shared {
@@ -471,8 +503,8 @@ pub mod oracle {
                 &el(&sw.down),
                 h,
                 sc.intermediate_size,
-                gated,
-                gelu,
+                act,
+                None,
             );
             let g = sw.gate.as_ref().map_or(1.0, |g| {
                 let l: f64 = el(g).iter().zip(x).map(|(a, b)| a * b).sum();

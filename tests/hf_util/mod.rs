@@ -5,9 +5,10 @@
 
 use half::{bf16, f16};
 use moe_kernels::config::{
-    Activation, GroupScore, GroupedTopK, MoeConfig, RoutingConfig, ScoringFunc, SharedExpertConfig,
+    Activation, ActivationKind, GroupScore, GroupedTopK, MoeConfig, RoutingConfig, ScoringFunc,
+    SharedExpertConfig,
 };
-use moe_kernels::cpu::layer::{MoeWeights, SharedExpertWeights};
+use moe_kernels::cpu::layer::{MoeBiases, MoeWeights, SharedExpertWeights};
 use moe_kernels::hf::ModelFamily;
 use moe_kernels::DType;
 use rand::rngs::StdRng;
@@ -381,6 +382,27 @@ impl TinyModel {
                     2,
                     vec![0, 1],
                 ),
+                ModelFamily::GptOss => (
+                    json!({"model_type": "gpt_oss", "architectures": ["GptOssForCausalLM"],
+                       "hidden_size": H, "intermediate_size": I, "num_local_experts": E,
+                       "num_experts_per_tok": 2, "experts_per_token": 2, "num_hidden_layers": 2,
+                       "swiglu_limit": 7.0, "hidden_act": "silu", "torch_dtype": "bfloat16"}),
+                    MoeConfig {
+                        hidden_size: H,
+                        intermediate_size: I,
+                        routing: RoutingConfig::softmax_topk(E, 2, true),
+                        activation: Activation {
+                            kind: ActivationKind::ClampedSilu {
+                                alpha: 1.702,
+                                limit: 7.0,
+                            },
+                            gated: true,
+                        },
+                        shared_experts: vec![],
+                    },
+                    2,
+                    vec![0, 1],
+                ),
                 ModelFamily::MinimaxM2 => (
                     json!({"model_type": "minimax_m2", "hidden_size": H, "intermediate_size": I,
                        "num_local_experts": E, "num_experts_per_tok": 2, "num_hidden_layers": 2,
@@ -409,7 +431,12 @@ impl TinyModel {
 
         // Granite and DBRX store their experts fused only (each its own way); Llama 4 per expert
         // only in its `for_llm_compressor` checkpoints (Linear orientation).
-        let fused = fused || matches!(family, ModelFamily::GraniteMoe | ModelFamily::Dbrx);
+        // gpt-oss fused only, too.
+        let fused = fused
+            || matches!(
+                family,
+                ModelFamily::GraniteMoe | ModelFamily::Dbrx | ModelFamily::GptOss
+            );
         let mut m = TinyModel {
             family,
             dtype,
@@ -467,11 +494,12 @@ impl TinyModel {
         let prefix = self.prefix(l);
         let router_key = match fam {
             ModelFamily::GraniteMoe | ModelFamily::Dbrx => format!("{prefix}.router.layer.weight"),
-            ModelFamily::Llama4 => format!("{prefix}.router.weight"),
+            ModelFamily::Llama4 | ModelFamily::GptOss => format!("{prefix}.router.weight"),
             ModelFamily::HunyuanV1Moe => format!("{prefix}.gate.wg.weight"),
             _ => format!("{prefix}.gate.weight"),
         };
         let router = self.put_f32(rng, &router_key, vec![E, H], 0.5);
+        let mut biases = None;
         // MiniMax-M2 keeps its bias beside the router, and a wide one, so that a bias left out of
         // the selection (or put into the weights) changes the result.
         let bias_at = match fam {
@@ -520,6 +548,55 @@ impl TinyModel {
                         format!("{prefix}.experts.down_proj"),
                         Stored::float(self.dtype, vec![E, I, H], &dn_t),
                     );
+                }
+                // Transposed like Llama 4's, gate and up columns interleaved (column 2j gate j,
+                // 2j + 1 up j), with biases: the router's wide enough to change the choice, the
+                // gate-up's wide enough that both clamps of the activation bite.
+                ModelFamily::GptOss => {
+                    let interleave = |v: &[f32], k: usize| -> Vec<f32> {
+                        v.chunks(2 * I * k)
+                            .flat_map(|m| {
+                                (0..2 * I).flat_map(move |r| {
+                                    let src = if r % 2 == 0 { r / 2 } else { I + r / 2 };
+                                    m[src * k..(src + 1) * k].to_vec()
+                                })
+                            })
+                            .collect()
+                    };
+                    let gu_t = transpose_each(&interleave(&gu, H), E, 2 * I, H);
+                    self.tensors.insert(
+                        format!("{prefix}.experts.gate_up_proj"),
+                        Stored::float(self.dtype, vec![E, H, 2 * I], &gu_t),
+                    );
+                    self.tensors.insert(
+                        format!("{prefix}.experts.down_proj"),
+                        Stored::float(self.dtype, vec![E, I, H], &transpose_each(&dn, E, H, I)),
+                    );
+                    let mut bias = |n: usize, spread: f32| {
+                        let b: Vec<f32> =
+                            (0..n).map(|_| rng.random_range(-spread..spread)).collect();
+                        round_to(self.dtype, &b)
+                    };
+                    let (rb, gb, db) = (bias(E, 1.0), bias(E * 2 * I, 10.0), bias(E * H, 1.0));
+                    for (key, shape, v) in [
+                        ("router.bias", vec![E], rb.clone()),
+                        (
+                            "experts.gate_up_proj_bias",
+                            vec![E, 2 * I],
+                            interleave(&gb, 1),
+                        ),
+                        ("experts.down_proj_bias", vec![E, H], db.clone()),
+                    ] {
+                        self.tensors.insert(
+                            format!("{prefix}.{key}"),
+                            Stored::float(self.dtype, shape, &v),
+                        );
+                    }
+                    biases = Some(MoeBiases {
+                        router: rb,
+                        gate_up: gb,
+                        down: db,
+                    });
                 }
                 // Every expert's I rows stacked: w1 (gate) and v1 (up) as they are, w2 each
                 // expert's down projection transposed ([I, H]).
@@ -613,6 +690,7 @@ impl TinyModel {
             gate_up,
             down,
             shared,
+            biases,
         }
     }
 
@@ -812,7 +890,8 @@ pub fn shard_name(s: usize, n: usize) -> String {
 }
 
 /// The float64 oracle's output `[T, H]` of a block of `cfg` with weights `w` on `x` `[T, H]`
-/// (routing from `crate::common::oracle`, experts and shared experts from its layer oracle), or
+/// (router bias added to the logits, routing from `crate::common::oracle`, experts, their biases
+/// and shared experts from its layer oracle), or
 /// `None` when a token's k-th and (k+1)-th choices are a near-tie that rounding may decide.
 pub fn oracle_output(cfg: &MoeConfig, w: &MoeWeights<f32>, x: &[f64]) -> Option<Vec<f64>> {
     use crate::common::{self, oracle};
@@ -821,7 +900,14 @@ pub fn oracle_output(cfg: &MoeConfig, w: &MoeWeights<f32>, x: &[f64]) -> Option<
     let router = common::f64s(&w.router);
     let mut out = vec![];
     for xt in x.chunks(h) {
-        let r = oracle::route_row(&route, &oracle::matvec(&router, e, h, xt));
+        let mut logits = oracle::matvec(&router, e, h, xt);
+        if let Some(b) = &w.biases {
+            logits
+                .iter_mut()
+                .zip(&b.router)
+                .for_each(|(l, &b)| *l += b as f64);
+        }
+        let r = oracle::route_row(&route, &logits);
         let mut c = r.choice.clone();
         c.sort_by(|a, b| b.partial_cmp(a).unwrap());
         if r.fragile || k < e && (c[k - 1] - c[k]).abs() <= 1e-4 * c[k - 1].abs().max(1e-3) {

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use moe_kernels::hf::{Checkpoint, ExpertLayout, HfModelConfig, MoeBlockKeys};
-use moe_kernels::{ActivationKind, GroupScore, ScoringFunc};
+use moe_kernels::{GroupScore, ScoringFunc};
 
 use super::common::ModelArgs;
 
@@ -101,10 +101,7 @@ pub fn main(args: Args) -> Result<()> {
             "activation",
             format!(
                 "{}{} (hidden_act = {})",
-                match m.activation.kind {
-                    ActivationKind::Silu => "silu",
-                    ActivationKind::GeluTanh => "gelu (tanh)",
-                },
+                m.activation.kind.name(),
                 if m.activation.gated { ", gated" } else { "" },
                 cfg.hidden_act
             ),
@@ -209,7 +206,11 @@ fn layer_format(
         let meta = ckpt.meta(&key)?;
         bytes += meta.bytes as u64;
         // A quantized weight's scales count too.
-        if let (Some(q), None) = (&cfg.quantization, meta.dtype) {
+        if let (Some(q), None, false) = (
+            &cfg.quantization,
+            meta.dtype,
+            keys.layout == ExpertLayout::Mxfp4Interleaved,
+        ) {
             bytes += ckpt.meta(&q.scale_key(&key))?.bytes as u64;
         }
     }
@@ -221,6 +222,12 @@ fn layer_format(
         ExpertLayout::Fused => "fused",
         ExpertLayout::FusedTransposed => "fused, transposed per expert",
         ExpertLayout::Stacked2d => "w1/v1/w2 stacked [E * I, H]",
+        ExpertLayout::FusedTransposedInterleaved => {
+            "fused, transposed per expert, gate/up interleaved, with biases"
+        }
+        ExpertLayout::Mxfp4Interleaved => {
+            "MXFP4 blocks and e8m0 scales, gate/up interleaved, with biases"
+        }
     };
     let experts = ckpt.meta(&keys.representative())?.stored;
     let router = ckpt.meta(&keys.router())?.stored;

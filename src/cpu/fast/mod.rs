@@ -277,7 +277,8 @@ use tile_dispatch;
 
 /// For each expert `e`, `out[rows of e] = x[rows of e] @ w[e]^T` on the fast kernels of `isa`: the
 /// twin of [`cpu::gemm::grouped_gemm`](super::gemm::grouped_gemm), with the same arguments and errors
-/// (and [`MoeError::InvalidConfig`] when the CPU lacks `isa`).
+/// (and [`MoeError::InvalidConfig`] when the CPU lacks `isa`). Weights no fast kernel reads
+/// ([`ExpertRows::source`] `None`: MXFP4) run on the reference GEMM.
 pub fn grouped_gemm<X: Element, Y: Element>(
     isa: Isa,
     x: MatRef<'_, X>,
@@ -285,6 +286,9 @@ pub fn grouped_gemm<X: Element, Y: Element>(
     w: impl ExpertRows,
     out: &mut MatMut<'_, Y>,
 ) -> Result<()> {
+    if w.source().is_none() {
+        return super::gemm::grouped_gemm(x, offsets, w, out);
+    }
     out.expect_shape("grouped GEMM output", x.rows(), w.shape()[1])?;
     grouped_gemm_rows(isa, x, offsets, &w, out, |acc, row| {
         for (o, &a) in row.iter_mut().zip(acc) {
@@ -295,7 +299,8 @@ pub fn grouped_gemm<X: Element, Y: Element>(
 
 /// The up projection with the activation fused, on the fast kernels of `isa`: the twin of
 /// [`cpu::gemm::grouped_gemm_activation`](super::gemm::grouped_gemm_activation), with the same
-/// arguments and errors (and [`MoeError::InvalidConfig`] when the CPU lacks `isa`).
+/// arguments and errors (and [`MoeError::InvalidConfig`] when the CPU lacks `isa`). Weights no
+/// fast kernel reads (MXFP4) run on the reference GEMM.
 pub fn grouped_gemm_activation<X: Element, Y: Element>(
     isa: Isa,
     x: MatRef<'_, X>,
@@ -304,6 +309,9 @@ pub fn grouped_gemm_activation<X: Element, Y: Element>(
     act: Activation,
     out: &mut MatMut<'_, Y>,
 ) -> Result<()> {
+    if w.source().is_none() {
+        return super::gemm::grouped_gemm_activation(x, offsets, w, act, out);
+    }
     let i = out.cols();
     if w.shape()[1] != act.up_rows(i) {
         return Err(MoeError::shape(
@@ -339,7 +347,11 @@ fn grouped_gemm_rows<X: Element, Y: Element>(
         ));
     }
     validate_offsets(offsets, experts, x.rows())?;
-    let src = w.source();
+    let Some(src) = w.source() else {
+        return Err(MoeError::Unsupported(
+            "these expert weights have no fast kernel (the callers run the reference GEMM)".into(),
+        ));
+    };
     src.check(shape)?;
     let ocols = out.cols();
     if n == 0 || x.rows() == 0 || ocols == 0 {

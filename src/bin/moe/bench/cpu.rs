@@ -37,6 +37,7 @@ pub fn random_weights(cfg: &MoeConfig, seed: u64) -> MoeWeights<bf16> {
     let sh = (3.0 / h as f32).sqrt();
     MoeWeights {
         router: rng.values::<bf16>(e * h, sh),
+        biases: None,
         correction_bias: cfg
             .routing
             .correction_bias
