@@ -9,7 +9,7 @@
 //! # Kernels
 //!
 //! Weights are read in their stored format (f32, bf16, f16, or FP8 e4m3 with its scales,
-//! [`WeightSource`]) and widened to `f32` in registers, [`LANES`] columns at a time; activations are
+//! [`WeightSource`]) and widened to `f32` in registers, 16 columns (`LANES`) at a time; activations are
 //! widened once per call. A tile computes `MR x NR` (4 x 4) dot products at once, so each weight
 //! chunk loaded serves up to `MR` activation rows and each activation chunk `NR` weight rows: at one
 //! token this is a GEMV that streams the weights once, with more rows it is a small GEMM whose
