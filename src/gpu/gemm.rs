@@ -19,7 +19,7 @@ use crate::config::{Activation, ActivationKind};
 use crate::dtype::DType;
 use crate::error::{MoeError, Result};
 use crate::host_math;
-use crate::raw::{DevicePtr, Stream};
+use crate::raw::{DevicePtr, RawMatrices, Stream};
 use crate::view::checked_mul;
 use cudarc::driver::{
     CudaView, CudaViewMut, DevicePtr as _, DevicePtrMut as _, DeviceRepr, LaunchConfig,
@@ -316,22 +316,16 @@ pub unsafe fn grouped_gemm_raw(
     epilogue: GemmEpilogue,
     out: DevicePtr,
 ) -> Result<()> {
-    let weights = RawWeights {
-        w,
-        w_len: contract_weights_len(shape),
-        format: GemmWeights::Input,
-        scales: 0,
-    };
-    // SAFETY: the caller's contract is `launch_raw`'s for weights of the input type.
+    // SAFETY: the caller's contract is `grouped_gemm_stored_raw`'s for weights of the input type.
     unsafe {
-        launch_raw(
+        grouped_gemm_stored_raw(
             dev,
             stream,
             input,
             output,
             x,
             expert_offsets,
-            weights,
+            RawMatrices::Plain(w),
             shape,
             epilogue,
             out,
@@ -363,20 +357,75 @@ pub unsafe fn grouped_gemm_fp8_raw(
     epilogue: GemmEpilogue,
     out: DevicePtr,
 ) -> Result<()> {
-    let s = shape;
-    let weights = RawWeights {
-        w: codes,
-        w_len: contract_weights_len(shape),
-        format: GemmWeights::Fp8E4M3 {
-            group,
-            scales_len: s
-                .num_experts
-                .saturating_mul(s.n)
-                .saturating_mul(s.k.div_ceil(group.max(1))),
-        },
+    let w = RawMatrices::Fp8E4M3 {
+        codes,
         scales,
+        group,
     };
-    // SAFETY: the caller's contract is `launch_raw`'s for FP8 weights.
+    // SAFETY: the caller's contract is `grouped_gemm_stored_raw`'s for FP8 weights.
+    unsafe {
+        grouped_gemm_stored_raw(
+            dev,
+            stream,
+            input,
+            output,
+            x,
+            expert_offsets,
+            w,
+            shape,
+            epilogue,
+            out,
+        )
+    }
+}
+
+/// [`grouped_gemm_raw`] or [`grouped_gemm_fp8_raw`], on weights `w` as stored (the raw layer's
+/// experts). The lengths the pointers hold by contract saturate on overflow, and the plan then
+/// reports the overflow of that same product.
+///
+/// # Safety
+///
+/// As for those functions.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn grouped_gemm_stored_raw(
+    dev: &Device,
+    stream: Stream,
+    input: DType,
+    output: DType,
+    x: DevicePtr,
+    expert_offsets: Option<DevicePtr>,
+    w: RawMatrices,
+    shape: GroupedGemmShape,
+    epilogue: GemmEpilogue,
+    out: DevicePtr,
+) -> Result<()> {
+    let s = shape;
+    let w_len = s.num_experts.saturating_mul(s.n).saturating_mul(s.k);
+    let weights = match w {
+        RawMatrices::Plain(w) => RawWeights {
+            w,
+            w_len,
+            format: GemmWeights::Input,
+            scales: 0,
+        },
+        RawMatrices::Fp8E4M3 {
+            codes,
+            scales,
+            group,
+        } => RawWeights {
+            w: codes,
+            w_len,
+            format: GemmWeights::Fp8E4M3 {
+                group,
+                scales_len: s
+                    .num_experts
+                    .saturating_mul(s.n)
+                    .saturating_mul(s.k.div_ceil(group.max(1))),
+            },
+            scales,
+        },
+    };
+    // SAFETY: the caller's contract is `launch_raw`'s.
     unsafe {
         launch_raw(
             dev,
@@ -391,12 +440,6 @@ pub unsafe fn grouped_gemm_fp8_raw(
             out,
         )
     }
-}
-
-/// The weights' length a raw caller's pointer holds by contract, `E * N * K` (saturating: the plan
-/// then reports the overflow of that same product).
-fn contract_weights_len(s: GroupedGemmShape) -> usize {
-    s.num_experts.saturating_mul(s.n).saturating_mul(s.k)
 }
 
 /// Plans and enqueues one grouped GEMM.

@@ -11,7 +11,7 @@ use crate::dtype::DType;
 use crate::error::{MoeError, Result};
 use crate::gpu::abi::MoeStatus;
 use crate::gpu::combine::{combine_raw, shared_expert_accumulate_raw};
-use crate::gpu::gemm::{grouped_gemm_fp8_raw, grouped_gemm_raw, GemmEpilogue, GroupedGemmShape};
+use crate::gpu::gemm::{grouped_gemm_raw, grouped_gemm_stored_raw, GemmEpilogue, GroupedGemmShape};
 use crate::gpu::permute::{align_region, gather_scaled_raw, permute_raw, RawPermutation};
 use crate::gpu::routing::route_raw;
 use crate::gpu::status::decode;
@@ -444,7 +444,7 @@ pub(crate) unsafe fn forward_buffers(
                 k: h,
                 num_experts: e,
             };
-            expert_gemm(
+            grouped_gemm_stored_raw(
                 dev,
                 stream,
                 dtype,
@@ -462,7 +462,7 @@ pub(crate) unsafe fn forward_buffers(
                 k: i,
                 num_experts: e,
             };
-            expert_gemm(
+            grouped_gemm_stored_raw(
                 dev,
                 stream,
                 dtype,
@@ -494,7 +494,7 @@ pub(crate) unsafe fn forward_buffers(
                 num_experts: 1,
             };
             let (x_, w_, mid) = (x, sw.gate_up, b.shared_mid);
-            expert_gemm(dev, stream, dtype, dtype, x_, None, w_, up, act, mid)?;
+            grouped_gemm_stored_raw(dev, stream, dtype, dtype, x_, None, w_, up, act, mid)?;
             let down = GroupedGemmShape {
                 rows: num_tokens,
                 n: h,
@@ -502,7 +502,7 @@ pub(crate) unsafe fn forward_buffers(
                 num_experts: 1,
             };
             let part = if direct { b.shared_sum } else { b.shared_part };
-            expert_gemm(
+            grouped_gemm_stored_raw(
                 dev, stream, dtype, f32s, mid, None, sw.down, down, store, part,
             )?;
             if !direct {
@@ -541,62 +541,6 @@ pub(crate) unsafe fn forward_buffers(
 
 /// The optional weights are given exactly when the config asks for them, one set per shared
 /// expert.
-/// One of the layer's expert GEMMs on `w` as stored: [`grouped_gemm_raw`] or
-/// [`grouped_gemm_fp8_raw`].
-///
-/// # Safety
-///
-/// As for those functions.
-#[allow(clippy::too_many_arguments)]
-unsafe fn expert_gemm(
-    dev: &Device,
-    stream: Stream,
-    input: DType,
-    output: DType,
-    x: DevicePtr,
-    expert_offsets: Option<DevicePtr>,
-    w: RawMatrices,
-    shape: GroupedGemmShape,
-    epilogue: GemmEpilogue,
-    out: DevicePtr,
-) -> Result<()> {
-    // SAFETY: the caller's contract.
-    unsafe {
-        match w {
-            RawMatrices::Plain(w) => grouped_gemm_raw(
-                dev,
-                stream,
-                input,
-                output,
-                x,
-                expert_offsets,
-                w,
-                shape,
-                epilogue,
-                out,
-            ),
-            RawMatrices::Fp8E4M3 {
-                codes,
-                scales,
-                group,
-            } => grouped_gemm_fp8_raw(
-                dev,
-                stream,
-                input,
-                output,
-                x,
-                expert_offsets,
-                codes,
-                scales,
-                group,
-                shape,
-                epilogue,
-                out,
-            ),
-        }
-    }
-}
-
 fn check_weights(cfg: &MoeConfig, w: &RawLayerWeights) -> Result<()> {
     crate::cpu::layer::check_gpu_supported(cfg, false)?;
     if w.correction_bias.is_some() != cfg.routing.correction_bias {
