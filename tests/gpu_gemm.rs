@@ -493,20 +493,40 @@ fn check_case<T: GemmElement, O: GemmOutput<T>>(
         },
         case.epilogue,
     );
-    let got = common::el64(&first[..covered * cols]);
-    let want = common::el64(&want);
+    check_output(
+        &what,
+        &first,
+        covered,
+        cols,
+        &common::el64(&want),
+        "CPU reference",
+    );
+}
+
+/// `out` `[rows, cols]` against `want` for its first `covered` rows (every element within the
+/// output type's tolerance of `want`'s name, and the relative L2 bound), and the rows past them
+/// untouched (still the NaN poison).
+fn check_output<O: Element>(
+    what: &str,
+    out: &[O],
+    covered: usize,
+    cols: usize,
+    want: &[f64],
+    name: &str,
+) {
+    let got = common::el64(&out[..covered * cols]);
     let (rtol, l2_tol) = tolerances(O::DTYPE);
     let rms = (want.iter().map(|v| v * v).sum::<f64>() / want.len().max(1) as f64).sqrt();
-    for (i, (&g, &r)) in got.iter().zip(&want).enumerate() {
+    for (i, (&g, &r)) in got.iter().zip(want).enumerate() {
         assert!(
             g.is_finite() && (g - r).abs() <= rtol * (r.abs() + rms),
-            "{what}: element ({}, {}) is {g}, CPU reference {r}",
+            "{what}: element ({}, {}) is {g}, {name} {r}",
             i / cols,
             i % cols
         );
     }
-    common::assert_close(&what, &got, &want, l2_tol);
-    for (i, v) in first[covered * cols..].iter().enumerate() {
+    common::assert_close(what, &got, want, l2_tol);
+    for (i, v) in out[covered * cols..].iter().enumerate() {
         assert!(
             v.to_f32().is_nan(),
             "{what}: uncovered row {} was written",
@@ -1070,25 +1090,7 @@ fn check_fp8_case<T: GemmElement, O: GemmOutput<T>>(
         case.epilogue,
     );
     let cols = shape.out_cols(case.epilogue);
-    let got = common::el64(&first[..covered * cols]);
-    let (rtol, l2_tol) = tolerances(O::DTYPE);
-    let rms = (want.iter().map(|v| v * v).sum::<f64>() / want.len().max(1) as f64).sqrt();
-    for (i, (&g, &r)) in got.iter().zip(&want).enumerate() {
-        assert!(
-            g.is_finite() && (g - r).abs() <= rtol * (r.abs() + rms),
-            "{what}: element ({}, {}) is {g}, oracle {r}",
-            i / cols,
-            i % cols
-        );
-    }
-    common::assert_close(&what, &got, &want, l2_tol);
-    for (i, v) in first[covered * cols..].iter().enumerate() {
-        assert!(
-            v.to_f32().is_nan(),
-            "{what}: uncovered row {} was written",
-            covered + i / cols
-        );
-    }
+    check_output(&what, &first, covered, cols, &want, "oracle");
 }
 
 #[test]
