@@ -92,9 +92,8 @@ pub(super) fn pack(xs: &[bf16], m: usize, k: usize, out: &mut [u32]) {
     }
 }
 
-/// The tile configuration: palette 1, all eight tiles 16 rows of 64 bytes (the one-group loop uses
-/// tile 0 as the accumulator, 1 for the weights, 2 for the activations; the four-group loop tiles
-/// 0-3 as accumulators, 4 for the weights, 5-7 for the activations).
+/// The tile configuration: palette 1, all eight tiles 16 rows of 64 bytes (tiles 0-3 are the
+/// accumulators, 4-5 the weights, 6-7 the activations; see [`block`]).
 #[repr(C, align(64))]
 struct TileConfig([u8; 64]);
 
@@ -111,7 +110,9 @@ impl TileConfig {
 }
 
 /// One task: `task.xs` is the row block's packed activations ([`pack`]), `w` the bf16 weights
-/// `[E, N, K]`; `task.nb` is a multiple of 16 and `K` of 32.
+/// `[E, N, K]`; `task.nb` is a multiple of 16 and `K` of 32. The outputs are computed in blocks of
+/// up to 2 x 2 tiles (two strips of 16 weight rows against two groups of 16 activation rows), so
+/// that each tile loaded serves two tile products.
 ///
 /// # Safety
 ///
@@ -124,96 +125,165 @@ pub(super) unsafe fn task(task: &Task<'_, u32>, w: &[bf16]) {
     debug_assert_eq!(task.xs.len(), packed_len(task.m, k));
     let cfg = TileConfig::new();
     let group_words = (k / 2) * TILE;
-    let mut c = [[0f32; TILE]; TILE];
+    let (strips, groups) = (task.nb / TILE, task.xs.len() / group_words);
     // SAFETY: AMX is available and permitted (caller); the configuration is valid for palette 1.
     unsafe { asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly)) };
-    for n0 in (0..task.nb).step_by(TILE) {
-        let a0 = w[(task.row0 + n0) * k..].as_ptr();
-        let mut groups = task.xs.chunks_exact(group_words).enumerate();
-        // Four groups of 16 rows at a time share each weight tile load.
-        while groups.len() >= 4 {
-            let (g, b0) = groups.next().expect("four groups left");
-            let [b1, b2, b3] = [(); 3].map(|()| groups.next().expect("four groups left").1);
-            let mut c4 = [[[0f32; TILE]; TILE]; 4];
-            // SAFETY: as in the one-group loop below, for four groups of packed activations;
-            // the stores write 4 x 1 KB into `c4`.
-            unsafe {
-                asm!(
-                    "tilezero tmm0",
-                    "tilezero tmm1",
-                    "tilezero tmm2",
-                    "tilezero tmm3",
-                    "2:",
-                    "tileloadd tmm4, [{a} + {sa}*1]",
-                    "tileloadd tmm5, [{b0} + {sb}*1]",
-                    "tdpbf16ps tmm0, tmm4, tmm5",
-                    "tileloadd tmm6, [{b1} + {sb}*1]",
-                    "tdpbf16ps tmm1, tmm4, tmm6",
-                    "tileloadd tmm7, [{b2} + {sb}*1]",
-                    "tdpbf16ps tmm2, tmm4, tmm7",
-                    "tileloadd tmm5, [{b3} + {sb}*1]",
-                    "tdpbf16ps tmm3, tmm4, tmm5",
-                    "add {a}, 64",
-                    "add {b0}, 1024",
-                    "add {b1}, 1024",
-                    "add {b2}, 1024",
-                    "add {b3}, 1024",
-                    "dec {steps}",
-                    "jnz 2b",
-                    "tilestored [{c} + {sb}*1], tmm0",
-                    "add {c}, 1024",
-                    "tilestored [{c} + {sb}*1], tmm1",
-                    "add {c}, 1024",
-                    "tilestored [{c} + {sb}*1], tmm2",
-                    "add {c}, 1024",
-                    "tilestored [{c} + {sb}*1], tmm3",
-                    a = inout(reg) a0 => _,
-                    b0 = inout(reg) b0.as_ptr() => _,
-                    b1 = inout(reg) b1.as_ptr() => _,
-                    b2 = inout(reg) b2.as_ptr() => _,
-                    b3 = inout(reg) b3.as_ptr() => _,
-                    steps = inout(reg) k / 32 => _,
-                    sa = in(reg) 2 * k,
-                    sb = in(reg) 64usize,
-                    c = inout(reg) c4.as_mut_ptr() => _,
-                    options(nostack),
-                );
+    for s0 in (0..strips).step_by(2) {
+        let two_strips = s0 + 1 < strips;
+        let a = w[(task.row0 + s0 * TILE) * k..].as_ptr();
+        for g0 in (0..groups).step_by(2) {
+            let two_groups = g0 + 1 < groups;
+            let b = task.xs[g0 * group_words..].as_ptr();
+            let mut c = [[[0f32; TILE]; TILE]; 4];
+            // SAFETY: the weight rows of strips `s0` (and `s0 + 1` when `two_strips`) and the
+            // packed groups `g0` (and `g0 + 1` when `two_groups`) exist (caller; the loops' bounds).
+            unsafe { block(two_strips, two_groups, a, b, k, &mut c) };
+            for s in 0..1 + two_strips as usize {
+                for g in 0..1 + two_groups as usize {
+                    write_tile(task, g0 + g, (s0 + s) * TILE, &c[2 * s + g]);
+                }
             }
-            for (q, c) in c4.iter().enumerate() {
-                write_tile(task, g + q, n0, c);
-            }
-        }
-        for (g, b) in groups {
-            // SAFETY: the A tiles read 16 weight rows (stride 2K bytes) of 32 columns at each of
-            // the K / 32 steps, inside rows `row0 + n0 .. row0 + n0 + 16` (caller); the B tiles
-            // read 16 rows of 64 bytes at each step, the group's K / 2 * 16 words; the store
-            // writes 16 rows of 64 bytes into `c`.
-            unsafe {
-                asm!(
-                    "tilezero tmm0",
-                    "2:",
-                    "tileloadd tmm1, [{a} + {sa}*1]",
-                    "tileloadd tmm2, [{b} + {sb}*1]",
-                    "tdpbf16ps tmm0, tmm1, tmm2",
-                    "add {a}, 64",
-                    "add {b}, 1024",
-                    "dec {steps}",
-                    "jnz 2b",
-                    "tilestored [{c} + {sb}*1], tmm0",
-                    a = inout(reg) a0 => _,
-                    b = inout(reg) b.as_ptr() => _,
-                    steps = inout(reg) k / 32 => _,
-                    sa = in(reg) 2 * k,
-                    sb = in(reg) 64usize,
-                    c = in(reg) c.as_mut_ptr(),
-                    options(nostack),
-                );
-            }
-            write_tile(task, g, n0, &c);
         }
     }
     // SAFETY: releases the tile state configured above.
     unsafe { asm!("tilerelease", options(nostack, nomem)) };
+}
+
+/// The accumulators of one block: `c[2s + g]` is weight strip `s` (16 rows from `a`, stride `K`
+/// bf16) against packed activation group `g` (from `b`, `K / 2 x 16` words each), for `s < 2` when
+/// `two_strips` (else `s = 0`) and `g < 2` when `two_groups` (else `g = 0`). Each accumulator is
+/// the sum of its `K / 32` tile products in K order, whatever the block's shape.
+///
+/// Tiles: accumulators 0 (s0 g0), 1 (s0 g1), 2 (s1 g0), 3 (s1 g1); weights 4 (s0) and 5 (s1);
+/// activations 6 (g0) and 7 (g1).
+///
+/// # Safety
+///
+/// The tile configuration of [`task`] must be loaded; `a` must point to the strips' `16 x K` (or
+/// `32 x K`) weights, `b` to the groups' packed words.
+#[inline(always)]
+unsafe fn block(
+    two_strips: bool,
+    two_groups: bool,
+    a: *const bf16,
+    b: *const u32,
+    k: usize,
+    c: &mut [[[f32; TILE]; TILE]; 4],
+) {
+    let a1 = a.wrapping_add(TILE * k);
+    let b1 = b.wrapping_add((k / 2) * TILE);
+    let c = c.as_mut_ptr();
+    // SAFETY (every arm): the weight tiles read 16 rows (stride 2K bytes) of 64 bytes at each of
+    // the K / 32 steps, inside the strips (caller); the activation tiles read 16 rows of 64 bytes
+    // at each step, inside the groups' K / 2 x 16 words; the stores write 1 KB per accumulator
+    // into `c` (4 KB).
+    unsafe {
+        match (two_strips, two_groups) {
+            (true, true) => asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                "2:",
+                "tileloadd tmm4, [{a0} + {sa}*1]",
+                "tileloadd tmm6, [{b0} + {sb}*1]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tileloadd tmm7, [{b1} + {sb}*1]",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "tileloadd tmm5, [{a1} + {sa}*1]",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "tdpbf16ps tmm3, tmm5, tmm7",
+                "add {a0}, 64",
+                "add {a1}, 64",
+                "add {b0}, 1024",
+                "add {b1}, 1024",
+                "dec {steps}",
+                "jnz 2b",
+                "tilestored [{c} + {sb}*1], tmm0",
+                "tilestored [{c} + {sb}*1 + 1024], tmm1",
+                "tilestored [{c} + {sb}*1 + 2048], tmm2",
+                "tilestored [{c} + {sb}*1 + 3072], tmm3",
+                a0 = inout(reg) a => _,
+                a1 = inout(reg) a1 => _,
+                b0 = inout(reg) b => _,
+                b1 = inout(reg) b1 => _,
+                steps = inout(reg) k / 32 => _,
+                sa = in(reg) 2 * k,
+                sb = in(reg) 64usize,
+                c = in(reg) c,
+                options(nostack),
+            ),
+            (true, false) => asm!(
+                "tilezero tmm0",
+                "tilezero tmm2",
+                "2:",
+                "tileloadd tmm4, [{a0} + {sa}*1]",
+                "tileloadd tmm6, [{b0} + {sb}*1]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tileloadd tmm5, [{a1} + {sa}*1]",
+                "tdpbf16ps tmm2, tmm5, tmm6",
+                "add {a0}, 64",
+                "add {a1}, 64",
+                "add {b0}, 1024",
+                "dec {steps}",
+                "jnz 2b",
+                "tilestored [{c} + {sb}*1], tmm0",
+                "tilestored [{c} + {sb}*1 + 2048], tmm2",
+                a0 = inout(reg) a => _,
+                a1 = inout(reg) a1 => _,
+                b0 = inout(reg) b => _,
+                steps = inout(reg) k / 32 => _,
+                sa = in(reg) 2 * k,
+                sb = in(reg) 64usize,
+                c = in(reg) c,
+                options(nostack),
+            ),
+            (false, true) => asm!(
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "2:",
+                "tileloadd tmm4, [{a0} + {sa}*1]",
+                "tileloadd tmm6, [{b0} + {sb}*1]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "tileloadd tmm7, [{b1} + {sb}*1]",
+                "tdpbf16ps tmm1, tmm4, tmm7",
+                "add {a0}, 64",
+                "add {b0}, 1024",
+                "add {b1}, 1024",
+                "dec {steps}",
+                "jnz 2b",
+                "tilestored [{c} + {sb}*1], tmm0",
+                "tilestored [{c} + {sb}*1 + 1024], tmm1",
+                a0 = inout(reg) a => _,
+                b0 = inout(reg) b => _,
+                b1 = inout(reg) b1 => _,
+                steps = inout(reg) k / 32 => _,
+                sa = in(reg) 2 * k,
+                sb = in(reg) 64usize,
+                c = in(reg) c,
+                options(nostack),
+            ),
+            (false, false) => asm!(
+                "tilezero tmm0",
+                "2:",
+                "tileloadd tmm4, [{a0} + {sa}*1]",
+                "tileloadd tmm6, [{b0} + {sb}*1]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                "add {a0}, 64",
+                "add {b0}, 1024",
+                "dec {steps}",
+                "jnz 2b",
+                "tilestored [{c} + {sb}*1], tmm0",
+                a0 = inout(reg) a => _,
+                b0 = inout(reg) b => _,
+                steps = inout(reg) k / 32 => _,
+                sa = in(reg) 2 * k,
+                sb = in(reg) 64usize,
+                c = in(reg) c,
+                options(nostack),
+            ),
+        }
+    }
 }
 
 /// Write accumulator tile `c` (`c[n][r]`: weight row `n0 + n` against activation row `16g + r`)
