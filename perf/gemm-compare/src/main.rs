@@ -1,7 +1,12 @@
 //! Grouped expert GEMMs `Y[rows of e] = X[rows of e] @ W_e^T` on OLMoE-1B-7B shapes, timed three
 //! ways in one process, interleaved: moe-kernels' fast backend (one grouped call), the `gemm` crate
 //! once per expert with its own threads, and the `gemm` crate single-threaded inside a rayon loop
-//! over the experts. Prints median milliseconds and the weight bytes streamed per second.
+//! over the experts. Prints median milliseconds and the weight bytes streamed per second, after the
+//! machine's read ceiling: every thread XOR-folding its part of a 1 GiB buffer (larger than this
+//! machine's L3), bytes read per second.
+//!
+//! Arguments: seconds of repetitions per measurement (default 1), and the element types to run
+//! (default `f32,f16,bf16`).
 
 use half::{bf16, f16};
 use moe_kernels::cpu::fast::{grouped_gemm, Isa};
@@ -111,12 +116,30 @@ fn run<T: Element + Send + Sync + 'static>(
     [Some(ours), Some(per_expert), Some(looped)]
 }
 
+/// Bytes per second of every thread reading its part of a 1 GiB buffer.
+fn read_ceiling(budget: Duration) -> f64 {
+    let words: Vec<u64> = (0..1u64 << 27)
+        .map(|i| i.wrapping_mul(0x9e37_79b9))
+        .collect();
+    let mut sink = 0;
+    let t = time(budget, || {
+        sink ^= words
+            .par_chunks(1 << 20)
+            .map(|c| c.iter().fold(0, |a, &b| a ^ b))
+            .reduce(|| 0, |a, b| a ^ b);
+    });
+    std::hint::black_box(sink);
+    (8usize << 27) as f64 / t
+}
+
 fn main() {
+    let mut args = std::env::args().skip(1);
     let budget = Duration::from_secs_f64(
-        std::env::args()
-            .nth(1)
+        args.next()
             .map_or(1.0, |s| s.parse().expect("seconds per measurement")),
     );
+    let types = args.next().unwrap_or_else(|| "f32,f16,bf16".into());
+    let wanted = |ty: &str| types.split(',').any(|t| t == ty);
     // OLMoE-1B-7B: H 2048, I 1024, E 64, k 8. 1 token: 8 experts of 1 row; 16 tokens: 128 rows over
     // 64 experts (2 each); 256 tokens: 2048 rows (32 each).
     let problems = [
@@ -154,14 +177,22 @@ fn main() {
         Isa::best(),
         rayon::current_num_threads()
     );
+    println!(
+        "read ceiling (1 GiB, every thread): {:.1} GB/s",
+        read_ceiling(budget) / 1e9
+    );
     println!("| shape | type | ours | gemm, per expert | gemm, experts in parallel | ours GB/s | ours GFLOP/s |");
     println!("|---|---|---:|---:|---:|---:|---:|");
     for p in &problems {
-        for (ty, times, bytes) in [
-            ("f32", run::<f32>(p, budget, true), 4),
-            ("f16", run::<f16>(p, budget, true), 2),
-            ("bf16", run::<bf16>(p, budget, false), 2),
-        ] {
+        for (ty, bytes) in [("f32", 4), ("f16", 2), ("bf16", 2)] {
+            if !wanted(ty) {
+                continue;
+            }
+            let times = match ty {
+                "f32" => run::<f32>(p, budget, true),
+                "f16" => run::<f16>(p, budget, true),
+                _ => run::<bf16>(p, budget, false),
+            };
             let ms = |t: Option<f64>| t.map_or("-".to_string(), |t| format!("{:.2} ms", t * 1e3));
             let ours = times[0].unwrap();
             let gb = (p.experts * p.n * p.k * bytes) as f64 / ours / 1e9;
