@@ -15,6 +15,8 @@ use crate::quant::{fp4_e2m1_to_f32, CodeFormat};
 /// Weight rows loaded [`LANES`] at a time and widened to `f32`.
 trait Load: Copy {
     /// Columns `c .. c + 16` of global weight row `row`, lanes outside `mask` zero (and not read).
+    /// Always inlined into the tiles, whose AVX-512 features its intrinsics then compile with (a
+    /// `#[target_feature]` function of its size would not be inlined at every optimisation level).
     ///
     /// # Safety
     ///
@@ -42,8 +44,7 @@ struct Plain<T> {
 }
 
 impl Load for Plain<f32> {
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    #[inline(always)]
     unsafe fn load(self, row: usize, c: usize, mask: __mmask16) -> __m512 {
         // SAFETY: the caller keeps the unmasked lanes inside the row; masked lanes are not read.
         unsafe { _mm512_maskz_loadu_ps(mask, self.ptr.add(row * self.k + c)) }
@@ -62,14 +63,15 @@ impl Load for Plain<f32> {
 struct Bf16(Plain<u16>);
 
 impl Load for Bf16 {
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    #[inline(always)]
     unsafe fn load(self, row: usize, c: usize, mask: __mmask16) -> __m512 {
         let Plain { ptr, k } = self.0;
-        // SAFETY: as for `Plain<f32>`.
-        let bits = unsafe { _mm256_maskz_loadu_epi16(mask, ptr.add(row * k + c).cast()) };
-        // A bf16 is the high half of the f32 with the same value.
-        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(bits)))
+        // SAFETY: as for `Plain<f32>`; the caller has AVX-512 F.
+        unsafe {
+            let bits = _mm256_maskz_loadu_epi16(mask, ptr.add(row * k + c).cast());
+            // A bf16 is the high half of the f32 with the same value.
+            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(bits)))
+        }
     }
 
     #[inline]
@@ -84,13 +86,11 @@ impl Load for Bf16 {
 struct F16(Plain<u16>);
 
 impl Load for F16 {
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    #[inline(always)]
     unsafe fn load(self, row: usize, c: usize, mask: __mmask16) -> __m512 {
         let Plain { ptr, k } = self.0;
-        // SAFETY: as for `Plain<f32>`.
-        let bits = unsafe { _mm256_maskz_loadu_epi16(mask, ptr.add(row * k + c).cast()) };
-        _mm512_cvtph_ps(bits)
+        // SAFETY: as for `Plain<f32>`; the caller has AVX-512 F.
+        unsafe { _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, ptr.add(row * k + c).cast())) }
     }
 
     #[inline]
@@ -187,8 +187,7 @@ struct Fp8 {
 }
 
 impl Load for Fp8 {
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    #[inline(always)]
     unsafe fn load(self, row: usize, c: usize, mask: __mmask16) -> __m512 {
         // SAFETY: as for `Plain<f32>`; the scales read are those of the row's groups (`c < k`).
         unsafe {
@@ -239,8 +238,7 @@ struct Mxfp4 {
 }
 
 impl Load for Mxfp4 {
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    #[inline(always)]
     unsafe fn load(self, row: usize, c: usize, mask: __mmask16) -> __m512 {
         // The bytes of the unmasked lanes (the low `len` of the chunk): byte `b` holds lanes `2b`
         // and `2b + 1`.
