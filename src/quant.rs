@@ -59,7 +59,7 @@ impl CodeFormat {
 /// The value of an FP4 e2m1 code (the low 4 bits of `code`): sign (bit 3), 2 exponent bits
 /// (bias 1), 1 mantissa bit; codes 0..7 are `0, 0.5, 1, 1.5, 2, 3, 4, 6`, codes 8..15 their
 /// negatives (8 is `-0`).
-pub fn fp4_e2m1_to_f32(code: u8) -> f32 {
+pub const fn fp4_e2m1_to_f32(code: u8) -> f32 {
     const E2M1: [f32; 16] = [
         0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0,
     ];

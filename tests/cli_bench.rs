@@ -1,5 +1,9 @@
 //! `moe bench` end to end on the CPU: one small preset at one token count, without the PyTorch peers;
-//! checks the report files and that every stage was timed, and the one-line errors of bad arguments.
+//! checks the report files and that every stage was timed, the quantized weights' records (their
+//! format and the bytes they store), the GPU's refusal of MXFP4 (on the emulated GPU when there is
+//! no real one), and the one-line errors of bad arguments.
+
+mod common;
 
 use std::process::Command;
 
@@ -53,6 +57,7 @@ fn bench_writes_its_report_on_the_cpu() {
     );
     for r in records {
         assert_eq!(r["preset"], "olmoe-1b-7b");
+        assert_eq!(r["weights"], "bf16");
         assert_eq!(r["tokens"], 2);
         assert_eq!(r["implementation"], "moe-kernels cpu");
         let median = r["median_us"].as_f64().unwrap();
@@ -66,7 +71,7 @@ fn bench_writes_its_report_on_the_cpu() {
     assert!(json["ceilings"]["copy_gbps"].as_f64().unwrap() > 0.0);
     let md = std::fs::read_to_string(out.join("results.md")).unwrap();
     assert!(
-        md.contains("| olmoe-1b-7b | 2 | moe-kernels cpu | layer |"),
+        md.contains("| olmoe-1b-7b | 2 | bf16 | moe-kernels cpu | layer |"),
         "{md}"
     );
     assert!(out.join("olmoe-1b-7b-layer-time.svg").is_file());
@@ -75,11 +80,137 @@ fn bench_writes_its_report_on_the_cpu() {
     std::fs::remove_dir_all(&out).unwrap();
 }
 
+/// `moe bench --device cpu --preset olmoe-1b-7b --tokens 1 --weights <weights>` (no peers), into
+/// `out`: its results.json.
+fn quantized_run(weights: &str, out: &std::path::Path) -> serde_json::Value {
+    let o = moe(&[
+        "bench",
+        "--device",
+        "cpu",
+        "--preset",
+        "olmoe-1b-7b",
+        "--weights",
+        weights,
+        "--tokens",
+        "1",
+        "--min-seconds",
+        "0",
+        "--no-peers",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        o.status.success(),
+        "moe bench --weights {weights} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn bench_quantized_weights_count_their_stored_bytes() {
+    let out = std::env::temp_dir().join(format!("moe-test-bench-quant-{}", std::process::id()));
+    // OLMoE at one token: 8 rows, 8 distinct experts; up [2048, 2048] and down [2048, 1024] per
+    // expert. Stored bytes per row of K values: FP8 K codes and an f32 scale per 128; MXFP4 K / 2
+    // codes and an f32 scale per 32.
+    let (h, i, rows) = (2048.0, 1024.0, 8.0);
+    for (weights, row_bytes) in [
+        ("fp8", (|k: f64| k + 4.0 * (k / 128.0)) as fn(f64) -> f64),
+        ("mxfp4", |k: f64| k / 2.0 + 4.0 * (k / 32.0)),
+    ] {
+        let json = quantized_run(weights, &out);
+        let records = json["records"].as_array().unwrap();
+        assert_eq!(records.len(), 6, "{json}");
+        for r in records {
+            assert_eq!(r["weights"], weights, "{r}");
+            let median = r["median_us"].as_f64().unwrap();
+            assert!(median > 0.0 && median.is_finite(), "{r}");
+            let bytes = r["work"]["bytes"].as_f64().unwrap();
+            let gbps = r["gbps"].as_f64().unwrap();
+            assert!((gbps - bytes / median / 1e3).abs() <= 1e-9 * gbps, "{r}");
+        }
+        let bytes = |stage: &str| {
+            records.iter().find(|r| r["stage"] == stage).unwrap()["work"]["bytes"]
+                .as_f64()
+                .unwrap()
+        };
+        let up = 8.0 * 2.0 * i * row_bytes(h) + rows * h * 2.0 + rows * i * 2.0;
+        let down = 8.0 * h * row_bytes(i) + rows * i * 2.0 + rows * h * 2.0;
+        assert_eq!(bytes("up_gemm"), up, "{weights}");
+        assert_eq!(bytes("down_gemm"), down, "{weights}");
+        let md = std::fs::read_to_string(out.join("results.md")).unwrap();
+        assert!(
+            md.contains(&format!(
+                "| olmoe-1b-7b | 1 | {weights} | moe-kernels cpu | up_gemm |"
+            )),
+            "{md}"
+        );
+    }
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn bench_on_the_gpu_reports_mxfp4_as_not_run() {
+    // The GPU kernels do not decode MXFP4 yet: the preset is listed as not run with the layer's
+    // typed refusal, and the run still succeeds.
+    let out = std::env::temp_dir().join(format!("moe-test-bench-gpu-{}", std::process::id()));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_moe"));
+    cmd.args([
+        "bench",
+        "--device",
+        "cuda",
+        "--preset",
+        "olmoe-1b-7b",
+        "--weights",
+        "mxfp4",
+        "--tokens",
+        "1",
+        "--min-seconds",
+        "0",
+        "--no-peers",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let Some(mut cmd) = common::backend::on_gpu(cmd) else {
+        eprintln!("(no GPU, real or emulated: not run)");
+        return;
+    };
+    let o = cmd.output().expect("run moe");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "moe bench failed: {}\n{stdout}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(json["records"].as_array().unwrap().len(), 0, "{json}");
+    let skipped = json["skipped"].to_string();
+    assert!(
+        skipped.contains("olmoe-1b-7b with mxfp4 weights")
+            && skipped.contains("do not decode MXFP4"),
+        "{skipped}"
+    );
+    assert!(
+        stdout.contains("not run: olmoe-1b-7b with mxfp4 weights"),
+        "{stdout}"
+    );
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
 #[test]
 fn bench_argument_errors_are_one_line() {
     for args in [
         &["bench", "--device", "cpu", "--tokens", "0", "--no-peers"][..],
         &["bench", "--device", "cpu", "--preset", "no-such-model"][..],
+        &[
+            "bench",
+            "--device",
+            "cpu",
+            "--weights",
+            "int3",
+            "--no-peers",
+        ][..],
         &[
             "bench",
             "--device",

@@ -1,7 +1,8 @@
 //! The fast CPU backend (`cpu::fast`) against the float64 oracle and against the reference
-//! (`cpu::gemm`): every kernel build this CPU runs (the portable one always), plain and FP8 weights,
-//! odd shapes, and the same bits whatever the thread count. The layer tests in `cpu_layer.rs` run
-//! the layer's default backend, which is this one; the last tests here run both backends by name.
+//! (`cpu::gemm`): every kernel build this CPU runs (the portable one always), plain, FP8 and MXFP4
+//! weights, odd shapes, and the same bits whatever the thread count. The layer tests in
+//! `cpu_layer.rs` run the layer's default backend, which is this one; the last tests here run both
+//! backends by name.
 
 mod common;
 
@@ -192,6 +193,137 @@ fn fast_gemm_matches_oracle_fp8() {
     }
 }
 
+/// An e2m1 code's value, from its low 4 bits (the oracle's own decoder).
+fn e2m1(code: u8) -> f64 {
+    let (s, e, m) = ((code >> 3) & 1, (code >> 1) & 3, code & 1);
+    let mag = if e == 0 {
+        m as f64 * 0.5
+    } else {
+        (1.0 + m as f64 / 2.0) * 2f64.powi(e as i32 - 1)
+    };
+    if s == 1 {
+        -mag
+    } else {
+        mag
+    }
+}
+
+/// Random MXFP4 experts `[e, n, k]` with scale groups of `group` columns, and their values in f64.
+/// The scales are powers of two (as e8m0 scales are) for `power_of_two`, else any value in
+/// [0.001, 0.01) (the product with the code then rounds); the high nibble of a row's half-used last
+/// byte (odd K) is random, not a value.
+fn random_mxfp4(
+    rng: &mut StdRng,
+    [e, n, k]: [usize; 3],
+    group: usize,
+    power_of_two: bool,
+) -> (QuantExperts, Vec<f64>) {
+    let bytes = k.div_ceil(2);
+    let codes: Vec<u8> = (0..e * n * bytes).map(|_| rng.random()).collect();
+    let groups = k.div_ceil(group);
+    let scales: Vec<f32> = (0..e * n * groups)
+        .map(|_| {
+            if power_of_two {
+                2f32.powi(rng.random_range(-12..4))
+            } else {
+                rng.random_range(0.001f32..0.01)
+            }
+        })
+        .collect();
+    let w64 = (0..e * n * k)
+        .map(|idx| {
+            let (row, c) = (idx / k, idx % k);
+            let byte = codes[row * bytes + c / 2];
+            let code = if c % 2 == 0 { byte & 0xf } else { byte >> 4 };
+            e2m1(code) * scales[row * groups + c / group] as f64
+        })
+        .collect();
+    let q = QuantExperts::new(CodeFormat::Mxfp4E2M1, [e, n, k], group, codes, scales).unwrap();
+    (q, w64)
+}
+
+#[test]
+fn fast_gemm_matches_oracle_mxfp4() {
+    let mut rng = common::rng("fast_gemm_matches_oracle_mxfp4");
+    for isa in isas() {
+        for case in 0..36 {
+            let (e, n, k) = random_shape(&mut rng, case);
+            // MXFP4's groups of 32, groups of 16 (one a chunk), groups that straddle the 16-lane
+            // chunks (5), and one scale per row (group = K).
+            let group = [32usize, 16, 5, k][case % 4];
+            let offsets = random_segments(&mut rng, e, case);
+            let rows = offsets[e];
+            let x: Vec<f32> = common::values(&mut rng, rows * k, 1.0);
+            let (q, w64) = random_mxfp4(&mut rng, [e, n, k], group, case % 3 != 0);
+            let mut out = vec![f32::NAN; rows * n];
+            fast::grouped_gemm(
+                isa,
+                MatRef::new("x", &x, rows, k).unwrap(),
+                &offsets,
+                &q,
+                &mut MatMut::new("out", &mut out, rows, n).unwrap(),
+            )
+            .unwrap();
+            let want = oracle_gemm(&common::el64(&x), &w64, &offsets, n, k);
+            common::assert_close(
+                &format!("{isa:?} MXFP4 case {case} E={e} N={n} K={k} group={group}"),
+                &common::f64s(&out),
+                &want,
+                1e-5,
+            );
+        }
+    }
+}
+
+#[test]
+fn fast_quantized_weights_are_the_reference_values() {
+    // One-hot activations (row `r` of each expert is unit vector `r`) make every output a weight
+    // value alone: `out[r][j] = w[e][j][r]` exactly, whatever the order of the sum. The fast
+    // kernels' dequantised weights must be the reference's (`QuantExperts::row_into`) exactly.
+    let mut rng = common::rng("fast_quantized_weights_are_the_reference_values");
+    for isa in isas() {
+        for (case, k) in [1usize, 15, 31, 33, 64, 77, 100].into_iter().enumerate() {
+            let (e, n) = (2, rng.random_range(1..20));
+            let group = [32usize, 16, 5, k, 128][case % 5];
+            let quants = [
+                random_mxfp4(&mut rng, [e, n, k], group, case % 2 == 0).0,
+                random_fp8(&mut rng, [e, n, k], group).0,
+            ];
+            let offsets: Vec<usize> = (0..=e).map(|ex| ex * k).collect();
+            let mut x = vec![0f32; e * k * k];
+            for r in 0..e * k {
+                x[r * k + r % k] = 1.0;
+            }
+            for q in &quants {
+                let mut out = vec![f32::NAN; e * k * n];
+                fast::grouped_gemm(
+                    isa,
+                    MatRef::new("x", &x, e * k, k).unwrap(),
+                    &offsets,
+                    q,
+                    &mut MatMut::new("out", &mut out, e * k, n).unwrap(),
+                )
+                .unwrap();
+                let mut row = vec![0f32; k];
+                for ex in 0..e {
+                    for j in 0..n {
+                        q.row_into(ex, j, &mut row);
+                        for (c, &want) in row.iter().enumerate() {
+                            let got = out[(ex * k + c) * n + j];
+                            assert!(
+                                got == want,
+                                "{isa:?} {:?} K={k} group={group}: weight [{ex}, {j}, {c}] is \
+                                 {got:e}, the reference has {want:e}",
+                                q.format()
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn fast_fp8_nan_code_gives_nan() {
     // e4m3 has no infinities: 0x7f and 0xff are NaN, and must not decode to a finite value.
@@ -319,18 +451,21 @@ fn fast_bits_do_not_depend_on_thread_count() {
     let xb: Vec<bf16> = common::values(&mut rng, 420 * k, 1.0);
     let w: Vec<bf16> = common::values(&mut rng, e * n * k, 0.3);
     let (q, _) = random_fp8(&mut rng, [e, n, k], 128);
+    let (q4, _) = random_mxfp4(&mut rng, [e, n, k], 32, true);
     let wr = ExpertsRef::new("w", &w, e, n, k).unwrap();
     for isa in isas() {
         let one = [
             fast_in_pool(1, isa, &x, &offsets, wr),
             fast_in_pool(1, isa, &xb, &offsets, wr),
             fast_in_pool(1, isa, &x, &offsets, &q),
+            fast_in_pool(1, isa, &x, &offsets, &q4),
         ];
         for threads in [2, 3, 7] {
             let many = [
                 fast_in_pool(threads, isa, &x, &offsets, wr),
                 fast_in_pool(threads, isa, &xb, &offsets, wr),
                 fast_in_pool(threads, isa, &x, &offsets, &q),
+                fast_in_pool(threads, isa, &x, &offsets, &q4),
             ];
             assert!(
                 one == many,
@@ -379,6 +514,7 @@ fn fast_gemm_matches_reference() {
             let x: Vec<bf16> = common::values(&mut rng, rows * k, 1.0);
             let w: Vec<bf16> = common::values(&mut rng, e * n * k, 0.3);
             let (q, _) = random_fp8(&mut rng, [e, n, k], 128);
+            let (q4, _) = random_mxfp4(&mut rng, [e, n, k], 32, true);
             let xr = MatRef::new("x", &x, rows, k).unwrap();
             let (got, want) = fast_and_reference(
                 isa,
@@ -389,6 +525,8 @@ fn fast_gemm_matches_reference() {
             common::assert_close(&format!("{isa:?} bf16 case {case}"), &got, &want, 1e-5);
             let (got, want) = fast_and_reference(isa, xr, &offsets, &q);
             common::assert_close(&format!("{isa:?} FP8 case {case}"), &got, &want, 1e-5);
+            let (got, want) = fast_and_reference(isa, xr, &offsets, &q4);
+            common::assert_close(&format!("{isa:?} MXFP4 case {case}"), &got, &want, 1e-5);
         }
     }
 }

@@ -246,7 +246,8 @@ fn moe_run_on_an_mxfp4_checkpoint_matches_the_oracle() {
             break (x, o);
         }
     };
-    // The fast backend has no MXFP4 kernel: it runs the reference GEMM, bit for bit.
+    // The fast backend's MXFP4 kernels decode the reference's values; only the order of the
+    // sums differs.
     let xs = MatRef::new("x", &x, t, H).unwrap();
     let fast = layer.forward(xs).unwrap();
     let reference = layer
@@ -254,7 +255,13 @@ fn moe_run_on_an_mxfp4_checkpoint_matches_the_oracle() {
         .with_backend(CpuBackend::Reference)
         .forward(xs)
         .unwrap();
-    assert_eq!(fast, reference);
+    assert_eq!(fast.routing, reference.routing);
+    common::assert_close(
+        "MXFP4 layer, fast against reference backend, f32",
+        &common::f64s(&fast.hidden),
+        &common::f64s(&reference.hidden),
+        1e-5,
+    );
     common::assert_close(
         "MXFP4 layer (library), f32",
         &common::f64s(&fast.hidden),

@@ -60,7 +60,7 @@ pub trait ExpertRows: Sync {
     fn row_into(&self, e: usize, j: usize, out: &mut [f32]);
 
     /// The stored weights, for the fast backend's kernels ([`super::fast`]); `None` for a storage
-    /// they do not read (MXFP4), on which the fast backend runs the reference GEMM.
+    /// they do not read (none of this crate's), on which the fast backend runs the reference GEMM.
     fn source(&self) -> Option<WeightSource<'_>>;
 }
 
@@ -98,7 +98,11 @@ impl ExpertRows for QuantExperts {
                 scales: self.scales(),
                 group: self.group(),
             }),
-            CodeFormat::Mxfp4E2M1 => None,
+            CodeFormat::Mxfp4E2M1 => Some(WeightSource::Mxfp4E2M1 {
+                codes: self.codes(),
+                scales: self.scales(),
+                group: self.group(),
+            }),
         }
     }
 }

@@ -98,6 +98,23 @@ pub struct GpuQuantExperts {
     group: usize,
 }
 
+impl GpuQuantExperts {
+    /// The FP8 e4m3 codes `[E, N, K]`.
+    pub fn codes(&self) -> CudaView<'_, u8> {
+        self.codes.as_view()
+    }
+
+    /// The scales `[E, N, ceil(K / group)]`.
+    pub fn scales(&self) -> CudaView<'_, f32> {
+        self.scales.as_view()
+    }
+
+    /// Columns per scale.
+    pub fn group(&self) -> usize {
+        self.group
+    }
+}
+
 impl GpuExpertStorage for GpuQuantExperts {
     fn raw<'a>(&'a self, stream: &'a CudaStream, guards: &mut Vec<SyncOnDrop<'a>>) -> RawMatrices {
         let (codes, g) = self.codes.device_ptr(stream);
@@ -245,6 +262,17 @@ impl<T> GpuMoeWeights<T> {
 }
 
 impl<T, S: GpuExpertStorage> GpuMoeWeights<T, S> {
+    /// Routed experts' fused gate-up projections `[E, 2I, H]` (`[E, I, H]` when not gated), as
+    /// stored.
+    pub fn gate_up_stored(&self) -> &S {
+        &self.gate_up
+    }
+
+    /// Routed experts' down projections `[E, H, I]`, as stored.
+    pub fn down_stored(&self) -> &S {
+        &self.down
+    }
+
     /// The config the weights were validated against.
     pub fn config(&self) -> &MoeConfig {
         &self.config

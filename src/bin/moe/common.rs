@@ -253,15 +253,26 @@ impl FastRng {
         FastRng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
 
-    /// `n` values uniform in `[-scale, scale)`, rounded to `T`. Generated in fixed chunks of 2^20
-    /// values, each from its own generator seeded by this one and the chunk's index, spread over the
-    /// machine's cores: the result depends only on the seed, not on the number of threads.
+    /// `n` values uniform in `[-scale, scale)`, rounded to `T`. Generated as [`FastRng::fill`]
+    /// does: the result depends only on the seed, not on the number of threads.
     pub fn values<T: Element>(&mut self, n: usize, scale: f32) -> Vec<T> {
+        self.fill(n, |rng| T::from_f32(rng.uniform(scale)))
+    }
+
+    /// `n` values of `gen`, in fixed chunks of 2^20 values, each from its own generator seeded by
+    /// this one and the chunk's index, spread over the machine's cores: the result depends only on
+    /// the seed, not on the number of threads.
+    pub fn fill<T: Clone + Default + Send>(
+        &mut self,
+        n: usize,
+        gen: impl Fn(&mut FastRng) -> T + Sync,
+    ) -> Vec<T> {
         const CHUNK: usize = 1 << 20;
         let base = self.next_u64();
         let mut out = vec![T::default(); n];
         let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
         let per_thread = n.div_ceil(CHUNK).div_ceil(threads).max(1) * CHUNK;
+        let gen = &gen;
         std::thread::scope(|s| {
             for (w, part) in out.chunks_mut(per_thread).enumerate() {
                 s.spawn(move || {
@@ -270,7 +281,7 @@ impl FastRng {
                         let mut rng =
                             FastRng::new(base ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03));
                         for v in chunk {
-                            *v = T::from_f32(rng.uniform(scale));
+                            *v = gen(&mut rng);
                         }
                     }
                 });
@@ -280,7 +291,7 @@ impl FastRng {
     }
 
     /// The next raw 64-bit value.
-    fn next_u64(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;

@@ -10,10 +10,13 @@ use half::bf16;
 use std::arch::x86_64::*;
 
 use super::{tile_dispatch, Task, WeightSource, LANES};
+use crate::quant::{fp4_e2m1_to_f32, CodeFormat};
 
 /// Weight rows loaded [`LANES`] at a time and widened to `f32`.
 trait Load: Copy {
     /// Columns `c .. c + 16` of global weight row `row`, lanes outside `mask` zero (and not read).
+    /// Always inlined into the tiles, whose AVX-512 features its intrinsics then compile with (a
+    /// `#[target_feature]` function of its size would not be inlined at every optimisation level).
     ///
     /// # Safety
     ///
@@ -41,8 +44,7 @@ struct Plain<T> {
 }
 
 impl Load for Plain<f32> {
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    #[inline(always)]
     unsafe fn load(self, row: usize, c: usize, mask: __mmask16) -> __m512 {
         // SAFETY: the caller keeps the unmasked lanes inside the row; masked lanes are not read.
         unsafe { _mm512_maskz_loadu_ps(mask, self.ptr.add(row * self.k + c)) }
@@ -61,14 +63,15 @@ impl Load for Plain<f32> {
 struct Bf16(Plain<u16>);
 
 impl Load for Bf16 {
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    #[inline(always)]
     unsafe fn load(self, row: usize, c: usize, mask: __mmask16) -> __m512 {
         let Plain { ptr, k } = self.0;
-        // SAFETY: as for `Plain<f32>`.
-        let bits = unsafe { _mm256_maskz_loadu_epi16(mask, ptr.add(row * k + c).cast()) };
-        // A bf16 is the high half of the f32 with the same value.
-        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(bits)))
+        // SAFETY: as for `Plain<f32>`; the caller has AVX-512 F.
+        unsafe {
+            let bits = _mm256_maskz_loadu_epi16(mask, ptr.add(row * k + c).cast());
+            // A bf16 is the high half of the f32 with the same value.
+            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(bits)))
+        }
     }
 
     #[inline]
@@ -83,13 +86,11 @@ impl Load for Bf16 {
 struct F16(Plain<u16>);
 
 impl Load for F16 {
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    #[inline(always)]
     unsafe fn load(self, row: usize, c: usize, mask: __mmask16) -> __m512 {
         let Plain { ptr, k } = self.0;
-        // SAFETY: as for `Plain<f32>`.
-        let bits = unsafe { _mm256_maskz_loadu_epi16(mask, ptr.add(row * k + c).cast()) };
-        _mm512_cvtph_ps(bits)
+        // SAFETY: as for `Plain<f32>`; the caller has AVX-512 F.
+        unsafe { _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, ptr.add(row * k + c).cast())) }
     }
 
     #[inline]
@@ -99,19 +100,10 @@ impl Load for F16 {
     }
 }
 
-/// FP8 e4m3 rows with a scale per row and group of `group` columns.
-///
-/// An e4m3 code `s.eeee.mmm` placed in an f16 as `s.0eeee.mmm0000000` has 2^-8 of the code's value
-/// (both formats' subnormals included: the exponent biases are 15 and 7), so `vcvtph2ps` widens it
-/// exactly; the code sign-extended to 16 bits and shifted left by 7 has those bits under the mask
-/// `0xbf80`. `s.1111.111` (NaN in e4m3, 1.875 this way) is replaced by NaN. The result is multiplied
-/// by `256 * scale` (both factors exact powers-of-two scalings of the reference's, so the product is
-/// the reference's table value times the scale, bit for bit), or by 256 and then the scale where
-/// `256 * scale` would overflow.
+/// The scales of quantized rows: one per row and group of `group` columns, `groups` a row.
 #[derive(Clone, Copy)]
-struct Fp8 {
-    codes: *const u8,
-    scales: *const f32,
+struct GroupScales {
+    ptr: *const f32,
     k: usize,
     groups: usize,
     group: usize,
@@ -121,11 +113,10 @@ struct Fp8 {
     uniform: bool,
 }
 
-impl Fp8 {
-    fn new(codes: &[u8], scales: &[f32], k: usize, group: usize) -> Fp8 {
-        Fp8 {
-            codes: codes.as_ptr(),
-            scales: scales.as_ptr(),
+impl GroupScales {
+    fn new(scales: &[f32], k: usize, group: usize) -> GroupScales {
+        GroupScales {
+            ptr: scales.as_ptr(),
             k,
             groups: k.div_ceil(group),
             group,
@@ -140,6 +131,18 @@ impl Fp8 {
         }
     }
 
+    /// The one scale of columns `c .. c + 16` of global row `row` where they share one
+    /// ([`GroupScales::uniform`]).
+    ///
+    /// # Safety
+    ///
+    /// The scales must hold the row's, and `c < k`.
+    #[inline(always)]
+    unsafe fn chunk_scale(self, row: usize, c: usize) -> f32 {
+        // SAFETY: `group_of(c) < groups` for every column `c < k` (the caller's).
+        unsafe { *self.ptr.add(row * self.groups + self.group_of(c)) }
+    }
+
     /// The scales of columns `c .. c + 16` of global row `row` (the last column's past `k`), for
     /// groups that do not hold whole chunks: out of line, so that the common path is small enough
     /// to be inlined into the tiles.
@@ -151,7 +154,7 @@ impl Fp8 {
             // SAFETY: `group_of(c') < groups` for every column `c' < k` of the row.
             unsafe {
                 *self
-                    .scales
+                    .ptr
                     .add(row * groups + self.group_of((c + l).min(self.k - 1)))
             }
         })
@@ -167,12 +170,26 @@ impl Fp8 {
     }
 }
 
+/// FP8 e4m3 rows with a scale per row and group of columns.
+///
+/// An e4m3 code `s.eeee.mmm` placed in an f16 as `s.0eeee.mmm0000000` has 2^-8 of the code's value
+/// (both formats' subnormals included: the exponent biases are 15 and 7), so `vcvtph2ps` widens it
+/// exactly; the code sign-extended to 16 bits and shifted left by 7 has those bits under the mask
+/// `0xbf80`. `s.1111.111` (NaN in e4m3, 1.875 this way) is replaced by NaN. The result is multiplied
+/// by `256 * scale` (both factors exact powers-of-two scalings of the reference's, so the product is
+/// the reference's table value times the scale, bit for bit), or by 256 and then the scale where
+/// `256 * scale` would overflow.
+#[derive(Clone, Copy)]
+struct Fp8 {
+    codes: *const u8,
+    k: usize,
+    scales: GroupScales,
+}
+
 impl Load for Fp8 {
-    #[inline]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    #[inline(always)]
     unsafe fn load(self, row: usize, c: usize, mask: __mmask16) -> __m512 {
-        // SAFETY: as for `Plain<f32>`; the scales read are those of the row's groups
-        // (`group_of(c) < groups` for every column `c < k`, and the lane loop stops at `k`).
+        // SAFETY: as for `Plain<f32>`; the scales read are those of the row's groups (`c < k`).
         unsafe {
             let codes = _mm_maskz_loadu_epi8(mask, self.codes.add(row * self.k + c).cast());
             let half = _mm256_and_si256(
@@ -182,16 +199,15 @@ impl Load for Fp8 {
             let exp_mant = _mm256_set1_epi16(0x3f80);
             let nan = _mm256_cmpeq_epi16_mask(_mm256_and_si256(half, exp_mant), exp_mant);
             let w = _mm512_mask_mov_ps(_mm512_cvtph_ps(half), nan, _mm512_set1_ps(f32::NAN));
-            let scales = self.scales.add(row * self.groups);
-            if self.uniform {
-                let s = *scales.add(self.group_of(c));
+            if self.scales.uniform {
+                let s = self.scales.chunk_scale(row, c);
                 let s256 = 256.0 * s;
                 if s256.is_finite() {
                     return _mm512_mul_ps(w, _mm512_set1_ps(s256));
                 }
                 return _mm512_mul_ps(_mm512_mul_ps(w, _mm512_set1_ps(256.0)), _mm512_set1_ps(s));
             }
-            let lanes = self.lane_scales(row, c);
+            let lanes = self.scales.lane_scales(row, c);
             _mm512_mul_ps(
                 _mm512_mul_ps(w, _mm512_set1_ps(256.0)),
                 _mm512_loadu_ps(lanes.as_ptr()),
@@ -205,6 +221,65 @@ impl Load for Fp8 {
         unsafe { prefetch(self.codes.wrapping_add(row * self.k + c)) }
     }
 }
+
+/// MXFP4 e2m1 rows (two codes a byte, low nibble first, `bytes` a row) with a scale per row and
+/// group of columns.
+///
+/// The 8 bytes of a chunk's 16 codes are each doubled (`vpunpcklbw` with itself) and widened to 32
+/// bits, lane `l` holding byte `l / 2`; odd lanes are shifted right by 4, and the low 4 bits of each
+/// lane index the 16 e2m1 values in a register (`vpermps`, which reads only those bits). The value
+/// times the scale is the reference's product, bit for bit. Lanes past `K` are zeroed (the high
+/// nibble of a row's half-used last byte is not a value).
+#[derive(Clone, Copy)]
+struct Mxfp4 {
+    codes: *const u8,
+    bytes: usize,
+    scales: GroupScales,
+}
+
+impl Load for Mxfp4 {
+    #[inline(always)]
+    unsafe fn load(self, row: usize, c: usize, mask: __mmask16) -> __m512 {
+        // The bytes of the unmasked lanes (the low `len` of the chunk): byte `b` holds lanes `2b`
+        // and `2b + 1`.
+        let byte_mask: __mmask16 = (1 << mask.count_ones().div_ceil(2)) - 1;
+        // SAFETY: as for `Plain<f32>` (`c` is even: the chunk's bytes start at `c / 2`, and the
+        // masked bytes are those of its columns); the scales as for `Fp8`.
+        unsafe {
+            let packed =
+                _mm_maskz_loadu_epi8(byte_mask, self.codes.add(row * self.bytes + c / 2).cast());
+            let lanes = _mm512_cvtepu8_epi32(_mm_unpacklo_epi8(packed, packed));
+            let codes = _mm512_srlv_epi32(
+                lanes,
+                _mm512_set_epi32(4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0),
+            );
+            let table = _mm512_loadu_ps(E2M1.as_ptr());
+            let w = _mm512_maskz_permutexvar_ps(mask, codes, table);
+            if self.scales.uniform {
+                return _mm512_mul_ps(w, _mm512_set1_ps(self.scales.chunk_scale(row, c)));
+            }
+            let lanes = self.scales.lane_scales(row, c);
+            _mm512_mul_ps(w, _mm512_loadu_ps(lanes.as_ptr()))
+        }
+    }
+
+    #[inline]
+    fn prefetch(self, row: usize, c: usize) {
+        // SAFETY: as for `Plain<f32>`.
+        unsafe { prefetch(self.codes.wrapping_add(row * self.bytes + c / 2)) }
+    }
+}
+
+/// The 16 e2m1 values, by code.
+static E2M1: [f32; 16] = {
+    let mut t = [0f32; 16];
+    let mut c = 0;
+    while c < 16 {
+        t[c] = fp4_e2m1_to_f32(c as u8);
+        c += 1;
+    }
+    t
+};
 
 /// `out(i, j, dot(x row i, weight row row0 + j))` for an `MR x NR` tile.
 #[inline]
@@ -298,7 +373,26 @@ pub(super) unsafe fn task(task: &Task<'_, f32>, src: &WeightSource<'_>) {
             codes,
             scales,
             group,
-        } => run(task, Fp8::new(codes, scales, k, group)),
+        } => run(
+            task,
+            Fp8 {
+                codes: codes.as_ptr(),
+                k,
+                scales: GroupScales::new(scales, k, group),
+            },
+        ),
+        WeightSource::Mxfp4E2M1 {
+            codes,
+            scales,
+            group,
+        } => run(
+            task,
+            Mxfp4 {
+                codes: codes.as_ptr(),
+                bytes: CodeFormat::Mxfp4E2M1.row_bytes(k),
+                scales: GroupScales::new(scales, k, group),
+            },
+        ),
     }
 }
 

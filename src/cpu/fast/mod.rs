@@ -8,8 +8,8 @@
 //!
 //! # Kernels
 //!
-//! Weights are read in their stored format (f32, bf16, f16, or FP8 e4m3 with its scales,
-//! [`WeightSource`]) and widened to `f32` in registers, 16 columns (`LANES`) at a time; activations are
+//! Weights are read in their stored format (f32, bf16, f16, or FP8 e4m3 or MXFP4 e2m1 codes with
+//! their scales, [`WeightSource`]) and widened to `f32` in registers, 16 columns (`LANES`) at a time; activations are
 //! widened once per call. A tile computes `MR x NR` (4 x 4) dot products at once, so each weight
 //! chunk loaded serves up to `MR` activation rows and each activation chunk `NR` weight rows: at one
 //! token this is a GEMV that streams the weights once, with more rows it is a small GEMM whose
@@ -43,6 +43,7 @@ use super::gemm::{validate_offsets, ExpertRows};
 use crate::config::Activation;
 use crate::dtype::Element;
 use crate::error::{MoeError, Result};
+use crate::quant::CodeFormat;
 use crate::view::{MatMut, MatRef};
 
 /// Which implementation runs a CPU layer's expert GEMMs.
@@ -126,6 +127,18 @@ pub enum WeightSource<'a> {
         /// Columns per scale.
         group: usize,
     },
+    /// MXFP4's FP4 e2m1 codes, two per byte (low nibble first, each row
+    /// [`CodeFormat::row_bytes`](crate::quant::CodeFormat::row_bytes) bytes), with one `f32` scale
+    /// per row and group of `group` columns, as [`QuantExperts`](crate::quant::QuantExperts) holds
+    /// them.
+    Mxfp4E2M1 {
+        /// The codes `[E, N, ceil(K / 2)]`.
+        codes: &'a [u8],
+        /// The scales `[E, N, ceil(K / group)]`.
+        scales: &'a [f32],
+        /// Columns per scale.
+        group: usize,
+    },
 }
 
 impl<'a> WeightSource<'a> {
@@ -151,6 +164,27 @@ impl<'a> WeightSource<'a> {
     /// Check that this source holds `[E, N, K]` weights (and their scales).
     fn check(&self, [e, n, k]: [usize; 3]) -> Result<()> {
         let rows = e * n;
+        // The lengths to check of quantized weights: the codes', else the scales'.
+        let quantized = |format: CodeFormat, codes: &[u8], scales: &[f32], group: usize| {
+            if group == 0 {
+                return Err(MoeError::InvalidConfig(
+                    "a quantization scale group of 0 columns".into(),
+                ));
+            }
+            Ok(if codes.len() != rows * format.row_bytes(k) {
+                (
+                    "expert weight codes",
+                    codes.len(),
+                    rows * format.row_bytes(k),
+                )
+            } else {
+                (
+                    "expert weight scales",
+                    scales.len(),
+                    rows * k.div_ceil(group),
+                )
+            })
+        };
         let (what, len, want) = match *self {
             WeightSource::F32(d) => ("expert weights", d.len(), rows * k),
             WeightSource::Bf16(d) => ("expert weights", d.len(), rows * k),
@@ -159,22 +193,12 @@ impl<'a> WeightSource<'a> {
                 codes,
                 scales,
                 group,
-            } => {
-                if group == 0 {
-                    return Err(MoeError::InvalidConfig(
-                        "a quantization scale group of 0 columns".into(),
-                    ));
-                }
-                if codes.len() != rows * k {
-                    ("expert weight codes", codes.len(), rows * k)
-                } else {
-                    (
-                        "expert weight scales",
-                        scales.len(),
-                        rows * k.div_ceil(group),
-                    )
-                }
-            }
+            } => quantized(CodeFormat::Fp8E4M3, codes, scales, group)?,
+            WeightSource::Mxfp4E2M1 {
+                codes,
+                scales,
+                group,
+            } => quantized(CodeFormat::Mxfp4E2M1, codes, scales, group)?,
         };
         if len != want {
             return Err(MoeError::shape(
@@ -278,7 +302,7 @@ use tile_dispatch;
 /// For each expert `e`, `out[rows of e] = x[rows of e] @ w[e]^T` on the fast kernels of `isa`: the
 /// twin of [`cpu::gemm::grouped_gemm`](super::gemm::grouped_gemm), with the same arguments and errors
 /// (and [`MoeError::InvalidConfig`] when the CPU lacks `isa`). Weights no fast kernel reads
-/// ([`ExpertRows::source`] `None`: MXFP4) run on the reference GEMM.
+/// ([`ExpertRows::source`] `None`) run on the reference GEMM.
 pub fn grouped_gemm<X: Element, Y: Element>(
     isa: Isa,
     x: MatRef<'_, X>,
@@ -300,7 +324,7 @@ pub fn grouped_gemm<X: Element, Y: Element>(
 /// The up projection with the activation fused, on the fast kernels of `isa`: the twin of
 /// [`cpu::gemm::grouped_gemm_activation`](super::gemm::grouped_gemm_activation), with the same
 /// arguments and errors (and [`MoeError::InvalidConfig`] when the CPU lacks `isa`). Weights no
-/// fast kernel reads (MXFP4) run on the reference GEMM.
+/// fast kernel reads ([`ExpertRows::source`] `None`) run on the reference GEMM.
 pub fn grouped_gemm_activation<X: Element, Y: Element>(
     isa: Isa,
     x: MatRef<'_, X>,

@@ -9,7 +9,7 @@
 use half::{bf16, f16};
 
 use super::{tile_dispatch, Task, WeightSource, LANES};
-use crate::quant::fp8_e4m3_to_f32;
+use crate::quant::{fp4_e2m1_to_f32, fp8_e4m3_to_f32, CodeFormat};
 
 /// Weight rows widened to `f32` a chunk of [`LANES`] at a time.
 trait Widen: Copy {
@@ -59,6 +59,31 @@ impl Widen for Fp8<'_> {
         let scales = &self.scales[row * groups..(row + 1) * groups];
         for (l, (d, &code)) in dst.iter_mut().zip(codes).enumerate() {
             *d = fp8_e4m3_to_f32(code) * scales[(c + l) / self.group];
+        }
+    }
+}
+
+/// MXFP4 e2m1 rows (two codes a byte, low nibble first, `bytes` a row) with a scale per row and
+/// group of `group` columns.
+#[derive(Clone, Copy)]
+struct Mxfp4<'a> {
+    codes: &'a [u8],
+    scales: &'a [f32],
+    k: usize,
+    bytes: usize,
+    group: usize,
+}
+
+impl Widen for Mxfp4<'_> {
+    #[inline(always)]
+    fn widen(self, row: usize, c: usize, len: usize, dst: &mut [f32; LANES]) {
+        let groups = self.k.div_ceil(self.group);
+        let codes = &self.codes[row * self.bytes..(row + 1) * self.bytes];
+        let scales = &self.scales[row * groups..(row + 1) * groups];
+        for (l, d) in dst[..len].iter_mut().enumerate() {
+            let col = c + l;
+            let nibble = codes[col / 2] >> (4 * (col % 2));
+            *d = fp4_e2m1_to_f32(nibble) * scales[col / self.group];
         }
     }
 }
@@ -126,6 +151,20 @@ fn task_body(task: &Task<'_, f32>, src: &WeightSource<'_>) {
                 codes,
                 scales,
                 k,
+                group,
+            },
+        ),
+        WeightSource::Mxfp4E2M1 {
+            codes,
+            scales,
+            group,
+        } => run(
+            task,
+            Mxfp4 {
+                codes,
+                scales,
+                k,
+                bytes: CodeFormat::Mxfp4E2M1.row_bytes(k),
                 group,
             },
         ),

@@ -11,8 +11,9 @@ use cudarc::driver::{CudaEvent, CudaSlice, CudaView, CudaViewMut};
 use half::bf16;
 use moe_kernels::cpu::layer::CpuMoeLayer;
 use moe_kernels::gpu::{
-    combine, gather, grouped_gemm, permute, route, Device, DeviceStatus, GemmEpilogue, GpuMoeLayer,
-    GpuPermutation, GroupedGemmShape,
+    combine, gather, grouped_gemm, grouped_gemm_fp8, permute, route, Device, DeviceStatus,
+    Fp8Weights, GemmEpilogue, GpuExpertStorage, GpuMoeLayer, GpuPermutation, GpuQuantExperts,
+    GroupedGemmShape, UploadExperts,
 };
 use moe_kernels::MatRef;
 
@@ -214,16 +215,96 @@ fn blas_gemm(
     Ok(())
 }
 
+/// Routed expert weights as the stage timings run them: the grouped GEMM on their storage, and for
+/// bf16 weights the values the cuBLAS peers multiply.
+pub trait StageWeights: GpuExpertStorage {
+    /// `out = epilogue(x @ w^T)` per expert, on the grouped GEMM that reads this storage.
+    fn gemm(
+        &self,
+        dev: &Device,
+        x: &CudaView<'_, bf16>,
+        offsets: &CudaView<'_, i64>,
+        shape: GroupedGemmShape,
+        epilogue: GemmEpilogue,
+        out: &mut CudaViewMut<'_, bf16>,
+    ) -> Result<()>;
+
+    /// The bf16 values, for the cuBLAS peers; `None` for quantized weights (no cuBLAS peer).
+    fn values(&self) -> Option<CudaView<'_, bf16>>;
+}
+
+impl StageWeights for CudaSlice<bf16> {
+    fn gemm(
+        &self,
+        dev: &Device,
+        x: &CudaView<'_, bf16>,
+        offsets: &CudaView<'_, i64>,
+        shape: GroupedGemmShape,
+        epilogue: GemmEpilogue,
+        out: &mut CudaViewMut<'_, bf16>,
+    ) -> Result<()> {
+        let w = self.as_view();
+        Ok(grouped_gemm(
+            dev,
+            x,
+            Some(offsets),
+            &w,
+            shape,
+            epilogue,
+            out,
+        )?)
+    }
+
+    fn values(&self) -> Option<CudaView<'_, bf16>> {
+        Some(self.as_view())
+    }
+}
+
+impl StageWeights for GpuQuantExperts {
+    fn gemm(
+        &self,
+        dev: &Device,
+        x: &CudaView<'_, bf16>,
+        offsets: &CudaView<'_, i64>,
+        shape: GroupedGemmShape,
+        epilogue: GemmEpilogue,
+        out: &mut CudaViewMut<'_, bf16>,
+    ) -> Result<()> {
+        let (codes, scales) = (self.codes(), self.scales());
+        let w = Fp8Weights {
+            codes: &codes,
+            scales: &scales,
+            group: self.group(),
+        };
+        Ok(grouped_gemm_fp8(
+            dev,
+            x,
+            Some(offsets),
+            w,
+            shape,
+            epilogue,
+            out,
+        )?)
+    }
+
+    fn values(&self) -> Option<CudaView<'_, bf16>> {
+        None
+    }
+}
+
 /// Check and time one token count: the GPU layer against the CPU reference on a sample of tokens, then
 /// every stage, the layer, its graph replay and the cuBLAS peers.
-pub fn bench_tokens(
+pub fn bench_tokens<S: UploadExperts>(
     gpu: &mut Gpu,
-    cpu_layer: &CpuMoeLayer<bf16>,
-    layer: &GpuMoeLayer<bf16>,
+    cpu_layer: &CpuMoeLayer<bf16, S>,
+    layer: &GpuMoeLayer<bf16, S::Gpu>,
     t: usize,
     seed: u64,
     budget: Budget,
-) -> Result<GpuTimings> {
+) -> Result<GpuTimings>
+where
+    S::Gpu: StageWeights,
+{
     let cfg = layer.config().clone();
     let (h, i, e, k) = (
         cfg.hidden_size,
@@ -309,15 +390,14 @@ pub fn bench_tokens(
                     k: h,
                     num_experts: e,
                 };
-                Ok(grouped_gemm::<bf16, bf16>(
+                weights.gate_up_stored().gemm(
                     d,
                     &gathered.as_view(),
-                    Some(&perm.expert_offsets()),
-                    &weights.gate_up(),
+                    &perm.expert_offsets(),
                     shape,
                     GemmEpilogue::Activation(cfg.activation),
                     &mut act.as_view_mut(),
-                )?)
+                )
             })?,
             Stage::DownGemm => timer.time(dev, budget, |d| {
                 let shape = GroupedGemmShape {
@@ -326,15 +406,14 @@ pub fn bench_tokens(
                     k: i,
                     num_experts: e,
                 };
-                Ok(grouped_gemm::<bf16, bf16>(
+                weights.down_stored().gemm(
                     d,
                     &act.as_view(),
-                    Some(&perm.expert_offsets()),
-                    &weights.down(),
+                    &perm.expert_offsets(),
                     shape,
                     GemmEpilogue::Store,
                     &mut y.as_view_mut(),
-                )?)
+                )
             })?,
             Stage::Combine => timer.time(dev, budget, |d| {
                 Ok(combine::<bf16, f32, bf16>(
@@ -368,10 +447,14 @@ pub fn bench_tokens(
         None
     };
 
-    // 4. The cuBLAS peers: one GEMM per touched expert (what a naive engine does), and one dense
-    // GEMM of the same FLOPs (the ceiling the grouped GEMM is held to).
-    let (cublas_per_expert, cublas_dense) = match blas.as_ref() {
-        Some(blas) => {
+    // 4. The cuBLAS peers, for bf16 weights: one GEMM per touched expert (what a naive engine
+    // does), and one dense GEMM of the same FLOPs (the ceiling the grouped GEMM is held to).
+    let values = (
+        weights.gate_up_stored().values(),
+        weights.down_stored().values(),
+    );
+    let (cublas_per_expert, cublas_dense) = match (blas.as_ref(), values) {
+        (Some(blas), (Some(gate_up), Some(down))) => {
             let mut offsets = vec![0usize];
             for &c in &counts {
                 offsets.push(offsets.last().copied().unwrap_or(0) + c.max(0) as usize);
@@ -403,14 +486,14 @@ pub fn bench_tokens(
                 })
             };
             let mut up_out = stream.alloc_zeros::<bf16>(rows * up)?;
-            let up_stats = per_expert(&gathered, &weights.gate_up(), &mut up_out, up, h)?;
-            let down_stats = per_expert(&act, &weights.down(), &mut y, h, i)?;
+            let up_stats = per_expert(&gathered, &gate_up, &mut up_out, up, h)?;
+            let down_stats = per_expert(&act, &down, &mut y, h, i)?;
             // The dense GEMMs of equal FLOPs: all rows against the first expert's weights.
             let dense_up = timer.time(dev, budget, |_| {
                 blas_gemm(
                     blas,
                     &gathered.as_view(),
-                    &weights.gate_up().slice(..up * h),
+                    &gate_up.slice(..up * h),
                     &mut up_out.as_view_mut(),
                     rows,
                     up,
@@ -421,7 +504,7 @@ pub fn bench_tokens(
                 blas_gemm(
                     blas,
                     &act.as_view(),
-                    &weights.down().slice(..h * i),
+                    &down.slice(..h * i),
                     &mut y.as_view_mut(),
                     rows,
                     h,
@@ -430,7 +513,7 @@ pub fn bench_tokens(
             })?;
             (Some((up_stats, down_stats)), Some((dense_up, dense_down)))
         }
-        None => (None, None),
+        _ => (None, None),
     };
 
     Ok(GpuTimings {

@@ -1,6 +1,8 @@
 //! What a benchmark measures: the stages, their useful work (FLOPs and bytes), and timing statistics.
 
 use moe_kernels::MoeConfig;
+
+use super::presets::Weights;
 use serde::Serialize;
 use std::time::Instant;
 
@@ -57,15 +59,23 @@ pub struct Work {
 }
 
 /// The useful work of `stage` for `t` tokens whose routing touches `touched` distinct experts, with
-/// elements of `eb` bytes.
-pub fn work(cfg: &MoeConfig, stage: Stage, t: usize, touched: usize, eb: usize) -> Work {
+/// bf16 activations and router and the expert matrices stored as `weights` (their bytes are those
+/// stored: codes and scales for quantized weights).
+pub fn work(cfg: &MoeConfig, stage: Stage, t: usize, touched: usize, weights: Weights) -> Work {
     let (h, i, e, k) = (
         cfg.hidden_size as f64,
         cfg.intermediate_size as f64,
         cfg.routing.num_experts as f64,
         cfg.routing.top_k as f64,
     );
-    let (t, touched, eb) = (t as f64, touched as f64, eb as f64);
+    let eb = 2.0;
+    let matrix = |n: usize, k: usize| weights.matrix_bytes(n, k) as f64;
+    let up_bytes = matrix(
+        cfg.activation.up_rows(cfg.intermediate_size),
+        cfg.hidden_size,
+    );
+    let down_bytes = matrix(cfg.hidden_size, cfg.intermediate_size);
+    let (t, touched) = (t as f64, touched as f64);
     let up = cfg.activation.up_rows(cfg.intermediate_size) as f64;
     let rows = t * k;
     match stage {
@@ -79,11 +89,11 @@ pub fn work(cfg: &MoeConfig, stage: Stage, t: usize, touched: usize, eb: usize) 
         },
         Stage::UpGemm => Work {
             flops: 2.0 * rows * up * h,
-            bytes: touched * up * h * eb + rows * h * eb + rows * i * eb,
+            bytes: touched * up_bytes + rows * h * eb + rows * i * eb,
         },
         Stage::DownGemm => Work {
             flops: 2.0 * rows * h * i,
-            bytes: touched * h * i * eb + rows * i * eb + rows * h * eb,
+            bytes: touched * down_bytes + rows * i * eb + rows * h * eb,
         },
         Stage::Combine => Work {
             flops: 2.0 * rows * h,
@@ -92,15 +102,16 @@ pub fn work(cfg: &MoeConfig, stage: Stage, t: usize, touched: usize, eb: usize) 
         Stage::Layer => {
             let (mut flops, mut bytes) = (
                 2.0 * rows * (up * h + h * i) + 2.0 * t * h * e,
-                touched * (up + i) * h * eb + e * h * eb + 2.0 * t * h * eb,
+                touched * (up_bytes + down_bytes) + e * h * eb + 2.0 * t * h * eb,
             );
             for s in &cfg.shared_experts {
                 let (si, sup) = (
                     s.intermediate_size as f64,
-                    cfg.activation.up_rows(s.intermediate_size) as f64,
+                    cfg.activation.up_rows(s.intermediate_size),
                 );
-                flops += 2.0 * t * (sup * h + h * si);
-                bytes += (sup + si) * h * eb;
+                flops += 2.0 * t * (sup as f64 * h + h * si);
+                bytes +=
+                    matrix(sup, cfg.hidden_size) + matrix(cfg.hidden_size, s.intermediate_size);
             }
             Work { flops, bytes }
         }

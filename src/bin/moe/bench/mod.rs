@@ -17,16 +17,19 @@ mod report;
 mod torch;
 
 use anyhow::{bail, Context, Result};
+use half::bf16;
 use indicatif::{ProgressBar, ProgressStyle};
 use moe_kernels::cpu::fast::{CpuBackend, Isa};
 use moe_kernels::cpu::layer::CpuMoeLayer;
-use moe_kernels::gpu::GpuMoeLayer;
+use moe_kernels::gpu::{GpuMoeLayer, UploadExperts};
+use moe_kernels::MoeError;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use super::common::{resolve_device, Backend, CpuBackendArg, DeviceArg};
+use gpu::StageWeights;
 use measure::{Budget, Stage, Stats};
-use presets::Preset;
+use presets::{Preset, Weights};
 use report::{Ceilings, Record, Report};
 
 /// Token counts timed on the CPU when `--tokens` is not given.
@@ -65,6 +68,11 @@ pub struct Args {
     /// The CPU layer's expert GEMMs: the fast kernels or the reference (`--device cpu` only).
     #[arg(long, value_enum, default_value_t = CpuBackendArg::Fast)]
     cpu_backend: CpuBackendArg,
+    /// How the expert matrices are stored (default: as each preset's model ships them: fp8 for
+    /// deepseek-v3 and kimi-k2, mxfp4 for gpt-oss-120b, bf16 for the others). Quantized weights are
+    /// random codes with scales; their GEMMs' GB/s count the bytes stored (codes and scales).
+    #[arg(long, value_enum)]
+    weights: Option<Weights>,
     /// Seed of the random weights and inputs.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -173,13 +181,15 @@ pub fn main(args: Args) -> Result<()> {
 
     for preset in presets {
         let cfg = preset.config();
-        let need = cpu::weight_bytes(&cfg);
+        let weights = args.weights.unwrap_or_else(|| preset.shipped_weights());
+        let need = cpu::weight_bytes(&cfg, weights);
         if let Some(avail) = available_memory() {
             if need as f64 > 0.7 * avail as f64 {
                 report.skipped.push(format!(
-                    "{}: its bf16 weights take {:.1} GB, more than 70% of the {:.1} GB of host \
+                    "{}: its {} weights take {:.1} GB, more than 70% of the {:.1} GB of host \
                      memory available",
                     preset.name(),
+                    weights.name(),
                     need as f64 / 1e9,
                     avail as f64 / 1e9
                 ));
@@ -187,64 +197,43 @@ pub fn main(args: Args) -> Result<()> {
                 continue;
             }
         }
-        progress.set_message(format!("{}: generating weights", preset.name()));
-        let cpu_layer = CpuMoeLayer::new(cfg.clone(), cpu::random_weights(&cfg, args.seed))?
-            .with_backend(args.cpu_backend.into());
-        let gpu_layer = match &side {
-            Side::Cpu => None,
-            Side::Gpu(g) => Some(GpuMoeLayer::upload(&g.dev, &cfg, cpu_layer.weights())?),
+        progress.set_message(format!(
+            "{}: generating {} weights",
+            preset.name(),
+            weights.name()
+        ));
+        let mut run = PresetRun {
+            side: &mut side,
+            report: &mut report,
+            preset,
+            weights,
+            tokens: &tokens,
+            seed: args.seed,
+            budget,
+            progress: &progress,
+            worst_check: &mut worst_check,
         };
-        for &t in &tokens {
-            progress.set_message(format!("{}: {t} tokens", preset.name()));
-            let seed = args.seed ^ (t as u64).wrapping_mul(0x9E37_79B9);
-            let mut push = |implementation: &str, stage: Stage, stats: Stats, touched: usize| {
-                let work = measure::work(&cfg, stage, t, touched, 2);
-                report.records.push(Record::new(
-                    preset.name(),
-                    t,
-                    implementation,
-                    stage.name(),
-                    stats,
-                    work,
-                    &report.ceilings,
-                ));
-            };
-            match (&mut side, &gpu_layer) {
-                (Side::Gpu(g), Some(layer)) => {
-                    match gpu::bench_tokens(g, &cpu_layer, layer, t, seed, budget) {
-                        Ok(r) => {
-                            worst_check = worst_check.max(r.check_error);
-                            for (stage, stats) in r.stages {
-                                push("moe-kernels cuda", stage, stats, r.touched);
-                            }
-                            if let Some(s) = r.graph {
-                                push("moe-kernels cuda graph", Stage::Layer, s, r.touched);
-                            }
-                            for (name, pair) in [
-                                ("cuBLAS per expert", r.cublas_per_expert),
-                                ("cuBLAS dense (equal FLOPs)", r.cublas_dense),
-                            ] {
-                                if let Some((up, down)) = pair {
-                                    push(name, Stage::UpGemm, up, r.touched);
-                                    push(name, Stage::DownGemm, down, r.touched);
-                                }
-                            }
-                        }
-                        Err(e) => report
-                            .skipped
-                            .push(format!("{} at {t} tokens: {e:#}", preset.name())),
-                    }
-                }
-                _ => {
-                    let (timings, touched) = cpu::bench_tokens(&cpu_layer, t, seed, budget)?;
-                    for (stage, stats) in timings {
-                        push("moe-kernels cpu", stage, stats, touched);
-                    }
-                }
-            }
-            progress.inc(1);
+        match weights.quantized() {
+            None => run.layer(
+                CpuMoeLayer::new(cfg.clone(), cpu::random_weights(&cfg, args.seed))?
+                    .with_backend(args.cpu_backend.into()),
+            )?,
+            Some(format) => run.layer(
+                CpuMoeLayer::new(
+                    cfg.clone(),
+                    cpu::random_quant_weights(&cfg, args.seed, format)?,
+                )?
+                .with_backend(args.cpu_backend.into()),
+            )?,
         }
-        drop((cpu_layer, gpu_layer));
+        if weights != Weights::Bf16 && peer.is_some() {
+            report.skipped.push(format!(
+                "PyTorch peers for {}: they run bf16 weights only, not {}",
+                preset.name(),
+                weights.name()
+            ));
+            continue;
+        }
         if let Some(peer) = &peer {
             progress.set_message(format!("{}: PyTorch peers", preset.name()));
             let file = args.out.join(format!("torch-{}.json", preset.name()));
@@ -272,10 +261,12 @@ pub fn main(args: Args) -> Result<()> {
                         // The peers run the whole block; count its work with every token's k
                         // experts distinct (as many experts touched as tokens * k allows).
                         let touched = cfg.routing.num_experts.min(r.tokens * cfg.routing.top_k);
-                        let work = measure::work(&cfg, Stage::Layer, r.tokens, touched, 2);
+                        let work =
+                            measure::work(&cfg, Stage::Layer, r.tokens, touched, Weights::Bf16);
                         report.records.push(Record::new(
                             preset.name(),
                             r.tokens,
+                            Weights::Bf16.name(),
                             &r.implementation,
                             Stage::Layer.name(),
                             r.stats(),
@@ -311,6 +302,102 @@ pub fn main(args: Args) -> Result<()> {
         side.ours()
     );
     Ok(())
+}
+
+/// One preset's timings at every token count, into the report.
+struct PresetRun<'a> {
+    side: &'a mut Side,
+    report: &'a mut Report,
+    preset: Preset,
+    weights: Weights,
+    tokens: &'a [usize],
+    seed: u64,
+    budget: Budget,
+    progress: &'a ProgressBar,
+    worst_check: &'a mut f64,
+}
+
+impl PresetRun<'_> {
+    /// Time `cpu_layer` (on a GPU, its upload) at every token count. On a GPU, weights the GPU
+    /// kernels do not run ([`MoeError::Unsupported`]) are reported as not run.
+    fn layer<S: UploadExperts>(&mut self, cpu_layer: CpuMoeLayer<bf16, S>) -> Result<()>
+    where
+        S::Gpu: StageWeights,
+    {
+        let (preset, tokens) = (self.preset, self.tokens);
+        let cfg = cpu_layer.config().clone();
+        let gpu_layer = match &*self.side {
+            Side::Cpu => None,
+            Side::Gpu(g) => match GpuMoeLayer::upload(&g.dev, &cfg, cpu_layer.weights()) {
+                Ok(layer) => Some(layer),
+                Err(MoeError::Unsupported(why)) => {
+                    self.report.skipped.push(format!(
+                        "{} with {} weights: {why}",
+                        preset.name(),
+                        self.weights.name()
+                    ));
+                    self.progress.inc(tokens.len() as u64);
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into()),
+            },
+        };
+        for &t in tokens {
+            self.progress
+                .set_message(format!("{}: {t} tokens", preset.name()));
+            let seed = self.seed ^ (t as u64).wrapping_mul(0x9E37_79B9);
+            let (report, weights) = (&mut *self.report, self.weights);
+            let mut push = |implementation: &str, stage: Stage, stats: Stats, touched: usize| {
+                let work = measure::work(&cfg, stage, t, touched, weights);
+                report.records.push(Record::new(
+                    preset.name(),
+                    t,
+                    weights.name(),
+                    implementation,
+                    stage.name(),
+                    stats,
+                    work,
+                    &report.ceilings,
+                ));
+            };
+            match (&mut *self.side, &gpu_layer) {
+                (Side::Gpu(g), Some(layer)) => {
+                    match gpu::bench_tokens(g, &cpu_layer, layer, t, seed, self.budget) {
+                        Ok(r) => {
+                            *self.worst_check = self.worst_check.max(r.check_error);
+                            for (stage, stats) in r.stages {
+                                push("moe-kernels cuda", stage, stats, r.touched);
+                            }
+                            if let Some(s) = r.graph {
+                                push("moe-kernels cuda graph", Stage::Layer, s, r.touched);
+                            }
+                            for (name, pair) in [
+                                ("cuBLAS per expert", r.cublas_per_expert),
+                                ("cuBLAS dense (equal FLOPs)", r.cublas_dense),
+                            ] {
+                                if let Some((up, down)) = pair {
+                                    push(name, Stage::UpGemm, up, r.touched);
+                                    push(name, Stage::DownGemm, down, r.touched);
+                                }
+                            }
+                        }
+                        Err(e) => self
+                            .report
+                            .skipped
+                            .push(format!("{} at {t} tokens: {e:#}", preset.name())),
+                    }
+                }
+                _ => {
+                    let (timings, touched) = cpu::bench_tokens(&cpu_layer, t, seed, self.budget)?;
+                    for (stage, stats) in timings {
+                        push("moe-kernels cpu", stage, stats, touched);
+                    }
+                }
+            }
+            self.progress.inc(1);
+        }
+        Ok(())
+    }
 }
 
 /// The CPU's copy bandwidth: a 256 MiB buffer copied repeatedly, bytes read plus written per second.

@@ -1,6 +1,7 @@
 //! The benchmark presets: real model shapes, as crate configs.
 
 use clap::ValueEnum;
+use moe_kernels::quant::CodeFormat;
 use moe_kernels::{
     Activation, GroupScore, GroupedTopK, MoeConfig, RoutingConfig, ScoringFunc, SharedExpertConfig,
 };
@@ -30,7 +31,7 @@ pub enum Preset {
     #[value(name = "glm-4.5-air")]
     Glm45Air,
     /// Kimi-K2: H 7168, I 2048, E 384, k 8, sigmoid with bias, one group, scaling 2.827, one shared
-    /// expert (34 GB of bf16 expert weights: a GPU preset).
+    /// expert (FP8 as shipped, 17 GB of expert weights: a GPU preset).
     #[value(name = "kimi-k2")]
     KimiK2,
     /// Llama-4-Scout shapes: H 5120, I 8192, E 16, k 1, one shared expert (the model's sigmoid score
@@ -67,6 +68,20 @@ impl Preset {
         }
     }
 
+    /// How the model's checkpoint stores its experts: FP8 for DeepSeek-V3 and Kimi-K2, MXFP4 for
+    /// gpt-oss, bf16 for the others.
+    pub fn shipped_weights(self) -> Weights {
+        match self {
+            Preset::DeepseekV3 | Preset::KimiK2 => Weights::Fp8,
+            Preset::GptOss120b => Weights::Mxfp4,
+            Preset::Mixtral8x7b
+            | Preset::Qwen3_30bA3b
+            | Preset::Olmoe1b7b
+            | Preset::Glm45Air
+            | Preset::Llama4Scout => Weights::Bf16,
+        }
+    }
+
     /// The MoE block configuration.
     pub fn config(self) -> MoeConfig {
         match self {
@@ -93,6 +108,47 @@ impl Preset {
                 activation: Activation::SWIGLU,
                 shared_experts: vec![shared(8192)],
             },
+        }
+    }
+}
+
+/// How a benchmark stores the expert matrices (routed and shared); the router stays bf16 and the
+/// activations are bf16 in every case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Weights {
+    /// bf16 values.
+    Bf16,
+    /// FP8 e4m3 codes with an `f32` scale per row and 128 columns (DeepSeek-V3's 128 x 128 blocks).
+    Fp8,
+    /// MXFP4 e2m1 codes, two a byte, with a power-of-two scale per row and 32 columns (gpt-oss).
+    Mxfp4,
+}
+
+impl Weights {
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Weights::Bf16 => "bf16",
+            Weights::Fp8 => "fp8",
+            Weights::Mxfp4 => "mxfp4",
+        }
+    }
+
+    /// The code format and columns per scale of quantized weights; `None` for bf16.
+    pub fn quantized(self) -> Option<(CodeFormat, usize)> {
+        match self {
+            Weights::Bf16 => None,
+            Weights::Fp8 => Some((CodeFormat::Fp8E4M3, 128)),
+            Weights::Mxfp4 => Some((CodeFormat::Mxfp4E2M1, 32)),
+        }
+    }
+
+    /// Bytes of an `[n, k]` matrix as stored: bf16 values, or the codes and the `f32` scales the
+    /// kernels read ([`QuantExperts`](moe_kernels::quant::QuantExperts)).
+    pub fn matrix_bytes(self, n: usize, k: usize) -> usize {
+        match self.quantized() {
+            None => 2 * n * k,
+            Some((format, group)) => n * (format.row_bytes(k) + 4 * k.div_ceil(group)),
         }
     }
 }

@@ -27,6 +27,9 @@ pub struct Record {
     pub preset: String,
     /// Token count.
     pub tokens: usize,
+    /// How the expert matrices were stored: `bf16`, `fp8` or `mxfp4` (the work's weight bytes
+    /// are those stored: codes and scales).
+    pub weights: String,
     /// Who ran it: `moe-kernels cpu`, `moe-kernels cuda`, or a peer.
     pub implementation: String,
     /// Stage name (`layer` for peers, which run the whole block).
@@ -51,9 +54,11 @@ pub struct Record {
 
 impl Record {
     /// A record with its rates derived from `stats`, `work` and `ceilings`.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         preset: &str,
         tokens: usize,
+        weights: &str,
         implementation: &str,
         stage: &str,
         stats: Stats,
@@ -66,6 +71,7 @@ impl Record {
         Record {
             preset: preset.into(),
             tokens,
+            weights: weights.into(),
             implementation: implementation.into(),
             stage: stage.into(),
             stats,
@@ -112,7 +118,8 @@ pub struct Report {
     pub commit: String,
     /// What it ran on.
     pub device: String,
-    /// Element type of weights and activations.
+    /// Element type of the activations and the router (each record says how the experts were
+    /// stored).
     pub dtype: String,
     /// The ceilings measured in the same run.
     pub ceilings: Ceilings,
@@ -128,7 +135,7 @@ impl Report {
     /// Fill `speedup_over` of this crate's rows (implementations named `moe-kernels ...`) from every
     /// other implementation's row of the same preset, token count and stage.
     pub fn compare_with_peers(&mut self) {
-        let peers: Vec<(String, usize, String, String, f64)> = self
+        let peers: Vec<(String, usize, String, String, String, f64)> = self
             .records
             .iter()
             .filter(|r| !r.is_ours())
@@ -136,6 +143,7 @@ impl Report {
                 (
                     r.preset.clone(),
                     r.tokens,
+                    r.weights.clone(),
                     r.stage.clone(),
                     r.implementation.clone(),
                     r.stats.median_us,
@@ -143,8 +151,12 @@ impl Report {
             })
             .collect();
         for r in self.records.iter_mut().filter(|r| r.is_ours()) {
-            for (preset, tokens, stage, name, us) in &peers {
-                if *preset == r.preset && *tokens == r.tokens && *stage == r.stage {
+            for (preset, tokens, weights, stage, name, us) in &peers {
+                if *preset == r.preset
+                    && *tokens == r.tokens
+                    && *weights == r.weights
+                    && *stage == r.stage
+                {
                     r.speedup_over.insert(name.clone(), us / r.stats.median_us);
                 }
             }
@@ -156,9 +168,10 @@ impl Report {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "{:<14} {:>6} {:<22} {:<9} {:>12} {:>7} {:>9} {:>9} {:>7}  peers (their time / ours)",
+            "{:<14} {:>6} {:<7} {:<22} {:<9} {:>12} {:>7} {:>9} {:>9} {:>7}  peers (their time / ours)",
             "preset",
             "tokens",
+            "weights",
             "implementation",
             "stage",
             "median",
@@ -171,9 +184,10 @@ impl Report {
             let spread = 100.0 * (r.stats.max_us - r.stats.min_us) / r.stats.median_us;
             let _ = writeln!(
                 s,
-                "{:<14} {:>6} {:<22} {:<9} {:>12} {:>6.1}% {:>9} {:>9.1} {:>6.1}%  {}",
+                "{:<14} {:>6} {:<7} {:<22} {:<9} {:>12} {:>6.1}% {:>9} {:>9.1} {:>6.1}%  {}",
                 r.preset,
                 r.tokens,
+                r.weights,
                 r.implementation,
                 r.stage,
                 format_us(r.stats.median_us),
@@ -217,18 +231,19 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "| preset | tokens | implementation | stage | median | min | max | TFLOP/s | GB/s | % copy BW | % GEMM | peers (their time / ours) |"
+            "| preset | tokens | weights | implementation | stage | median | min | max | TFLOP/s | GB/s | % copy BW | % GEMM | peers (their time / ours) |"
         );
         let _ = writeln!(
             s,
-            "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|"
+            "|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|"
         );
         for r in &self.records {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} | {} | {} |",
                 r.preset,
                 r.tokens,
+                r.weights,
                 r.implementation,
                 r.stage,
                 format_us(r.stats.median_us),
