@@ -5,14 +5,8 @@
 // (gemm_weights.cuh). See MoeGemmParams (moe_abi.h).
 //
 // Parallel decomposition.
-// - Grid: persistent. Block b computes output tiles b, b + gridDim.x, b + 2 gridDim.x, ... of the tile
-//   space defined in gemm_schedule.cuh, which the block derives itself from the device-side expert
-//   offsets: the host never learns how many rows an expert has. The experts are walked in chunks of
-//   THREADS; per chunk, thread j owns expert first + j, and two block-wide scans build the chunk's
-//   segment bounds (running max of the clamped offsets) and tile counts (inclusive prefix sum) in
-//   shared memory; each thread then maps its block's tile numbers to (expert, rows, column tile) with a
-//   binary search (moe_gemm_locate). Every thread computes the same mapping from the same tables, so
-//   no broadcast is needed.
+// - Grid: persistent, each block walking its output tiles of the tile space of gemm_schedule.cuh
+//   (gemm_grid.cuh).
 // - Block tile: BM rows x BN weight rows, K walked in steps of BK through a STAGES-deep cp.async
 //   pipeline into shared memory (A tile BM x BK and B tile BN x BK per stage, K contiguous, rows
 //   XOR-swizzled by 16-byte chunk so ldmatrix and cp.async are bank-conflict free). Thread i copies
@@ -39,6 +33,7 @@
 #include <stdint.h>
 
 #include "gemm_epilogue.cuh"
+#include "gemm_grid.cuh"
 #include "gemm_layout.cuh"
 #include "gemm_mma.cuh"
 #include "gemm_schedule.cuh"
@@ -48,11 +43,6 @@
 namespace {
 
 using namespace moe_gemm;
-
-constexpr int kWarpSize = 32;
-constexpr unsigned kFullMask = 0xffffffffu;
-// Row tiles per raster group (moe_gemm_raster).
-constexpr int kRasterGroup = 8;
 
 // A tile shape. Sizes in elements of the 16-bit input type.
 template <int BM_, int BN_, int BK_, int WARPS_M_, int WARPS_N_, int STAGES_>
@@ -103,53 +93,6 @@ MOE_CHECK_TILE(SmallTile, SMALL);
 MOE_CHECK_TILE(MediumTile, MEDIUM);
 MOE_CHECK_TILE(LargeTile, LARGE);
 #undef MOE_CHECK_TILE
-
-// Shared-memory tables of one expert chunk (see the decomposition above).
-template <typename Cfg>
-struct ScheduleTables {
-    int64_t bounds[Cfg::THREADS + 1];  // segment j of the chunk is [bounds[j], bounds[j + 1])
-    int64_t tile_end[Cfg::THREADS];    // inclusive prefix sum of the segments' tile counts
-    int64_t warp_totals[Cfg::WARPS];   // scan scratch
-};
-
-struct MaxOp {
-    __device__ __forceinline__ int64_t operator()(int64_t a, int64_t b) const {
-        return moe_gemm_max(a, b);
-    }
-};
-
-struct SumOp {
-    __device__ __forceinline__ int64_t operator()(int64_t a, int64_t b) const { return a + b; }
-};
-
-// Inclusive scan of one value per thread in thread order, returned to each thread: a shuffle scan
-// within each warp, then each thread folds in the totals of the warps before it. The first barrier
-// publishes the warp totals; the second keeps a following scan from overwriting them while slower
-// threads still read them. Every thread of the block must call it.
-template <int WARPS, typename Op>
-__device__ __forceinline__ int64_t block_inclusive_scan(int64_t v, Op op, int64_t* warp_totals) {
-    const int lane = threadIdx.x % kWarpSize;
-    const int warp = threadIdx.x / kWarpSize;
-#pragma unroll
-    for (int d = 1; d < kWarpSize; d *= 2) {
-        const int64_t other = __shfl_up_sync(kFullMask, v, d);
-        if (lane >= d) {
-            v = op(other, v);
-        }
-    }
-    if (lane == kWarpSize - 1) {
-        warp_totals[warp] = v;
-    }
-    __syncthreads();
-#pragma unroll
-    for (int w = 0; w < WARPS - 1; ++w) {
-        if (w < warp) {
-            v = op(warp_totals[w], v);
-        }
-    }
-    __syncthreads();
-    return v;
-}
 
 // Moves one tile's operands into the pipeline stages. Thread i owns the 16-byte chunks
 // c = i + j * THREADS (j < A_ITERS) of the A tile and likewise of the B tile; chunk c is tile row
@@ -436,48 +379,10 @@ __device__ __forceinline__ void compute_tile(const MoeGemmParams& p, const MoeGe
 template <typename T, typename W, typename Out, typename Cfg, bool kAligned>
 __device__ __forceinline__ void grouped_gemm(const MoeGemmParams& p) {
     extern __shared__ __align__(128) unsigned char pipeline_smem[];
-    __shared__ ScheduleTables<Cfg> tables;
     const uint32_t pipeline = smem_address(pipeline_smem);
-    const int j = threadIdx.x;
-    const int64_t n_tiles = moe_gemm_n_tiles(p.n, Cfg::BN, p.epilogue);
-
-    int64_t carry = moe_gemm_first_bound(p.expert_offsets, p.rows);  // m at the chunk's start
-    int64_t chunk_base = 0;  // tiles of the chunks before this one
-    int64_t next = blockIdx.x;  // this block's next tile number
-#pragma unroll 1
-    for (int64_t first = 0; first < p.num_experts; first += Cfg::THREADS) {
-        const int count = static_cast<int>(moe_gemm_min(Cfg::THREADS, p.num_experts - first));
-        // Running max of the clamped ends, carried in from the previous chunk. The scan's barriers
-        // also wait for every thread to finish the previous chunk's tiles, which read the tables.
-        int64_t end = carry;
-        if (j < count) {
-            end = moe_gemm_max(carry, moe_gemm_raw_end(p.expert_offsets, first + j, p.rows));
-        }
-        end = block_inclusive_scan<Cfg::WARPS>(end, MaxOp(), tables.warp_totals);
-        tables.bounds[j + 1] = end;
-        if (j == 0) {
-            tables.bounds[0] = carry;
-        }
-        __syncthreads();  // bounds complete
-        int64_t tiles = 0;
-        if (j < count) {
-            tiles = moe_gemm_segment_tiles(tables.bounds[j], tables.bounds[j + 1], Cfg::BM,
-                                           n_tiles);
-        }
-        tiles = block_inclusive_scan<Cfg::WARPS>(tiles, SumOp(), tables.warp_totals);
-        tables.tile_end[j] = tiles;
-        __syncthreads();  // tile_end complete
-        const int64_t chunk_tiles = tables.tile_end[count - 1];
-        carry = tables.bounds[count];
-#pragma unroll 1
-        for (; next < chunk_base + chunk_tiles; next += gridDim.x) {
-            const MoeGemmTile tile =
-                moe_gemm_locate(tables.bounds, tables.tile_end, count, first, next - chunk_base,
-                                Cfg::BM, n_tiles, kRasterGroup);
-            compute_tile<T, W, Out, Cfg, kAligned>(p, tile, pipeline);
-        }
-        chunk_base += chunk_tiles;
-    }
+    for_each_block_tile<Cfg::THREADS, Cfg::BM, Cfg::BN>(p, [&](const MoeGemmTile& tile) {
+        compute_tile<T, W, Out, Cfg, kAligned>(p, tile, pipeline);
+    });
 }
 
 // Blocks per SM the register budget is sized for (__launch_bounds__); shared memory allows at least

@@ -382,4 +382,61 @@ typedef struct MoeGemmParams {
 
 MOE_STATIC_ASSERT(sizeof(MoeGemmParams) == 96, "MoeGemmParams must be 96 bytes without padding");
 
+/* FP8 x FP8 ("W8A8") grouped GEMM and the activation quantisation feeding it (kernels/w8a8_gemm.cu;
+ * sm_89 and newer). */
+
+/** Columns per activation scale, and per weight scale group of the W8A8 GEMM: DeepSeek-V3's 128
+ * (its weights carry one scale per 128 x 128 block, stored here per weight row). */
+#define MOE_FP8_BLOCK 128
+/** Threads per block of `moe_fp8_quant_<input>` (one warp per row and group of MOE_FP8_BLOCK). */
+#define MOE_FP8_QUANT_THREADS 256
+/** `moe_w8a8_gemm_[generic_]<output>`: rows per tile. */
+#define MOE_W8A8_BM 64
+/** `moe_w8a8_gemm_*`: weight rows per tile. */
+#define MOE_W8A8_BN 64
+/** `moe_w8a8_gemm_*`: threads per block. */
+#define MOE_W8A8_THREADS 256
+/** `moe_w8a8_gemm_*`: dynamic shared memory per block in bytes (4 stages of A and B codes and their
+ * scales). */
+#define MOE_W8A8_SMEM_BYTES 67584
+
+/**
+ * Arguments of `moe_fp8_quant_<input>`: per row and group of MOE_FP8_BLOCK columns (the last one
+ * possibly shorter), `scale = amax / 448` (448: the largest FP8 e4m3 value; 1 when the group is all
+ * zeros) and `codes = e4m3(x / scale)`, rounded to nearest even and saturated to +-448. A group with a
+ * NaN or infinite input gets NaN codes where `x / scale` is NaN (NaN is skipped by the amax).
+ */
+typedef struct MoeFp8QuantParams {
+    /** Activations `[rows, k]`, row-major, of the kernel's input type. */
+    const void* x;
+    /** Output: FP8 e4m3 codes `[rows, k]`, one byte each. */
+    void* codes;
+    /** Output: f32 scales `[rows, groups]`. */
+    float* scales;
+    /** Rows (>= 1). */
+    int64_t rows;
+    /** Columns (>= 1). */
+    int64_t k;
+    /** Scales per row, `ceil(k / MOE_FP8_BLOCK)`. */
+    int64_t groups;
+} MoeFp8QuantParams;
+
+MOE_STATIC_ASSERT(sizeof(MoeFp8QuantParams) == 48, "MoeFp8QuantParams must be 48 bytes");
+
+/**
+ * Arguments of `moe_w8a8_gemm_[generic_]<output>`: the grouped GEMM of MoeGemmParams with FP8 e4m3
+ * activations and weights. `gemm.x` holds the activation codes `[rows, k]` (one byte each) and
+ * `gemm.w` the weight codes `[num_experts, n, k]`; `gemm.w_scales` is `[num_experts, n, scale_groups]`
+ * with `gemm.scale_group` = MOE_FP8_BLOCK. Every 128-deep block `kb` of the reduction is summed in f32
+ * on its own and added to the f32 accumulator times `x_scales[row, kb] * w_scales[e, col, kb]`.
+ */
+typedef struct MoeW8a8GemmParams {
+    /** The grouped GEMM's arguments, as above. */
+    MoeGemmParams gemm;
+    /** Activation scales `[rows, gemm.scale_groups]`, f32. */
+    const float* x_scales;
+} MoeW8a8GemmParams;
+
+MOE_STATIC_ASSERT(sizeof(MoeW8a8GemmParams) == 104, "MoeW8a8GemmParams must be 104 bytes");
+
 #endif /* MOE_ABI_H */

@@ -83,6 +83,37 @@ pub fn fp8_e4m3_to_f32(code: u8) -> f32 {
     FP8_E4M3[code as usize]
 }
 
+/// The largest finite FP8 e4m3 value (code `0x7e`).
+pub const FP8_E4M3_MAX: f32 = 448.0;
+
+/// Columns per scale of FP8 activations and of the weight scale blocks of the FP8 x FP8 GEMM
+/// (DeepSeek-V3's 128 x 128 blocks): see [`cpu::fp8_act::quantize_fp8_per_token_group`](crate::cpu::fp8_act::quantize_fp8_per_token_group).
+pub const FP8_BLOCK: usize = 128;
+
+/// The FP8 e4m3 code nearest to `x`, ties to the even code (round to nearest even), magnitudes past
+/// [`FP8_E4M3_MAX`] (infinities too) saturating to it, NaN to `0x7f`: the rounding of the GPU's
+/// `cvt.rn.satfinite.e4m3x2.f32`. The sign is kept (`-0.0` is `0x80`).
+pub fn f32_to_fp8_e4m3(x: f32) -> u8 {
+    if x.is_nan() {
+        return 0x7f;
+    }
+    let sign = if x.is_sign_negative() { 0x80 } else { 0 };
+    let a = x.abs();
+    // The finite magnitudes, codes 0x00..=0x7e, increase with the code: the last code at or below
+    // `a`, then whichever neighbour is nearer.
+    let below = FP8_E4M3[..0x7f].partition_point(|&v| v <= a) - 1;
+    if below == 0x7e {
+        return sign | 0x7e;
+    }
+    let (lo, hi) = (FP8_E4M3[below], FP8_E4M3[below + 1]);
+    let code = match (a - lo).partial_cmp(&(hi - a)) {
+        Some(std::cmp::Ordering::Less) => below,
+        Some(std::cmp::Ordering::Greater) => below + 1,
+        _ => below + (below & 1), // a tie: the even code
+    };
+    sign | code as u8
+}
+
 /// Every e4m3 code's value, built at compile time.
 static FP8_E4M3: [f32; 256] = {
     let mut t = [0f32; 256];
@@ -291,6 +322,34 @@ pub fn expand_scales(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn e4m3_rounding_round_trips_ties_to_even_and_saturates() {
+        for c in (0..=255u8).filter(|c| c & 0x7f != 0x7f) {
+            let v = fp8_e4m3_to_f32(c);
+            assert_eq!(f32_to_fp8_e4m3(v), c, "code {c:#04x} ({v})");
+        }
+        // The midpoint between two neighbours goes to the even code; just off it, to the nearer.
+        for c in 0..0x7eu8 {
+            let (lo, hi) = (fp8_e4m3_to_f32(c) as f64, fp8_e4m3_to_f32(c + 1) as f64);
+            let mid = ((lo + hi) / 2.0) as f32; // exact: both have 3 fraction bits
+            let even = if c % 2 == 0 { c } else { c + 1 };
+            assert_eq!(
+                f32_to_fp8_e4m3(mid),
+                even,
+                "midpoint of {c:#04x} and the next"
+            );
+            assert_eq!(f32_to_fp8_e4m3(-mid), even | 0x80);
+            let below = f32::from_bits(mid.to_bits() - 1);
+            let above = f32::from_bits(mid.to_bits() + 1);
+            assert_eq!((f32_to_fp8_e4m3(below), f32_to_fp8_e4m3(above)), (c, c + 1));
+        }
+        for big in [448.5f32, 464.0, 1e9, f32::INFINITY] {
+            assert_eq!((f32_to_fp8_e4m3(big), f32_to_fp8_e4m3(-big)), (0x7e, 0xfe));
+        }
+        assert_eq!(f32_to_fp8_e4m3(f32::NAN), 0x7f);
+        assert_eq!(f32_to_fp8_e4m3(1e-30), 0x00);
+    }
 
     #[test]
     fn e4m3_special_values() {

@@ -7,6 +7,12 @@
 //!   none touches local memory (`LDL`/`STL`). The FP8-weight kernels store each dequantised chunk
 //!   with one 16-byte shared store (`STS.128`, which the 16-bit aligned kernels never need); their
 //!   aligned path never loads a code by itself (`LDG.E.U8`, which their generic path does).
+//! - `w8a8_gemm` (FP8 x FP8, built for sm_89 and sm_90a only): on sm_89 every GEMM kernel runs the
+//!   native FP8 tensor-core instruction `QMMA.16832.F32.E4M3.E4M3` and the quantisation kernels
+//!   `F2FP.SATFINITE.E4M3.F32.PACK_AB_MERGE_C`. sm_90a has no FP8 `mma.sync` (Hopper's FP8 tensor
+//!   cores are reached through `wgmma` only): ptxas unpacks the codes to f16
+//!   (`F2FP.F16.E4M3.UNPACK_B`) and runs `HMMA.16816.F32`; the test pins that lowering, so a ptxas
+//!   that changes it is noticed (and perf/NOTES.md revisited).
 //! - `permute` and `combine`: 128-bit global loads (`LDG.E.128`, which cuobjdump 13 prints with an
 //!   optional `.CONSTANT` suffix for read-only loads).
 //!
@@ -171,6 +177,63 @@ fn grouped_gemm_uses_tensor_cores_ldmatrix_and_cp_async() {
 }
 
 /// Every function of `family` on sm_80 together: at least one 128-bit global load.
+#[test]
+fn w8a8_gemm_uses_fp8_tensor_cores_on_sm_89_and_f16_ones_on_sm_90a() {
+    let Some(cuobjdump) =
+        cuobjdump("w8a8_gemm_uses_fp8_tensor_cores_on_sm_89_and_f16_ones_on_sm_90a")
+    else {
+        return;
+    };
+    for arch in ["sm_89", "sm_90a"] {
+        let functions = disassemble(&cuobjdump, "w8a8_gemm", arch);
+        assert_eq!(
+            functions.len(),
+            8,
+            "{arch}: 2 quantisation and 2 loaders x 3 outputs GEMM kernels, found {:?}",
+            functions.iter().map(|f| &f.name).collect::<Vec<_>>()
+        );
+        for f in &functions {
+            let what = format!("{} on {arch}", f.name);
+            if f.name.starts_with("moe_fp8_quant_") {
+                assert!(
+                    has_instruction(&f.sass, "F2FP.SATFINITE.E4M3.F32.PACK_AB_MERGE_C"),
+                    "{what}: no e4m3x2 conversion"
+                );
+                continue;
+            }
+            let (mma, absent) = if arch == "sm_89" {
+                ("QMMA.16832.F32.E4M3.E4M3", "HMMA.16816.F32")
+            } else {
+                ("HMMA.16816.F32", "QMMA.16832.F32.E4M3.E4M3")
+            };
+            assert!(has_instruction(&f.sass, mma), "{what}: no {mma}");
+            assert!(!has_instruction(&f.sass, absent), "{what}: {absent}");
+            if arch == "sm_90a" {
+                assert!(
+                    has_instruction(&f.sass, "F2FP.F16.E4M3.UNPACK_B"),
+                    "{what}: no e4m3 -> f16 unpacking"
+                );
+            }
+            assert!(
+                has_instruction_prefix(&f.sass, "LDSM.16.M88.4"),
+                "{what}: no ldmatrix.x4 (LDSM.16.M88.4)"
+            );
+            if !f.name.contains("_generic_") {
+                assert!(
+                    has_instruction_prefix(&f.sass, "LDGSTS.E.BYPASS.128"),
+                    "{what}: no 16-byte cp.async.cg (LDGSTS.E.BYPASS.128)"
+                );
+            }
+            for local in ["LDL", "STL"] {
+                assert!(
+                    !has_instruction_prefix(&f.sass, local),
+                    "{what}: local memory access ({local})"
+                );
+            }
+        }
+    }
+}
+
 fn check_vector_loads(test: &str, family: &str) {
     let Some(cuobjdump) = cuobjdump(test) else {
         return;

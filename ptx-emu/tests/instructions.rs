@@ -471,6 +471,141 @@ fn mma_m16n8k16_bf16_fragments() {
     }
 }
 
+/// Kernels for sm_89+ instructions (FP8): the same body as [`kernel`] under `.target sm_90a`.
+fn kernel_sm90a(body: &str) -> String {
+    kernel(body).replacen(".target sm_80", ".target sm_90a", 1)
+}
+
+/// Run `kernel_sm90a(body)` as [`run`] does.
+fn run_sm90a(body: &str, threads: u32, input: &[u32], out_words: usize) -> Vec<u32> {
+    let e = emu();
+    let inp = upload(&e, input);
+    let out = alloc::<u32>(&e, out_words);
+    e.memory()
+        .write(out, &vec![0u8; out_words * 4])
+        .expect("zero the output");
+    launch(
+        &e,
+        &kernel_sm90a(body),
+        "k",
+        1,
+        threads,
+        &[Arg::U64(out), Arg::U64(inp)],
+    )
+    .unwrap_or_else(|err| panic!("{err}"));
+    download::<u32>(&e, out, out_words)
+}
+
+#[test]
+fn cvt_rn_satfinite_e4m3x2_f32_rounds_saturates_and_packs() {
+    // (a, b) -> the 16-bit result: e4m3(a) in the upper byte, e4m3(b) in the lower (PTX ISA, cvt).
+    // e4m3 codes by hand: sign, 4 exponent bits (bias 7), 3 fraction bits; 448 = 0x7e is the max.
+    let cases: [(f32, f32, u32); 10] = [
+        (1.0, 0.0, 0x3800),
+        (448.0, -448.0, 0x7efe),
+        (464.0, 1.0e6, 0x7e7e), // the tie past 448 and a huge value both saturate to 448
+        (f32::INFINITY, f32::NEG_INFINITY, 0x7efe), // .satfinite: infinities to +-448
+        (f32::NAN, -0.0, 0x7f80), // NaN -> 0x7f; -0 keeps its sign
+        (1.0625, 1.1875, 0x383a), // ties to even: 1 + 1/16 -> 1 (m = 0), 1.1875 -> 1.25 (m = 2)
+        (1.968_75, 240.0, 0x4077), // carry into the next binade: 2.0; 240 = 1.875 * 2^7
+        (0.001_953_125, 0.000_976_562_5, 0x0100), // 2^-9: the smallest subnormal; 2^-10 ties to 0
+        (0.002_929_687_5, -0.015_625, 0x0288), // 3 * 2^-10 ties to even 2 * 2^-9; -2^-6 = 0x88
+        (0.017_578_125, 3.0, 0x0944), // 1.125 * 2^-6 (normal, m = 1); 3 = 1.5 * 2
+    ];
+    let mut input = Vec::new();
+    for c in &cases {
+        input.extend([c.0.to_bits(), c.1.to_bits()]);
+    }
+    let body = "mul.wide.u32 %rd1, %r_t, 8; add.s64 %rd2, %rd_in, %rd1;\n\
+        ld.global.f32 %f1, [%rd2]; ld.global.f32 %f2, [%rd2+4];\n\
+        cvt.rn.satfinite.e4m3x2.f32 %rs1, %f1, %f2;\n\
+        cvt.u32.u16 %r1, %rs1;\n"
+        .to_string()
+        + &store("%r1", 1, 0);
+    let out = run_sm90a(&body, cases.len() as u32, &input, cases.len());
+    for (i, c) in cases.iter().enumerate() {
+        assert_eq!(
+            out[i], c.2,
+            "cvt e4m3x2 of ({}, {}): {:#06x}",
+            c.0, c.1, out[i]
+        );
+    }
+}
+
+/// The e4m3 code of a small value, written out from the format (not from the emulator's code).
+fn e4m3(v: i32) -> u32 {
+    let magnitude = match v.abs() {
+        0 => 0x00,
+        1 => 0x38, // 1.0 * 2^0
+        2 => 0x40, // 1.0 * 2^1
+        3 => 0x44, // 1.5 * 2^1
+        4 => 0x48, // 1.0 * 2^2
+        other => panic!("no code written for {other}"),
+    };
+    if v < 0 {
+        magnitude | 0x80
+    } else {
+        magnitude
+    }
+}
+
+#[test]
+fn mma_m16n8k32_e4m3_fragments() {
+    // A[i][k] = (i + 3k) % 9 - 4, B[k][j] = (2k + j) % 7 - 3, C[i][j] = i - j: every product is
+    // exact, so the sums are exact integers.
+    let a = |i: i32, k: i32| (i + 3 * k) % 9 - 4;
+    let b = |k: i32, j: i32| (2 * k + j) % 7 - 3;
+    let c = |i: i32, j: i32| i - j;
+    // Fragments per the ISA (g = lane / 4, t = lane % 4), four codes per register, the lowest
+    // byte first: A reg r = A[g + 8 (r % 2)][4t + 16 (r / 2) + 0..4]; B reg r = B[4t + 16r + 0..4][g];
+    // C reg r = C[g + 8 (r / 2)][2t + r % 2].
+    let pack = |v: [i32; 4]| {
+        v.iter()
+            .enumerate()
+            .fold(0u32, |w, (i, &x)| w | (e4m3(x) << (8 * i)))
+    };
+    let mut input = Vec::new();
+    for l in 0..32i32 {
+        let (g, t) = (l / 4, l % 4);
+        for r in 0..4 {
+            let (i, k) = (g + 8 * (r % 2), 4 * t + 16 * (r / 2));
+            input.push(pack([a(i, k), a(i, k + 1), a(i, k + 2), a(i, k + 3)]));
+        }
+        for r in 0..2 {
+            let k = 4 * t + 16 * r;
+            input.push(pack([b(k, g), b(k + 1, g), b(k + 2, g), b(k + 3, g)]));
+        }
+        input.extend([0, 0]); // C starts 16-byte aligned
+        for r in 0..4 {
+            input.push((c(g + 8 * (r / 2), 2 * t + r % 2) as f32).to_bits());
+        }
+    }
+    let body = "mul.lo.u32 %r40, %r_t, 48; cvt.u64.u32 %rd1, %r40; add.s64 %rd2, %rd_in, %rd1;\n\
+        ld.global.v4.u32 {%r1, %r2, %r3, %r4}, [%rd2];\n\
+        ld.global.v2.u32 {%r5, %r6}, [%rd2+16];\n\
+        ld.global.v4.f32 {%f1, %f2, %f3, %f4}, [%rd2+32];\n\
+        mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%f5, %f6, %f7, %f8}, {%r1, %r2, %r3, %r4}, {%r5, %r6}, {%f1, %f2, %f3, %f4};\n\
+        mov.b32 %r7, %f5; mov.b32 %r8, %f6; mov.b32 %r9, %f7; mov.b32 %r10, %f8;\n"
+        .to_string()
+        + &store("%r7", 4, 0)
+        + &store("%r8", 4, 1)
+        + &store("%r9", 4, 2)
+        + &store("%r10", 4, 3);
+    let out = run_sm90a(&body, 32, &input, 128);
+    for l in 0..32i32 {
+        let (g, t) = (l / 4, l % 4);
+        for r in 0..4 {
+            let (i, j) = (g + 8 * (r / 2), 2 * t + r % 2);
+            let want = c(i, j) + (0..32).map(|k| a(i, k) * b(k, j)).sum::<i32>();
+            assert_eq!(
+                f32::from_bits(out[(l * 4 + r) as usize]),
+                want as f32,
+                "D[{i}][{j}] from lane {l} register {r}"
+            );
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // cp.async
 // ---------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@
 pub mod activation;
 pub mod combine;
 pub mod fast;
+pub mod fp8_act;
 pub mod gemm;
 pub mod layer;
 pub mod permute;

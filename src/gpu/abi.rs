@@ -40,6 +40,12 @@ pub const MOE_GEMM_LARGE_BM: i32 = 128;
 pub const MOE_GEMM_LARGE_BN: i32 = 128;
 pub const MOE_GEMM_LARGE_THREADS: i32 = 256;
 pub const MOE_GEMM_LARGE_SMEM_BYTES: i32 = 65536;
+pub const MOE_FP8_BLOCK: i32 = 128;
+pub const MOE_FP8_QUANT_THREADS: i32 = 256;
+pub const MOE_W8A8_BM: i32 = 64;
+pub const MOE_W8A8_BN: i32 = 64;
+pub const MOE_W8A8_THREADS: i32 = 256;
+pub const MOE_W8A8_SMEM_BYTES: i32 = 67584;
 #[doc = " Errors the kernels detect without a host synchronisation, read back by the host after the forward.\n\n All-zero bytes mean \"nothing recorded\", so resetting is one asynchronous memset. A recorded\n non-finite value is stored as the bitwise complement of its key\n `token << 32 | expert << 2 | kind` (`expert` < 2^30, `kind` one of the `MOE_NONFINITE_*` values;\n `token` is 0 for the bias). Kernels combine keys with `atomicMax` on the complement, so a slot ends\n up holding the lowest offending (token, expert) whatever the order in which threads find them."]
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
@@ -456,6 +462,76 @@ const _: () = {
         [::core::mem::offset_of!(MoeGemmParams, activation) - 92usize];
 };
 impl Default for MoeGemmParams {
+    fn default() -> Self {
+        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
+#[doc = " Arguments of `moe_fp8_quant_<input>`: per row and group of MOE_FP8_BLOCK columns (the last one\n possibly shorter), `scale = amax / 448` (448: the largest FP8 e4m3 value; 1 when the group is all\n zeros) and `codes = e4m3(x / scale)`, rounded to nearest even and saturated to +-448. A group with a\n NaN or infinite input gets NaN codes where `x / scale` is NaN (NaN is skipped by the amax)."]
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct MoeFp8QuantParams {
+    #[doc = " Activations `[rows, k]`, row-major, of the kernel's input type."]
+    pub x: *const ::core::ffi::c_void,
+    #[doc = " Output: FP8 e4m3 codes `[rows, k]`, one byte each."]
+    pub codes: *mut ::core::ffi::c_void,
+    #[doc = " Output: f32 scales `[rows, groups]`."]
+    pub scales: *mut f32,
+    #[doc = " Rows (>= 1)."]
+    pub rows: i64,
+    #[doc = " Columns (>= 1)."]
+    pub k: i64,
+    #[doc = " Scales per row, `ceil(k / MOE_FP8_BLOCK)`."]
+    pub groups: i64,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of MoeFp8QuantParams"][::core::mem::size_of::<MoeFp8QuantParams>() - 48usize];
+    ["Alignment of MoeFp8QuantParams"][::core::mem::align_of::<MoeFp8QuantParams>() - 8usize];
+    ["Offset of field: MoeFp8QuantParams::x"]
+        [::core::mem::offset_of!(MoeFp8QuantParams, x) - 0usize];
+    ["Offset of field: MoeFp8QuantParams::codes"]
+        [::core::mem::offset_of!(MoeFp8QuantParams, codes) - 8usize];
+    ["Offset of field: MoeFp8QuantParams::scales"]
+        [::core::mem::offset_of!(MoeFp8QuantParams, scales) - 16usize];
+    ["Offset of field: MoeFp8QuantParams::rows"]
+        [::core::mem::offset_of!(MoeFp8QuantParams, rows) - 24usize];
+    ["Offset of field: MoeFp8QuantParams::k"]
+        [::core::mem::offset_of!(MoeFp8QuantParams, k) - 32usize];
+    ["Offset of field: MoeFp8QuantParams::groups"]
+        [::core::mem::offset_of!(MoeFp8QuantParams, groups) - 40usize];
+};
+impl Default for MoeFp8QuantParams {
+    fn default() -> Self {
+        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
+#[doc = " Arguments of `moe_w8a8_gemm_[generic_]<output>`: the grouped GEMM of MoeGemmParams with FP8 e4m3\n activations and weights. `gemm.x` holds the activation codes `[rows, k]` (one byte each) and\n `gemm.w` the weight codes `[num_experts, n, k]`; `gemm.w_scales` is `[num_experts, n, scale_groups]`\n with `gemm.scale_group` = MOE_FP8_BLOCK. Every 128-deep block `kb` of the reduction is summed in f32\n on its own and added to the f32 accumulator times `x_scales[row, kb] * w_scales[e, col, kb]`."]
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct MoeW8a8GemmParams {
+    #[doc = " The grouped GEMM's arguments, as above."]
+    pub gemm: MoeGemmParams,
+    #[doc = " Activation scales `[rows, gemm.scale_groups]`, f32."]
+    pub x_scales: *const f32,
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of MoeW8a8GemmParams"][::core::mem::size_of::<MoeW8a8GemmParams>() - 104usize];
+    ["Alignment of MoeW8a8GemmParams"][::core::mem::align_of::<MoeW8a8GemmParams>() - 8usize];
+    ["Offset of field: MoeW8a8GemmParams::gemm"]
+        [::core::mem::offset_of!(MoeW8a8GemmParams, gemm) - 0usize];
+    ["Offset of field: MoeW8a8GemmParams::x_scales"]
+        [::core::mem::offset_of!(MoeW8a8GemmParams, x_scales) - 96usize];
+};
+impl Default for MoeW8a8GemmParams {
     fn default() -> Self {
         let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
         unsafe {

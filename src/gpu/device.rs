@@ -72,6 +72,8 @@ pub fn cuda_library_present(name: &str) -> bool {
 pub struct Device {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
+    /// Compute capability (major, minor).
+    compute_capability: (i32, i32),
     /// Streaming multiprocessors.
     sm_count: u32,
     /// Shared memory one block may use after opting in, in bytes.
@@ -141,6 +143,7 @@ impl Device {
         Ok(Device {
             ctx,
             stream,
+            compute_capability: cc,
             sm_count: u32::try_from(sm_count).unwrap_or(1).max(1),
             max_smem_optin: usize::try_from(max_smem_optin).unwrap_or(0),
             loaded: Arc::default(),
@@ -159,6 +162,7 @@ impl Device {
         Ok(Device {
             ctx: self.ctx.clone(),
             stream,
+            compute_capability: self.compute_capability,
             sm_count: self.sm_count,
             max_smem_optin: self.max_smem_optin,
             loaded: self.loaded.clone(),
@@ -228,6 +232,11 @@ impl Device {
                 "`{what}` was allocated in another CUDA context than the device it is used on"
             )))
         }
+    }
+
+    /// The GPU's compute capability (major, minor): (9, 0) for an H100 or H200.
+    pub fn compute_capability(&self) -> (i32, i32) {
+        self.compute_capability
     }
 
     /// Streaming multiprocessors of this GPU.

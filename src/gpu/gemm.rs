@@ -731,19 +731,97 @@ fn to_i64(v: usize, what: &str) -> Result<i64> {
 #[doc(hidden)]
 pub fn plan_grouped_gemm(req: &GemmRequest) -> Result<Option<GemmLaunchPlan>> {
     let types = check_types(req.input, req.output)?;
+    let Some(v) = validate_gemm(&GemmBuffers {
+        weights: req.weights,
+        shape: req.shape,
+        epilogue: req.epilogue,
+        x_len: req.x_len,
+        w_len: req.w_len,
+        offsets_len: req.offsets_len,
+        out_len: req.out_len,
+    })?
+    else {
+        return Ok(None);
+    };
     let s = req.shape;
+    let gated = req.epilogue.is_gated();
+    let aligned =
+        s.k.is_multiple_of(8) && req.x_addr.is_multiple_of(16) && req.w_addr.is_multiple_of(16);
+    let tile = if !aligned {
+        GemmTileConfig::Generic
+    } else {
+        let avg_rows = s.rows.div_ceil(s.num_experts);
+        if avg_rows <= SMALL_TILE_MAX_AVG_ROWS {
+            GemmTileConfig::Small
+        } else if avg_rows <= MEDIUM_TILE_MAX_AVG_ROWS
+            || max_tiles(GemmTileConfig::Large, s, gated)? < req.sm_count as u64
+        {
+            GemmTileConfig::Medium
+        } else {
+            GemmTileConfig::Large
+        }
+    };
+    Ok(Some(GemmLaunchPlan {
+        tile,
+        kernel: kernel_name(tile, types, v.fp8),
+        max_tiles: max_tiles(tile, s, gated)?,
+        rows: v.rows,
+        n: v.n,
+        k: v.k,
+        num_experts: v.num_experts,
+        epilogue: v.epilogue,
+        activation: v.activation,
+        scale_group: v.scale_group,
+        scale_groups: v.scale_groups,
+    }))
+}
+
+/// A grouped GEMM's operands as the checks see them: the weights' format, the sizes, the epilogue
+/// and every buffer's length (elements; bytes for FP8 codes).
+#[derive(Clone, Copy)]
+pub(crate) struct GemmBuffers {
+    pub(crate) weights: GemmWeights,
+    pub(crate) shape: GroupedGemmShape,
+    pub(crate) epilogue: GemmEpilogue,
+    pub(crate) x_len: usize,
+    pub(crate) w_len: usize,
+    pub(crate) offsets_len: Option<usize>,
+    pub(crate) out_len: usize,
+}
+
+/// The kernel arguments of a checked grouped GEMM (see [`validate_gemm`]).
+#[derive(Clone, Copy)]
+pub(crate) struct ValidGemm {
+    pub(crate) rows: i64,
+    pub(crate) n: i64,
+    pub(crate) k: i64,
+    pub(crate) num_experts: i64,
+    pub(crate) epilogue: i32,
+    pub(crate) activation: i32,
+    /// FP8 weights.
+    pub(crate) fp8: bool,
+    pub(crate) scale_group: i64,
+    pub(crate) scale_groups: i64,
+}
+
+/// The checks every grouped GEMM kernel family shares, whatever its element types: the experts, the
+/// offsets, the gated `N`, every buffer length against the shape, and the 32-bit limits of `N` and
+/// `K`. `Ok(None)` when there is nothing to compute (no rows or no output columns). See
+/// [`grouped_gemm`] for the errors.
+pub(crate) fn validate_gemm(b: &GemmBuffers) -> Result<Option<ValidGemm>> {
+    let s = b.shape;
     if s.num_experts == 0 {
         return Err(MoeError::InvalidConfig(
             "the grouped GEMM needs at least one expert (num_experts = 0)".into(),
         ));
     }
-    if req.offsets_len.is_none() && s.num_experts != 1 {
+    if b.offsets_len.is_none() && s.num_experts != 1 {
         return Err(MoeError::InvalidConfig(format!(
             "without expert offsets all rows form one group, so num_experts must be 1, got {}",
             s.num_experts
         )));
     }
-    let gated = req.epilogue.is_gated();
+    let gated = b.epilogue.is_gated();
     if gated && !s.n.is_multiple_of(2) {
         return Err(MoeError::InvalidConfig(format!(
             "the gated epilogue pairs weight rows [0, N/2) (gate) with [N/2, N) (up), so N must be \
@@ -751,11 +829,11 @@ pub fn plan_grouped_gemm(req: &GemmRequest) -> Result<Option<GemmLaunchPlan>> {
             s.n
         )));
     }
-    let out_cols = s.out_cols(req.epilogue);
+    let out_cols = s.out_cols(b.epilogue);
     check_len(
         "grouped GEMM activations [rows, K]",
         checked_mul(s.rows, s.k, "grouped GEMM activations")?,
-        req.x_len,
+        b.x_len,
     )?;
     check_len(
         "expert weights [E, N, K]",
@@ -764,9 +842,9 @@ pub fn plan_grouped_gemm(req: &GemmRequest) -> Result<Option<GemmLaunchPlan>> {
             s.k,
             "expert weights",
         )?,
-        req.w_len,
+        b.w_len,
     )?;
-    let (fp8, scale_group, scale_groups) = match req.weights {
+    let (fp8, scale_group, scale_groups) = match b.weights {
         GemmWeights::Input => (false, 0, 0),
         GemmWeights::Fp8E4M3 { group, scales_len } => {
             if group == 0 {
@@ -788,7 +866,7 @@ pub fn plan_grouped_gemm(req: &GemmRequest) -> Result<Option<GemmLaunchPlan>> {
             (true, group.min(s.k.max(1)) as i64, groups as i64)
         }
     };
-    if let Some(len) = req.offsets_len {
+    if let Some(len) = b.offsets_len {
         let expected = s
             .num_experts
             .checked_add(1)
@@ -798,7 +876,7 @@ pub fn plan_grouped_gemm(req: &GemmRequest) -> Result<Option<GemmLaunchPlan>> {
     check_len(
         "grouped GEMM output [rows, out_cols]",
         checked_mul(s.rows, out_cols, "grouped GEMM output")?,
-        req.out_len,
+        b.out_len,
     )?;
     for (what, v) in [("N", s.n), ("K", s.k)] {
         if v > i32::MAX as usize {
@@ -812,34 +890,15 @@ pub fn plan_grouped_gemm(req: &GemmRequest) -> Result<Option<GemmLaunchPlan>> {
     if s.rows == 0 || out_cols == 0 {
         return Ok(None);
     }
-
-    let aligned =
-        s.k.is_multiple_of(8) && req.x_addr.is_multiple_of(16) && req.w_addr.is_multiple_of(16);
-    let tile = if !aligned {
-        GemmTileConfig::Generic
-    } else {
-        let avg_rows = s.rows.div_ceil(s.num_experts);
-        if avg_rows <= SMALL_TILE_MAX_AVG_ROWS {
-            GemmTileConfig::Small
-        } else if avg_rows <= MEDIUM_TILE_MAX_AVG_ROWS
-            || max_tiles(GemmTileConfig::Large, s, gated)? < req.sm_count as u64
-        {
-            GemmTileConfig::Medium
-        } else {
-            GemmTileConfig::Large
-        }
-    };
-    let (epilogue, activation) = epilogue_abi(req.epilogue)?;
-    Ok(Some(GemmLaunchPlan {
-        tile,
-        kernel: kernel_name(tile, types, fp8),
-        max_tiles: max_tiles(tile, s, gated)?,
+    let (epilogue, activation) = epilogue_abi(b.epilogue)?;
+    Ok(Some(ValidGemm {
         rows,
         n: s.n as i64,
         k: s.k as i64,
         num_experts,
         epilogue,
         activation,
+        fp8,
         scale_group,
         scale_groups,
     }))
@@ -848,8 +907,14 @@ pub fn plan_grouped_gemm(req: &GemmRequest) -> Result<Option<GemmLaunchPlan>> {
 /// The kernel's bound of its output tiles (kernels/gemm_schedule.cuh), for sizes already checked to
 /// fit its integer types; the bound itself must fit the kernel's 64-bit tile numbers.
 fn max_tiles(tile: GemmTileConfig, s: GroupedGemmShape, gated: bool) -> Result<u64> {
-    let row_tiles = host_math::max_row_tiles(s.rows, s.num_experts, tile.rows_per_tile());
-    let col_tiles = host_math::n_tiles(s.n, tile.weight_rows_per_tile(), gated);
+    max_tiles_of(tile.rows_per_tile(), tile.weight_rows_per_tile(), s, gated)
+}
+
+/// [`max_tiles`] for tiles of `bm` rows and `bn` weight rows, the bound of every kernel family on
+/// the tile space of kernels/gemm_schedule.cuh.
+pub(crate) fn max_tiles_of(bm: usize, bn: usize, s: GroupedGemmShape, gated: bool) -> Result<u64> {
+    let row_tiles = host_math::max_row_tiles(s.rows, s.num_experts, bm);
+    let col_tiles = host_math::n_tiles(s.n, bn, gated);
     row_tiles
         .checked_mul(col_tiles)
         .filter(|&t| t <= i64::MAX as u64)

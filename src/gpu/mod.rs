@@ -13,7 +13,8 @@
 //! Stages: [`route`] (router logits to top-k ids and weights) and [`route_from_hidden`] (with the
 //! router GEMM), [`permute`] and [`gather`] (rows sorted by expert), [`grouped_gemm`] (the expert
 //! GEMMs of all experts in one launch, with the activation fused; [`grouped_gemm_fp8`] with FP8
-//! weights), [`combine`] and
+//! weights; [`grouped_gemm_w8a8`] with FP8 activations too, after
+//! [`quantize_fp8_per_token_group`]), [`combine`] and
 //! [`shared_expert_accumulate`] (back to token order, plus the shared experts). [`GpuMoeLayer`] runs
 //! them all from uploaded [`GpuMoeWeights`] with a reusable [`Workspace`].
 
@@ -29,6 +30,7 @@ mod layer;
 pub(crate) mod permute;
 pub(crate) mod routing;
 pub(crate) mod status;
+mod w8a8;
 mod weights;
 pub(crate) mod workspace;
 
@@ -45,6 +47,10 @@ pub use layer::GpuMoeLayer;
 pub use permute::{gather, permute, permute_mapped, GpuPermutation, PermuteLayout};
 pub use routing::{route, route_from_hidden};
 pub use status::DeviceStatus;
+pub use w8a8::{
+    grouped_gemm_w8a8, quantize_fp8_per_token_group, Fp8Activations, W8a8Output,
+    W8A8_MIN_COMPUTE_CAPABILITY,
+};
 pub use weights::{
     GpuExpertStorage, GpuMoeWeights, GpuQuantExperts, GpuSharedExpertWeights, UploadExperts,
 };

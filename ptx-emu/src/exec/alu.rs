@@ -881,6 +881,7 @@ fn cvt_float(dty: Ty, sty: Ty, m: &Mods, int_round: bool, a: u64, rnd: Rounding)
             let x = f32_of(a);
             fl::f32_to_f64(if m.ftz { fl::ftz_f32(x) } else { x }, m.sat).to_bits()
         }
+        (Ty::E4m3x2, Ty::F32) => fl::f32_to_e4m3_satfinite(f32_of(a), m.relu) as u64,
         (Ty::F16 | Ty::F16x2, Ty::F32) => {
             let x = f32_of(a);
             let x = if m.ftz { fl::ftz_f32(x) } else { x };

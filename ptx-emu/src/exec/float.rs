@@ -1103,6 +1103,65 @@ pub fn f32_to_bf16_satfinite(x: f32, r: Rounding, relu: bool) -> u16 {
     ))
 }
 
+/// Largest finite FP8 e4m3 value (`0x7e`, 1.75 * 2^8); e4m3 (the `fn` variant) has no infinity.
+const E4M3_MAX: f64 = 448.0;
+
+/// `cvt.rn.satfinite{.relu}.e4m3x2.f32`, one half: `x` rounded to FP8 e4m3 (sign, 4 exponent bits of
+/// bias 7, 3 fraction bits, subnormals below 2^-6 in steps of 2^-9), to nearest with ties to even,
+/// magnitudes past the largest finite value saturating to +-448 (`.satfinite`), NaN to the NaN code
+/// `0x7f`; `.relu` clamps negative results to +0 (PTX ISA, `cvt`).
+pub fn f32_to_e4m3_satfinite(x: f32, relu: bool) -> u8 {
+    if x.is_nan() {
+        return 0x7f;
+    }
+    let sign = if x.is_sign_negative() { 0x80u8 } else { 0 };
+    let a = (x as f64).abs();
+    // The quantum at a's binade: 2^(e - 3) for a normal a of exponent e >= -6, else 2^-9.
+    let e = if a == 0.0 {
+        -6
+    } else {
+        ((a.to_bits() >> 52) as i32 - 1023).max(-6)
+    };
+    let quantum = 2f64.powi(e - 3);
+    let q = a / quantum; // exact: a power-of-two scaling
+    let mut n = q.floor();
+    let rest = q - n;
+    if rest > 0.5 || (rest == 0.5 && n % 2.0 == 1.0) {
+        n += 1.0;
+    }
+    let r = (n * quantum).min(E4M3_MAX);
+    let magnitude = if r < 2f64.powi(-6) {
+        // Subnormal (or zero): r / 2^-9 is the 3 fraction bits; 8 would be 2^-6, the first normal.
+        (r / 2f64.powi(-9)) as u8
+    } else {
+        let re = (r.to_bits() >> 52) as i32 - 1023;
+        let frac = (r / 2f64.powi(re) * 8.0) as u8 - 8;
+        (((re + 7) as u8) << 3) | frac
+    };
+    if relu && sign != 0 {
+        return 0;
+    }
+    sign | magnitude
+}
+
+/// The value of an FP8 e4m3 code (exact): `0x7f`/`0xff` are NaN, there is no infinity.
+pub fn e4m3_to_f32(code: u8) -> f32 {
+    let magnitude = code & 0x7f;
+    let value = if magnitude == 0x7f {
+        f32::NAN
+    } else if magnitude < 8 {
+        magnitude as f32 * 2f32.powi(-9)
+    } else {
+        let e = (magnitude >> 3) as i32 - 7;
+        (1.0 + (magnitude & 7) as f32 / 8.0) * 2f32.powi(e)
+    };
+    if code & 0x80 != 0 {
+        -value
+    } else {
+        value
+    }
+}
+
 /// `cvt.frnd{.sat}.f16.f64`: one rounding of `x` directly to binary16 (no intermediate `f32`
 /// rounding).  Same rules as [`f32_to_f16`].
 pub fn f64_to_f16(x: f64, r: Rounding, sat: bool) -> u16 {

@@ -23,6 +23,8 @@ pub(crate) enum Ty {
     F16x2,
     Bf16,
     Bf16x2,
+    /// Two FP8 e4m3 values in 16 bits (`cvt` destinations only).
+    E4m3x2,
     F32,
     F64,
     Pred,
@@ -59,6 +61,7 @@ impl Ty {
             "f16x2" => Ty::F16x2,
             "bf16" => Ty::Bf16,
             "bf16x2" => Ty::Bf16x2,
+            "e4m3x2" => Ty::E4m3x2,
             "f32" => Ty::F32,
             "f64" => Ty::F64,
             "pred" => Ty::Pred,
@@ -71,7 +74,7 @@ impl Ty {
     pub(crate) fn bits(self) -> u32 {
         match self {
             Ty::B8 | Ty::U8 | Ty::S8 => 8,
-            Ty::B16 | Ty::U16 | Ty::S16 | Ty::F16 | Ty::Bf16 => 16,
+            Ty::B16 | Ty::U16 | Ty::S16 | Ty::F16 | Ty::Bf16 | Ty::E4m3x2 => 16,
             Ty::B32 | Ty::U32 | Ty::S32 | Ty::F32 | Ty::F16x2 | Ty::Bf16x2 => 32,
             Ty::B64 | Ty::U64 | Ty::S64 | Ty::F64 => 64,
             Ty::B128 => 128,
@@ -91,7 +94,9 @@ impl Ty {
             Ty::B8 | Ty::B16 | Ty::B32 | Ty::B64 | Ty::B128 => TyKind::Bits,
             Ty::U8 | Ty::U16 | Ty::U32 | Ty::U64 => TyKind::Unsigned,
             Ty::S8 | Ty::S16 | Ty::S32 | Ty::S64 => TyKind::Signed,
-            Ty::F16 | Ty::F16x2 | Ty::Bf16 | Ty::Bf16x2 | Ty::F32 | Ty::F64 => TyKind::Float,
+            Ty::F16 | Ty::F16x2 | Ty::Bf16 | Ty::Bf16x2 | Ty::E4m3x2 | Ty::F32 | Ty::F64 => {
+                TyKind::Float
+            }
             Ty::Pred => TyKind::Pred,
         }
     }
@@ -443,6 +448,8 @@ pub(crate) enum MmaType {
     Bf16,
     F32,
     Tf32,
+    /// FP8 e4m3 (`m16n8k32`, sm_89+).
+    E4m3,
 }
 
 /// The instruction set the interpreter runs.

@@ -1581,7 +1581,18 @@ impl<'t> Parser<'t> {
                     return err(line, format!("`{opcode}`: expected two types"));
                 };
                 let (dty, sty) = (*dty, *sty);
-                let packed = matches!(dty, Ty::F16x2 | Ty::Bf16x2);
+                if dty == Ty::E4m3x2 {
+                    // `cvt.rn.satfinite{.relu}.e4m3x2.f32 d, a, b` (sm_89+): the ISA's only form.
+                    if sty != Ty::F32 || rnd != Some(Rounding::Nearest) || !m.has("satfinite") {
+                        return err(
+                            line,
+                            format!("`{opcode}`: e4m3x2 needs .rn.satfinite and .f32"),
+                        );
+                    }
+                } else if sty == Ty::E4m3x2 {
+                    return err(line, format!("`{opcode}`: unsupported e4m3x2 conversion"));
+                }
+                let packed = matches!(dty, Ty::F16x2 | Ty::Bf16x2 | Ty::E4m3x2);
                 want(if packed { 3 } else { 2 })?;
                 let d = self.dst(b, &ops[0], line)?;
                 let a = self.src(b, &ops[1], sty, line)?;
@@ -1801,7 +1812,8 @@ impl<'t> Parser<'t> {
                 if !m.has("sync") || !m.has("aligned") {
                     return err(line, "`mma`: only mma.sync.aligned");
                 }
-                let shape = match m.one_of(&["m16n8k16", "m16n8k8"]) {
+                let shape = match m.one_of(&["m16n8k32", "m16n8k16", "m16n8k8"]) {
+                    Some("m16n8k32") => (16, 8, 32),
                     Some("m16n8k16") => (16, 8, 16),
                     Some(_) => (16, 8, 8),
                     None => return err(line, format!("`{opcode}`: unsupported shape")),
@@ -1811,16 +1823,17 @@ impl<'t> Parser<'t> {
                 }
                 let mut tys = Vec::new();
                 for _ in 0..4 {
-                    let t = m
-                        .one_of(&["f16", "bf16", "f32", "tf32"])
-                        .ok_or(ParseError {
-                            line,
-                            message: format!("`{opcode}`: unsupported operand types"),
-                        })?;
+                    let t =
+                        m.one_of(&["f16", "bf16", "f32", "tf32", "e4m3"])
+                            .ok_or(ParseError {
+                                line,
+                                message: format!("`{opcode}`: unsupported operand types"),
+                            })?;
                     tys.push(match t {
                         "f16" => MmaType::F16,
                         "bf16" => MmaType::Bf16,
                         "f32" => MmaType::F32,
+                        "e4m3" => MmaType::E4m3,
                         _ => MmaType::Tf32,
                     });
                 }
@@ -1829,6 +1842,13 @@ impl<'t> Parser<'t> {
                 let (dty, aty, bty, cty) = (tys[0], tys[1], tys[2], tys[3]);
                 if aty != bty || aty == MmaType::F32 {
                     return err(line, format!("`{opcode}`: unsupported operand types"));
+                }
+                // The shapes each input type exists in (PTX ISA, mma.sync): k32 only for e4m3, which
+                // accumulates in f32 only.
+                let e4m3 = aty == MmaType::E4m3;
+                if (shape.2 == 32) != e4m3 || (e4m3 && (dty != MmaType::F32 || cty != MmaType::F32))
+                {
+                    return err(line, format!("`{opcode}`: unsupported shape and type"));
                 }
                 let d = self.dst(b, &ops[0], line)?;
                 let c_ty = if cty == MmaType::F32 {

@@ -250,9 +250,11 @@ impl<'a> Exec<'a> {
                         Some(b) => {
                             // Packed: a goes to the upper half, b to the lower.
                             let y = self.get(b, w, l);
-                            let hi = alu::cvt(*dty, *sty, m, *int_round, x) & 0xffff;
-                            let lo = alu::cvt(*dty, *sty, m, *int_round, y) & 0xffff;
-                            (hi << 16) | lo
+                            let half = dty.bits() / 2;
+                            let mask = (1u64 << half) - 1;
+                            let hi = alu::cvt(*dty, *sty, m, *int_round, x) & mask;
+                            let lo = alu::cvt(*dty, *sty, m, *int_round, y) & mask;
+                            (hi << half) | lo
                         }
                         None => alu::cvt(*dty, *sty, m, *int_round, x),
                     };

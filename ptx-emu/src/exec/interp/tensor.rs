@@ -64,7 +64,7 @@ impl<'a> Exec<'a> {
         Ok(true)
     }
 
-    /// `mma.sync.aligned.m16n8k{16,8}.row.col`: D = A B + C, with the ISA's fragment layouts
+    /// `mma.sync.aligned.m16n8k{32,16,8}.row.col`: D = A B + C, with the ISA's fragment layouts
     /// (g = lane / 4, t = lane % 4). The products are exact and the sum of each output element is
     /// formed in f64 and rounded once (the hardware's internal accumulation order and precision
     /// are not specified; results agree with it within the mma tolerance, not bit for bit).
@@ -98,8 +98,8 @@ impl<'a> Exec<'a> {
             out
         };
         let (av, bv, cv) = (fetch(ar), fetch(br), fetch(cr));
-        let mut am = [[0f64; 16]; 16];
-        let mut bm = [[0f64; 8]; 16];
+        let mut am = [[0f64; 32]; 16];
+        let mut bm = [[0f64; 8]; 32];
         let mut cm = [[0f64; 8]; 16];
         let elem = |bits: u16| -> f64 {
             match aty {
@@ -121,6 +121,24 @@ impl<'a> Exec<'a> {
                     am[g + 8][t + 4] = tf32(av[3][l]);
                     bm[t][g] = tf32(bv[0][l]);
                     bm[t + 4][g] = tf32(bv[1][l]);
+                }
+                MmaType::E4m3 => {
+                    // m16n8k32 e4m3, four codes per register, byte i the lowest first: A register
+                    // r holds row g + 8 (r % 2), columns 4t + 16 (r / 2) + {0..3}; B register r
+                    // holds rows 4t + 16 r + {0..3}, column g.
+                    for (r, regv) in av.iter().enumerate().take(ar.len()) {
+                        for i in 0..4 {
+                            let code = (regv[l] >> (8 * i)) as u8;
+                            am[g + 8 * (r % 2)][4 * t + 16 * (r / 2) + i] =
+                                fl::e4m3_to_f32(code) as f64;
+                        }
+                    }
+                    for (r, regv) in bv.iter().enumerate().take(br.len()) {
+                        for i in 0..4 {
+                            let code = (regv[l] >> (8 * i)) as u8;
+                            bm[4 * t + 16 * r + i][g] = fl::e4m3_to_f32(code) as f64;
+                        }
+                    }
                 }
                 _ => {
                     // A row-major 16 x k: register r holds row g + 8 (r % 2), columns
