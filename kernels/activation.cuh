@@ -26,6 +26,20 @@ MOE_HD float moe_gelu_tanh(float x) {
     return 0.5f * x * (1.0f + tanhf(sqrt_2_over_pi * (x + 0.044715f * x * x * x)));
 }
 
+// gpt-oss's clamped SiLU on the gate: g * sigmoid(alpha * g) with g = min(x, limit) (fminf, like
+// Rust's f32::min, returns `limit` for a NaN x).
+MOE_HD float moe_clamped_silu(float x, float alpha, float limit) {
+    const float g = fminf(x, limit);
+    return g * (1.0f / (1.0f + expf(-(alpha * g))));
+}
+
+// gpt-oss's clamped SwiGLU on one (gate, up) pair: clamped_silu(gate) * (clamp(up, -limit, limit) + 1),
+// the clamp written as comparisons so that a NaN up stays NaN, like Rust's f32::clamp.
+MOE_HD float moe_clamped_swiglu(float gate, float up, float alpha, float limit) {
+    const float u = up < -limit ? -limit : (up > limit ? limit : up);
+    return moe_clamped_silu(gate, alpha, limit) * (u + 1.0f);
+}
+
 // The nonlinearity `kind` (MOE_ACTIVATION_SILU or MOE_ACTIVATION_GELU_TANH) applied to `x`.
 MOE_HD float moe_activation(int32_t kind, float x) {
     return kind == MOE_ACTIVATION_GELU_TANH ? moe_gelu_tanh(x) : moe_silu(x);

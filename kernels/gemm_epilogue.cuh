@@ -20,19 +20,44 @@ namespace moe_gemm {
 
 // The element-wise part: MOE_GEMM_EPILOGUE_STORE or _ACTIVATION on single accumulators, _GATED on
 // (gate, up) pairs. Same formulas and rounding point as the CPU reference: the activation (and the
-// gate * up product) is computed in f32 and rounded once, by the store.
+// gate * up product) is computed in f32 and rounded once, by the store. The clamped SwiGLU's alpha and
+// limit are read from the kernel parameters only when it is the activation.
 struct EpilogueOp {
     int32_t mode;
     int32_t activation;
+    const MoeGemmParams& p;
 
     __device__ __forceinline__ float single(float acc) const {
-        return mode == MOE_GEMM_EPILOGUE_ACTIVATION ? moe_activation(activation, acc) : acc;
+        if (mode != MOE_GEMM_EPILOGUE_ACTIVATION) {
+            return acc;
+        }
+        return activation == MOE_ACTIVATION_CLAMPED_SILU
+                   ? moe_clamped_silu(acc, p.clamp_alpha, p.clamp_limit)
+                   : moe_activation(activation, acc);
     }
 
     __device__ __forceinline__ float gated(float gate, float up) const {
-        return moe_activation(activation, gate) * up;
+        return activation == MOE_ACTIVATION_CLAMPED_SILU
+                   ? moe_clamped_swiglu(gate, up, p.clamp_alpha, p.clamp_limit)
+                   : moe_activation(activation, gate) * up;
     }
 };
+
+// Add the bias entries of columns col and col + 1 (those before `cols`) to v0 and v1; `bias` is the
+// tile's expert's bias row, offset to the half the columns index, or null for no bias. Read here, in
+// the store loop, so that no bias value is live across the main loop.
+__device__ __forceinline__ void add_bias_pair(const float* bias, int64_t col, int64_t cols, float& v0,
+                                              float& v1) {
+    if (bias == nullptr) {
+        return;
+    }
+    if (col < cols) {
+        v0 += bias[col];
+    }
+    if (col + 1 < cols) {
+        v1 += bias[col + 1];
+    }
+}
 
 // Rounding to the output type (round to nearest even, like the CPU reference's `from_f32`), one value
 // or a pair of adjacent values as one 2-element vector.
@@ -91,13 +116,18 @@ __device__ __forceinline__ void store_pair(Out* row, int64_t col, int64_t cols, 
 // Gated, the B tile was loaded by moe_gemm_b_row so that fragment nt < NT/2 holds gate columns and
 // fragment nt + NT/2 the up columns of the same outputs, in the same lanes and registers: each lane
 // combines its own pairs, no data moves between threads.
+//
+// With a bias (p.bias non-null), the expert's bias row is added to the accumulators first: gated, the
+// gate bias of output column c is bias[c] and its up bias bias[n/2 + c].
 template <typename Out, int WM, int WN, int BN, int MT, int NT>
 __device__ __forceinline__ void store_accumulators(const MoeGemmParams& p, const MoeGemmTile& tile,
                                                    const float (&acc)[MT][NT][4], int warp_m,
                                                    int warp_n, int lane) {
-    const EpilogueOp op{p.epilogue, p.activation};
+    const EpilogueOp op{p.epilogue, p.activation, p};
     const bool gated = moe_gemm_is_gated(p.epilogue);
     const int64_t cols = moe_gemm_out_cols(p.n, p.epilogue);
+    const float* const bias = p.bias == nullptr ? nullptr : p.bias + tile.expert * p.n;
+    const float* const up_bias = bias == nullptr ? nullptr : bias + cols;
     Out* const out = static_cast<Out*>(p.out);
     const bool vector_ok =
         cols % 2 == 0 && reinterpret_cast<uintptr_t>(out) % (2 * sizeof(Out)) == 0;
@@ -117,9 +147,13 @@ __device__ __forceinline__ void store_accumulators(const MoeGemmParams& p, const
                     const int v = warp_n * WN + nt * 8 + moe_gemm_acc_col(lane, r0);
                     const int64_t col =
                         moe_gemm_out_col(v, tile.n_tile, BN, WN, MOE_GEMM_EPILOGUE_GATED);
-                    const float y0 = op.gated(acc[mt][nt][r0], acc[mt][nt + NT / 2][r0]);
-                    const float y1 = op.gated(acc[mt][nt][r0 + 1], acc[mt][nt + NT / 2][r0 + 1]);
-                    store_pair(out_row, col, cols, y0, y1, vector_ok);
+                    float g0 = acc[mt][nt][r0];
+                    float g1 = acc[mt][nt][r0 + 1];
+                    float u0 = acc[mt][nt + NT / 2][r0];
+                    float u1 = acc[mt][nt + NT / 2][r0 + 1];
+                    add_bias_pair(bias, col, cols, g0, g1);
+                    add_bias_pair(up_bias, col, cols, u0, u1);
+                    store_pair(out_row, col, cols, op.gated(g0, u0), op.gated(g1, u1), vector_ok);
                 }
             } else {
 #pragma unroll
@@ -127,8 +161,10 @@ __device__ __forceinline__ void store_accumulators(const MoeGemmParams& p, const
                     const int v = warp_n * WN + nt * 8 + moe_gemm_acc_col(lane, r0);
                     const int64_t col =
                         moe_gemm_out_col(v, tile.n_tile, BN, WN, MOE_GEMM_EPILOGUE_STORE);
-                    store_pair(out_row, col, cols, op.single(acc[mt][nt][r0]),
-                               op.single(acc[mt][nt][r0 + 1]), vector_ok);
+                    float v0 = acc[mt][nt][r0];
+                    float v1 = acc[mt][nt][r0 + 1];
+                    add_bias_pair(bias, col, cols, v0, v1);
+                    store_pair(out_row, col, cols, op.single(v0), op.single(v1), vector_ok);
                 }
             }
         }

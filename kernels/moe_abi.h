@@ -295,6 +295,10 @@ MOE_STATIC_ASSERT(sizeof(MoeSharedAccumulateParams) == 56,
 #define MOE_ACTIVATION_SILU 0
 /** An expert nonlinearity: the tanh approximation of GELU. */
 #define MOE_ACTIVATION_GELU_TANH 1
+/** An expert nonlinearity: gpt-oss's clamped SiLU, `g * sigmoid(alpha * g)` with `g = min(x, limit)`;
+ * gated, `up` is clamped to `[-limit, limit]` and the output is `act(gate) * (up + 1)`. Its `alpha`
+ * and `limit` are `MoeGemmParams::clamp_alpha` and `clamp_limit`. */
+#define MOE_ACTIVATION_CLAMPED_SILU 2
 
 /* ---- Grouped expert GEMM (kernels/grouped_gemm.cu) ---- */
 
@@ -378,9 +382,16 @@ typedef struct MoeGemmParams {
     int32_t epilogue;
     /** One of the MOE_ACTIVATION_* values; ignored by MOE_GEMM_EPILOGUE_STORE. */
     int32_t activation;
+    /** Per-expert bias `[num_experts, n]` (f32, one per weight row), added to the accumulators before
+     * the epilogue's activation (gated: gate bias `[0, n/2)`, up bias `[n/2, n)`), or NULL. */
+    const float* bias;
+    /** MOE_ACTIVATION_CLAMPED_SILU only: the sigmoid's gain `alpha`. */
+    float clamp_alpha;
+    /** MOE_ACTIVATION_CLAMPED_SILU only: the clamp `limit` (> 0). */
+    float clamp_limit;
 } MoeGemmParams;
 
-MOE_STATIC_ASSERT(sizeof(MoeGemmParams) == 96, "MoeGemmParams must be 96 bytes without padding");
+MOE_STATIC_ASSERT(sizeof(MoeGemmParams) == 112, "MoeGemmParams must be 112 bytes without padding");
 
 /* FP8 x FP8 ("W8A8") grouped GEMM and the activation quantisation feeding it (kernels/w8a8_gemm.cu;
  * sm_89 and newer). */
@@ -437,6 +448,6 @@ typedef struct MoeW8a8GemmParams {
     const float* x_scales;
 } MoeW8a8GemmParams;
 
-MOE_STATIC_ASSERT(sizeof(MoeW8a8GemmParams) == 104, "MoeW8a8GemmParams must be 104 bytes");
+MOE_STATIC_ASSERT(sizeof(MoeW8a8GemmParams) == 120, "MoeW8a8GemmParams must be 120 bytes");
 
 #endif /* MOE_ABI_H */

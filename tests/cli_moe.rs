@@ -241,37 +241,6 @@ fn run_gpt_oss() {
     run_family(ModelFamily::GptOss);
 }
 
-/// gpt-oss on the GPU: `--device cuda` is refused in one line naming what the kernels lack (before
-/// any device is opened, so also without a GPU), and `--device auto` runs it on the CPU and says why.
-#[test]
-fn gpt_oss_on_the_gpu_is_refused() {
-    let mut rng = common::rng("gpt_oss_on_the_gpu_is_refused");
-    let m = TinyModel::new(&mut rng, ModelFamily::GptOss, DType::BF16, true);
-    let dir = m.write_temp("gpt-oss-gpu", 1);
-    let work = TempDir::new("gpt-oss-gpu-io");
-    let input = work.path().join("in.safetensors");
-    let output = work.path().join("out.safetensors");
-    write_input(&mut rng, &input, 3, DType::BF16);
-    let args = run_args(dir.path(), 0, &input, &output, "cuda");
-    expect_error(
-        &args.iter().map(String::as_str).collect::<Vec<_>>(),
-        &output,
-        &[
-            "GPU kernels do not implement",
-            "router bias and expert biases",
-            "clamped SwiGLU",
-        ],
-    );
-    let args = run_args(dir.path(), 0, &input, &output, "auto");
-    let out = moe(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    assert_ok(&out, "gpt_oss --device auto");
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        said.contains("on the CPU") && said.contains("clamped SwiGLU"),
-        "{said}"
-    );
-}
-
 /// `moe run --device cuda` (on the emulated GPU when there is no real one) gives the same routing
 /// and, within bf16 tolerance, the same output as `--device cpu`, for every family, per-expert and
 /// fused keys.
@@ -295,6 +264,7 @@ fn run_on_the_gpu_matches_the_cpu() {
         ModelFamily::Llama4,
         ModelFamily::Dbrx,
         ModelFamily::Phimoe,
+        ModelFamily::GptOss,
     ]
     .into_iter()
     .enumerate()

@@ -15,8 +15,9 @@ use half::{bf16, f16};
 use moe_kernels::cpu::activation::activation;
 use moe_kernels::cpu::gemm::grouped_gemm as cpu_grouped_gemm;
 use moe_kernels::gpu::{
-    grouped_gemm, grouped_gemm_fp8, plan_grouped_gemm, Device, Fp8Weights, GemmElement,
-    GemmEpilogue, GemmOutput, GemmRequest, GemmTileConfig, GemmWeights, GroupedGemmShape,
+    grouped_gemm, grouped_gemm_biased, grouped_gemm_fp8, plan_grouped_gemm, Device, Fp8Weights,
+    GemmElement, GemmEpilogue, GemmOutput, GemmRequest, GemmTileConfig, GemmWeights,
+    GroupedGemmShape,
 };
 use moe_kernels::{
     Activation, ActivationKind, DType, Element, ExpertsRef, MatMut, MatRef, MoeError,
@@ -54,6 +55,7 @@ fn request(shape: GroupedGemmShape, epilogue: GemmEpilogue) -> GemmRequest {
         epilogue,
         x_len: shape.rows * shape.k,
         w_len: shape.num_experts * shape.n * shape.k,
+        bias_len: None,
         offsets_len: Some(shape.num_experts + 1),
         out_len: shape.rows * shape.out_cols(epilogue),
         x_addr: 0x7f00_0000_0000,
@@ -1127,4 +1129,210 @@ fn fp8_weights_match_the_float64_oracle() {
             _ => check_fp8_case::<f16, f32>(&dev, &mut rng, &case, group),
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// gpt-oss's epilogue: per-expert biases and the clamped SwiGLU.
+// ---------------------------------------------------------------------------------------------
+
+/// gpt-oss's clamped SwiGLU (alpha 1.702, limit 7).
+const CLAMPED: GemmEpilogue = GemmEpilogue::Activation(Activation {
+    kind: ActivationKind::ClampedSilu {
+        alpha: 1.702,
+        limit: 7.0,
+    },
+    gated: true,
+});
+
+/// The float64 oracle of a biased grouped GEMM: for each row of expert e, `acc = x @ w[e]^T +
+/// bias[e]` in float64 (from the rounded inputs), then the epilogue from its definition. Also
+/// returns how often the clamped SwiGLU clamped: gates above the limit, ups above it, ups below
+/// minus it.
+fn biased_oracle<T: Element>(
+    x: &[T],
+    offsets: &[i64],
+    w: &[T],
+    bias: Option<&[f32]>,
+    shape: GroupedGemmShape,
+    epilogue: GemmEpilogue,
+) -> (Vec<f64>, [usize; 3]) {
+    let (n, k) = (shape.n, shape.k);
+    let cols = shape.out_cols(epilogue);
+    let mut out = vec![0f64; offsets[shape.num_experts] as usize * cols];
+    let mut acc = vec![0f64; n];
+    let mut clamped = [0usize; 3];
+    for e in 0..shape.num_experts {
+        for r in offsets[e] as usize..offsets[e + 1] as usize {
+            for (c, a) in acc.iter_mut().enumerate() {
+                let wrow = &w[(e * n + c) * k..(e * n + c + 1) * k];
+                *a = x[r * k..(r + 1) * k]
+                    .iter()
+                    .zip(wrow)
+                    .map(|(a, b)| a.to_f32() as f64 * b.to_f32() as f64)
+                    .sum::<f64>()
+                    + bias.map_or(0.0, |b| b[e * n + c] as f64);
+            }
+            let orow = &mut out[r * cols..(r + 1) * cols];
+            match epilogue {
+                GemmEpilogue::Store => orow.copy_from_slice(&acc),
+                GemmEpilogue::Activation(Activation {
+                    kind: ActivationKind::ClampedSilu { alpha, limit },
+                    gated: true,
+                }) => {
+                    let (alpha, limit) = (alpha as f64, limit as f64);
+                    for (c, o) in orow.iter_mut().enumerate() {
+                        clamped[0] += usize::from(acc[c] > limit);
+                        clamped[1] += usize::from(acc[cols + c] > limit);
+                        clamped[2] += usize::from(acc[cols + c] < -limit);
+                        let g = acc[c].min(limit);
+                        let u = acc[cols + c].clamp(-limit, limit);
+                        *o = (u + 1.0) * g / (1.0 + (-alpha * g).exp());
+                    }
+                }
+                GemmEpilogue::Activation(Activation {
+                    kind: ActivationKind::Silu,
+                    gated: true,
+                }) => {
+                    for (c, o) in orow.iter_mut().enumerate() {
+                        let g = acc[c];
+                        *o = acc[cols + c] * g / (1.0 + (-g).exp());
+                    }
+                }
+                other => panic!("no oracle for {other:?}"),
+            }
+        }
+    }
+    (out, clamped)
+}
+
+/// One biased case for inputs `T` and output `O`: the values are scaled so that gate and up
+/// projections often pass the clamp (|acc| up to about 15 against limit 7) in both directions.
+fn check_biased_case<T: GemmElement, O: GemmOutput<T>>(
+    dev: &Device,
+    rng: &mut StdRng,
+    counts: &[usize],
+    n: usize,
+    k: usize,
+    epilogue: GemmEpilogue,
+    biased: bool,
+) {
+    let e = counts.len();
+    let mut offsets = vec![0i64];
+    for &c in counts {
+        offsets.push(offsets.last().unwrap() + c as i64);
+    }
+    let rows = offsets[e] as usize;
+    let shape = GroupedGemmShape {
+        rows,
+        n,
+        k,
+        num_experts: e,
+    };
+    let what = format!(
+        "biased {biased} {epilogue:?}, counts {counts:?}, n {n}, k {k}, {} -> {}",
+        T::DTYPE.name(),
+        O::DTYPE.name()
+    );
+    let x: Vec<T> = common::values(rng, rows * k, 4.0);
+    let w: Vec<T> = common::values(rng, e * n * k, 1.0 / (k as f32).sqrt());
+    let bias = biased.then(|| common::randn(rng, e * n, 3.0));
+    let stream = dev.stream();
+    let x_dev = stream.clone_htod(&x).unwrap();
+    let w_dev = stream.clone_htod(&w).unwrap();
+    let offsets_dev = stream.clone_htod(&offsets).unwrap();
+    let bias_dev = bias.as_ref().map(|b| stream.clone_htod(b).unwrap());
+    let cols = shape.out_cols(epilogue);
+    let mut out: CudaSlice<O> = stream
+        .clone_htod(&vec![O::from_f32(f32::NAN); rows * cols])
+        .unwrap();
+    let (xv, wv, ov) = (x_dev.as_view(), w_dev.as_view(), offsets_dev.as_view());
+    match &bias_dev {
+        Some(b) => grouped_gemm_biased::<T, O>(
+            dev,
+            &xv,
+            Some(&ov),
+            &wv,
+            &b.as_view(),
+            shape,
+            epilogue,
+            &mut out.as_view_mut(),
+        ),
+        None => grouped_gemm::<T, O>(
+            dev,
+            &xv,
+            Some(&ov),
+            &wv,
+            shape,
+            epilogue,
+            &mut out.as_view_mut(),
+        ),
+    }
+    .unwrap_or_else(|err| panic!("{what}: GPU grouped GEMM failed: {err}"));
+    let got: Vec<O> = stream.clone_dtoh(&out).unwrap();
+    let (want, clamped) = biased_oracle(&x, &offsets, &w, bias.as_deref(), shape, epilogue);
+    if epilogue == CLAMPED {
+        assert!(
+            clamped.iter().all(|&c| c > 0),
+            "{what}: the data must pass every side of the clamp, got {clamped:?}"
+        );
+    }
+    check_output(&what, &got, rows, cols, &want, "float64 oracle");
+}
+
+#[test]
+fn biases_and_the_clamped_swiglu_match_the_float64_oracle() {
+    let Some(dev) = device("biases_and_the_clamped_swiglu_match_the_float64_oracle") else {
+        return;
+    };
+    let mut rng = common::rng("biases_and_the_clamped_swiglu");
+    // Decode (small tile), a few dozen rows per expert (medium), and a prefill-like one expert
+    // with many rows (large tile where the device has few SMs), each with an empty expert.
+    let cases: [(Vec<usize>, usize, usize); 3] = [
+        (vec![3, 0, 5, 1], 2 * 72, 64),
+        (vec![40, 0, 25], 2 * 96, 136),
+        (vec![600, 0], 2 * 64, 72),
+    ];
+    for (counts, n, k) in &cases {
+        for (epilogue, biased) in [
+            (CLAMPED, true),
+            (CLAMPED, false),
+            (SWIGLU, true),
+            (GemmEpilogue::Store, true),
+        ] {
+            check_biased_case::<bf16, bf16>(&dev, &mut rng, counts, *n, *k, epilogue, biased);
+        }
+    }
+    // The other type pairs once each, and the router-logits shape (one group, f32 output).
+    let (counts, n, k) = &cases[1];
+    check_biased_case::<f16, f16>(&dev, &mut rng, counts, *n, *k, CLAMPED, true);
+    check_biased_case::<bf16, f32>(&dev, &mut rng, counts, *n, *k, CLAMPED, true);
+    check_biased_case::<f16, f32>(&dev, &mut rng, &[17], 32, 200, GemmEpilogue::Store, true);
+}
+
+#[test]
+fn biased_plans_check_the_bias_length() {
+    let s = shape(100, 256, 128, 8);
+    let biased = |len: usize| GemmRequest {
+        bias_len: Some(len),
+        ..request(s, CLAMPED)
+    };
+    assert!(plan_grouped_gemm(&biased(8 * 256)).unwrap().is_some());
+    for len in [8 * 256 - 1, 8 * 128, 0] {
+        assert!(matches!(
+            plan_grouped_gemm(&biased(len)),
+            Err(MoeError::ShapeMismatch { .. })
+        ));
+    }
+    // A clamped SwiGLU with a bad limit is an invalid config, not a launch.
+    let bad = GemmEpilogue::Activation(Activation {
+        kind: ActivationKind::ClampedSilu {
+            alpha: 1.702,
+            limit: 0.0,
+        },
+        gated: true,
+    });
+    assert!(matches!(
+        plan_grouped_gemm(&request(s, bad)),
+        Err(MoeError::InvalidConfig(_))
+    ));
 }

@@ -188,6 +188,7 @@ fn raw_functions_validate_before_they_enqueue_anything() {
         down: RawMatrices::Plain(0),
         shared: vec![],
         expert_map: None,
+        biases: None,
     };
     // Every call below gets null pointers: a launch would be an illegal address (a finding on the
     // emulated GPU, a fault on a real one), so each must fail in validation or launch nothing.

@@ -512,6 +512,7 @@ fn route_from_hidden_matches_cpu_router() {
             h,
             &w_dev.as_view(),
             None,
+            None,
             &mut logits.as_view_mut(),
             &mut ids.as_view_mut(),
             &mut weights.as_view_mut(),
@@ -580,4 +581,97 @@ fn sanitizer_smoke() {
         5,
         1,
     );
+}
+
+#[test]
+fn router_bias_matches_the_float64_oracle() {
+    let Some(dev) = device("router_bias_matches_the_float64_oracle") else {
+        return;
+    };
+    let stream = dev.stream().clone();
+    let mut rng = common::rng("router_bias_matches_the_float64_oracle");
+    // gpt-oss's routing (softmax over the chosen experts: softmax renormalised) with its router
+    // bias, which moves both the choice and the weights.
+    for (e, k, h, t) in [(32usize, 4usize, 192usize, 300usize), (8, 2, 64, 50)] {
+        let cfg = RoutingConfig::softmax_topk(e, k, true);
+        let x: Vec<bf16> = common::values(&mut rng, t * h, 1.0);
+        let w: Vec<bf16> = common::values(&mut rng, e * h, 1.0 / (h as f32).sqrt());
+        let bias = common::randn(&mut rng, e, 1.0);
+        let x_dev = stream.clone_htod(&x).unwrap();
+        let w_dev = stream.clone_htod(&w).unwrap();
+        let bias_dev = stream.clone_htod(&bias).unwrap();
+        let mut logits = stream.clone_htod(&vec![f32::NAN; t * e]).unwrap();
+        let mut ids = stream.clone_htod(&vec![-7i32; t * k]).unwrap();
+        let mut weights = stream.clone_htod(&vec![f32::NAN; t * k]).unwrap();
+        let mut status = DeviceStatus::new(&dev).unwrap();
+        moe_kernels::gpu::route_from_hidden(
+            &dev,
+            &cfg,
+            &x_dev.as_view(),
+            t,
+            h,
+            &w_dev.as_view(),
+            Some(&bias_dev.as_view()),
+            None,
+            &mut logits.as_view_mut(),
+            &mut ids.as_view_mut(),
+            &mut weights.as_view_mut(),
+            &mut status,
+        )
+        .unwrap();
+        status.check().unwrap();
+        let logits_gpu = stream.clone_dtoh(&logits).unwrap();
+        let (ids, weights) = (
+            stream.clone_dtoh(&ids).unwrap(),
+            stream.clone_dtoh(&weights).unwrap(),
+        );
+
+        // The oracle: logits x . w + bias in float64, then the routing rule.
+        let (xf, wf) = (common::el64(&x), common::el64(&w));
+        let route = common::oracle::Route::of(&cfg, None);
+        let mut moved = 0;
+        let mut want_logits = vec![];
+        for tok in 0..t {
+            let plain = common::oracle::matvec(&wf, e, h, &xf[tok * h..(tok + 1) * h]);
+            let biased: Vec<f64> = plain
+                .iter()
+                .zip(&bias)
+                .map(|(l, &b)| l + b as f64)
+                .collect();
+            want_logits.extend_from_slice(&biased);
+            let want = common::oracle::route_row(&route, &biased);
+            moved += usize::from(common::oracle::route_row(&route, &plain).ids != want.ids);
+            let row = tok * k..(tok + 1) * k;
+            let got: Vec<usize> = ids[row.clone()].iter().map(|&i| i as usize).collect();
+            if got == want.ids {
+                for (j, (&g, &r)) in weights[row].iter().zip(&want.weights).enumerate() {
+                    assert!(
+                        (g as f64 - r).abs() <= 1e-5 * r.abs() + 1e-7,
+                        "E = {e}: token {tok} slot {j}: GPU weight {g} vs oracle {r}"
+                    );
+                }
+            } else {
+                // Only a near-tie of the oracle's choice scores may order differently.
+                for (&a, &b) in got.iter().zip(&want.ids) {
+                    let (ca, cb) = (want.choice[a], want.choice[b]);
+                    assert!(
+                        (ca - cb).abs() <= 1e-5 * ca.abs().max(cb.abs()),
+                        "E = {e}: token {tok}: GPU ids {got:?} vs oracle {:?}",
+                        want.ids
+                    );
+                }
+            }
+        }
+        common::assert_close(
+            "biased router logits",
+            &common::f64s(&logits_gpu),
+            &want_logits,
+            1e-5,
+        );
+        // The bias matters: it changes the choice of many tokens.
+        assert!(
+            moved > t / 10,
+            "E = {e}: the router bias moved only {moved} of {t} tokens"
+        );
+    }
 }

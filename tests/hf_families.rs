@@ -347,6 +347,59 @@ fn related_model_types_parse_and_run_against_the_oracle() {
     }
 }
 
+/// gpt-oss's tiny bf16 checkpoint with `moe run --device cuda` (the emulated GPU when there is no
+/// real one): router bias, expert biases and the clamped SwiGLU on the GPU kernels, against the
+/// float64 oracle on the input as rounded to bf16, at bf16's tolerance.
+#[test]
+fn gpt_oss_runs_on_the_gpu_against_the_oracle() {
+    let mut rng = common::rng("gpt_oss_runs_on_the_gpu");
+    if common::gpu("hf_families", "gpt_oss_runs_on_the_gpu_against_the_oracle").is_none() {
+        return;
+    }
+    let m = TinyModel::new(&mut rng, ModelFamily::GptOss, DType::BF16, false);
+    let dir = m.write_temp("gpt-oss-cuda", 1);
+    let work = TempDir::new("gpt-oss-cuda-io");
+    let input = work.path().join("in.safetensors");
+    let output = work.path().join("out.safetensors");
+    let mut checked = 0;
+    for (&l, w) in &m.layers {
+        let t = 6;
+        let (x, want) = loop {
+            let x = hf_util::round_to(
+                DType::BF16,
+                &common::randn(&mut rng, t * m.moe.hidden_size, 1.0),
+            );
+            if let Some(o) = hf_util::oracle_output(&m.moe, w, &common::f64s(&x)) {
+                break (x, o);
+            }
+        };
+        hf_util::write_hidden_states(&input, &x, t);
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_moe"));
+        cmd.args(["run", "--device", "cuda", "--dtype", "bf16", "--model"])
+            .arg(dir.path())
+            .args(["--layer", &l.to_string(), "--input"])
+            .arg(&input)
+            .arg("--output")
+            .arg(&output);
+        let out = common::backend::on_gpu(cmd)
+            .expect("the GPU the tests found")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "moe run --device cuda: {stderr}");
+        assert!(stderr.contains("on the GPU"), "{stderr}");
+        let got = hf_util::read_hidden_states(&output);
+        common::assert_close(
+            &format!("gpt_oss layer {l} on the GPU (bf16)"),
+            &got,
+            &want,
+            3e-2,
+        );
+        checked += 1;
+    }
+    assert!(checked > 0);
+}
+
 /// MiniMax-M2's hub keys that transformers never reads are accepted at the values its code implies
 /// and refused otherwise; an unknown model type names the supported ones.
 #[test]

@@ -609,6 +609,36 @@ fn activations_match_the_rust_definitions() {
 }
 
 #[test]
+fn clamped_swiglu_matches_the_rust_definition() {
+    let mut rng = common::rng("clamped_swiglu_matches_the_rust_definition");
+    let gates = common::uniform(&mut rng, 20_000, -20.0, 20.0);
+    let ups = common::uniform(&mut rng, 20_000, -20.0, 20.0);
+    let (alpha, limit) = (1.702f32, 7.0f32);
+    let kind = ActivationKind::ClampedSilu { alpha, limit };
+    let edges = [
+        (limit, limit),
+        (limit, -limit),
+        (-limit, limit),
+        (8.0, -8.0),
+        (0.0, -0.0),
+    ];
+    let pairs = gates.iter().copied().zip(ups).chain(edges);
+    for (g, u) in pairs {
+        let (got, want) = (
+            host_math::clamped_swiglu(g, u, alpha, limit),
+            kind.gated(g, u),
+        );
+        let ulps = (got.to_bits() as i64 - want.to_bits() as i64).abs();
+        assert!(
+            got == want || ulps <= 2,
+            "clamped swiglu({g}, {u}): kernel formula {got} vs Rust {want}"
+        );
+    }
+    // A NaN up stays NaN, as Rust's clamp keeps it.
+    assert!(host_math::clamped_swiglu(1.0, f32::NAN, alpha, limit).is_nan());
+}
+
+#[test]
 fn e4m3_decoding_matches_the_definition_on_every_code() {
     for code in 0..=255u8 {
         let (got, want) = (host_math::e4m3_to_f32(code), common::oracle::e4m3(code));

@@ -118,6 +118,11 @@ float moe_host_activation(int32_t kind, float x) {
     return moe_activation(kind, x);
 }
 
+// gpt-oss's clamped SwiGLU on one (gate, up) pair, as the kernels compute it.
+float moe_host_clamped_swiglu(float gate, float up, float alpha, float limit) {
+    return moe_clamped_swiglu(gate, up, alpha, limit);
+}
+
 // The value of an FP8 e4m3 code, as the FP8 GEMM kernels decode it.
 float moe_host_e4m3_to_float(uint32_t code) {
     return moe_e4m3_to_float(code);

@@ -486,27 +486,6 @@ pub(crate) fn check_rank_weights<W, S: ExpertStorage>(
     check_shared(config, &weights.shared)
 }
 
-/// What the GPU kernels lack for `config` (with router and expert biases when `biases`): `Ok` when
-/// they can run it, else [`MoeError::Unsupported`] naming every missing feature. Every GPU and raw
-/// upload calls it, so no layer with these features runs there with a silently wrong answer.
-pub fn check_gpu_supported(config: &MoeConfig, biases: bool) -> Result<()> {
-    let mut missing = vec![];
-    if biases {
-        missing.push("router bias and expert biases".to_string());
-    }
-    if let crate::config::ActivationKind::ClampedSilu { .. } = config.activation.kind {
-        missing.push("the clamped SwiGLU activation".to_string());
-    }
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(MoeError::Unsupported(format!(
-            "the GPU kernels do not implement {} (gpt-oss); run this layer on the CPU",
-            missing.join(" or ")
-        )))
-    }
-}
-
 /// The summed output `[T, H]` (`f32`) of the shared experts of `cfg` on `x` `[T, H]`: for each shared
 /// expert, `down(act(gate_up(x)))`, times `sigmoid(x . gate)` per token when it has a gate.
 ///

@@ -25,6 +25,7 @@ pub const MOE_COMBINE_VEC: i32 = 8;
 pub const MOE_SHARED_BLOCK_THREADS: i32 = 256;
 pub const MOE_ACTIVATION_SILU: i32 = 0;
 pub const MOE_ACTIVATION_GELU_TANH: i32 = 1;
+pub const MOE_ACTIVATION_CLAMPED_SILU: i32 = 2;
 pub const MOE_GEMM_EPILOGUE_STORE: i32 = 0;
 pub const MOE_GEMM_EPILOGUE_ACTIVATION: i32 = 1;
 pub const MOE_GEMM_EPILOGUE_GATED: i32 = 2;
@@ -434,10 +435,16 @@ pub struct MoeGemmParams {
     pub epilogue: i32,
     #[doc = " One of the MOE_ACTIVATION_* values; ignored by MOE_GEMM_EPILOGUE_STORE."]
     pub activation: i32,
+    #[doc = " Per-expert bias `[num_experts, n]` (f32, one per weight row), added to the accumulators before\n the epilogue's activation (gated: gate bias `[0, n/2)`, up bias `[n/2, n)`), or NULL."]
+    pub bias: *const f32,
+    #[doc = " MOE_ACTIVATION_CLAMPED_SILU only: the sigmoid's gain `alpha`."]
+    pub clamp_alpha: f32,
+    #[doc = " MOE_ACTIVATION_CLAMPED_SILU only: the clamp `limit` (> 0)."]
+    pub clamp_limit: f32,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of MoeGemmParams"][::core::mem::size_of::<MoeGemmParams>() - 96usize];
+    ["Size of MoeGemmParams"][::core::mem::size_of::<MoeGemmParams>() - 112usize];
     ["Alignment of MoeGemmParams"][::core::mem::align_of::<MoeGemmParams>() - 8usize];
     ["Offset of field: MoeGemmParams::x"][::core::mem::offset_of!(MoeGemmParams, x) - 0usize];
     ["Offset of field: MoeGemmParams::w"][::core::mem::offset_of!(MoeGemmParams, w) - 8usize];
@@ -460,6 +467,12 @@ const _: () = {
         [::core::mem::offset_of!(MoeGemmParams, epilogue) - 88usize];
     ["Offset of field: MoeGemmParams::activation"]
         [::core::mem::offset_of!(MoeGemmParams, activation) - 92usize];
+    ["Offset of field: MoeGemmParams::bias"]
+        [::core::mem::offset_of!(MoeGemmParams, bias) - 96usize];
+    ["Offset of field: MoeGemmParams::clamp_alpha"]
+        [::core::mem::offset_of!(MoeGemmParams, clamp_alpha) - 104usize];
+    ["Offset of field: MoeGemmParams::clamp_limit"]
+        [::core::mem::offset_of!(MoeGemmParams, clamp_limit) - 108usize];
 };
 impl Default for MoeGemmParams {
     fn default() -> Self {

@@ -182,6 +182,40 @@ pub fn grouped_gemm<T: GemmElement, O: GemmOutput<T>>(
         w_len: w.len(),
         format: GemmWeights::Input,
         scales: 0,
+        bias: None,
+    };
+    launch_checked(dev, x, expert_offsets, weights, shape, epilogue, out)
+}
+
+/// [`grouped_gemm`] with a per-expert `f32` bias `[E, N]` (one entry per weight row) added to the
+/// `f32` accumulators before the epilogue's activation and the rounding: `out[rows of e] =
+/// epilogue(x[rows of e] @ w[e]^T + bias[e])`. Gated, the bias row's first `N/2` entries are the gate's
+/// and the rest the up projection's (gpt-oss's expert biases, and its router bias with one group).
+///
+/// Errors as for [`grouped_gemm`], and [`MoeError::ShapeMismatch`] for a bias of the wrong length.
+#[allow(clippy::too_many_arguments)]
+pub fn grouped_gemm_biased<T: GemmElement, O: GemmOutput<T>>(
+    dev: &Device,
+    x: &CudaView<'_, T>,
+    expert_offsets: Option<&CudaView<'_, i64>>,
+    w: &CudaView<'_, T>,
+    bias: &CudaView<'_, f32>,
+    shape: GroupedGemmShape,
+    epilogue: GemmEpilogue,
+    out: &mut CudaViewMut<'_, O>,
+) -> Result<()> {
+    dev.check_owns("expert weights", w)?;
+    dev.check_owns("expert bias", bias)?;
+    // The guards make the stream wait for earlier writes of the weights and bias and record this
+    // launch's reads when dropped, after the launch.
+    let (w_ptr, _w_guard) = w.device_ptr(dev.stream());
+    let (bias_ptr, _bias_guard) = bias.device_ptr(dev.stream());
+    let weights = RawWeights {
+        w: w_ptr,
+        w_len: w.len(),
+        format: GemmWeights::Input,
+        scales: 0,
+        bias: Some((bias_ptr, bias.len())),
     };
     launch_checked(dev, x, expert_offsets, weights, shape, epilogue, out)
 }
@@ -215,18 +249,20 @@ pub fn grouped_gemm_fp8<T: GemmElement, O: GemmOutput<T>>(
             scales_len: w.scales.len(),
         },
         scales: scales_ptr,
+        bias: None,
     };
     launch_checked(dev, x, expert_offsets, weights, shape, epilogue, out)
 }
 
 /// Weights as the launcher takes them: the weights' (or codes') address and length, their format,
-/// and the scales' address (FP8; 0 otherwise).
+/// the scales' address (FP8; 0 otherwise), and the optional `f32` bias `[E, N]` (address, length).
 #[derive(Clone, Copy)]
 struct RawWeights {
     w: DevicePtr,
     w_len: usize,
     format: GemmWeights,
     scales: DevicePtr,
+    bias: Option<(DevicePtr, usize)>,
 }
 
 /// The safe GEMMs' common part: the other buffers' ownership and lengths checked, then the launch.
@@ -262,6 +298,7 @@ fn launch_checked<T: GemmElement, O: GemmOutput<T>>(
         epilogue,
         x_len,
         w_len: weights.w_len,
+        bias_len: weights.bias.map(|(_, len)| len),
         offsets_len: expert_offsets.map(|o| o.len()),
         out_len,
         x_addr: x_ptr,
@@ -270,7 +307,8 @@ fn launch_checked<T: GemmElement, O: GemmOutput<T>>(
     })?;
     // SAFETY: the buffers are live buffers of this device's context whose lengths were just checked
     // against `shape` and the weights' format (x rows*K elements of T, w E*N*K elements of T or FP8
-    // codes, FP8 scales E*N*ceil(K/group) f32, offsets E+1 i64, out rows*out_cols elements of O), as
+    // codes, FP8 scales E*N*ceil(K/group) f32, bias E*N f32, offsets E+1 i64, out rows*out_cols
+    // elements of O), as
     // `launch_raw` needs; the guards held until after this call order the launch on the device's
     // stream against other accesses to them.
     unsafe {
@@ -326,6 +364,7 @@ pub unsafe fn grouped_gemm_raw(
             x,
             expert_offsets,
             RawMatrices::Plain(w),
+            None,
             shape,
             epilogue,
             out,
@@ -372,6 +411,7 @@ pub unsafe fn grouped_gemm_fp8_raw(
             x,
             expert_offsets,
             w,
+            None,
             shape,
             epilogue,
             out,
@@ -380,12 +420,13 @@ pub unsafe fn grouped_gemm_fp8_raw(
 }
 
 /// [`grouped_gemm_raw`] or [`grouped_gemm_fp8_raw`], on weights `w` as stored (the raw layer's
-/// experts). The lengths the pointers hold by contract saturate on overflow, and the plan then
-/// reports the overflow of that same product.
+/// experts), with an optional `f32` bias `[E, N]` (see [`grouped_gemm_biased`]). The lengths the
+/// pointers hold by contract saturate on overflow, and the plan then reports the overflow of that
+/// same product.
 ///
 /// # Safety
 ///
-/// As for those functions.
+/// As for those functions, with `bias` holding `E * N` `f32`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn grouped_gemm_stored_raw(
     dev: &Device,
@@ -395,18 +436,21 @@ pub(crate) unsafe fn grouped_gemm_stored_raw(
     x: DevicePtr,
     expert_offsets: Option<DevicePtr>,
     w: RawMatrices,
+    bias: Option<DevicePtr>,
     shape: GroupedGemmShape,
     epilogue: GemmEpilogue,
     out: DevicePtr,
 ) -> Result<()> {
     let s = shape;
     let w_len = s.num_experts.saturating_mul(s.n).saturating_mul(s.k);
+    let bias = bias.map(|b| (b, s.num_experts.saturating_mul(s.n)));
     let weights = match w {
         RawMatrices::Plain(w) => RawWeights {
             w,
             w_len,
             format: GemmWeights::Input,
             scales: 0,
+            bias,
         },
         RawMatrices::Fp8E4M3 {
             codes,
@@ -423,6 +467,7 @@ pub(crate) unsafe fn grouped_gemm_stored_raw(
                     .saturating_mul(s.k.div_ceil(group.max(1))),
             },
             scales,
+            bias,
         },
     };
     // SAFETY: the caller's contract is `launch_raw`'s.
@@ -448,7 +493,8 @@ pub(crate) unsafe fn grouped_gemm_stored_raw(
 ///
 /// Every pointer must be a device allocation of `dev`'s context holding at least the elements the
 /// shape and `weights.format` give (`x` rows*K of `input`, the weights E*N*K of `input` or FP8
-/// bytes, FP8 scales E*N*ceil(K/group) f32, offsets E+1 i64, `out` rows*out_cols of `output`), valid
+/// bytes, FP8 scales E*N*ceil(K/group) f32, bias E*N f32, offsets E+1 i64, `out` rows*out_cols of
+/// `output`), valid
 /// until the launch completes; `out` must not be accessed by other work while it runs; `stream` must
 /// be a stream of `dev`'s context.
 #[allow(clippy::too_many_arguments)]
@@ -475,6 +521,7 @@ unsafe fn launch_raw(
         epilogue,
         x_len: s.rows.saturating_mul(s.k),
         w_len: weights.w_len,
+        bias_len: weights.bias.map(|(_, len)| len),
         offsets_len: expert_offsets.map(|_| s.num_experts.saturating_add(1)),
         out_len: s.rows.saturating_mul(s.out_cols(epilogue)),
         x_addr: x,
@@ -511,6 +558,11 @@ unsafe fn launch_raw(
         num_experts: plan.num_experts,
         epilogue: plan.epilogue,
         activation: plan.activation,
+        bias: weights
+            .bias
+            .map_or(std::ptr::null(), |(b, _)| b as *const f32),
+        clamp_alpha: plan.clamp_alpha,
+        clamp_limit: plan.clamp_limit,
     };
     let launch = LaunchConfig {
         grid_dim: (blocks, 1, 1),
@@ -523,7 +575,8 @@ unsafe fn launch_raw(
     // launch shape (`tile.threads()` threads, `smem` bytes of dynamic shared memory, allowed by the
     // attribute that `prepared_function` set and checked against the device's limit). By the
     // caller's contract the pointers hold x = rows*K elements of the input type, w = E*N*K elements
-    // of the input type or FP8 codes, FP8 scales = E*N*scale_groups f32, offsets = E+1 i64 (or null
+    // of the input type or FP8 codes, FP8 scales = E*N*scale_groups f32, bias = E*N f32 (or null),
+    // offsets = E+1 i64 (or null
     // with E = 1), out = rows*out_cols elements of the output type, for the sizes the plan
     // validated. The kernel clamps every offset into [0, rows] and masks every row, column and K
     // index against those sizes (and reads a scale only for a weight it reads), so it stays inside
@@ -607,6 +660,8 @@ pub struct GemmRequest {
     pub x_len: usize,
     /// Elements in `w` (bytes for FP8 codes).
     pub w_len: usize,
+    /// Elements in the `f32` bias `[E, N]`, `None` when there is none.
+    pub bias_len: Option<usize>,
     /// Elements in the expert offsets, `None` when there are none.
     pub offsets_len: Option<usize>,
     /// Elements in the output.
@@ -621,7 +676,7 @@ pub struct GemmRequest {
 
 /// A validated grouped GEMM launch: the kernel, its tile, and the kernel's integer arguments.
 #[doc(hidden)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct GemmLaunchPlan {
     /// The tile configuration.
     pub tile: GemmTileConfig,
@@ -635,6 +690,8 @@ pub struct GemmLaunchPlan {
     num_experts: i64,
     epilogue: i32,
     activation: i32,
+    clamp_alpha: f32,
+    clamp_limit: f32,
     scale_group: i64,
     scale_groups: i64,
 }
@@ -689,31 +746,38 @@ fn kernel_name(tile: GemmTileConfig, types: Types, fp8: bool) -> &'static str {
     }
 }
 
-/// The ABI code of a nonlinearity (`MOE_ACTIVATION_*`), or [`MoeError::Unsupported`] for one the
-/// kernels lack.
-pub(crate) fn activation_abi(kind: ActivationKind) -> Result<i32> {
+/// The ABI code of a nonlinearity (`MOE_ACTIVATION_*`).
+pub(crate) fn activation_abi(kind: ActivationKind) -> i32 {
     match kind {
-        ActivationKind::Silu => Ok(abi::MOE_ACTIVATION_SILU),
-        ActivationKind::GeluTanh => Ok(abi::MOE_ACTIVATION_GELU_TANH),
-        ActivationKind::ClampedSilu { .. } => Err(MoeError::Unsupported(format!(
-            "the GPU kernels do not implement the {} activation",
-            kind.name()
-        ))),
+        ActivationKind::Silu => abi::MOE_ACTIVATION_SILU,
+        ActivationKind::GeluTanh => abi::MOE_ACTIVATION_GELU_TANH,
+        ActivationKind::ClampedSilu { .. } => abi::MOE_ACTIVATION_CLAMPED_SILU,
     }
 }
 
-/// The ABI codes of an epilogue: (`MOE_GEMM_EPILOGUE_*`, `MOE_ACTIVATION_*`).
-fn epilogue_abi(epilogue: GemmEpilogue) -> Result<(i32, i32)> {
+/// The ABI codes of an epilogue: (`MOE_GEMM_EPILOGUE_*`, `MOE_ACTIVATION_*`, the clamped SwiGLU's
+/// `alpha` and `limit`, zero for the other activations).
+fn epilogue_abi(epilogue: GemmEpilogue) -> Result<(i32, i32, f32, f32)> {
     Ok(match epilogue {
-        GemmEpilogue::Store => (abi::MOE_GEMM_EPILOGUE_STORE, abi::MOE_ACTIVATION_SILU),
-        GemmEpilogue::Activation(a) => (
-            if a.gated {
+        GemmEpilogue::Store => (
+            abi::MOE_GEMM_EPILOGUE_STORE,
+            abi::MOE_ACTIVATION_SILU,
+            0.0,
+            0.0,
+        ),
+        GemmEpilogue::Activation(a) => {
+            a.validate()?;
+            let (alpha, limit) = match a.kind {
+                ActivationKind::ClampedSilu { alpha, limit } => (alpha, limit),
+                _ => (0.0, 0.0),
+            };
+            let mode = if a.gated {
                 abi::MOE_GEMM_EPILOGUE_GATED
             } else {
                 abi::MOE_GEMM_EPILOGUE_ACTIVATION
-            },
-            activation_abi(a.kind)?,
-        ),
+            };
+            (mode, activation_abi(a.kind), alpha, limit)
+        }
     })
 }
 
@@ -737,6 +801,7 @@ pub fn plan_grouped_gemm(req: &GemmRequest) -> Result<Option<GemmLaunchPlan>> {
         epilogue: req.epilogue,
         x_len: req.x_len,
         w_len: req.w_len,
+        bias_len: req.bias_len,
         offsets_len: req.offsets_len,
         out_len: req.out_len,
     })?
@@ -771,6 +836,8 @@ pub fn plan_grouped_gemm(req: &GemmRequest) -> Result<Option<GemmLaunchPlan>> {
         num_experts: v.num_experts,
         epilogue: v.epilogue,
         activation: v.activation,
+        clamp_alpha: v.clamp_alpha,
+        clamp_limit: v.clamp_limit,
         scale_group: v.scale_group,
         scale_groups: v.scale_groups,
     }))
@@ -785,6 +852,8 @@ pub(crate) struct GemmBuffers {
     pub(crate) epilogue: GemmEpilogue,
     pub(crate) x_len: usize,
     pub(crate) w_len: usize,
+    /// Elements of the `f32` bias `[E, N]`, `None` without one.
+    pub(crate) bias_len: Option<usize>,
     pub(crate) offsets_len: Option<usize>,
     pub(crate) out_len: usize,
 }
@@ -800,6 +869,9 @@ pub(crate) struct ValidGemm {
     pub(crate) activation: i32,
     /// FP8 weights.
     pub(crate) fp8: bool,
+    /// The clamped SwiGLU's `alpha` and `limit` (zero for the other activations).
+    pub(crate) clamp_alpha: f32,
+    pub(crate) clamp_limit: f32,
     pub(crate) scale_group: i64,
     pub(crate) scale_groups: i64,
 }
@@ -873,6 +945,13 @@ pub(crate) fn validate_gemm(b: &GemmBuffers) -> Result<Option<ValidGemm>> {
             .ok_or_else(|| MoeError::SizeOverflow("expert offsets (E + 1)".into()))?;
         check_len("expert offsets [E + 1]", expected, len)?;
     }
+    if let Some(len) = b.bias_len {
+        check_len(
+            "expert bias [E, N]",
+            checked_mul(s.num_experts, s.n, "expert bias")?,
+            len,
+        )?;
+    }
     check_len(
         "grouped GEMM output [rows, out_cols]",
         checked_mul(s.rows, out_cols, "grouped GEMM output")?,
@@ -890,7 +969,7 @@ pub(crate) fn validate_gemm(b: &GemmBuffers) -> Result<Option<ValidGemm>> {
     if s.rows == 0 || out_cols == 0 {
         return Ok(None);
     }
-    let (epilogue, activation) = epilogue_abi(b.epilogue)?;
+    let (epilogue, activation, clamp_alpha, clamp_limit) = epilogue_abi(b.epilogue)?;
     Ok(Some(ValidGemm {
         rows,
         n: s.n as i64,
@@ -899,6 +978,8 @@ pub(crate) fn validate_gemm(b: &GemmBuffers) -> Result<Option<ValidGemm>> {
         epilogue,
         activation,
         fp8,
+        clamp_alpha,
+        clamp_limit,
         scale_group,
         scale_groups,
     }))
@@ -963,7 +1044,12 @@ mod tests {
         );
         assert_eq!(
             epilogue_abi(GemmEpilogue::Activation(Activation::GEGLU)).unwrap(),
-            (abi::MOE_GEMM_EPILOGUE_GATED, abi::MOE_ACTIVATION_GELU_TANH)
+            (
+                abi::MOE_GEMM_EPILOGUE_GATED,
+                abi::MOE_ACTIVATION_GELU_TANH,
+                0.0,
+                0.0
+            )
         );
         let plain = Activation {
             kind: ActivationKind::Silu,
@@ -971,18 +1057,32 @@ mod tests {
         };
         assert_eq!(
             epilogue_abi(GemmEpilogue::Activation(plain)).unwrap(),
-            (abi::MOE_GEMM_EPILOGUE_ACTIVATION, abi::MOE_ACTIVATION_SILU)
+            (
+                abi::MOE_GEMM_EPILOGUE_ACTIVATION,
+                abi::MOE_ACTIVATION_SILU,
+                0.0,
+                0.0
+            )
         );
-        let clamped = Activation {
+        let clamped = |limit: f32| Activation {
             kind: ActivationKind::ClampedSilu {
                 alpha: 1.702,
-                limit: 7.0,
+                limit,
             },
             gated: true,
         };
+        assert_eq!(
+            epilogue_abi(GemmEpilogue::Activation(clamped(7.0))).unwrap(),
+            (
+                abi::MOE_GEMM_EPILOGUE_GATED,
+                abi::MOE_ACTIVATION_CLAMPED_SILU,
+                1.702,
+                7.0
+            )
+        );
         assert!(matches!(
-            epilogue_abi(GemmEpilogue::Activation(clamped)),
-            Err(MoeError::Unsupported(_))
+            epilogue_abi(GemmEpilogue::Activation(clamped(-1.0))),
+            Err(MoeError::InvalidConfig(_))
         ));
     }
 }

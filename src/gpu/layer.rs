@@ -19,10 +19,11 @@ use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, DevicePtr, DevicePtrMut, 
 /// synchronisation and no allocation (every intermediate lives in a [`Workspace`]), so it can be
 /// captured in a CUDA graph and replayed:
 ///
-/// 1. router GEMM `x @ W_router^T` into `f32` logits, and routing ([`route_from_hidden`](super::route_from_hidden));
+/// 1. router GEMM `x @ W_router^T` into `f32` logits (plus gpt-oss's router bias), and routing ([`route_from_hidden`](super::route_from_hidden));
 /// 2. permutation ([`permute`](super::permute)) and gather ([`gather`](super::gather)) of the hidden states by expert;
 /// 3. grouped up-projection GEMM with the activation fused ([`grouped_gemm`](super::grouped_gemm)), intermediate in `T`;
-/// 4. grouped down-projection GEMM, output in `T`;
+/// 4. grouped down-projection GEMM, output in `T` (gpt-oss: each with its expert bias added to the
+///    `f32` accumulators, [`grouped_gemm_biased`](super::grouped_gemm_biased));
 /// 5. shared experts: up GEMM with the activation, down GEMM in `f32`, optional per-token sigmoid
 ///    gate, summed in `f32` ([`shared_expert_accumulate`](super::shared_expert_accumulate));
 /// 6. [`combine`](super::combine): weighted sum in slot order plus the shared sum, rounded once to `T`.

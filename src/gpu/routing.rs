@@ -3,7 +3,7 @@
 
 use super::abi::{self, MoeRoutingParams, MoeStatus};
 use super::check_len;
-use super::gemm::{grouped_gemm, GemmElement, GemmEpilogue, GroupedGemmShape};
+use super::gemm::{grouped_gemm, grouped_gemm_biased, GemmElement, GemmEpilogue, GroupedGemmShape};
 use super::{Device, DeviceStatus, GpuElement};
 use crate::config::{GroupScore, RoutingConfig, ScoringFunc};
 use crate::dtype::DType;
@@ -207,12 +207,15 @@ pub(crate) fn group_score_abi(score: GroupScore) -> i32 {
     }
 }
 
-/// The router from the hidden states: router logits `[T, E] = x [T, H] @ w_router [E, H]^T` with
-/// [`grouped_gemm`] (one group, `f32` output) into `logits`, then [`route`] on them. The device
-/// version of [`CpuMoeLayer::router_logits`](crate::cpu::layer::CpuMoeLayer::router_logits)
-/// followed by [`cpu::routing::route`](crate::cpu::routing::route).
+/// The router from the hidden states: router logits `[T, E] = x [T, H] @ w_router [E, H]^T (+
+/// router_bias)` with [`grouped_gemm`] (one group, `f32` output) into `logits`, then [`route`] on
+/// them. The device version of
+/// [`CpuMoeLayer::router_logits`](crate::cpu::layer::CpuMoeLayer::router_logits) followed by
+/// [`cpu::routing::route`](crate::cpu::routing::route).
 ///
 /// - `x`: hidden states `[num_tokens, hidden]`; `w_router`: `[E, hidden]`;
+/// - `router_bias`: gpt-oss's router bias `[E]` (`f32`), added to the `f32` logits in the GEMM's
+///   epilogue, so that it moves both the choice and the weights (unlike the correction `bias`);
 /// - `bias`, `topk_ids`, `topk_weights`, `status`: as for [`route`];
 /// - `logits`: caller (or [`Workspace`](super::Workspace)) scratch `[num_tokens, E]` that receives
 ///   the logits.
@@ -227,6 +230,7 @@ pub fn route_from_hidden<T: GemmElement>(
     num_tokens: usize,
     hidden: usize,
     w_router: &CudaView<'_, T>,
+    router_bias: Option<&CudaView<'_, f32>>,
     bias: Option<&CudaView<'_, f32>>,
     logits: &mut CudaViewMut<'_, f32>,
     topk_ids: &mut CudaViewMut<'_, i32>,
@@ -246,23 +250,23 @@ pub fn route_from_hidden<T: GemmElement>(
         checked_mul(cfg.num_experts, hidden, "router weight")?,
         w_router.len(),
     )?;
+    if let Some(b) = router_bias {
+        check_len("router bias", cfg.num_experts, b.len())?;
+    }
     if shape.num_tokens == 0 {
         return Ok(());
     }
-    grouped_gemm::<T, f32>(
-        dev,
-        x,
-        None,
-        w_router,
-        GroupedGemmShape {
-            rows: num_tokens,
-            n: cfg.num_experts,
-            k: hidden,
-            num_experts: 1,
-        },
-        GemmEpilogue::Store,
-        logits,
-    )?;
+    let gemm = GroupedGemmShape {
+        rows: num_tokens,
+        n: cfg.num_experts,
+        k: hidden,
+        num_experts: 1,
+    };
+    let store = GemmEpilogue::Store;
+    match router_bias {
+        None => grouped_gemm::<T, f32>(dev, x, None, w_router, gemm, store, logits)?,
+        Some(b) => grouped_gemm_biased::<T, f32>(dev, x, None, w_router, b, gemm, store, logits)?,
+    }
     route::<f32>(
         dev,
         cfg,

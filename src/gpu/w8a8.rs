@@ -211,6 +211,7 @@ pub fn grouped_gemm_w8a8<O: W8a8Output>(
         epilogue,
         x_len: x.codes.len(),
         w_len: w.codes.len(),
+        bias_len: None,
         offsets_len: expert_offsets.map(|o| o.len()),
         out_len: out.len(),
     })?
@@ -269,6 +270,9 @@ pub fn grouped_gemm_w8a8<O: W8a8Output>(
             num_experts: v.num_experts,
             epilogue: v.epilogue,
             activation: v.activation,
+            bias: std::ptr::null(),
+            clamp_alpha: v.clamp_alpha,
+            clamp_limit: v.clamp_limit,
         },
         x_scales: xs_ptr as *const f32,
     };

@@ -3,13 +3,11 @@
 
 use super::{Device, DeviceExpertMap, GpuElement};
 use crate::config::MoeConfig;
-use crate::cpu::layer::{
-    check_gpu_supported, check_rank_weights, check_weights, ExpertStorage, MoeWeights,
-};
+use crate::cpu::layer::{check_rank_weights, check_weights, ExpertStorage, MoeWeights};
 use crate::error::Result;
 use crate::expert_map::ExpertMap;
 use crate::quant::{CodeFormat, QuantExperts};
-use crate::raw::{RawExpertMap, RawLayerWeights, RawMatrices, RawSharedExpert};
+use crate::raw::{RawBiases, RawExpertMap, RawLayerWeights, RawMatrices, RawSharedExpert};
 use cudarc::driver::{CudaSlice, CudaStream, CudaView, DevicePtr, SyncOnDrop};
 use std::fmt;
 use std::sync::Arc;
@@ -162,6 +160,32 @@ impl<T, S> GpuSharedExpertWeights<T, S> {
     }
 }
 
+/// gpt-oss's biases on the device (layouts as in [`MoeBiases`](crate::cpu::layer::MoeBiases)),
+/// `f32`.
+#[derive(Debug)]
+pub struct GpuMoeBiases {
+    router: CudaSlice<f32>,
+    gate_up: CudaSlice<f32>,
+    down: CudaSlice<f32>,
+}
+
+impl GpuMoeBiases {
+    /// Router bias `[E]`.
+    pub fn router(&self) -> CudaView<'_, f32> {
+        self.router.as_view()
+    }
+
+    /// Routed experts' gate-up bias `[E, 2I]` (gate half first).
+    pub fn gate_up(&self) -> CudaView<'_, f32> {
+        self.gate_up.as_view()
+    }
+
+    /// Routed experts' down bias `[E, H]`.
+    pub fn down(&self) -> CudaView<'_, f32> {
+        self.down.as_view()
+    }
+}
+
 /// An MoE block's weights on the device, in the crate's fused layout (see
 /// [`MoeWeights`]), with the config they were validated against, and for one rank of an
 /// expert-parallel layer its expert map. The experts' projections are kept as `S`: in the layer's
@@ -175,6 +199,7 @@ pub struct GpuMoeWeights<T, S = CudaSlice<T>> {
     down: S,
     shared: Vec<GpuSharedExpertWeights<T, S>>,
     expert_map: Option<DeviceExpertMap>,
+    biases: Option<GpuMoeBiases>,
 }
 
 impl<T: GpuElement, S: GpuExpertStorage> GpuMoeWeights<T, S> {
@@ -183,9 +208,8 @@ impl<T: GpuElement, S: GpuExpertStorage> GpuMoeWeights<T, S> {
     ///
     /// The copies wait for the host data (a pageable upload); do this at load time, not inside a
     /// forward. Errors: the validation's [`MoeError`](crate::MoeError)s,
-    /// [`MoeError::Unsupported`](crate::MoeError::Unsupported) for what the kernels lack (gpt-oss's
-    /// router and expert biases and clamped SwiGLU), or [`MoeError::Cuda`] (for instance out of
-    /// device memory).
+    /// [`MoeError::Unsupported`](crate::MoeError::Unsupported) for experts in a code format the
+    /// kernels do not decode (MXFP4), or [`MoeError::Cuda`] (for instance out of device memory).
     ///
     /// [`MoeError::Cuda`]: crate::MoeError::Cuda
     pub fn upload<H: UploadExperts<Gpu = S>>(
@@ -194,7 +218,6 @@ impl<T: GpuElement, S: GpuExpertStorage> GpuMoeWeights<T, S> {
         weights: &MoeWeights<T, H>,
     ) -> Result<Self> {
         check_weights(config, weights)?;
-        check_gpu_supported(config, weights.biases.is_some())?;
         Self::copy(dev, config, weights, None)
     }
 
@@ -209,7 +232,6 @@ impl<T: GpuElement, S: GpuExpertStorage> GpuMoeWeights<T, S> {
         expert_map: &ExpertMap,
     ) -> Result<Self> {
         check_rank_weights(config, weights, Some(expert_map))?;
-        check_gpu_supported(config, weights.biases.is_some())?;
         let map = DeviceExpertMap::upload(dev, expert_map)?;
         Self::copy(dev, config, weights, Some(map))
     }
@@ -245,6 +267,17 @@ impl<T: GpuElement, S: GpuExpertStorage> GpuMoeWeights<T, S> {
             down: weights.down.upload(stream)?,
             shared,
             expert_map,
+            biases: weights
+                .biases
+                .as_ref()
+                .map(|b| -> Result<GpuMoeBiases> {
+                    Ok(GpuMoeBiases {
+                        router: stream.clone_htod(&b.router)?,
+                        gate_up: stream.clone_htod(&b.gate_up)?,
+                        down: stream.clone_htod(&b.down)?,
+                    })
+                })
+                .transpose()?,
         })
     }
 }
@@ -291,6 +324,11 @@ impl<T, S: GpuExpertStorage> GpuMoeWeights<T, S> {
     /// The shared experts, one per entry of [`MoeConfig::shared_experts`].
     pub fn shared(&self) -> &[GpuSharedExpertWeights<T, S>] {
         &self.shared
+    }
+
+    /// gpt-oss's router and expert biases, `None` for the families without.
+    pub fn biases(&self) -> Option<&GpuMoeBiases> {
+        self.biases.as_ref()
     }
 
     /// The expert map of a rank's weights, `None` for the whole layer's.
@@ -345,6 +383,18 @@ impl<T, S: GpuExpertStorage> GpuMoeWeights<T, S> {
                 shared_experts: m.map().shared_experts(),
             }
         });
+        let biases = self.biases.as_ref().map(|b| {
+            let mut ptr = |s: &'a CudaSlice<f32>| {
+                let (p, g) = s.device_ptr(stream);
+                guards.push(g);
+                p
+            };
+            RawBiases {
+                router: ptr(&b.router),
+                gate_up: ptr(&b.gate_up),
+                down: ptr(&b.down),
+            }
+        });
         let raw = RawLayerWeights {
             router,
             correction_bias,
@@ -352,6 +402,7 @@ impl<T, S: GpuExpertStorage> GpuMoeWeights<T, S> {
             down,
             shared,
             expert_map,
+            biases,
         };
         (raw, guards)
     }
@@ -366,6 +417,11 @@ impl<T, S: GpuExpertStorage> GpuMoeWeights<T, S> {
         self.down.check_device(dev, "expert down weights")?;
         if let Some(m) = &self.expert_map {
             dev.check_owns("expert map", m.device())?;
+        }
+        if let Some(b) = &self.biases {
+            dev.check_owns("router bias", &b.router)?;
+            dev.check_owns("expert gate_up bias", &b.gate_up)?;
+            dev.check_owns("expert down bias", &b.down)?;
         }
         for s in &self.shared {
             s.gate_up

@@ -469,12 +469,6 @@ impl WeightQuant {
 }
 
 impl HfModelConfig {
-    /// Whether the GPU kernels can run this model's MoE blocks: [`MoeError::Unsupported`] naming
-    /// what they lack (gpt-oss's biases and clamped SwiGLU), as the GPU upload would say.
-    pub fn gpu_support(&self) -> Result<()> {
-        crate::cpu::layer::check_gpu_supported(&self.moe, self.family == ModelFamily::GptOss)
-    }
-
     /// Parse `dir/config.json`, choosing the family from its `model_type`.
     pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self> {
         Self::from_file(dir.as_ref().join("config.json"), None)

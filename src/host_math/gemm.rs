@@ -37,6 +37,7 @@ extern "C" {
     fn moe_host_gemm_acc_row(lane: i32, reg: i32) -> i32;
     fn moe_host_gemm_acc_col(lane: i32, reg: i32) -> i32;
     fn moe_host_activation(kind: i32, x: f32) -> f32;
+    fn moe_host_clamped_swiglu(gate: f32, up: f32, alpha: f32, limit: f32) -> f32;
     fn moe_host_e4m3_to_float(code: u32) -> f32;
 }
 
@@ -236,11 +237,24 @@ impl Fragments {
 
 /// The nonlinearity as the kernels compute it (`kernels/activation.cuh`).
 ///
-/// Panics for a nonlinearity the kernels lack ([`ActivationKind::ClampedSilu`]).
+/// Panics for [`ActivationKind::ClampedSilu`], whose parameters this does not take: see
+/// [`clamped_swiglu`].
 pub fn activation(kind: ActivationKind, x: f32) -> f32 {
-    let kind = crate::gpu::gemm::activation_abi(kind).expect("a nonlinearity the kernels compute");
+    assert!(
+        !matches!(kind, ActivationKind::ClampedSilu { .. }),
+        "the clamped SwiGLU is checked with host_math::clamped_swiglu"
+    );
+    let kind = crate::gpu::gemm::activation_abi(kind);
     // SAFETY: a pure function of its scalar arguments.
     unsafe { moe_host_activation(kind, x) }
+}
+
+/// gpt-oss's clamped SwiGLU on one (gate, up) pair as the kernels compute it
+/// (`kernels/activation.cuh`): the twin of [`ActivationKind::gated`] for
+/// [`ActivationKind::ClampedSilu`].
+pub fn clamped_swiglu(gate: f32, up: f32, alpha: f32, limit: f32) -> f32 {
+    // SAFETY: a pure function of its scalar arguments.
+    unsafe { moe_host_clamped_swiglu(gate, up, alpha, limit) }
 }
 
 /// The value of an FP8 e4m3 code as the FP8 GEMM kernels decode it (`kernels/gemm_weights.cuh`).

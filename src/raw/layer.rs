@@ -11,7 +11,7 @@ use crate::dtype::DType;
 use crate::error::{MoeError, Result};
 use crate::gpu::abi::MoeStatus;
 use crate::gpu::combine::{combine_raw, shared_expert_accumulate_raw};
-use crate::gpu::gemm::{grouped_gemm_raw, grouped_gemm_stored_raw, GemmEpilogue, GroupedGemmShape};
+use crate::gpu::gemm::{grouped_gemm_stored_raw, GemmEpilogue, GroupedGemmShape};
 use crate::gpu::permute::{align_region, gather_scaled_raw, permute_raw, RawPermutation};
 use crate::gpu::routing::route_raw;
 use crate::gpu::status::decode;
@@ -48,6 +48,18 @@ pub struct RawSharedExpert {
     pub gate: Option<DevicePtr>,
 }
 
+/// gpt-oss's biases (layouts as in [`MoeBiases`](crate::cpu::layer::MoeBiases)), `f32` device
+/// pointers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RawBiases {
+    /// Router bias `[E]`, added to the router logits (before the choice and the weights).
+    pub router: DevicePtr,
+    /// Routed experts' gate-up bias `[E, 2I]` (gate half first; `[E, I]` when not gated).
+    pub gate_up: DevicePtr,
+    /// Routed experts' down bias `[E, H]`.
+    pub down: DevicePtr,
+}
+
 /// One rank's share of an expert-parallel layer (see [`ExpertMap`](crate::ExpertMap)), as the
 /// raw forward takes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,8 +75,8 @@ pub struct RawExpertMap {
 
 /// An MoE block's weights in the crate's fused layout (see
 /// [`MoeWeights`](crate::cpu::layer::MoeWeights)), as device pointers; every matrix in the
-/// layer's element type except the `f32` correction bias and the experts' projections stored as
-/// FP8 ([`RawMatrices::Fp8E4M3`]). With an expert map the routed experts' matrices hold the rank's
+/// layer's element type except the `f32` correction bias and biases, and the experts' projections
+/// stored as FP8 ([`RawMatrices::Fp8E4M3`]). With an expert map the routed experts' matrices hold the rank's
 /// `num_local` experts, in local order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RawLayerWeights {
@@ -81,6 +93,9 @@ pub struct RawLayerWeights {
     /// For one rank of an expert-parallel layer: which experts are local. The forward's output is
     /// then this rank's partial sum.
     pub expert_map: Option<RawExpertMap>,
+    /// The router's and routed experts' biases (gpt-oss; of the rank's local experts with an
+    /// expert map), `None` for the families without.
+    pub biases: Option<RawBiases>,
 }
 
 /// Where each buffer of a layer's workspace lies: byte offsets from its start (each 256-byte
@@ -385,21 +400,23 @@ pub(crate) unsafe fn forward_buffers(
     // SAFETY (every launch below): the caller's contract gives each buffer the elements its stage
     // needs for `num_tokens` tokens; the stages are ordered by `stream`.
     unsafe {
-        // 1. Routing: the router GEMM into f32 logits, then top-k.
+        // 1. Routing: the router GEMM into f32 logits (with the router bias, if any), then top-k.
         let router = GroupedGemmShape {
             rows: num_tokens,
             n: e_global,
             k: h,
             num_experts: 1,
         };
-        grouped_gemm_raw(
+        let biases = weights.biases;
+        grouped_gemm_stored_raw(
             dev,
             stream,
             dtype,
             f32s,
             x,
             None,
-            weights.router,
+            RawMatrices::Plain(weights.router),
+            biases.map(|b| b.router),
             router,
             GemmEpilogue::Store,
             b.logits,
@@ -432,8 +449,9 @@ pub(crate) unsafe fn forward_buffers(
         )?;
 
         // 3-4. Routed experts: up projection with the activation, then down projection back into
-        // the permuted rows (the gathered activations are not needed any more). A rank without
-        // experts has no rows.
+        // the permuted rows (the gathered activations are not needed any more), each with its
+        // bias, if any, added before the activation and the rounding. A rank without experts has
+        // no rows.
         let offsets = Some(b.perm.expert_offsets);
         let act = GemmEpilogue::Activation(cfg.activation);
         let store = GemmEpilogue::Store;
@@ -452,6 +470,7 @@ pub(crate) unsafe fn forward_buffers(
                 b.rows,
                 offsets,
                 weights.gate_up,
+                biases.map(|b| b.gate_up),
                 up,
                 act,
                 b.act,
@@ -470,6 +489,7 @@ pub(crate) unsafe fn forward_buffers(
                 b.act,
                 offsets,
                 weights.down,
+                biases.map(|b| b.down),
                 down,
                 store,
                 b.rows,
@@ -494,7 +514,7 @@ pub(crate) unsafe fn forward_buffers(
                 num_experts: 1,
             };
             let (x_, w_, mid) = (x, sw.gate_up, b.shared_mid);
-            grouped_gemm_stored_raw(dev, stream, dtype, dtype, x_, None, w_, up, act, mid)?;
+            grouped_gemm_stored_raw(dev, stream, dtype, dtype, x_, None, w_, None, up, act, mid)?;
             let down = GroupedGemmShape {
                 rows: num_tokens,
                 n: h,
@@ -503,7 +523,7 @@ pub(crate) unsafe fn forward_buffers(
             };
             let part = if direct { b.shared_sum } else { b.shared_part };
             grouped_gemm_stored_raw(
-                dev, stream, dtype, f32s, mid, None, sw.down, down, store, part,
+                dev, stream, dtype, f32s, mid, None, sw.down, None, down, store, part,
             )?;
             if !direct {
                 shared_expert_accumulate_raw(
@@ -542,7 +562,6 @@ pub(crate) unsafe fn forward_buffers(
 /// The optional weights are given exactly when the config asks for them, one set per shared
 /// expert.
 fn check_weights(cfg: &MoeConfig, w: &RawLayerWeights) -> Result<()> {
-    crate::cpu::layer::check_gpu_supported(cfg, false)?;
     if w.correction_bias.is_some() != cfg.routing.correction_bias {
         return Err(MoeError::InvalidConfig(format!(
             "the correction bias must be given exactly when the routing config uses one ({})",

@@ -23,7 +23,7 @@ mod layer;
 pub(crate) use layer::{forward_buffers, LayerBuffers};
 pub use layer::{
     layer_forward, layer_workspace_bytes, read_status, reset_status, LayerWorkspaceLayout,
-    RawExpertMap, RawLayerWeights, RawMatrices, RawSharedExpert, STATUS_BYTES,
+    RawBiases, RawExpertMap, RawLayerWeights, RawMatrices, RawSharedExpert, STATUS_BYTES,
 };
 
 pub use crate::gpu::combine::{

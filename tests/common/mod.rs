@@ -553,7 +553,9 @@ pub fn raw_weights(
     stream: &std::sync::Arc<cudarc::driver::CudaStream>,
 ) -> moe_kernels::raw::RawLayerWeights {
     use cudarc::driver::{CudaView, DevicePtr};
-    use moe_kernels::raw::{RawExpertMap, RawLayerWeights, RawMatrices, RawSharedExpert};
+    use moe_kernels::raw::{
+        RawBiases, RawExpertMap, RawLayerWeights, RawMatrices, RawSharedExpert,
+    };
     let w = layer.weights();
     let ptr = |v: &CudaView<'_, half::bf16>| v.device_ptr(stream).0;
     let plain = |v: &CudaView<'_, half::bf16>| RawMatrices::Plain(ptr(v));
@@ -575,6 +577,11 @@ pub fn raw_weights(
             table: m.device().device_ptr(stream).0,
             num_local: m.map().num_local(),
             shared_experts: m.map().shared_experts(),
+        }),
+        biases: w.biases().map(|b| RawBiases {
+            router: b.router().device_ptr(stream).0,
+            gate_up: b.gate_up().device_ptr(stream).0,
+            down: b.down().device_ptr(stream).0,
         }),
     }
 }

@@ -45,9 +45,7 @@ pub struct Args {
 pub fn main(args: Args) -> Result<()> {
     check_output_path(&args.output)?;
     let model = args.model.open()?;
-    // Quantized experts, and what the GPU kernels lack (gpt-oss), run on the CPU only so far:
-    // `auto` picks it for them, `cuda` refuses them before opening a device.
-    let gpu_support = model.config().gpu_support();
+    // Quantized experts run on the CPU only so far: `auto` picks it for them.
     let (backend, note) = match args.device {
         DeviceArg::Auto if model.is_quantized() => (
             Backend::Cpu,
@@ -58,13 +56,6 @@ pub fn main(args: Args) -> Result<()> {
                 )
             }),
         ),
-        DeviceArg::Auto if gpu_support.is_err() => {
-            (Backend::Cpu, gpu_support.err().map(|e| e.to_string()))
-        }
-        DeviceArg::Cuda => {
-            gpu_support?;
-            resolve_device(DeviceArg::Cuda, "run")?
-        }
         device => resolve_device(device, "run")?,
     };
     let layer = args.layer;
