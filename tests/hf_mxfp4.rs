@@ -27,18 +27,6 @@ const E: usize = 4;
 const TOP_K: usize = 2;
 const PREFIX: &str = "model.layers.0.mlp";
 
-/// e2m1 from its bit fields: sign bit 3, exponent bits 2..1 (bias 1), mantissa bit 0.
-fn e2m1(code: u8) -> f64 {
-    let sign = if code & 8 != 0 { -1.0 } else { 1.0 };
-    let (e, m) = ((code >> 1) & 3, (code & 1) as f64);
-    let mag = if e == 0 {
-        m * 0.5
-    } else {
-        (1.0 + m / 2.0) * 2f64.powi(e as i32 - 1)
-    };
-    sign * mag
-}
-
 /// One MXFP4 matrix stack as stored: codes `[E, rows, cols / 32, 16]`, scales `[E, rows, cols / 32]`.
 struct Packed {
     rows: usize,
@@ -71,7 +59,7 @@ impl Packed {
         } else {
             byte >> 4
         };
-        e2m1(nibble) * 2f64.powi(self.scales[g] as i32 - 127)
+        common::oracle::e2m1(nibble) * 2f64.powi(self.scales[g] as i32 - 127)
     }
 
     fn insert(&self, tensors: &mut BTreeMap<String, Stored>, name: &str) {
@@ -212,7 +200,11 @@ impl Mxfp4Model {
 #[test]
 fn e2m1_decoding_matches_the_definition() {
     for code in 0..16u8 {
-        assert_eq!(fp4_e2m1_to_f32(code) as f64, e2m1(code), "code {code}");
+        assert_eq!(
+            fp4_e2m1_to_f32(code) as f64,
+            common::oracle::e2m1(code),
+            "code {code}"
+        );
     }
 }
 
@@ -388,20 +380,29 @@ fn mxfp4_errors_are_typed() {
     );
 }
 
-/// The GPU kernels do not decode MXFP4: uploading such experts is a typed refusal.
+/// The GPU kernels decode MXFP4 experts (they upload as e8m0 scale bytes), but gpt-oss's layer
+/// (biases, clamped SwiGLU) is refused on the GPU with a typed error.
 #[test]
-fn mxfp4_upload_to_the_gpu_is_refused() {
-    let Some(dev) = common::gpu("hf_mxfp4", "mxfp4_upload_to_the_gpu_is_refused") else {
+fn mxfp4_experts_upload_to_the_gpu_and_gpt_oss_is_refused() {
+    let Some(dev) = common::gpu(
+        "hf_mxfp4",
+        "mxfp4_experts_upload_to_the_gpu_and_gpt_oss_is_refused",
+    ) else {
         return;
     };
-    use moe_kernels::gpu::UploadExperts;
-    let mut rng = common::rng("mxfp4_upload_to_the_gpu_is_refused");
+    use moe_kernels::gpu::{GpuMoeLayer, GpuQuantExperts, UploadExperts};
+    let mut rng = common::rng("mxfp4_experts_upload_to_the_gpu_and_gpt_oss_is_refused");
     let dir = Mxfp4Model::new(&mut rng).write("mxfp4-gpu");
     let model = HfModel::open(dir.path()).unwrap();
     let layer = model.quantized_cpu_layer::<half::bf16>(0).unwrap();
-    let e = layer.weights().gate_up.upload(dev.stream()).unwrap_err();
+    let experts = layer.weights().gate_up.upload(dev.stream()).unwrap();
+    assert_eq!(experts.format(), CodeFormat::Mxfp4E2M1);
+    let e =
+        GpuMoeLayer::<half::bf16, GpuQuantExperts>::upload(&dev, layer.config(), layer.weights())
+            .map(|_| ())
+            .unwrap_err();
     assert!(
-        matches!(e, MoeError::Unsupported(ref s) if s.contains("MXFP4")),
+        matches!(e, MoeError::Unsupported(ref s) if s.contains("clamped SwiGLU")),
         "{e:?}"
     );
 }
