@@ -1257,6 +1257,7 @@ fn mxfp4_weights_match_the_float64_oracle() {
         return;
     };
     let mut rng = common::rng("mxfp4_weights");
+    let mut tiles = std::collections::BTreeSet::new();
     // (experts, rows, N, K, group, shift): gpt-oss's groups of 32 on every tile (decode: small;
     // medium; large), K % 32 != 0 (a partial last group), odd K (a half-used last byte, the generic
     // loader), misaligned codes (generic), groups that split the loader's 8-column chunks, one
@@ -1271,6 +1272,7 @@ fn mxfp4_weights_match_the_float64_oracle() {
         (3, 20, 64, 96, 12, 0),
         (4, 12, 2 * 32, 136, 1 << 20, 0),
         (6, 30, 2 * 24, 9, 4, 0),
+        (2, 4400, 2 * 256, 64, 32, 0),
     ]
     .iter()
     .enumerate()
@@ -1281,5 +1283,22 @@ fn mxfp4_weights_match_the_float64_oracle() {
             *tail = i % 3;
         }
         check_quant_types(&dev, &mut rng, &case, CodeFormat::Mxfp4E2M1, group, i);
+        // The tile these sizes take on this device (the plan is a pure function of them).
+        let (covered, rows) = case.rows();
+        let shape = shape(rows, n, k, e);
+        let request = GemmRequest {
+            weights: GemmWeights::Mxfp4E2M1 {
+                group,
+                scales_len: e * n * k.div_ceil(group),
+            },
+            w_len: e * n * k.div_ceil(2),
+            w_addr: 0x7f10_0000_0000 + shift as u64,
+            sm_count: dev.sm_count() as usize,
+            ..request(shape, case.epilogue)
+        };
+        if covered > 0 {
+            tiles.insert(format!("{:?}", plan_grouped_gemm(&request).unwrap().unwrap().tile));
+        }
     }
+    assert_eq!(tiles.len(), 4, "every tile runs: {tiles:?}");
 }
