@@ -1297,7 +1297,10 @@ fn mxfp4_weights_match_the_float64_oracle() {
             ..request(shape, case.epilogue)
         };
         if covered > 0 {
-            tiles.insert(format!("{:?}", plan_grouped_gemm(&request).unwrap().unwrap().tile));
+            tiles.insert(format!(
+                "{:?}",
+                plan_grouped_gemm(&request).unwrap().unwrap().tile
+            ));
         }
     }
     assert_eq!(tiles.len(), 4, "every tile runs: {tiles:?}");
