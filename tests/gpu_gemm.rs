@@ -1053,7 +1053,11 @@ impl HostQuant {
             }
             HostQuant::Mxfp4 { codes, scales } => {
                 let byte = codes[row * k.div_ceil(2) + c / 2];
-                let nibble = if c % 2 == 0 { byte & 0xf } else { byte >> 4 };
+                let nibble = if c.is_multiple_of(2) {
+                    byte & 0xf
+                } else {
+                    byte >> 4
+                };
                 common::oracle::e2m1(nibble) * common::oracle::e8m0(scales[scale])
             }
         }
