@@ -1,8 +1,8 @@
 // grouped_gemm.cu: the grouped expert GEMM on tensor cores, one launch for all experts:
 // out[rows of e] = epilogue(x[rows of e] @ w[e]^T), x [rows, K], w [E, N, K] (K contiguous), f32
 // accumulation, bf16 or f16 inputs, output of the input type or f32. The weights are of the input
-// type, or FP8 e4m3 codes with per-row group scales, dequantised into the same shared tiles
-// (gemm_weights.cuh). See MoeGemmParams (moe_abi.h).
+// type, or FP8 e4m3 or MXFP4 e2m1 codes with per-row group scales, dequantised into the same shared
+// tiles (gemm_weights.cuh). See MoeGemmParams (moe_abi.h).
 //
 // Parallel decomposition.
 // - Grid: persistent, each block walking its output tiles of the tile space of gemm_schedule.cuh
@@ -22,15 +22,18 @@
 // Unaligned operands (K not a multiple of 8, or base pointers not 16-byte aligned) use the same tiles
 // with a synchronous element-wise loader (`kAligned = false`): slower, never an error.
 //
-// FP8 weights (W = uint8_t): the B chunks are loaded synchronously (8 codes, one 8-byte load on the
-// aligned path), dequantised with their scales and stored to the stage with one 16-byte shared store;
-// the A tile keeps its cp.async copies. The pipeline's barriers order these stores exactly as they
+// Quantized weights (W = uint8_t for FP8, MoeMxfp4E2M1 for MXFP4): the B chunks are loaded
+// synchronously (8 codes: one 8-byte FP8 or 4-byte MXFP4 load on the aligned path), dequantised with
+// their scales and stored to the stage with one 16-byte shared store; the A tile keeps its cp.async
+// copies. The pipeline's barriers order these stores exactly as they
 // order the copies: the stage refilled at iteration kt was last read at iteration kt-1, which every
 // warp has finished by the barrier that precedes the refill.
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <stdint.h>
+
+#include <type_traits>
 
 #include "gemm_epilogue.cuh"
 #include "gemm_grid.cuh"
@@ -102,20 +105,25 @@ MOE_CHECK_TILE(LargeTile, LARGE);
 // serves all chunks), B rows follow moe_gemm_b_row (one 32-bit weight row index per chunk, N < 2^31);
 // only the K offset moves from stage to stage.
 //
-// W is the stored weight type: T, or uint8_t for FP8 e4m3 codes (see dequant_chunk).
+// W is the stored weight type: T, uint8_t for FP8 e4m3 codes or MoeMxfp4E2M1 for MXFP4 code pairs
+// (see dequant_chunk).
 template <typename T, typename W, typename Cfg, bool kAligned>
 struct TileLoader {
-    static constexpr bool kFp8 = sizeof(W) == 1;
+    static constexpr bool kMxfp4 = std::is_same_v<W, MoeMxfp4E2M1>;
+    static constexpr bool kQuant = kMxfp4 || std::is_same_v<W, uint8_t>;
+    // What the weight and scale pointers address: elements of T, or code bytes; f32 or e8m0 scales.
+    using Stored = std::conditional_t<kQuant, uint8_t, T>;
+    using Scale = std::conditional_t<kMxfp4, uint8_t, float>;
     static constexpr int CPR = Cfg::CHUNKS_PER_ROW;
     static constexpr int ROW_STEP = Cfg::THREADS / CPR;  // tile rows between a thread's chunks
     static_assert(Cfg::THREADS % CPR == 0, "a thread's chunks share one K offset");
 
     const T* x;         // activations (also the always-valid source of zero-fill copies)
     const T* a_src;     // A chunk 0: row tile.row_begin + i / CPR (when it exists), K offset included
-    const W* w_expert;  // this expert's weights (also the zero-fill source for B)
-    const float* s_expert;  // FP8: this expert's scales [n, scale_groups]
-    int64_t scale_group;    // FP8: columns per scale
-    int64_t scale_groups;   // FP8: scales per weight row
+    const Stored* w_expert;  // this expert's weights (also the zero-fill source for B)
+    const Scale* s_expert;   // quantized: this expert's scales [n, scale_groups]
+    int64_t scale_group;     // quantized: columns per scale
+    int64_t scale_groups;    // quantized: scales per weight row
     int32_t b_rows[Cfg::B_ITERS];  // weight row of each B chunk
     uint32_t a_valid;   // bit j: A chunk j's row is inside the tile
     uint32_t b_valid;   // bit j: B chunk j's weight row exists
@@ -127,8 +135,12 @@ struct TileLoader {
         col = (threadIdx.x % CPR) * 8;
         k = p.k;
         x = static_cast<const T*>(p.x);
-        w_expert = static_cast<const W*>(p.w) + tile.expert * p.n * p.k;
-        s_expert = p.w_scales + (kFp8 ? tile.expert * p.n * p.scale_groups : 0);
+        w_expert = static_cast<const Stored*>(p.w) + tile.expert * p.n * row_elements(p.k);
+        if constexpr (kMxfp4) {
+            s_expert = p.w_scale_bytes + tile.expert * p.n * p.scale_groups;
+        } else {
+            s_expert = p.w_scales + (kQuant ? tile.expert * p.n * p.scale_groups : 0);
+        }
         scale_group = p.scale_group;
         scale_groups = p.scale_groups;
         a_src = x + (tile.row_begin + first_row) * k + col;
@@ -168,7 +180,7 @@ struct TileLoader {
             if (Cfg::B_CHUNKS % Cfg::THREADS == 0 || threadIdx.x + j * Cfg::THREADS < Cfg::B_CHUNKS) {
                 const uint32_t b_dst = dst + Cfg::A_BYTES + j * ROW_STEP * Cfg::ROW_BYTES;
                 const bool row_valid = (b_valid >> j) & 1u;
-                if constexpr (kFp8) {
+                if constexpr (kQuant) {
                     dequant_chunk(b_dst, b_rows[j], row_valid, k0);
                 } else {
                     copy_chunk(b_dst, w_expert + static_cast<int64_t>(b_rows[j]) * k + col,
@@ -178,6 +190,20 @@ struct TileLoader {
         }
     }
 
+    // Stored elements (bytes for codes) of one weight row of k >= 0 weights: MXFP4 packs two per
+    // byte (k is even on the aligned path).
+    __device__ __forceinline__ static int64_t row_elements(int64_t k) {
+        return kMxfp4 ? (kAligned ? k : k + 1) >> 1 : k;
+    }
+
+    // Scale `group` of a row's scales, as f32.
+    __device__ __forceinline__ static float scale_at(const float* scales, int64_t group) {
+        return scales[group];
+    }
+    __device__ __forceinline__ static float scale_at(const uint8_t* scales, int64_t group) {
+        return moe_e8m0_to_float(scales[group]);
+    }
+
     // Byte offset of chunk c inside its (A or B) tile. The swizzle key repeats every 8 rows and
     // ROW_STEP is a multiple of 8, so chunk c + j * THREADS sits exactly j * ROW_STEP rows below.
     __device__ __forceinline__ static uint32_t chunk_offset(int c) {
@@ -185,18 +211,38 @@ struct TileLoader {
         return moe_gemm_smem_offset(c / CPR, c % CPR, CPR);
     }
 
-    // One 16-byte chunk of FP8 weights: the 8 codes of weight row `row` from column k0 + col,
-    // w = e4m3(code) * scale(row, column / scale_group), rounded to T; zero where the row does not
+    // One 16-byte chunk of quantized weights: the 8 codes of weight row `row` from column k0 + col,
+    // w = decode(code) * scale(row, column / scale_group), rounded to T; zero where the row does not
     // exist or the column is at or past K, where no code or scale is read. On the aligned path K is
-    // a multiple of 8 and the codes' base 16-byte aligned, so the 8 codes are one aligned 8-byte load.
+    // a multiple of 8 and the codes' base 16-byte aligned, so the 8 codes are one aligned load: 8
+    // bytes of FP8, 4 bytes of MXFP4 (the row's byte first / 2, low nibble first).
     __device__ __forceinline__ void dequant_chunk(uint32_t dst, int32_t row, bool row_valid,
                                                   int64_t k0) const {
         const int64_t first = k0 + col;
-        const uint8_t* const codes = reinterpret_cast<const uint8_t*>(w_expert) +
-                                     static_cast<int64_t>(row) * k + first;
-        const float* const scales = s_expert + static_cast<int64_t>(row) * scale_groups;
+        const uint8_t* const row_codes = w_expert + static_cast<int64_t>(row) * row_elements(k);
+        const uint8_t* const codes = row_codes + (kMxfp4 ? first >> 1 : first);
+        const Scale* const scales = s_expert + static_cast<int64_t>(row) * scale_groups;
         float v[8];
-        if (kAligned) {
+        if constexpr (kMxfp4) {
+            if (kAligned) {
+                uint32_t packed = 0u;
+                if (row_valid && first < k) {
+                    packed = *reinterpret_cast<const uint32_t*>(codes);
+                }
+#pragma unroll
+                for (int i = 0; i < 8; ++i) {
+                    v[i] = moe_e2m1_to_float(packed >> (4 * i));
+                }
+            } else {
+                // first is a multiple of 8: value i is nibble i % 2 of the chunk's byte i / 2.
+#pragma unroll
+                for (int i = 0; i < 8; ++i) {
+                    v[i] = row_valid && first + i < k
+                               ? moe_e2m1_to_float(codes[i / 2] >> (4 * (i % 2)))
+                               : 0.0f;
+                }
+            }
+        } else if (kAligned) {
             uint2 packed = make_uint2(0u, 0u);
             if (row_valid && first < k) {
                 packed = *reinterpret_cast<const uint2*>(codes);
@@ -216,7 +262,7 @@ struct TileLoader {
         // one scale. Otherwise each column's group is walked forward from the chunk's first.
         if (row_valid && first < k) {
             int64_t group = first / scale_group;
-            float scale = scales[group];
+            float scale = scale_at(scales, group);
             if (scale_group % 8 == 0) {
 #pragma unroll
                 for (int i = 0; i < 8; ++i) {
@@ -230,7 +276,7 @@ struct TileLoader {
                         while (first + i >= group_end) {
                             ++group;
                             group_end += scale_group;
-                            scale = scales[group];
+                            scale = scale_at(scales, group);
                         }
                         v[i] *= scale;
                     }
@@ -393,38 +439,46 @@ constexpr int kLargeMinBlocks = 2;
 // The element-wise loader keeps more loads in flight per thread; it is the slow path, so it trades
 // occupancy for registers rather than spill.
 constexpr int kGenericMinBlocks = 2;
-// The FP8 loader holds a chunk's eight dequantised values; the medium tile's budget at four blocks
-// (128 registers) spills them, three blocks do not.
-constexpr int kMediumFp8MinBlocks = 3;
+// The quantized loaders hold a chunk's eight dequantised values; the medium tile's budget at four
+// blocks (128 registers) spills them, three blocks do not.
+constexpr int kMediumQuantMinBlocks = 3;
 
 }  // namespace
 
-// The kernels: moe_gemm_<tile>_<input>_<output> (weights of the input type) and
-// moe_gemm_<tile>_e4m3_<input>_<output> (FP8 e4m3 weights); `generic` is the medium tile with the
-// unaligned loader.
+// The kernels: moe_gemm_<tile>_<input>_<output> (weights of the input type),
+// moe_gemm_<tile>_e4m3_<input>_<output> (FP8 e4m3 weights) and moe_gemm_<tile>_mxfp4_<input>_<output>
+// (MXFP4 weights); `generic` is the medium tile with the unaligned loader.
 #define MOE_GEMM_KERNEL(NAME, CFG, ALIGNED, MIN_BLOCKS, T, W, OUT)                  \
     extern "C" __global__ void __launch_bounds__(CFG::THREADS, MIN_BLOCKS)          \
         NAME(const MoeGemmParams p) {                                               \
         grouped_gemm<T, W, OUT, CFG, ALIGNED>(p);                                   \
     }
 
-#define MOE_GEMM_KERNELS(TILE, CFG, ALIGNED, MIN_BLOCKS, FP8_MIN_BLOCKS)                              \
+#define MOE_GEMM_KERNELS(TILE, CFG, ALIGNED, MIN_BLOCKS, QUANT_MIN_BLOCKS)                            \
     MOE_GEMM_KERNEL(moe_gemm_##TILE##_bf16_bf16, CFG, ALIGNED, MIN_BLOCKS, __nv_bfloat16,             \
                     __nv_bfloat16, __nv_bfloat16)                                                     \
     MOE_GEMM_KERNEL(moe_gemm_##TILE##_bf16_f32, CFG, ALIGNED, MIN_BLOCKS, __nv_bfloat16,              \
                     __nv_bfloat16, float)                                                             \
     MOE_GEMM_KERNEL(moe_gemm_##TILE##_f16_f16, CFG, ALIGNED, MIN_BLOCKS, __half, __half, __half)      \
     MOE_GEMM_KERNEL(moe_gemm_##TILE##_f16_f32, CFG, ALIGNED, MIN_BLOCKS, __half, __half, float)       \
-    MOE_GEMM_KERNEL(moe_gemm_##TILE##_e4m3_bf16_bf16, CFG, ALIGNED, FP8_MIN_BLOCKS, __nv_bfloat16,    \
+    MOE_GEMM_KERNEL(moe_gemm_##TILE##_e4m3_bf16_bf16, CFG, ALIGNED, QUANT_MIN_BLOCKS, __nv_bfloat16,  \
                     uint8_t, __nv_bfloat16)                                                           \
-    MOE_GEMM_KERNEL(moe_gemm_##TILE##_e4m3_bf16_f32, CFG, ALIGNED, FP8_MIN_BLOCKS, __nv_bfloat16,     \
+    MOE_GEMM_KERNEL(moe_gemm_##TILE##_e4m3_bf16_f32, CFG, ALIGNED, QUANT_MIN_BLOCKS, __nv_bfloat16,   \
                     uint8_t, float)                                                                   \
-    MOE_GEMM_KERNEL(moe_gemm_##TILE##_e4m3_f16_f16, CFG, ALIGNED, FP8_MIN_BLOCKS, __half, uint8_t,    \
+    MOE_GEMM_KERNEL(moe_gemm_##TILE##_e4m3_f16_f16, CFG, ALIGNED, QUANT_MIN_BLOCKS, __half, uint8_t,  \
                     __half)                                                                           \
-    MOE_GEMM_KERNEL(moe_gemm_##TILE##_e4m3_f16_f32, CFG, ALIGNED, FP8_MIN_BLOCKS, __half, uint8_t,    \
-                    float)
+    MOE_GEMM_KERNEL(moe_gemm_##TILE##_e4m3_f16_f32, CFG, ALIGNED, QUANT_MIN_BLOCKS, __half, uint8_t,  \
+                    float)                                                                            \
+    MOE_GEMM_KERNEL(moe_gemm_##TILE##_mxfp4_bf16_bf16, CFG, ALIGNED, QUANT_MIN_BLOCKS, __nv_bfloat16, \
+                    MoeMxfp4E2M1, __nv_bfloat16)                                                      \
+    MOE_GEMM_KERNEL(moe_gemm_##TILE##_mxfp4_bf16_f32, CFG, ALIGNED, QUANT_MIN_BLOCKS, __nv_bfloat16,  \
+                    MoeMxfp4E2M1, float)                                                              \
+    MOE_GEMM_KERNEL(moe_gemm_##TILE##_mxfp4_f16_f16, CFG, ALIGNED, QUANT_MIN_BLOCKS, __half,          \
+                    MoeMxfp4E2M1, __half)                                                             \
+    MOE_GEMM_KERNEL(moe_gemm_##TILE##_mxfp4_f16_f32, CFG, ALIGNED, QUANT_MIN_BLOCKS, __half,          \
+                    MoeMxfp4E2M1, float)
 
 MOE_GEMM_KERNELS(small, SmallTile, true, kSmallMinBlocks, kSmallMinBlocks)
-MOE_GEMM_KERNELS(medium, MediumTile, true, kMediumMinBlocks, kMediumFp8MinBlocks)
+MOE_GEMM_KERNELS(medium, MediumTile, true, kMediumMinBlocks, kMediumQuantMinBlocks)
 MOE_GEMM_KERNELS(large, LargeTile, true, kLargeMinBlocks, kLargeMinBlocks)
 MOE_GEMM_KERNELS(generic, MediumTile, false, kGenericMinBlocks, kGenericMinBlocks)

@@ -354,16 +354,19 @@ MOE_STATIC_ASSERT(sizeof(MoeSharedAccumulateParams) == 56,
 typedef struct MoeGemmParams {
     /** Activations `[rows, k]`, row-major, of the kernel's input type. */
     const void* x;
-    /** Expert weights `[num_experts, n, k]`, `k` contiguous: of the kernel's input type, or FP8 e4m3
-     * codes (one byte each) for the `moe_gemm_<config>_e4m3_<input>_<output>` kernels. */
+    /** Expert weights `[num_experts, n, k]`, `k` contiguous: of the kernel's input type, FP8 e4m3
+     * codes (one byte each) for the `moe_gemm_<config>_e4m3_<input>_<output>` kernels, or MXFP4
+     * e2m1 codes for the `moe_gemm_<config>_mxfp4_<input>_<output>` kernels: two per byte, each row
+     * `ceil(k / 2)` bytes (weight `[e, r, c]` in byte `(e * n + r) * ceil(k / 2) + c / 2`, the low
+     * nibble for even `c`; a row of odd `k` ends in a half-used byte). */
     const void* w;
     /** FP8 weights only (else NULL): the scales `[num_experts, n, scale_groups]`, f32, one per weight
      * row and group of `scale_group` columns; weight `[e, r, c]` is
      * `e4m3(code) * w_scales[(e * n + r) * scale_groups + c / scale_group]`. */
     const float* w_scales;
-    /** FP8 weights only: columns per scale (>= 1). */
+    /** Quantized (FP8 or MXFP4) weights only: columns per scale (>= 1). */
     int64_t scale_group;
-    /** FP8 weights only: scales per weight row, `ceil(k / scale_group)`. */
+    /** Quantized weights only: scales per weight row, `ceil(k / scale_group)`. */
     int64_t scale_groups;
     /** Segment starts `[num_experts + 1]` on the device, or NULL for one segment of all rows
      * (then `num_experts` is 1). */
@@ -389,9 +392,15 @@ typedef struct MoeGemmParams {
     float clamp_alpha;
     /** MOE_ACTIVATION_CLAMPED_SILU only: the clamp `limit` (> 0). */
     float clamp_limit;
+    /** MXFP4 weights only (else NULL): the e8m0 scales `[num_experts, n, scale_groups]`, one byte
+     * each (a quarter of an f32 scale: with groups of 32, 1/32 byte per weight next to the codes'
+     * 1/2), one per weight row and group of `scale_group` columns; weight `[e, r, c]` is
+     * `e2m1(code) * 2^(w_scale_bytes[(e * n + r) * scale_groups + c / scale_group] - 127)` (byte 0
+     * is 2^-127; the host never passes 255). */
+    const uint8_t* w_scale_bytes;
 } MoeGemmParams;
 
-MOE_STATIC_ASSERT(sizeof(MoeGemmParams) == 112, "MoeGemmParams must be 112 bytes without padding");
+MOE_STATIC_ASSERT(sizeof(MoeGemmParams) == 120, "MoeGemmParams must be 120 bytes without padding");
 
 /* FP8 x FP8 ("W8A8") grouped GEMM and the activation quantisation feeding it (kernels/w8a8_gemm.cu;
  * sm_89 and newer). */
@@ -448,6 +457,6 @@ typedef struct MoeW8a8GemmParams {
     const float* x_scales;
 } MoeW8a8GemmParams;
 
-MOE_STATIC_ASSERT(sizeof(MoeW8a8GemmParams) == 120, "MoeW8a8GemmParams must be 120 bytes");
+MOE_STATIC_ASSERT(sizeof(MoeW8a8GemmParams) == 128, "MoeW8a8GemmParams must be 128 bytes");
 
 #endif /* MOE_ABI_H */

@@ -77,6 +77,18 @@ pub fn e8m0_to_f32(code: u8) -> f32 {
     }
 }
 
+/// The e8m0 code of a finite scale, the inverse of [`e8m0_to_f32`]: `Some(code)` when `value` is
+/// `2^(code - 127)` for a code of 0 to 254, `None` for any other value (not a power of two, out of
+/// range, zero, negative or not finite).
+pub fn f32_to_e8m0(value: f32) -> Option<u8> {
+    let bits = value.to_bits();
+    match (bits >> 23, bits & 0x7f_ffff) {
+        (0, 0x40_0000) => Some(0),
+        (exponent @ 1..=254, 0) => Some(exponent as u8),
+        _ => None,
+    }
+}
+
 /// The value of an FP8 e4m3 code (exact in `f32`): sign, 4 exponent bits (bias 7), 3 mantissa bits;
 /// exponent 0 is subnormal (`m / 8 * 2^-6`); `S.1111.111` is NaN; the largest finite value is 448.
 pub fn fp8_e4m3_to_f32(code: u8) -> f32 {
@@ -371,6 +383,20 @@ mod tests {
         assert_eq!(e8m0_to_f32(0), 2f32.powi(-127));
         assert_eq!(e8m0_to_f32(254), 2f32.powi(127));
         assert_eq!(e8m0_to_f32(255), f32::INFINITY);
+        for code in 0..=254u8 {
+            assert_eq!(f32_to_e8m0(e8m0_to_f32(code)), Some(code));
+        }
+        for bad in [
+            0.0,
+            -1.0,
+            3.0,
+            0.75,
+            f32::INFINITY,
+            f32::NAN,
+            2f32.powi(-128),
+        ] {
+            assert_eq!(f32_to_e8m0(bad), None, "{bad}");
+        }
         // One row of 3 values (a half-used last byte): low nibble first.
         let q = QuantExperts::new(
             CodeFormat::Mxfp4E2M1,

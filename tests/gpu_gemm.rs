@@ -1,5 +1,5 @@
 //! The GPU grouped GEMM against the CPU reference on seeded random data, plus its input validation;
-//! the FP8-weight GEMM against a float64 oracle that decodes the codes itself.
+//! the FP8- and MXFP4-weight GEMMs against a float64 oracle that decodes the codes itself.
 //!
 //! The validation and kernel choice ([`plan_grouped_gemm`], a pure function) are tested on every
 //! machine. The GPU tests need a device: without one (no kernels built, no driver, no device) each
@@ -15,10 +15,11 @@ use half::{bf16, f16};
 use moe_kernels::cpu::activation::activation;
 use moe_kernels::cpu::gemm::grouped_gemm as cpu_grouped_gemm;
 use moe_kernels::gpu::{
-    grouped_gemm, grouped_gemm_biased, grouped_gemm_fp8, plan_grouped_gemm, Device, Fp8Weights,
-    GemmElement, GemmEpilogue, GemmOutput, GemmRequest, GemmTileConfig, GemmWeights,
-    GroupedGemmShape,
+    grouped_gemm, grouped_gemm_biased, grouped_gemm_fp8, grouped_gemm_quant, plan_grouped_gemm,
+    Device, Fp8Weights, GemmElement, GemmEpilogue, GemmOutput, GemmRequest, GemmTileConfig,
+    GemmWeights, GroupedGemmShape, Mxfp4Weights, QuantWeights,
 };
+use moe_kernels::quant::CodeFormat;
 use moe_kernels::{
     Activation, ActivationKind, DType, Element, ExpertsRef, MatMut, MatRef, MoeError,
 };
@@ -962,36 +963,30 @@ fn random_code(rng: &mut StdRng) -> u8 {
     }
 }
 
-/// The float64 oracle of the FP8 GEMM: every weight decoded and scaled (`w = e4m3(code) *
-/// scale[e, r, c / group]`, the product rounded to f32 and then to `T`, the documented contract of
-/// the kernels), the rows of each segment times their expert's weights in f64, then the epilogue.
-/// `[covered rows, out_cols]`.
-#[allow(clippy::too_many_arguments)]
-fn fp8_oracle<T: Element>(
+/// The float64 oracle of the quantized GEMMs: every weight decoded and scaled by `weight(row, c)`
+/// (exact in f64, `row = e * N + r`), the product rounded to f32 and then to `T` (the documented
+/// contract of the kernels), the rows of each segment times their expert's weights in f64, then the
+/// epilogue. `[covered rows, out_cols]`.
+fn quant_oracle<T: Element>(
     x: &[T],
     offsets: &[usize],
-    codes: &[u8],
-    scales: &[f32],
-    group: usize,
+    weight: impl Fn(usize, usize) -> f64,
     shape: GroupedGemmShape,
     epilogue: GemmEpilogue,
 ) -> Vec<f64> {
     let (n, k) = (shape.n, shape.k);
-    let groups = k.div_ceil(group);
     let cols = shape.out_cols(epilogue);
     let mut out = vec![];
     for e in 0..offsets.len() - 1 {
+        // Expert e's weights, dequantised and rounded once.
+        let w: Vec<f64> = (0..n * k)
+            .map(|i| T::from_f32(weight(e * n + i / k, i % k) as f32).to_f32() as f64)
+            .collect();
         for r in offsets[e]..offsets[e + 1] {
             let acc: Vec<f64> = (0..n)
                 .map(|j| {
-                    let row = e * n + j;
                     (0..k)
-                        .map(|c| {
-                            let exact = common::oracle::e4m3(codes[row * k + c])
-                                * scales[row * groups + c / group] as f64;
-                            let w = T::from_f32(exact as f32).to_f32() as f64;
-                            x[r * k + c].to_f32() as f64 * w
-                        })
+                        .map(|c| x[r * k + c].to_f32() as f64 * w[j * k + c])
                         .sum()
                 })
                 .collect();
@@ -1016,12 +1011,67 @@ fn fp8_oracle<T: Element>(
     out
 }
 
-/// One FP8 case: random codes and scales (groups of `group` columns), the GPU twice (identical
-/// bits), every covered element against the oracle, uncovered rows untouched.
-fn check_fp8_case<T: GemmElement, O: GemmOutput<T>>(
+/// Quantized weights of a case on the host: FP8 codes `[E, N, K]` with f32 scales, or MXFP4 codes
+/// `[E, N, ceil(K / 2)]` bytes with e8m0 scale bytes; scales `[E, N, ceil(K / group)]`.
+enum HostQuant {
+    Fp8 { codes: Vec<u8>, scales: Vec<f32> },
+    Mxfp4 { codes: Vec<u8>, scales: Vec<u8> },
+}
+
+impl HostQuant {
+    /// Random weights of `format` for `[e, n, k]` in groups of `group` columns.
+    fn random(rng: &mut StdRng, format: CodeFormat, [e, n, k]: [usize; 3], group: usize) -> Self {
+        let groups = e * n * k.div_ceil(group);
+        match format {
+            CodeFormat::Fp8E4M3 => HostQuant::Fp8 {
+                codes: (0..e * n * k).map(|_| random_code(rng)).collect(),
+                // Typical |code| is about 1; a scale of about 1/sqrt(K), varying by a factor of 4
+                // across groups.
+                scales: (0..groups)
+                    .map(|_| 2f32.powf(rng.random_range(-1.0..1.0)) / (k as f32).sqrt())
+                    .collect(),
+            },
+            CodeFormat::Mxfp4E2M1 => {
+                // Every code (random bytes); typical |e2m1| is about 2, so scales of 2^-1 to 2^-4
+                // over sqrt(K) (a factor of 8 across groups).
+                let base = 127 - (k as f64).sqrt().log2().round() as i32;
+                HostQuant::Mxfp4 {
+                    codes: (0..e * n * k.div_ceil(2)).map(|_| rng.random()).collect(),
+                    scales: (0..groups)
+                        .map(|_| (base - rng.random_range(1..=4)) as u8)
+                        .collect(),
+                }
+            }
+        }
+    }
+
+    /// The exact value of weight `[row, c]` (`row = e * N + r`), decoded by the test's own oracle.
+    fn weight(&self, k: usize, group: usize, row: usize, c: usize) -> f64 {
+        let scale = row * k.div_ceil(group) + c / group;
+        match self {
+            HostQuant::Fp8 { codes, scales } => {
+                common::oracle::e4m3(codes[row * k + c]) * scales[scale] as f64
+            }
+            HostQuant::Mxfp4 { codes, scales } => {
+                let byte = codes[row * k.div_ceil(2) + c / 2];
+                let nibble = if c.is_multiple_of(2) {
+                    byte & 0xf
+                } else {
+                    byte >> 4
+                };
+                common::oracle::e2m1(nibble) * common::oracle::e8m0(scales[scale])
+            }
+        }
+    }
+}
+
+/// One quantized case: random codes and scales of `format` (groups of `group` columns), the GPU
+/// twice (identical bits), every covered element against the oracle, uncovered rows untouched.
+fn check_quant_case<T: GemmElement, O: GemmOutput<T>>(
     dev: &Device,
     rng: &mut StdRng,
     case: &Case,
+    format: CodeFormat,
     group: usize,
 ) {
     let e = case.experts();
@@ -1034,46 +1084,69 @@ fn check_fp8_case<T: GemmElement, O: GemmOutput<T>>(
         num_experts: e,
     };
     let what = format!(
-        "FP8 {case:?}, group {group}, rows {rows}, {} -> {}",
+        "{} {case:?}, group {group}, rows {rows}, {} -> {}",
+        format.name(),
         T::DTYPE.name(),
         O::DTYPE.name()
     );
-    let groups = k.div_ceil(group);
     let x: Vec<T> = common::values(rng, rows * k, 1.0);
-    let codes: Vec<u8> = (0..e * n * k).map(|_| random_code(rng)).collect();
-    // Typical |code| is about 1; a scale of about 1/sqrt(K), varying by a factor of 4 across groups.
-    let scales: Vec<f32> = (0..e * n * groups)
-        .map(|_| 2f32.powf(rng.random_range(-1.0..1.0)) / (k as f32).sqrt())
-        .collect();
-    let offsets = case.offsets().expect("FP8 cases have offsets");
+    let weights = HostQuant::random(rng, format, [e, n, k], group);
+    let offsets = case.offsets().expect("quantized cases have offsets");
 
     let stream = dev.stream();
     let run = || -> Result<Vec<O>, MoeError> {
-        let mut padded = vec![0u8; case.shift];
-        padded.extend_from_slice(&codes);
+        let shifted = |codes: &[u8]| {
+            let mut padded = vec![0u8; case.shift];
+            padded.extend_from_slice(codes);
+            stream.clone_htod(&padded)
+        };
         let x_dev = stream.clone_htod(&x)?;
-        let codes_dev = stream.clone_htod(&padded)?;
-        let scales_dev = stream.clone_htod(&scales)?;
         let offsets_dev = stream.clone_htod(&offsets)?;
         let cols = shape.out_cols(case.epilogue);
         let mut out: CudaSlice<O> = stream.clone_htod(&vec![O::from_f32(f32::NAN); rows * cols])?;
-        let codes_view = codes_dev.slice(case.shift..);
-        grouped_gemm_fp8::<T, O>(
-            dev,
-            &x_dev.as_view(),
-            Some(&offsets_dev.as_view()),
-            Fp8Weights {
-                codes: &codes_view,
-                scales: &scales_dev.as_view(),
-                group,
-            },
-            shape,
-            case.epilogue,
-            &mut out.as_view_mut(),
-        )?;
+        let (x_view, offsets_view) = (x_dev.as_view(), offsets_dev.as_view());
+        let mut out_view = out.as_view_mut();
+        match &weights {
+            HostQuant::Fp8 { codes, scales } => {
+                let (codes_dev, scales_dev) = (shifted(codes)?, stream.clone_htod(scales)?);
+                let codes_view = codes_dev.slice(case.shift..);
+                let w = Fp8Weights {
+                    codes: &codes_view,
+                    scales: &scales_dev.as_view(),
+                    group,
+                };
+                grouped_gemm_fp8::<T, O>(
+                    dev,
+                    &x_view,
+                    Some(&offsets_view),
+                    w,
+                    shape,
+                    case.epilogue,
+                    &mut out_view,
+                )?;
+            }
+            HostQuant::Mxfp4 { codes, scales } => {
+                let (codes_dev, scales_dev) = (shifted(codes)?, stream.clone_htod(scales)?);
+                let codes_view = codes_dev.slice(case.shift..);
+                let w = QuantWeights::Mxfp4E2M1(Mxfp4Weights {
+                    codes: &codes_view,
+                    scales: &scales_dev.as_view(),
+                    group,
+                });
+                grouped_gemm_quant::<T, O>(
+                    dev,
+                    &x_view,
+                    Some(&offsets_view),
+                    w,
+                    shape,
+                    case.epilogue,
+                    &mut out_view,
+                )?;
+            }
+        }
         Ok(stream.clone_dtoh(&out)?)
     };
-    let first = run().unwrap_or_else(|err| panic!("{what}: GPU FP8 GEMM failed: {err}"));
+    let first = run().unwrap_or_else(|err| panic!("{what}: GPU quantized GEMM failed: {err}"));
     let second = run().unwrap_or_else(|err| panic!("{what}: second GPU run failed: {err}"));
     let bits = |v: &[O]| -> Vec<u32> { v.iter().map(|x| x.to_f32().to_bits()).collect() };
     assert!(
@@ -1082,15 +1155,8 @@ fn check_fp8_case<T: GemmElement, O: GemmOutput<T>>(
     );
 
     let cpu_offsets: Vec<usize> = offsets.iter().map(|&v| v as usize).collect();
-    let want = fp8_oracle(
-        &x,
-        &cpu_offsets,
-        &codes,
-        &scales,
-        group,
-        shape,
-        case.epilogue,
-    );
+    let weight = |row: usize, c: usize| weights.weight(k, group, row, c);
+    let want = quant_oracle(&x, &cpu_offsets, weight, shape, case.epilogue);
     let cols = shape.out_cols(case.epilogue);
     check_output(&what, &first, covered, cols, &want, "oracle");
 }
@@ -1122,12 +1188,7 @@ fn fp8_weights_match_the_float64_oracle() {
         if let Segments::Counts { tail, .. } = &mut case.segments {
             *tail = i % 3;
         }
-        match i % 4 {
-            0 => check_fp8_case::<bf16, bf16>(&dev, &mut rng, &case, group),
-            1 => check_fp8_case::<bf16, f32>(&dev, &mut rng, &case, group),
-            2 => check_fp8_case::<f16, f16>(&dev, &mut rng, &case, group),
-            _ => check_fp8_case::<f16, f32>(&dev, &mut rng, &case, group),
-        }
+        check_quant_types(&dev, &mut rng, &case, CodeFormat::Fp8E4M3, group, i);
     }
 }
 
@@ -1335,4 +1396,123 @@ fn biased_plans_check_the_bias_length() {
         plan_grouped_gemm(&request(s, bad)),
         Err(MoeError::InvalidConfig(_))
     ));
+}
+
+/// `check_quant_case` with type pair `i % 4`.
+fn check_quant_types(
+    dev: &Device,
+    rng: &mut StdRng,
+    case: &Case,
+    format: CodeFormat,
+    group: usize,
+    i: usize,
+) {
+    match i % 4 {
+        0 => check_quant_case::<bf16, bf16>(dev, rng, case, format, group),
+        1 => check_quant_case::<bf16, f32>(dev, rng, case, format, group),
+        2 => check_quant_case::<f16, f16>(dev, rng, case, format, group),
+        _ => check_quant_case::<f16, f32>(dev, rng, case, format, group),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// MXFP4: e2m1 codes two to a byte with e8m0 scale bytes.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn mxfp4_plan_checks_the_codes_and_scales() {
+    let s = shape(100, 256, 296, 8);
+    let mxfp4 = |w_len: usize, group: usize, scales_len: usize| GemmRequest {
+        weights: GemmWeights::Mxfp4E2M1 { group, scales_len },
+        w_len,
+        ..request(s, SWIGLU)
+    };
+    // Codes [E, N, ceil(K / 2)] bytes, scales [E, N, ceil(K / group)] bytes: K = 296 is 148 bytes
+    // and 10 groups of 32 (a partial last one).
+    let (codes, scales) = (8 * 256 * 148, 8 * 256 * 10);
+    let plan = plan_grouped_gemm(&mxfp4(codes, 32, scales))
+        .unwrap()
+        .unwrap();
+    assert!(plan.kernel.contains("_mxfp4_bf16_bf16"), "{}", plan.kernel);
+    assert_ne!(plan.tile, GemmTileConfig::Generic);
+    let odd = shape(100, 256, 301, 8);
+    let plan = plan_grouped_gemm(&GemmRequest {
+        shape: odd,
+        x_len: 100 * 301,
+        ..mxfp4(8 * 256 * 151, 32, scales)
+    });
+    assert_eq!(plan.unwrap().unwrap().tile, GemmTileConfig::Generic);
+    for (w_len, group, scales_len) in [
+        (8 * 256 * 296, 32, scales),
+        (codes - 1, 32, scales),
+        (codes, 32, scales - 1),
+        (codes, 16, scales),
+    ] {
+        assert!(
+            matches!(
+                plan_grouped_gemm(&mxfp4(w_len, group, scales_len)),
+                Err(MoeError::ShapeMismatch { .. })
+            ),
+            "codes {w_len}, group {group}, scales {scales_len}"
+        );
+    }
+    assert!(matches!(
+        plan_grouped_gemm(&mxfp4(codes, 0, 0)),
+        Err(MoeError::InvalidConfig(_))
+    ));
+}
+
+#[test]
+fn mxfp4_weights_match_the_float64_oracle() {
+    let Some(dev) = device("mxfp4_weights_match_the_float64_oracle") else {
+        return;
+    };
+    let mut rng = common::rng("mxfp4_weights");
+    let mut tiles = std::collections::BTreeSet::new();
+    // (experts, rows, N, K, group, shift): gpt-oss's groups of 32 on every tile (decode: small;
+    // medium; large), K % 32 != 0 (a partial last group), odd K (a half-used last byte, the generic
+    // loader), misaligned codes (generic), groups that split the loader's 8-column chunks, one
+    // scale per row.
+    for (i, &(e, rows, n, k, group, shift)) in [
+        (8usize, 16usize, 2 * 64, 320usize, 32usize, 0usize),
+        (4, 160, 2 * 64, 96, 32, 0),
+        (1, 600, 256, 128, 32, 0),
+        (6, 40, 2 * 40, 200, 32, 0),
+        (5, 30, 2 * 24, 77, 32, 0),
+        (16, 24, 2 * 48, 64, 32, 1),
+        (3, 20, 64, 96, 12, 0),
+        (4, 12, 2 * 32, 136, 1 << 20, 0),
+        (6, 30, 2 * 24, 9, 4, 0),
+        (2, 4400, 2 * 256, 64, 32, 0),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut case = counts_case(&mut rng, e, rows, n, k);
+        case.shift = shift;
+        if let Segments::Counts { tail, .. } = &mut case.segments {
+            *tail = i % 3;
+        }
+        check_quant_types(&dev, &mut rng, &case, CodeFormat::Mxfp4E2M1, group, i);
+        // The tile these sizes take on this device (the plan is a pure function of them).
+        let (covered, rows) = case.rows();
+        let shape = shape(rows, n, k, e);
+        let request = GemmRequest {
+            weights: GemmWeights::Mxfp4E2M1 {
+                group,
+                scales_len: e * n * k.div_ceil(group),
+            },
+            w_len: e * n * k.div_ceil(2),
+            w_addr: 0x7f10_0000_0000 + shift as u64,
+            sm_count: dev.sm_count() as usize,
+            ..request(shape, case.epilogue)
+        };
+        if covered > 0 {
+            tiles.insert(format!(
+                "{:?}",
+                plan_grouped_gemm(&request).unwrap().unwrap().tile
+            ));
+        }
+    }
+    assert_eq!(tiles.len(), 4, "every tile runs: {tiles:?}");
 }

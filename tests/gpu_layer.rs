@@ -12,9 +12,13 @@ mod common;
 
 use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
 use half::{bf16, f16};
-use moe_kernels::cpu::layer::CpuMoeLayer;
+use moe_kernels::cpu::layer::{CpuMoeLayer, MoeWeights, SharedExpertWeights};
 use moe_kernels::cpu::routing::{route as cpu_route, Routing};
-use moe_kernels::gpu::{Device, GemmElement, GemmOutput, GpuElement, GpuMoeLayer, Workspace};
+use moe_kernels::gpu::{
+    Device, GemmElement, GemmOutput, GpuElement, GpuExpertStorage, GpuMoeLayer, UploadExperts,
+    Workspace,
+};
+use moe_kernels::quant::{e8m0_to_f32, CodeFormat, QuantExperts};
 use moe_kernels::{
     Activation, ActivationKind, MatRef, MoeConfig, MoeError, RoutingConfig, ScoringFunc,
     SharedExpertConfig,
@@ -49,9 +53,9 @@ struct GpuRun<T> {
 }
 
 /// One GPU forward into a NaN-poisoned output; checks the status and downloads everything.
-fn gpu_forward<T: LayerElement>(
+fn gpu_forward<T: LayerElement, S: GpuExpertStorage>(
     dev: &Device,
-    layer: &GpuMoeLayer<T>,
+    layer: &GpuMoeLayer<T, S>,
     ws: &mut Workspace<T>,
     x: &[T],
     t: usize,
@@ -84,12 +88,12 @@ fn check_layer<T: LayerElement>(
     check_layer_weights(dev, rng, cfg, weights, t, hot)
 }
 
-/// [`check_layer`] with the given weights.
-fn check_layer_weights<T: LayerElement>(
+/// [`check_layer`] on the given weights (experts stored as `H`: in `T`, or quantized).
+fn check_layer_weights<T: LayerElement, H: UploadExperts>(
     dev: &Device,
     rng: &mut StdRng,
     cfg: &MoeConfig,
-    weights: moe_kernels::cpu::layer::MoeWeights<T>,
+    weights: MoeWeights<T, H>,
     t: usize,
     hot: bool,
 ) -> usize {
@@ -100,7 +104,7 @@ fn check_layer_weights<T: LayerElement>(
     );
     let (h, e, k) = (cfg.hidden_size, cfg.routing.num_experts, cfg.routing.top_k);
     let x = random_x::<T>(rng, t, h, hot);
-    let layer = GpuMoeLayer::upload(dev, cfg, &weights).unwrap();
+    let layer = GpuMoeLayer::<T, H::Gpu>::upload(dev, cfg, &weights).unwrap();
     let mut ws = layer.workspace(dev, t).unwrap();
     let gpu = gpu_forward(dev, &layer, &mut ws, &x, t);
     assert!(
@@ -546,7 +550,7 @@ fn gpt_oss_matches_the_cpu_layer() {
             gate_up: common::randn(&mut rng, e * 2 * i, 6.0),
             down: common::randn(&mut rng, e * h, 0.5),
         });
-        ties += check_layer_weights::<bf16>(&dev, &mut rng, &cfg, weights, t, false);
+        ties += check_layer_weights::<bf16, Vec<bf16>>(&dev, &mut rng, &cfg, weights, t, false);
     }
     let f16_cfg = common::scaled(MoeConfig::gpt_oss_20b(), 64, 32);
     let mut weights = common::random_layer_weights::<f16>(&mut rng, &f16_cfg, false);
@@ -556,6 +560,110 @@ fn gpt_oss_matches_the_cpu_layer() {
         gate_up: common::randn(&mut rng, e * 2 * i, 6.0),
         down: common::randn(&mut rng, e * h, 0.5),
     });
-    ties += check_layer_weights::<f16>(&dev, &mut rng, &f16_cfg, weights, 40, false);
+    ties += check_layer_weights::<f16, Vec<f16>>(&dev, &mut rng, &f16_cfg, weights, 40, false);
     eprintln!("gpt_oss: {ties} tokens accepted as near-ties");
+}
+
+/// A random MXFP4 stack `[e, n, k]` in gpt-oss's groups of 32: random codes (every nibble), e8m0
+/// scales of 2^-1 to 2^-3 over sqrt(k) (typical |e2m1| is about 2).
+fn random_mxfp4(rng: &mut StdRng, [e, n, k]: [usize; 3]) -> QuantExperts {
+    let codes = (0..e * n * k.div_ceil(2)).map(|_| rng.random()).collect();
+    let base = 127 - (k as f64).sqrt().log2().round() as i32;
+    let scales = (0..e * n * k.div_ceil(32))
+        .map(|_| e8m0_to_f32((base - rng.random_range(1..=3)) as u8))
+        .collect();
+    QuantExperts::new(CodeFormat::Mxfp4E2M1, [e, n, k], 32, codes, scales).unwrap()
+}
+
+/// A layer with MXFP4 experts (routed and shared) runs on the GPU (`GpuMoeLayer<T,
+/// GpuQuantExperts>`) and matches the CPU reference layer on the same `QuantExperts`: K a multiple
+/// of 32, K % 32 != 0 and odd K (the down projection's K is I), decode and prefill token counts.
+#[test]
+fn mxfp4_experts_match_the_cpu_layer() {
+    let Some(dev) = device("mxfp4_experts_match_the_cpu_layer") else {
+        return;
+    };
+    let mut rng = common::rng("mxfp4_experts_match_the_cpu_layer");
+    for (i, (cfg, t)) in [
+        (common::scaled(MoeConfig::qwen3_30b_a3b(), 64, 32), 3),
+        (common::scaled(MoeConfig::qwen2_moe_a2_7b(), 64, 40), 40),
+        (common::scaled(MoeConfig::mixtral_8x7b(), 96, 45), 100),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let plain = common::random_layer_weights::<bf16>(&mut rng, &cfg, false);
+        let (h, up) = (
+            cfg.hidden_size,
+            cfg.activation.up_rows(cfg.intermediate_size),
+        );
+        let e = cfg.routing.num_experts;
+        let mut mx = |n: usize, k: usize, experts: usize| random_mxfp4(&mut rng, [experts, n, k]);
+        let shared = cfg
+            .shared_experts
+            .iter()
+            .zip(&plain.shared)
+            .map(|(s, w)| SharedExpertWeights {
+                gate_up: mx(cfg.activation.up_rows(s.intermediate_size), h, 1),
+                down: mx(h, s.intermediate_size, 1),
+                gate: w.gate.clone(),
+            })
+            .collect();
+        let weights = MoeWeights {
+            router: plain.router,
+            correction_bias: plain.correction_bias,
+            gate_up: mx(up, h, e),
+            down: mx(h, cfg.intermediate_size, e),
+            shared,
+            biases: None,
+        };
+        if i % 2 == 0 {
+            check_layer_weights(&dev, &mut rng, &cfg, weights, t, false);
+        } else {
+            let to_f16 = |v: Vec<bf16>| v.into_iter().map(|x| f16::from_f32(x.to_f32())).collect();
+            let weights = MoeWeights {
+                router: to_f16(weights.router),
+                shared: weights
+                    .shared
+                    .into_iter()
+                    .map(|s| SharedExpertWeights {
+                        gate: s.gate.map(to_f16),
+                        gate_up: s.gate_up,
+                        down: s.down,
+                    })
+                    .collect(),
+                correction_bias: weights.correction_bias,
+                gate_up: weights.gate_up,
+                down: weights.down,
+                biases: None,
+            };
+            check_layer_weights::<f16, _>(&dev, &mut rng, &cfg, weights, t, false);
+        }
+    }
+}
+
+/// MXFP4 scales live on the device as e8m0 bytes: a scale that is no power of two (which the CPU
+/// runs) is a typed refusal at upload, naming its index.
+#[test]
+fn mxfp4_scales_that_are_no_e8m0_are_refused() {
+    let Some(dev) = device("mxfp4_scales_that_are_no_e8m0_are_refused") else {
+        return;
+    };
+    let mut rng = common::rng("mxfp4_scales_that_are_no_e8m0_are_refused");
+    let good = random_mxfp4(&mut rng, [2, 4, 64]);
+    let mut scales = good.scales().to_vec();
+    scales[5] *= 1.5;
+    let bad = QuantExperts::new(
+        CodeFormat::Mxfp4E2M1,
+        good.shape(),
+        32,
+        good.codes().to_vec(),
+        scales,
+    )
+    .unwrap();
+    assert!(good.upload(dev.stream()).is_ok());
+    match bad.upload(dev.stream()) {
+        Err(MoeError::Unsupported(m)) => assert!(m.contains("MXFP4 scale 5"), "{m}"),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
 }

@@ -27,18 +27,6 @@ const E: usize = 4;
 const TOP_K: usize = 2;
 const PREFIX: &str = "model.layers.0.mlp";
 
-/// e2m1 from its bit fields: sign bit 3, exponent bits 2..1 (bias 1), mantissa bit 0.
-fn e2m1(code: u8) -> f64 {
-    let sign = if code & 8 != 0 { -1.0 } else { 1.0 };
-    let (e, m) = ((code >> 1) & 3, (code & 1) as f64);
-    let mag = if e == 0 {
-        m * 0.5
-    } else {
-        (1.0 + m / 2.0) * 2f64.powi(e as i32 - 1)
-    };
-    sign * mag
-}
-
 /// One MXFP4 matrix stack as stored: codes `[E, rows, cols / 32, 16]`, scales `[E, rows, cols / 32]`.
 struct Packed {
     rows: usize,
@@ -71,7 +59,7 @@ impl Packed {
         } else {
             byte >> 4
         };
-        e2m1(nibble) * 2f64.powi(self.scales[g] as i32 - 127)
+        common::oracle::e2m1(nibble) * 2f64.powi(self.scales[g] as i32 - 127)
     }
 
     fn insert(&self, tensors: &mut BTreeMap<String, Stored>, name: &str) {
@@ -212,7 +200,11 @@ impl Mxfp4Model {
 #[test]
 fn e2m1_decoding_matches_the_definition() {
     for code in 0..16u8 {
-        assert_eq!(fp4_e2m1_to_f32(code) as f64, e2m1(code), "code {code}");
+        assert_eq!(
+            fp4_e2m1_to_f32(code) as f64,
+            common::oracle::e2m1(code),
+            "code {code}"
+        );
     }
 }
 
@@ -395,20 +387,60 @@ fn mxfp4_errors_are_typed() {
     );
 }
 
-/// The GPU kernels do not decode MXFP4: uploading such experts is a typed refusal.
+/// gpt-oss's MXFP4 checkpoint on the GPU: the experts upload as MXFP4 (codes and e8m0 scale bytes,
+/// decoded by the GEMM kernels), and `moe run --device cuda --dtype bf16` (router bias, expert
+/// biases and the clamped SwiGLU in the kernels) matches the float64 oracle.
 #[test]
-fn mxfp4_upload_to_the_gpu_is_refused() {
-    let Some(dev) = common::gpu("hf_mxfp4", "mxfp4_upload_to_the_gpu_is_refused") else {
+fn moe_run_on_the_gpu_keeps_mxfp4_and_matches_the_oracle() {
+    let Some(dev) = common::gpu(
+        "hf_mxfp4",
+        "moe_run_on_the_gpu_keeps_mxfp4_and_matches_the_oracle",
+    ) else {
         return;
     };
     use moe_kernels::gpu::UploadExperts;
-    let mut rng = common::rng("mxfp4_upload_to_the_gpu_is_refused");
-    let dir = Mxfp4Model::new(&mut rng).write("mxfp4-gpu");
+    let mut rng = common::rng("moe_run_on_the_gpu_keeps_mxfp4_and_matches_the_oracle");
+    let m = Mxfp4Model::new(&mut rng);
+    let dir = m.write("mxfp4-gpu");
     let model = HfModel::open(dir.path()).unwrap();
     let layer = model.quantized_cpu_layer::<half::bf16>(0).unwrap();
-    let e = layer.weights().gate_up.upload(dev.stream()).unwrap_err();
-    assert!(
-        matches!(e, MoeError::Unsupported(ref s) if s.contains("MXFP4")),
-        "{e:?}"
+    let experts = layer.weights().gate_up.upload(dev.stream()).unwrap();
+    assert_eq!(experts.format(), CodeFormat::Mxfp4E2M1);
+
+    let work = TempDir::new("mxfp4-gpu-io");
+    let (input, output) = (
+        work.path().join("in.safetensors"),
+        work.path().join("out.safetensors"),
+    );
+    let t = 7;
+    let (x, want) = loop {
+        let x = common::randn(&mut rng, t * H, 1.0);
+        if let Some(o) = hf_util::oracle_output(&m.moe, &m.weights, &common::f64s(&x)) {
+            break (x, o);
+        }
+    };
+    hf_util::write_hidden_states(&input, &x, t);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_moe"));
+    cmd.args([
+        "run", "--device", "cuda", "--dtype", "bf16", "--layer", "0", "--model",
+    ])
+    .arg(dir.path())
+    .arg("--input")
+    .arg(&input)
+    .arg("--output")
+    .arg(&output);
+    let out = common::backend::on_gpu(cmd)
+        .expect("the GPU the tests found")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "moe run --device cuda: {stderr}");
+    assert!(stderr.contains("on the GPU"), "{stderr}");
+    let got = hf_util::read_hidden_states(&output);
+    common::assert_close(
+        "moe run --device cuda, MXFP4 gpt-oss, bf16",
+        &got,
+        &want,
+        3e-2,
     );
 }

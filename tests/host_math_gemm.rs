@@ -650,3 +650,25 @@ fn e4m3_decoding_matches_the_definition_on_every_code() {
         assert_eq!(got.is_sign_negative(), code & 0x80 != 0, "code {code:#04x}");
     }
 }
+
+#[test]
+fn e2m1_and_e8m0_decoding_match_the_definitions_on_every_code() {
+    for code in 0..16u8 {
+        let (got, want) = (host_math::e2m1_to_f32(code), common::oracle::e2m1(code));
+        assert!(
+            got as f64 == want,
+            "e2m1 code {code:#x}: the kernels decode {got}, the definition gives {want}"
+        );
+        // Signed zeros too: code 8 is -0. Only the low nibble counts.
+        assert_eq!(got.is_sign_negative(), code & 8 != 0, "e2m1 code {code:#x}");
+        assert_eq!(host_math::e2m1_to_f32(code | 0xf0).to_bits(), got.to_bits());
+    }
+    for byte in 0..=254u8 {
+        let (got, want) = (host_math::e8m0_to_f32(byte), common::oracle::e8m0(byte));
+        assert!(
+            got as f64 == want,
+            "e8m0 byte {byte}: the kernels decode {got}, the definition gives {want}"
+        );
+    }
+    assert_eq!(host_math::e8m0_to_f32(255), f32::INFINITY);
+}

@@ -4,9 +4,11 @@
 //!
 //! - `grouped_gemm`: every kernel uses tensor cores (`HMMA.16816.F32.BF16` for bf16 inputs,
 //!   `HMMA.16816.F32` for f16), ldmatrix (`LDSM`), and, on the aligned path, cp.async (`LDGSTS`);
-//!   none touches local memory (`LDL`/`STL`). The FP8-weight kernels store each dequantised chunk
-//!   with one 16-byte shared store (`STS.128`, which the 16-bit aligned kernels never need); their
-//!   aligned path never loads a code by itself (`LDG.E.U8`, which their generic path does).
+//!   none touches local memory (`LDL`/`STL`). The quantized-weight kernels (FP8, MXFP4) store each
+//!   dequantised chunk with one 16-byte shared store (`STS.128`, which the 16-bit aligned kernels
+//!   never need). The FP8 aligned path never loads a code by itself (`LDG.E.U8`, which its generic
+//!   path does); the MXFP4 aligned path loads a chunk's 8 codes with one 32-bit load (`LDG.E`; its
+//!   byte loads are the e8m0 scales), which its generic path, reading a byte at a time, never has.
 //! - `w8a8_gemm` (FP8 x FP8, built for sm_89 and sm_90a only): on sm_89 every GEMM kernel runs the
 //!   native FP8 tensor-core instruction `QMMA.16832.F32.E4M3.E4M3` and the quantisation kernels
 //!   `F2FP.SATFINITE.E4M3.F32.PACK_AB_MERGE_C`. sm_90a has no FP8 `mma.sync` (Hopper's FP8 tensor
@@ -132,8 +134,8 @@ fn grouped_gemm_uses_tensor_cores_ldmatrix_and_cp_async() {
         let functions = disassemble(&cuobjdump, "grouped_gemm", arch);
         assert_eq!(
             functions.len(),
-            32,
-            "{arch}: 4 tiles x 4 type pairs x 2 weight formats, found {:?}",
+            48,
+            "{arch}: 4 tiles x 4 type pairs x 3 weight formats, found {:?}",
             functions.iter().map(|f| &f.name).collect::<Vec<_>>()
         );
         for f in &functions {
@@ -155,8 +157,9 @@ fn grouped_gemm_uses_tensor_cores_ldmatrix_and_cp_async() {
                 );
                 assert_eq!(
                     has_instruction(&f.sass, "STS.128"),
-                    f.name.contains("_e4m3_"),
-                    "{what}: 16-byte shared stores (STS.128) are the FP8 loader's, and only its"
+                    f.name.contains("_e4m3_") || f.name.contains("_mxfp4_"),
+                    "{what}: 16-byte shared stores (STS.128) are the quantized loaders', and only \
+                     theirs"
                 );
             }
             if f.name.contains("_e4m3_") {
@@ -164,6 +167,14 @@ fn grouped_gemm_uses_tensor_cores_ldmatrix_and_cp_async() {
                     has_instruction_prefix(&f.sass, "LDG.E.U8"),
                     f.name.contains("_generic_"),
                     "{what}: byte loads of codes (LDG.E.U8) belong to the generic path only"
+                );
+            }
+            if f.name.contains("_mxfp4_") {
+                assert_eq!(
+                    has_instruction(&f.sass, "LDG.E"),
+                    !f.name.contains("_generic_"),
+                    "{what}: one 32-bit load of 8 codes (LDG.E) per chunk on the aligned path, \
+                     byte loads on the generic path"
                 );
             }
             for local in ["LDL", "STL"] {

@@ -128,4 +128,14 @@ float moe_host_e4m3_to_float(uint32_t code) {
     return moe_e4m3_to_float(code);
 }
 
+// The value of an FP4 e2m1 code, as the MXFP4 GEMM kernels decode it.
+float moe_host_e2m1_to_float(uint32_t code) {
+    return moe_e2m1_to_float(code);
+}
+
+// The value of an e8m0 scale byte, as the MXFP4 GEMM kernels decode it.
+float moe_host_e8m0_to_float(uint32_t code) {
+    return moe_e8m0_to_float(code);
+}
+
 }  // extern "C"

@@ -411,13 +411,13 @@ impl Default for MoeSharedAccumulateParams {
 pub struct MoeGemmParams {
     #[doc = " Activations `[rows, k]`, row-major, of the kernel's input type."]
     pub x: *const ::core::ffi::c_void,
-    #[doc = " Expert weights `[num_experts, n, k]`, `k` contiguous: of the kernel's input type, or FP8 e4m3\n codes (one byte each) for the `moe_gemm_<config>_e4m3_<input>_<output>` kernels."]
+    #[doc = " Expert weights `[num_experts, n, k]`, `k` contiguous: of the kernel's input type, FP8 e4m3\n codes (one byte each) for the `moe_gemm_<config>_e4m3_<input>_<output>` kernels, or MXFP4\n e2m1 codes for the `moe_gemm_<config>_mxfp4_<input>_<output>` kernels: two per byte, each row\n `ceil(k / 2)` bytes (weight `[e, r, c]` in byte `(e * n + r) * ceil(k / 2) + c / 2`, the low\n nibble for even `c`; a row of odd `k` ends in a half-used byte)."]
     pub w: *const ::core::ffi::c_void,
     #[doc = " FP8 weights only (else NULL): the scales `[num_experts, n, scale_groups]`, f32, one per weight\n row and group of `scale_group` columns; weight `[e, r, c]` is\n `e4m3(code) * w_scales[(e * n + r) * scale_groups + c / scale_group]`."]
     pub w_scales: *const f32,
-    #[doc = " FP8 weights only: columns per scale (>= 1)."]
+    #[doc = " Quantized (FP8 or MXFP4) weights only: columns per scale (>= 1)."]
     pub scale_group: i64,
-    #[doc = " FP8 weights only: scales per weight row, `ceil(k / scale_group)`."]
+    #[doc = " Quantized weights only: scales per weight row, `ceil(k / scale_group)`."]
     pub scale_groups: i64,
     #[doc = " Segment starts `[num_experts + 1]` on the device, or NULL for one segment of all rows\n (then `num_experts` is 1)."]
     pub expert_offsets: *const i64,
@@ -441,10 +441,12 @@ pub struct MoeGemmParams {
     pub clamp_alpha: f32,
     #[doc = " MOE_ACTIVATION_CLAMPED_SILU only: the clamp `limit` (> 0)."]
     pub clamp_limit: f32,
+    #[doc = " MXFP4 weights only (else NULL): the e8m0 scales `[num_experts, n, scale_groups]`, one byte\n each (a quarter of an f32 scale: with groups of 32, 1/32 byte per weight next to the codes'\n 1/2), one per weight row and group of `scale_group` columns; weight `[e, r, c]` is\n `e2m1(code) * 2^(w_scale_bytes[(e * n + r) * scale_groups + c / scale_group] - 127)` (byte 0\n is 2^-127; the host never passes 255)."]
+    pub w_scale_bytes: *const u8,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of MoeGemmParams"][::core::mem::size_of::<MoeGemmParams>() - 112usize];
+    ["Size of MoeGemmParams"][::core::mem::size_of::<MoeGemmParams>() - 120usize];
     ["Alignment of MoeGemmParams"][::core::mem::align_of::<MoeGemmParams>() - 8usize];
     ["Offset of field: MoeGemmParams::x"][::core::mem::offset_of!(MoeGemmParams, x) - 0usize];
     ["Offset of field: MoeGemmParams::w"][::core::mem::offset_of!(MoeGemmParams, w) - 8usize];
@@ -473,6 +475,8 @@ const _: () = {
         [::core::mem::offset_of!(MoeGemmParams, clamp_alpha) - 104usize];
     ["Offset of field: MoeGemmParams::clamp_limit"]
         [::core::mem::offset_of!(MoeGemmParams, clamp_limit) - 108usize];
+    ["Offset of field: MoeGemmParams::w_scale_bytes"]
+        [::core::mem::offset_of!(MoeGemmParams, w_scale_bytes) - 112usize];
 };
 impl Default for MoeGemmParams {
     fn default() -> Self {
@@ -537,12 +541,12 @@ pub struct MoeW8a8GemmParams {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of MoeW8a8GemmParams"][::core::mem::size_of::<MoeW8a8GemmParams>() - 104usize];
+    ["Size of MoeW8a8GemmParams"][::core::mem::size_of::<MoeW8a8GemmParams>() - 128usize];
     ["Alignment of MoeW8a8GemmParams"][::core::mem::align_of::<MoeW8a8GemmParams>() - 8usize];
     ["Offset of field: MoeW8a8GemmParams::gemm"]
         [::core::mem::offset_of!(MoeW8a8GemmParams, gemm) - 0usize];
     ["Offset of field: MoeW8a8GemmParams::x_scales"]
-        [::core::mem::offset_of!(MoeW8a8GemmParams, x_scales) - 96usize];
+        [::core::mem::offset_of!(MoeW8a8GemmParams, x_scales) - 120usize];
 };
 impl Default for MoeW8a8GemmParams {
     fn default() -> Self {

@@ -8,9 +8,10 @@
 //! [`plan_grouped_gemm`], a pure function of the shapes, so that every check and choice can be tested
 //! without a GPU.
 //!
-//! The weights are of the activations' type ([`grouped_gemm`]) or FP8 e4m3 codes with per-row group
-//! scales ([`grouped_gemm_fp8`]: the weight-only quantized GEMM of decode, which moves half the bytes
-//! of bf16 weights), dequantised into the same shared-memory tiles.
+//! The weights are of the activations' type ([`grouped_gemm`]), or FP8 e4m3 or MXFP4 e2m1 codes with
+//! per-row group scales ([`grouped_gemm_quant`]: the weight-only quantized GEMM of decode, which moves
+//! half (FP8) or about a quarter (MXFP4) of the bytes of bf16 weights), dequantised into the same
+//! shared-memory tiles.
 
 use super::abi::{self, MoeGemmParams};
 use super::check_len;
@@ -19,6 +20,7 @@ use crate::config::{Activation, ActivationKind};
 use crate::dtype::DType;
 use crate::error::{MoeError, Result};
 use crate::host_math;
+use crate::quant::CodeFormat;
 use crate::raw::{DevicePtr, RawMatrices, Stream};
 use crate::view::checked_mul;
 use cudarc::driver::{
@@ -99,6 +101,27 @@ pub enum GemmWeights {
         /// Elements in the scales.
         scales_len: usize,
     },
+    /// MXFP4: FP4 e2m1 codes two to a byte, low nibble first, each row `ceil(K / 2)` bytes (the
+    /// layout of [`CodeFormat::Mxfp4E2M1`]), with e8m0 scale bytes `[E, N, ceil(K / group)]`, one
+    /// per weight row and group of `group` columns. Weight `[e, r, c]` is
+    /// `e2m1(code) * 2^(scale[e, r, c / group] - 127)`, rounded to the activations' type.
+    Mxfp4E2M1 {
+        /// Columns per scale (>= 1; 32 in gpt-oss).
+        group: usize,
+        /// Bytes in the scales.
+        scales_len: usize,
+    },
+}
+
+impl GemmWeights {
+    /// The code format of quantized weights, `None` for weights of the input type.
+    fn code_format(self) -> Option<CodeFormat> {
+        match self {
+            GemmWeights::Input => None,
+            GemmWeights::Fp8E4M3 { .. } => Some(CodeFormat::Fp8E4M3),
+            GemmWeights::Mxfp4E2M1 { .. } => Some(CodeFormat::Mxfp4E2M1),
+        }
+    }
 }
 
 /// FP8 e4m3 expert weights on the device, for [`grouped_gemm_fp8`]: the codes `[E, N, K]` and the
@@ -111,6 +134,28 @@ pub struct Fp8Weights<'a> {
     pub scales: &'a CudaView<'a, f32>,
     /// Columns per scale.
     pub group: usize,
+}
+
+/// MXFP4 expert weights on the device, for [`grouped_gemm_quant`]: the codes `[E, N, ceil(K / 2)]`
+/// bytes and the e8m0 scale bytes `[E, N, ceil(K / group)]` of [`GemmWeights::Mxfp4E2M1`].
+#[derive(Clone, Copy, Debug)]
+pub struct Mxfp4Weights<'a> {
+    /// The codes, two to a byte, low nibble first.
+    pub codes: &'a CudaView<'a, u8>,
+    /// The e8m0 scales (`2^(byte - 127)`; 255 is refused), one per weight row and group of `group`
+    /// columns.
+    pub scales: &'a CudaView<'a, u8>,
+    /// Columns per scale.
+    pub group: usize,
+}
+
+/// Quantized expert weights on the device, as [`grouped_gemm_quant`] takes them.
+#[derive(Clone, Copy, Debug)]
+pub enum QuantWeights<'a> {
+    /// FP8 e4m3 codes with `f32` scales.
+    Fp8E4M3(Fp8Weights<'a>),
+    /// MXFP4 e2m1 codes with e8m0 scales.
+    Mxfp4E2M1(Mxfp4Weights<'a>),
 }
 
 /// An element type with tensor-core support, the input type of [`grouped_gemm`]: `bf16` or `f16`.
@@ -220,13 +265,58 @@ pub fn grouped_gemm_biased<T: GemmElement, O: GemmOutput<T>>(
     launch_checked(dev, x, expert_offsets, weights, shape, epilogue, out)
 }
 
-/// [`grouped_gemm`] with FP8 e4m3 weights ([`Fp8Weights`]: codes `[E, N, K]` and their scales
-/// `[E, N, ceil(K / group)]`), dequantised in the kernel to the activations' type `T` (see
-/// [`GemmWeights::Fp8E4M3`]): the weight-only quantized GEMM, `x` in `bf16` or `f16`.
+/// [`grouped_gemm`] with quantized weights, dequantised in the kernel to the activations' type `T`
+/// (`bf16` or `f16`): the weight-only quantized GEMM. [`QuantWeights::Fp8E4M3`] are FP8 e4m3 codes
+/// `[E, N, K]` with `f32` scales `[E, N, ceil(K / group)]` ([`GemmWeights::Fp8E4M3`]);
+/// [`QuantWeights::Mxfp4E2M1`] are MXFP4 e2m1 codes `[E, N, ceil(K / 2)]` bytes with e8m0 scale bytes
+/// `[E, N, ceil(K / group)]` ([`GemmWeights::Mxfp4E2M1`]).
 ///
 /// Errors as for [`grouped_gemm`], and [`MoeError::InvalidConfig`] for `group = 0`,
 /// [`MoeError::ShapeMismatch`] for codes or scales of the wrong length. The scales are not read on
-/// the host: the crate's [`QuantExperts`](crate::quant::QuantExperts) checks them when it is made.
+/// the host: the crate's [`QuantExperts`](crate::quant::QuantExperts) checks them when it is made
+/// (and [`UploadExperts`](crate::gpu::UploadExperts) when it converts MXFP4 scales to e8m0 bytes);
+/// an e8m0 byte of 255 decodes to infinity.
+pub fn grouped_gemm_quant<T: GemmElement, O: GemmOutput<T>>(
+    dev: &Device,
+    x: &CudaView<'_, T>,
+    expert_offsets: Option<&CudaView<'_, i64>>,
+    w: QuantWeights<'_>,
+    shape: GroupedGemmShape,
+    epilogue: GemmEpilogue,
+    out: &mut CudaViewMut<'_, O>,
+) -> Result<()> {
+    let stream = dev.stream();
+    let (codes, (scales_ptr, _scales_guard), format) = match w {
+        QuantWeights::Fp8E4M3(w) => {
+            dev.check_owns("FP8 weight scales", w.scales)?;
+            let format = GemmWeights::Fp8E4M3 {
+                group: w.group,
+                scales_len: w.scales.len(),
+            };
+            (w.codes, w.scales.device_ptr(stream), format)
+        }
+        QuantWeights::Mxfp4E2M1(w) => {
+            dev.check_owns("MXFP4 weight scales", w.scales)?;
+            let format = GemmWeights::Mxfp4E2M1 {
+                group: w.group,
+                scales_len: w.scales.len(),
+            };
+            (w.codes, w.scales.device_ptr(stream), format)
+        }
+    };
+    dev.check_owns("quantized expert weights", codes)?;
+    let (codes_ptr, _codes_guard) = codes.device_ptr(stream);
+    let weights = RawWeights {
+        w: codes_ptr,
+        w_len: codes.len(),
+        format,
+        scales: scales_ptr,
+        bias: None,
+    };
+    launch_checked(dev, x, expert_offsets, weights, shape, epilogue, out)
+}
+
+/// [`grouped_gemm_quant`] with FP8 e4m3 weights ([`Fp8Weights`]).
 pub fn grouped_gemm_fp8<T: GemmElement, O: GemmOutput<T>>(
     dev: &Device,
     x: &CudaView<'_, T>,
@@ -236,26 +326,13 @@ pub fn grouped_gemm_fp8<T: GemmElement, O: GemmOutput<T>>(
     epilogue: GemmEpilogue,
     out: &mut CudaViewMut<'_, O>,
 ) -> Result<()> {
-    dev.check_owns("FP8 expert weights", w.codes)?;
-    dev.check_owns("FP8 weight scales", w.scales)?;
-    let stream = dev.stream();
-    let (codes_ptr, _codes_guard) = w.codes.device_ptr(stream);
-    let (scales_ptr, _scales_guard) = w.scales.device_ptr(stream);
-    let weights = RawWeights {
-        w: codes_ptr,
-        w_len: w.codes.len(),
-        format: GemmWeights::Fp8E4M3 {
-            group: w.group,
-            scales_len: w.scales.len(),
-        },
-        scales: scales_ptr,
-        bias: None,
-    };
-    launch_checked(dev, x, expert_offsets, weights, shape, epilogue, out)
+    let w = QuantWeights::Fp8E4M3(w);
+    grouped_gemm_quant(dev, x, expert_offsets, w, shape, epilogue, out)
 }
 
 /// Weights as the launcher takes them: the weights' (or codes') address and length, their format,
-/// the scales' address (FP8; 0 otherwise), and the optional `f32` bias `[E, N]` (address, length).
+/// the scales' address (quantized weights; 0 otherwise), and the optional `f32` bias `[E, N]`
+/// (address, length).
 #[derive(Clone, Copy)]
 struct RawWeights {
     w: DevicePtr,
@@ -419,16 +496,20 @@ pub unsafe fn grouped_gemm_fp8_raw(
     }
 }
 
-/// [`grouped_gemm_raw`] or [`grouped_gemm_fp8_raw`], on weights `w` as stored (the raw layer's
-/// experts), with an optional `f32` bias `[E, N]` (see [`grouped_gemm_biased`]). The lengths the
-/// pointers hold by contract saturate on overflow, and the plan then reports the overflow of that
-/// same product.
+/// The grouped GEMM on raw device pointers with weights `w` as stored ([`RawMatrices`]: of the input
+/// type, FP8 or MXFP4), the one raw entry behind [`grouped_gemm_raw`], [`grouped_gemm_fp8_raw`] and
+/// the raw layer, with an optional `f32` bias `[E, N]` (see [`grouped_gemm_biased`]); the rest as
+/// for [`grouped_gemm_raw`].
+///
+/// Errors as for [`grouped_gemm_quant`](crate::gpu::grouped_gemm_quant), before anything is
+/// enqueued.
 ///
 /// # Safety
 ///
-/// As for those functions, with `bias` holding `E * N` `f32`.
+/// As for [`grouped_gemm_raw`], with the weights holding what their [`RawMatrices`] variant lists
+/// for `[E, N, K]` = `[shape.num_experts, shape.n, shape.k]`, and `bias` `E * N` `f32`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn grouped_gemm_stored_raw(
+pub unsafe fn grouped_gemm_stored_raw(
     dev: &Device,
     stream: Stream,
     input: DType,
@@ -441,13 +522,16 @@ pub(crate) unsafe fn grouped_gemm_stored_raw(
     epilogue: GemmEpilogue,
     out: DevicePtr,
 ) -> Result<()> {
+    // The lengths the pointers hold by contract; a product that overflows saturates, and the plan
+    // then reports the overflow of that same product.
     let s = shape;
-    let w_len = s.num_experts.saturating_mul(s.n).saturating_mul(s.k);
+    let matrices = |row: usize| s.num_experts.saturating_mul(s.n).saturating_mul(row);
+    let scales_len = |group: usize| matrices(s.k.div_ceil(group.max(1)));
     let bias = bias.map(|b| (b, s.num_experts.saturating_mul(s.n)));
     let weights = match w {
         RawMatrices::Plain(w) => RawWeights {
             w,
-            w_len,
+            w_len: matrices(s.k),
             format: GemmWeights::Input,
             scales: 0,
             bias,
@@ -458,13 +542,24 @@ pub(crate) unsafe fn grouped_gemm_stored_raw(
             group,
         } => RawWeights {
             w: codes,
-            w_len,
+            w_len: matrices(s.k),
             format: GemmWeights::Fp8E4M3 {
                 group,
-                scales_len: s
-                    .num_experts
-                    .saturating_mul(s.n)
-                    .saturating_mul(s.k.div_ceil(group.max(1))),
+                scales_len: scales_len(group),
+            },
+            scales,
+            bias,
+        },
+        RawMatrices::Mxfp4E2M1 {
+            codes,
+            scales,
+            group,
+        } => RawWeights {
+            w: codes,
+            w_len: matrices(CodeFormat::Mxfp4E2M1.row_bytes(s.k)),
+            format: GemmWeights::Mxfp4E2M1 {
+                group,
+                scales_len: scales_len(group),
             },
             scales,
             bias,
@@ -493,8 +588,8 @@ pub(crate) unsafe fn grouped_gemm_stored_raw(
 ///
 /// Every pointer must be a device allocation of `dev`'s context holding at least the elements the
 /// shape and `weights.format` give (`x` rows*K of `input`, the weights E*N*K of `input` or FP8
-/// bytes, FP8 scales E*N*ceil(K/group) f32, bias E*N f32, offsets E+1 i64, `out` rows*out_cols of
-/// `output`), valid
+/// bytes or E*N*ceil(K/2) MXFP4 bytes, scales E*N*ceil(K/group) f32 (FP8) or bytes (MXFP4),
+/// bias E*N f32, offsets E+1 i64, `out` rows*out_cols of `output`), valid
 /// until the launch completes; `out` must not be accessed by other work while it runs; `stream` must
 /// be a stream of `dev`'s context.
 #[allow(clippy::too_many_arguments)]
@@ -540,14 +635,16 @@ unsafe fn launch_raw(
     // over further tiles), and at most i32::MAX blocks.
     let blocks = plan.max_tiles.min(resident).clamp(1, i32::MAX as u64) as u32;
 
+    let (w_scales, w_scale_bytes) = match weights.format {
+        GemmWeights::Input => (std::ptr::null(), std::ptr::null()),
+        GemmWeights::Fp8E4M3 { .. } => (weights.scales as *const f32, std::ptr::null()),
+        GemmWeights::Mxfp4E2M1 { .. } => (std::ptr::null(), weights.scales as *const u8),
+    };
     let params = MoeGemmParams {
         x: x as *const c_void,
         w: weights.w as *const c_void,
-        w_scales: if plan.scale_groups > 0 {
-            weights.scales as *const f32
-        } else {
-            std::ptr::null()
-        },
+        w_scales,
+        w_scale_bytes,
         scale_group: plan.scale_group,
         scale_groups: plan.scale_groups,
         expert_offsets: expert_offsets.map_or(std::ptr::null(), |p| p as *const i64),
@@ -569,19 +666,19 @@ unsafe fn launch_raw(
         block_dim: (tile.threads(), 1, 1),
         shared_mem_bytes: smem,
     };
-    // SAFETY: `func` is a `moe_gemm_<tile>[_e4m3]_<input>_<output>` kernel whose only parameter is a
+    // SAFETY: `func` is a `moe_gemm_<tile>[_e4m3|_mxfp4]_<input>_<output>` kernel whose only parameter is a
     // `MoeGemmParams` by value (layout checked at compile time against the C header), and
     // `plan.kernel` was chosen for exactly these element types, this weight format and this tile's
     // launch shape (`tile.threads()` threads, `smem` bytes of dynamic shared memory, allowed by the
     // attribute that `prepared_function` set and checked against the device's limit). By the
     // caller's contract the pointers hold x = rows*K elements of the input type, w = E*N*K elements
-    // of the input type or FP8 codes, FP8 scales = E*N*scale_groups f32, bias = E*N f32 (or null),
-    // offsets = E+1 i64 (or null
+    // of the input type or FP8 codes or E*N*ceil(K/2) MXFP4 bytes, scales = E*N*scale_groups f32
+    // (FP8) or bytes (MXFP4), bias = E*N f32 (or null), offsets = E+1 i64 (or null
     // with E = 1), out = rows*out_cols elements of the output type, for the sizes the plan
     // validated. The kernel clamps every offset into [0, rows] and masks every row, column and K
     // index against those sizes (and reads a scale only for a weight it reads), so it stays inside
-    // the buffers whatever the offsets hold; the fast path (16-byte copies, 8-byte code loads) is
-    // only chosen for 16-byte aligned x and w with K % 8 == 0.
+    // the buffers whatever the offsets hold; the fast path (16-byte copies, 8- or 4-byte code loads)
+    // is only chosen for 16-byte aligned x and w with K % 8 == 0.
     unsafe { dev.launch(stream, &func, launch, &params) }
 }
 
@@ -658,7 +755,7 @@ pub struct GemmRequest {
     pub epilogue: GemmEpilogue,
     /// Elements in `x`.
     pub x_len: usize,
-    /// Elements in `w` (bytes for FP8 codes).
+    /// Elements in `w` (bytes for quantized codes).
     pub w_len: usize,
     /// Elements in the `f32` bias `[E, N]`, `None` when there is none.
     pub bias_len: Option<usize>,
@@ -722,8 +819,9 @@ fn check_types(input: DType, output: DType) -> Result<Types> {
     }
 }
 
-/// `moe_gemm_<tile>_<input>_<output>`, or `moe_gemm_<tile>_e4m3_<input>_<output>` for FP8 weights.
-fn kernel_name(tile: GemmTileConfig, types: Types, fp8: bool) -> &'static str {
+/// `moe_gemm_<tile>_<input>_<output>`, `moe_gemm_<tile>_e4m3_<input>_<output>` for FP8 weights or
+/// `moe_gemm_<tile>_mxfp4_<input>_<output>` for MXFP4 weights.
+fn kernel_name(tile: GemmTileConfig, types: Types, codes: Option<CodeFormat>) -> &'static str {
     macro_rules! names {
         ($tile:literal, $weights:literal) => {
             match types {
@@ -734,15 +832,20 @@ fn kernel_name(tile: GemmTileConfig, types: Types, fp8: bool) -> &'static str {
             }
         };
     }
-    match (tile, fp8) {
-        (GemmTileConfig::Small, false) => names!("small", ""),
-        (GemmTileConfig::Medium, false) => names!("medium", ""),
-        (GemmTileConfig::Large, false) => names!("large", ""),
-        (GemmTileConfig::Generic, false) => names!("generic", ""),
-        (GemmTileConfig::Small, true) => names!("small", "_e4m3"),
-        (GemmTileConfig::Medium, true) => names!("medium", "_e4m3"),
-        (GemmTileConfig::Large, true) => names!("large", "_e4m3"),
-        (GemmTileConfig::Generic, true) => names!("generic", "_e4m3"),
+    use CodeFormat::{Fp8E4M3, Mxfp4E2M1};
+    match (tile, codes) {
+        (GemmTileConfig::Small, None) => names!("small", ""),
+        (GemmTileConfig::Medium, None) => names!("medium", ""),
+        (GemmTileConfig::Large, None) => names!("large", ""),
+        (GemmTileConfig::Generic, None) => names!("generic", ""),
+        (GemmTileConfig::Small, Some(Fp8E4M3)) => names!("small", "_e4m3"),
+        (GemmTileConfig::Medium, Some(Fp8E4M3)) => names!("medium", "_e4m3"),
+        (GemmTileConfig::Large, Some(Fp8E4M3)) => names!("large", "_e4m3"),
+        (GemmTileConfig::Generic, Some(Fp8E4M3)) => names!("generic", "_e4m3"),
+        (GemmTileConfig::Small, Some(Mxfp4E2M1)) => names!("small", "_mxfp4"),
+        (GemmTileConfig::Medium, Some(Mxfp4E2M1)) => names!("medium", "_mxfp4"),
+        (GemmTileConfig::Large, Some(Mxfp4E2M1)) => names!("large", "_mxfp4"),
+        (GemmTileConfig::Generic, Some(Mxfp4E2M1)) => names!("generic", "_mxfp4"),
     }
 }
 
@@ -828,7 +931,7 @@ pub fn plan_grouped_gemm(req: &GemmRequest) -> Result<Option<GemmLaunchPlan>> {
     };
     Ok(Some(GemmLaunchPlan {
         tile,
-        kernel: kernel_name(tile, types, v.fp8),
+        kernel: kernel_name(tile, types, v.codes),
         max_tiles: max_tiles(tile, s, gated)?,
         rows: v.rows,
         n: v.n,
@@ -867,8 +970,8 @@ pub(crate) struct ValidGemm {
     pub(crate) num_experts: i64,
     pub(crate) epilogue: i32,
     pub(crate) activation: i32,
-    /// FP8 weights.
-    pub(crate) fp8: bool,
+    /// The weights' code format; `None` for weights of the input type.
+    pub(crate) codes: Option<CodeFormat>,
     /// The clamped SwiGLU's `alpha` and `limit` (zero for the other activations).
     pub(crate) clamp_alpha: f32,
     pub(crate) clamp_limit: f32,
@@ -907,35 +1010,46 @@ pub(crate) fn validate_gemm(b: &GemmBuffers) -> Result<Option<ValidGemm>> {
         checked_mul(s.rows, s.k, "grouped GEMM activations")?,
         b.x_len,
     )?;
+    let codes = b.weights.code_format();
+    let (weights_what, row_len) = match codes {
+        None => ("expert weights [E, N, K]", s.k),
+        Some(CodeFormat::Fp8E4M3) => ("FP8 expert weights [E, N, K]", s.k),
+        Some(CodeFormat::Mxfp4E2M1) => (
+            "MXFP4 expert weights [E, N, ceil(K / 2)] bytes",
+            CodeFormat::Mxfp4E2M1.row_bytes(s.k),
+        ),
+    };
     check_len(
-        "expert weights [E, N, K]",
+        weights_what,
         checked_mul(
             checked_mul(s.num_experts, s.n, "expert weights")?,
-            s.k,
+            row_len,
             "expert weights",
         )?,
         b.w_len,
     )?;
-    let (fp8, scale_group, scale_groups) = match b.weights {
-        GemmWeights::Input => (false, 0, 0),
-        GemmWeights::Fp8E4M3 { group, scales_len } => {
+    let (scale_group, scale_groups) = match b.weights {
+        GemmWeights::Input => (0, 0),
+        GemmWeights::Fp8E4M3 { group, scales_len }
+        | GemmWeights::Mxfp4E2M1 { group, scales_len } => {
+            let name = codes.map_or("", CodeFormat::name);
             if group == 0 {
-                return Err(MoeError::InvalidConfig(
-                    "FP8 weights with a scale group of 0 columns".into(),
-                ));
+                return Err(MoeError::InvalidConfig(format!(
+                    "{name} weights with a scale group of 0 columns"
+                )));
             }
             let groups = s.k.div_ceil(group);
             check_len(
-                "FP8 weight scales [E, N, ceil(K / group)]",
+                &format!("{name} weight scales [E, N, ceil(K / group)]"),
                 checked_mul(
-                    checked_mul(s.num_experts, s.n, "FP8 weight scales")?,
+                    checked_mul(s.num_experts, s.n, "weight scales")?,
                     groups,
-                    "FP8 weight scales",
+                    "weight scales",
                 )?,
                 scales_len,
             )?;
             // K < 2^31 is checked below, so both fit.
-            (true, group.min(s.k.max(1)) as i64, groups as i64)
+            (group.min(s.k.max(1)) as i64, groups as i64)
         }
     };
     if let Some(len) = b.offsets_len {
@@ -977,7 +1091,7 @@ pub(crate) fn validate_gemm(b: &GemmBuffers) -> Result<Option<ValidGemm>> {
         num_experts,
         epilogue,
         activation,
-        fp8,
+        codes,
         clamp_alpha,
         clamp_limit,
         scale_group,
@@ -1027,13 +1141,17 @@ mod tests {
         let mut names: Vec<&str> = tiles
             .iter()
             .flat_map(|&t| types.iter().map(move |&ty| (t, ty)))
-            .flat_map(|(t, ty)| [kernel_name(t, ty, false), kernel_name(t, ty, true)])
+            .flat_map(|(t, ty)| {
+                [None, Some(CodeFormat::Fp8E4M3), Some(CodeFormat::Mxfp4E2M1)]
+                    .map(|codes| kernel_name(t, ty, codes))
+            })
             .collect();
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), 32);
+        assert_eq!(names.len(), 48);
         assert!(names.contains(&"moe_gemm_small_bf16_f32"));
         assert!(names.contains(&"moe_gemm_generic_e4m3_f16_f16"));
+        assert!(names.contains(&"moe_gemm_large_mxfp4_bf16_f32"));
     }
 
     #[test]

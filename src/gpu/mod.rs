@@ -12,9 +12,9 @@
 //!
 //! Stages: [`route`] (router logits to top-k ids and weights) and [`route_from_hidden`] (with the
 //! router GEMM), [`permute`] and [`gather`] (rows sorted by expert), [`grouped_gemm`] (the expert
-//! GEMMs of all experts in one launch, with the activation fused; [`grouped_gemm_fp8`] with FP8
-//! weights, [`grouped_gemm_biased`] with per-expert biases; [`grouped_gemm_w8a8`] with FP8
-//! activations too, after [`quantize_fp8_per_token_group`]), [`combine`] and
+//! GEMMs of all experts in one launch, with the activation fused; [`grouped_gemm_quant`] with FP8
+//! or MXFP4 weights, [`grouped_gemm_biased`] with per-expert biases; [`grouped_gemm_w8a8`] with
+//! FP8 activations too, after [`quantize_fp8_per_token_group`]), [`combine`] and
 //! [`shared_expert_accumulate`] (back to token order, plus the shared experts). [`GpuMoeLayer`] runs
 //! them all from uploaded [`GpuMoeWeights`] with a reusable [`Workspace`].
 
@@ -38,8 +38,9 @@ pub use combine::{combine, shared_expert_accumulate};
 pub use device::{cuda_library_present, driver_library_present, Device};
 pub use expert_map::DeviceExpertMap;
 pub use gemm::{
-    grouped_gemm, grouped_gemm_biased, grouped_gemm_fp8, Fp8Weights, GemmElement, GemmEpilogue,
-    GemmOutput, GemmWeights, GroupedGemmShape,
+    grouped_gemm, grouped_gemm_biased, grouped_gemm_fp8, grouped_gemm_quant, Fp8Weights,
+    GemmElement, GemmEpilogue, GemmOutput, GemmWeights, GroupedGemmShape, Mxfp4Weights,
+    QuantWeights,
 };
 #[doc(hidden)]
 pub use gemm::{plan_grouped_gemm, GemmLaunchPlan, GemmRequest, GemmTileConfig};

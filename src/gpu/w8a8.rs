@@ -273,6 +273,7 @@ pub fn grouped_gemm_w8a8<O: W8a8Output>(
             bias: std::ptr::null(),
             clamp_alpha: v.clamp_alpha,
             clamp_limit: v.clamp_limit,
+            w_scale_bytes: std::ptr::null(),
         },
         x_scales: xs_ptr as *const f32,
     };

@@ -1,20 +1,23 @@
 //! An MoE block's weights on the device, uploaded once: the experts' projections in the layer's
-//! type, or as FP8 codes with their scales ([`GpuExpertStorage`]).
+//! type, or as FP8 or MXFP4 codes with their scales ([`GpuExpertStorage`]).
 
-use super::{Device, DeviceExpertMap, GpuElement};
+use super::{
+    grouped_gemm_quant, Device, DeviceExpertMap, Fp8Weights, GemmElement, GemmEpilogue, GemmOutput,
+    GpuElement, GroupedGemmShape, Mxfp4Weights, QuantWeights,
+};
 use crate::config::MoeConfig;
 use crate::cpu::layer::{check_rank_weights, check_weights, ExpertStorage, MoeWeights};
-use crate::error::Result;
+use crate::error::{MoeError, Result};
 use crate::expert_map::ExpertMap;
-use crate::quant::{CodeFormat, QuantExperts};
+use crate::quant::{f32_to_e8m0, CodeFormat, QuantExperts};
 use crate::raw::{RawBiases, RawExpertMap, RawLayerWeights, RawMatrices, RawSharedExpert};
-use cudarc::driver::{CudaSlice, CudaStream, CudaView, DevicePtr, SyncOnDrop};
+use cudarc::driver::{CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr, SyncOnDrop};
 use std::fmt;
 use std::sync::Arc;
 
 /// How the experts' projections of a [`GpuMoeWeights`] are kept on the device: elements of the
-/// layer's type (a [`CudaSlice`], the default), or FP8 codes with their scales
-/// ([`GpuQuantExperts`], run by the FP8 GEMM).
+/// layer's type (a [`CudaSlice`], the default), or quantized codes with their scales
+/// ([`GpuQuantExperts`], run by the weight-only quantized GEMM).
 ///
 /// Sealed: the raw layer knows exactly these.
 pub trait GpuExpertStorage: fmt::Debug + Send + Sync + sealed::Storage + Sized {
@@ -60,18 +63,16 @@ impl UploadExperts for QuantExperts {
 
     fn upload(&self, stream: &Arc<CudaStream>) -> Result<GpuQuantExperts> {
         // Every code format is one the GPU kernels decode (a new one must be added here).
-        match self.format() {
-            CodeFormat::Fp8E4M3 => Ok(GpuQuantExperts {
-                codes: stream.clone_htod(self.codes())?,
-                scales: stream.clone_htod(self.scales())?,
-                group: self.group(),
-            }),
-            CodeFormat::Mxfp4E2M1 => Err(crate::MoeError::Unsupported(
-                "the GPU kernels do not decode MXFP4 (e2m1 with e8m0 scales) experts; run them \
-                 on the CPU"
-                    .into(),
-            )),
-        }
+        let scales = match self.format() {
+            CodeFormat::Fp8E4M3 => GpuScales::F32(stream.clone_htod(self.scales())?),
+            CodeFormat::Mxfp4E2M1 => GpuScales::E8M0(stream.clone_htod(&e8m0_scales(self)?)?),
+        };
+        Ok(GpuQuantExperts {
+            format: self.format(),
+            codes: stream.clone_htod(self.codes())?,
+            scales,
+            group: self.group(),
+        })
     }
 }
 
@@ -87,29 +88,85 @@ impl<T: GpuElement> GpuExpertStorage for CudaSlice<T> {
     }
 }
 
-/// A [`QuantExperts`] on the device: its FP8 e4m3 codes and `f32` scales, for the FP8 GEMM
-/// ([`grouped_gemm_fp8`](super::grouped_gemm_fp8)).
+/// The e8m0 bytes of an MXFP4 [`QuantExperts`]'s scales (each `2^(byte - 127)`), as the MXFP4 GEMM
+/// reads them: a quarter of the `f32` scales' bytes. [`MoeError::Unsupported`] for a scale that is
+/// no e8m0 value (not a power of two from `2^-127` to `2^127`): the CPU runs those, the GPU does not.
+fn e8m0_scales(q: &QuantExperts) -> Result<Vec<u8>> {
+    q.scales()
+        .iter()
+        .enumerate()
+        .map(|(index, &s)| {
+            f32_to_e8m0(s).ok_or_else(|| {
+                MoeError::Unsupported(format!(
+                    "MXFP4 scale {index} is {s}, not an e8m0 value (a power of two from 2^-127 \
+                     to 2^127), which the GPU kernels keep the scales as; run these experts on \
+                     the CPU"
+                ))
+            })
+        })
+        .collect()
+}
+
+/// A [`QuantExperts`] on the device, for the weight-only quantized GEMM
+/// ([`grouped_gemm_quant`](super::grouped_gemm_quant)): its codes as stored, FP8 e4m3 with `f32`
+/// scales or MXFP4 e2m1 with e8m0 scale bytes.
 #[derive(Debug)]
 pub struct GpuQuantExperts {
+    format: CodeFormat,
     codes: CudaSlice<u8>,
-    scales: CudaSlice<f32>,
+    scales: GpuScales,
     group: usize,
 }
 
+/// The scales of a [`GpuQuantExperts`], one per row and group of columns.
+#[derive(Debug)]
+enum GpuScales {
+    /// FP8's.
+    F32(CudaSlice<f32>),
+    /// MXFP4's, e8m0 bytes.
+    E8M0(CudaSlice<u8>),
+}
+
 impl GpuQuantExperts {
-    /// The FP8 e4m3 codes `[E, N, K]`.
-    pub fn codes(&self) -> CudaView<'_, u8> {
-        self.codes.as_view()
+    /// The code format.
+    pub fn format(&self) -> CodeFormat {
+        self.format
     }
 
-    /// The scales `[E, N, ceil(K / group)]`.
-    pub fn scales(&self) -> CudaView<'_, f32> {
-        self.scales.as_view()
-    }
-
-    /// Columns per scale.
-    pub fn group(&self) -> usize {
-        self.group
+    /// The weight-only quantized GEMM ([`grouped_gemm_quant`](super::grouped_gemm_quant)) on these
+    /// experts: `out[rows of e] = epilogue(x[rows of e] @ dequant(w[e])^T)`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn grouped_gemm<T: GemmElement, O: GemmOutput<T>>(
+        &self,
+        dev: &Device,
+        x: &CudaView<'_, T>,
+        expert_offsets: Option<&CudaView<'_, i64>>,
+        shape: GroupedGemmShape,
+        epilogue: GemmEpilogue,
+        out: &mut CudaViewMut<'_, O>,
+    ) -> Result<()> {
+        let codes = self.codes.as_view();
+        let group = self.group;
+        match &self.scales {
+            GpuScales::F32(s) => {
+                let scales = s.as_view();
+                let w = QuantWeights::Fp8E4M3(Fp8Weights {
+                    codes: &codes,
+                    scales: &scales,
+                    group,
+                });
+                grouped_gemm_quant(dev, x, expert_offsets, w, shape, epilogue, out)
+            }
+            GpuScales::E8M0(s) => {
+                let scales = s.as_view();
+                let w = QuantWeights::Mxfp4E2M1(Mxfp4Weights {
+                    codes: &codes,
+                    scales: &scales,
+                    group,
+                });
+                grouped_gemm_quant(dev, x, expert_offsets, w, shape, epilogue, out)
+            }
+        }
     }
 }
 
@@ -117,18 +174,35 @@ impl GpuExpertStorage for GpuQuantExperts {
     fn raw<'a>(&'a self, stream: &'a CudaStream, guards: &mut Vec<SyncOnDrop<'a>>) -> RawMatrices {
         let (codes, g) = self.codes.device_ptr(stream);
         guards.push(g);
-        let (scales, g) = self.scales.device_ptr(stream);
-        guards.push(g);
-        RawMatrices::Fp8E4M3 {
-            codes,
-            scales,
-            group: self.group,
+        let group = self.group;
+        match &self.scales {
+            GpuScales::F32(s) => {
+                let (scales, g) = s.device_ptr(stream);
+                guards.push(g);
+                RawMatrices::Fp8E4M3 {
+                    codes,
+                    scales,
+                    group,
+                }
+            }
+            GpuScales::E8M0(s) => {
+                let (scales, g) = s.device_ptr(stream);
+                guards.push(g);
+                RawMatrices::Mxfp4E2M1 {
+                    codes,
+                    scales,
+                    group,
+                }
+            }
         }
     }
 
     fn check_device(&self, dev: &Device, what: &str) -> Result<()> {
         dev.check_owns(what, &self.codes)?;
-        dev.check_owns(what, &self.scales)
+        match &self.scales {
+            GpuScales::F32(s) => dev.check_owns(what, s),
+            GpuScales::E8M0(s) => dev.check_owns(what, s),
+        }
     }
 }
 
@@ -189,7 +263,8 @@ impl GpuMoeBiases {
 /// An MoE block's weights on the device, in the crate's fused layout (see
 /// [`MoeWeights`]), with the config they were validated against, and for one rank of an
 /// expert-parallel layer its expert map. The experts' projections are kept as `S`: in the layer's
-/// type by default, or FP8 ([`GpuQuantExperts`], uploaded from a `MoeWeights<T, QuantExperts>`).
+/// type by default, or quantized ([`GpuQuantExperts`], uploaded from a
+/// `MoeWeights<T, QuantExperts>`).
 #[derive(Debug)]
 pub struct GpuMoeWeights<T, S = CudaSlice<T>> {
     config: MoeConfig,

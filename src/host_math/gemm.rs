@@ -39,6 +39,8 @@ extern "C" {
     fn moe_host_activation(kind: i32, x: f32) -> f32;
     fn moe_host_clamped_swiglu(gate: f32, up: f32, alpha: f32, limit: f32) -> f32;
     fn moe_host_e4m3_to_float(code: u32) -> f32;
+    fn moe_host_e2m1_to_float(code: u32) -> f32;
+    fn moe_host_e8m0_to_float(code: u32) -> f32;
 }
 
 /// One output tile of the grouped GEMM: rows `row_begin..row_end` of `expert`, column tile `n_tile`.
@@ -261,4 +263,18 @@ pub fn clamped_swiglu(gate: f32, up: f32, alpha: f32, limit: f32) -> f32 {
 pub fn e4m3_to_f32(code: u8) -> f32 {
     // SAFETY: a pure function of its scalar argument.
     unsafe { moe_host_e4m3_to_float(u32::from(code)) }
+}
+
+/// The value of an FP4 e2m1 code (the low 4 bits of `code`) as the MXFP4 GEMM kernels decode it
+/// (`kernels/gemm_weights.cuh`).
+pub fn e2m1_to_f32(code: u8) -> f32 {
+    // SAFETY: a pure function of its scalar argument.
+    unsafe { moe_host_e2m1_to_float(u32::from(code)) }
+}
+
+/// The value of an e8m0 scale byte as the MXFP4 GEMM kernels decode it
+/// (`kernels/gemm_weights.cuh`).
+pub fn e8m0_to_f32(code: u8) -> f32 {
+    // SAFETY: a pure function of its scalar argument.
+    unsafe { moe_host_e8m0_to_float(u32::from(code)) }
 }

@@ -9,8 +9,8 @@ mod routing;
 
 pub use combine::{combine_items, combine_owner};
 pub use gemm::{
-    activation, b_row, clamped_swiglu, e4m3_to_f32, max_row_tiles, n_tiles, out_col, schedule,
-    smem_offset, Fragments, GemmTile,
+    activation, b_row, clamped_swiglu, e2m1_to_f32, e4m3_to_f32, e8m0_to_f32, max_row_tiles,
+    n_tiles, out_col, schedule, smem_offset, Fragments, GemmTile,
 };
 pub use permute::{
     gather_token, permute, permute_max_chunks, permute_plan, permute_row_bound, HostPermutation,

@@ -34,6 +34,17 @@ pub enum RawMatrices {
         /// Columns per scale.
         group: usize,
     },
+    /// MXFP4 e2m1 codes `[E, N, ceil(K / 2)]` bytes (two to a byte, low nibble first) with e8m0 scale
+    /// bytes `[E, N, ceil(K / group)]`, one per row and group of `group` columns
+    /// ([`GemmWeights::Mxfp4E2M1`](crate::gpu::GemmWeights::Mxfp4E2M1)).
+    Mxfp4E2M1 {
+        /// The codes.
+        codes: DevicePtr,
+        /// The e8m0 scales.
+        scales: DevicePtr,
+        /// Columns per scale.
+        group: usize,
+    },
 }
 
 /// One shared expert's weights (layouts as in
@@ -76,7 +87,7 @@ pub struct RawExpertMap {
 /// An MoE block's weights in the crate's fused layout (see
 /// [`MoeWeights`](crate::cpu::layer::MoeWeights)), as device pointers; every matrix in the
 /// layer's element type except the `f32` correction bias and biases, and the experts' projections
-/// stored as FP8 ([`RawMatrices::Fp8E4M3`]). With an expert map the routed experts' matrices hold the rank's
+/// stored as FP8 ([`RawMatrices::Fp8E4M3`]) or MXFP4 ([`RawMatrices::Mxfp4E2M1`]). With an expert map the routed experts' matrices hold the rank's
 /// `num_local` experts, in local order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RawLayerWeights {

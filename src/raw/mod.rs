@@ -31,6 +31,7 @@ pub use crate::gpu::combine::{
 };
 pub use crate::gpu::gemm::grouped_gemm_fp8_raw as grouped_gemm_fp8;
 pub use crate::gpu::gemm::grouped_gemm_raw as grouped_gemm;
+pub use crate::gpu::gemm::grouped_gemm_stored_raw as grouped_gemm_stored;
 pub use crate::gpu::permute::{gather_raw as gather, permute_raw as permute, RawPermutation};
 pub use crate::gpu::routing::route_raw as route;
 

@@ -243,6 +243,23 @@ pub mod oracle {
         }
     }
 
+    /// FP4 e2m1 from its bit fields: sign bit 3, exponent bits 2..1 (bias 1), mantissa bit 0.
+    pub fn e2m1(code: u8) -> f64 {
+        let sign = if code & 8 != 0 { -1.0 } else { 1.0 };
+        let (e, m) = ((code >> 1) & 3, (code & 1) as f64);
+        let mag = if e == 0 {
+            m * 0.5
+        } else {
+            (1.0 + m / 2.0) * 2f64.powi(e as i32 - 1)
+        };
+        sign * mag
+    }
+
+    /// An e8m0 scale byte: `2^(byte - 127)` (255, NaN in the OCP MX spec, is never a valid scale).
+    pub fn e8m0(byte: u8) -> f64 {
+        2f64.powi(byte as i32 - 127)
+    }
+
     /// Routing settings, mirrored here so the oracle does not read the crate's logic.
     #[derive(Clone, Debug)]
     pub struct Route {

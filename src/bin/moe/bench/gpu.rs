@@ -11,9 +11,9 @@ use cudarc::driver::{CudaEvent, CudaSlice, CudaView, CudaViewMut};
 use half::bf16;
 use moe_kernels::cpu::layer::CpuMoeLayer;
 use moe_kernels::gpu::{
-    combine, gather, grouped_gemm, grouped_gemm_fp8, permute, route, Device, DeviceStatus,
-    Fp8Weights, GemmEpilogue, GpuExpertStorage, GpuMoeLayer, GpuPermutation, GpuQuantExperts,
-    GroupedGemmShape, UploadExperts,
+    combine, gather, grouped_gemm, permute, route, Device, DeviceStatus, GemmEpilogue,
+    GpuExpertStorage, GpuMoeLayer, GpuPermutation, GpuQuantExperts, GroupedGemmShape,
+    UploadExperts,
 };
 use moe_kernels::MatRef;
 
@@ -270,21 +270,7 @@ impl StageWeights for GpuQuantExperts {
         epilogue: GemmEpilogue,
         out: &mut CudaViewMut<'_, bf16>,
     ) -> Result<()> {
-        let (codes, scales) = (self.codes(), self.scales());
-        let w = Fp8Weights {
-            codes: &codes,
-            scales: &scales,
-            group: self.group(),
-        };
-        Ok(grouped_gemm_fp8(
-            dev,
-            x,
-            Some(offsets),
-            w,
-            shape,
-            epilogue,
-            out,
-        )?)
+        Ok(self.grouped_gemm(dev, x, Some(offsets), shape, epilogue, out)?)
     }
 
     fn values(&self) -> Option<CudaView<'_, bf16>> {
