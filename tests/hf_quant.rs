@@ -179,13 +179,18 @@ fn fp8_layers_match_the_oracle() {
                 &want,
                 1e-4,
             );
+            // The bf16 layer sees the input rounded to bf16: the oracle takes the same input, so a
+            // router near-tie that the rounding flips is not counted as the layer's error.
             let xb: Vec<half::bf16> = x.iter().map(|&v| half::bf16::from_f32(v)).collect();
+            let Some(want_b) = hf_util::oracle_output(&m.moe, &w, &common::el64(&xb)) else {
+                continue;
+            };
             let layer = model.quantized_cpu_layer::<half::bf16>(l).unwrap();
             let out = layer.forward(MatRef::new("x", &xb, t, h).unwrap()).unwrap();
             common::assert_close(
                 &format!("{what} layer {l} bf16"),
                 &common::el64(&out.hidden),
-                &want,
+                &want_b,
                 3e-2,
             );
         }
