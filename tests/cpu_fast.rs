@@ -596,3 +596,25 @@ fn fast_tile_shapes_match_oracle() {
         }
     }
 }
+
+#[test]
+fn fast_empty_k_gives_zeros() {
+    // K = 0: every output is an empty sum, 0, on every build, including the shapes that would go
+    // to the AMX tiles (bf16, N a multiple of 16, blocks of 16+ rows) were K not empty.
+    for isa in isas() {
+        let (e, n, rows) = (2usize, 32usize, 40usize);
+        let offsets = [0usize, 24, rows];
+        let x: Vec<bf16> = Vec::new();
+        let w: Vec<bf16> = Vec::new();
+        let mut out = vec![f32::NAN; rows * n];
+        fast::grouped_gemm(
+            isa,
+            MatRef::new("x", &x, rows, 0).unwrap(),
+            &offsets,
+            ExpertsRef::new("w", &w, e, n, 0).unwrap(),
+            &mut MatMut::new("out", &mut out, rows, n).unwrap(),
+        )
+        .unwrap();
+        assert!(out.iter().all(|&v| v == 0.0), "{isa:?}: {out:?}");
+    }
+}

@@ -399,7 +399,9 @@ fn grouped_gemm_rows<X: Element, Y: Element>(
         }
         _ => None,
     };
-    let amx_shape = isa == Isa::Amx && n % 16 == 0 && k % 32 == 0;
+    let amx_shape = isa == Isa::Amx && n % 16 == 0 && k % 32 == 0 && k > 0;
+    // Buffers reused by every batch, grown and never refilled: each batch writes all it reads
+    // (every accumulator of its rows, every packed word of its blocks).
     let mut xs = Vec::new();
     let mut packed = Vec::new();
     let mut acc = Vec::new();
@@ -412,8 +414,7 @@ fn grouped_gemm_rows<X: Element, Y: Element>(
         }
         let batch = &blocks[start..end];
         let last = batch[batch.len() - 1].2;
-        acc.clear();
-        acc.resize((last - first) * n, 0f32);
+        let acc = grown(&mut acc, (last - first) * n);
         match bf16_pairs {
             #[cfg(target_arch = "x86_64")]
             Some((w, xb)) => {
@@ -421,31 +422,34 @@ fn grouped_gemm_rows<X: Element, Y: Element>(
                     .iter()
                     .partition(|b| amx_shape && b.2 - b.1 >= amx::MIN_ROWS);
                 if !tiles.is_empty() {
-                    // Each block's activations packed into AMX B tiles, one after the other.
+                    // Each block's activations packed into AMX B tiles, one after the other,
+                    // the blocks in parallel.
                     let mut at = vec![0usize];
                     for &(_, r0, r1) in &tiles {
                         at.push(at[at.len() - 1] + amx::packed_len(r1 - r0, k));
                     }
-                    packed.clear();
-                    packed.resize(at[tiles.len()], 0u32);
-                    for (b, &(_, r0, r1)) in tiles.iter().enumerate() {
-                        amx::pack(
-                            &xb[r0 * k..r1 * k],
-                            r1 - r0,
-                            k,
-                            &mut packed[at[b]..at[b + 1]],
-                        );
+                    let packed = grown(&mut packed, at[tiles.len()]);
+                    let mut parts = Vec::with_capacity(tiles.len());
+                    let mut rest = &mut packed[..];
+                    for &(_, r0, r1) in &tiles {
+                        let (part, tail) = rest.split_at_mut(amx::packed_len(r1 - r0, k));
+                        parts.push((part, r0, r1));
+                        rest = tail;
                     }
+                    parts.into_par_iter().for_each(|(part, r0, r1)| {
+                        amx::pack(&xb[r0 * k..r1 * k], r1 - r0, k, part)
+                    });
+                    let packed = &*packed;
                     let xs_of = |b: usize| &packed[at[b]..at[b + 1]];
                     // SAFETY: `isa` is `Amx`, checked available; strips are multiples of 16 rows.
-                    run_batch([n, k], &tiles, first, xs_of, 16, &mut acc, |t| unsafe {
+                    run_batch([n, k], &tiles, first, xs_of, 16, acc, |t| unsafe {
                         amx::task(t, w)
                     });
                 }
                 if !dots.is_empty() {
                     let xs_of = |b: usize| &xb[dots[b].1 * k..dots[b].2 * k];
                     // SAFETY: `isa` is `Avx512Bf16` or `Amx`, checked available.
-                    run_batch([n, k], &dots, first, xs_of, NR, &mut acc, |t| unsafe {
+                    run_batch([n, k], &dots, first, xs_of, NR, acc, |t| unsafe {
                         avx512::task_bf16(t, w)
                     });
                 }
@@ -456,7 +460,7 @@ fn grouped_gemm_rows<X: Element, Y: Element>(
                     xs.extend(x.row(r).iter().map(|v| v.to_f32()));
                 }
                 let xs_of = |b: usize| &xs[(batch[b].1 - first) * k..(batch[b].2 - first) * k];
-                run_batch([n, k], batch, first, xs_of, NR, &mut acc, |t| match isa {
+                run_batch([n, k], batch, first, xs_of, NR, acc, |t| match isa {
                     Isa::Portable => portable::task(t, &src),
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: `isa` was checked available (`Isa::check`).
@@ -486,6 +490,15 @@ fn grouped_gemm_rows<X: Element, Y: Element>(
     Ok(())
 }
 
+/// The first `len` elements of `buf`, grown with zeros when shorter (and never shrunk, nor refilled:
+/// the caller overwrites what it reads).
+fn grown<T: Copy + Default>(buf: &mut Vec<T>, len: usize) -> &mut [T] {
+    if buf.len() < len {
+        buf.resize(len, T::default());
+    }
+    &mut buf[..len]
+}
+
 /// A row block: (expert, first row, end row).
 type Block = (usize, usize, usize);
 
@@ -508,7 +521,7 @@ fn run_batch<'x, A: Sync + 'x>(
     let per_block = (4 * threads).div_ceil(blocks.len());
     let nb = n.div_ceil(per_block).next_multiple_of(strip);
     let grain_rows = TASK_GRAIN
-        .div_ceil((rows / blocks.len()).max(1) * k)
+        .div_ceil(((rows / blocks.len()) * k).max(1))
         .next_multiple_of(strip);
     let nb = nb.max(grain_rows).min(n);
     let out = OutPtr(acc.as_mut_ptr());
