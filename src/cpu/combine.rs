@@ -41,27 +41,33 @@ pub fn combine<Y: Element, S: Element, O: Element>(
             value,
         });
     }
-    let mut acc = vec![0f32; h];
-    for tok in 0..t {
-        acc.fill(0.0);
-        for (slot, &w) in weights.row(tok).iter().enumerate() {
-            // A pair routed to another rank's expert adds nothing here (expert parallelism).
-            let Some(row) = perm.row_of(tok, slot) else {
-                continue;
-            };
-            let y = expert_out.row(row);
-            for (a, v) in acc.iter_mut().zip(y) {
-                *a += w * v.to_f32();
+    // One token per row of `out`, the tokens in parallel.
+    super::par_rows(
+        out.data_mut(),
+        h,
+        (k + 1) * h,
+        || vec![0f32; h],
+        |acc, tok, orow| {
+            acc.fill(0.0);
+            for (slot, &w) in weights.row(tok).iter().enumerate() {
+                // A pair routed to another rank's expert adds nothing here (expert parallelism).
+                let Some(row) = perm.row_of(tok, slot) else {
+                    continue;
+                };
+                let y = expert_out.row(row);
+                for (a, v) in acc.iter_mut().zip(y) {
+                    *a += w * v.to_f32();
+                }
             }
-        }
-        if let Some(s) = &shared {
-            for (a, v) in acc.iter_mut().zip(s.row(tok)) {
-                *a += v.to_f32();
+            if let Some(s) = &shared {
+                for (a, v) in acc.iter_mut().zip(s.row(tok)) {
+                    *a += v.to_f32();
+                }
             }
-        }
-        for (o, &a) in out.row_mut(tok).iter_mut().zip(&acc) {
-            *o = O::from_f32(a);
-        }
-    }
+            for (o, &a) in orow.iter_mut().zip(acc.iter()) {
+                *o = O::from_f32(a);
+            }
+        },
+    );
     Ok(())
 }

@@ -47,7 +47,7 @@ use super::fast::CpuBackend;
 use super::gemm::ExpertRows;
 use super::permute::{gather, permute, permute_mapped};
 use super::routing::{route, router_logits, Routing};
-use super::sigmoid;
+use super::{sigmoid, zeroed};
 
 /// Weights of one shared expert; its projections are stored as `S` ([`ExpertStorage`]).
 #[derive(Clone, Debug, PartialEq)]
@@ -255,7 +255,7 @@ impl<W: Element, S: ExpertStorage> CpuMoeLayer<W, S> {
         let rows = perm.num_rows();
         let offsets = perm.expert_offsets();
 
-        let mut gathered = vec![X::default(); checked_mul(rows, h, "gathered activations")?];
+        let mut gathered = zeroed::<X>(checked_mul(rows, h, "gathered activations")?);
         gather(
             x,
             &perm,
@@ -290,7 +290,7 @@ impl<W: Element, S: ExpertStorage> CpuMoeLayer<W, S> {
                 &self.weights.shared,
             )?)
         };
-        let mut out = vec![X::default(); checked_mul(t, h, "output")?];
+        let mut out = zeroed::<X>(checked_mul(t, h, "output")?);
         // Inputs already scaled: the outputs add up with weight 1.
         let ones = cfg.routing.scale_input.then(|| vec![1f32; t * k]);
         let combine_weights = match &ones {
@@ -326,7 +326,7 @@ impl<W: Element, S: ExpertStorage> CpuMoeLayer<W, S> {
             self.config.hidden_size,
             self.config.intermediate_size,
         );
-        let mut act = vec![X::default(); checked_mul(rows, i, "expert intermediate")?];
+        let mut act = zeroed::<X>(checked_mul(rows, i, "expert intermediate")?);
         self.backend.grouped_gemm_activation(
             gathered,
             offsets,
@@ -335,7 +335,7 @@ impl<W: Element, S: ExpertStorage> CpuMoeLayer<W, S> {
             &mut MatMut::new("expert intermediate", &mut act, rows, i)?,
         )?;
         let act = MatRef::new("expert intermediate", &act, rows, i)?;
-        let mut down = vec![X::default(); checked_mul(rows, h, "expert outputs")?];
+        let mut down = zeroed::<X>(checked_mul(rows, h, "expert outputs")?);
         self.backend.grouped_gemm(
             act,
             offsets,
@@ -370,7 +370,7 @@ impl<W: Element, S: ExpertStorage> CpuMoeLayer<W, S> {
             gate_up,
             &mut MatMut::new("expert gate_up outputs", &mut gu, rows, up)?,
         )?;
-        let mut act = vec![X::default(); checked_mul(rows, i, "expert intermediate")?];
+        let mut act = zeroed::<X>(checked_mul(rows, i, "expert intermediate")?);
         for (ex, span) in offsets.windows(2).enumerate() {
             let bias = &biases.gate_up[ex * up..(ex + 1) * up];
             for r in span[0]..span[1] {
@@ -389,7 +389,7 @@ impl<W: Element, S: ExpertStorage> CpuMoeLayer<W, S> {
             down_w,
             &mut MatMut::new("expert outputs", &mut y, rows, h)?,
         )?;
-        let mut down = vec![X::default(); y.len()];
+        let mut down = zeroed::<X>(y.len());
         for (ex, span) in offsets.windows(2).enumerate() {
             let bias = &biases.down[ex * h..(ex + 1) * h];
             for r in span[0]..span[1] {
@@ -534,7 +534,7 @@ pub fn shared_experts_on<X: Element, W: Element, S: ExpertStorage>(
             }
             None => None,
         };
-        let mut mid = vec![X::default(); checked_mul(t, is, "shared expert intermediate")?];
+        let mut mid = zeroed::<X>(checked_mul(t, is, "shared expert intermediate")?);
         backend.grouped_gemm_activation(
             x,
             &all_rows,

@@ -15,6 +15,41 @@ pub mod layer;
 pub mod permute;
 pub mod routing;
 
+/// Operations of work (multiply-adds, values moved) below which a parallel row loop keeps its rows
+/// on one thread.
+const ROW_GRAIN: usize = 1 << 16;
+
+/// `f(scratch, r, row)` for every row `r` of `out` (rows of `cols` values), in parallel over rows
+/// with a `scratch` from `init` per task: each row is computed on its own, so the result does not
+/// depend on the split. `work_per_row` (operations a row costs) sizes the tasks; small loops stay
+/// on the calling thread.
+pub(crate) fn par_rows<T: Send, S>(
+    out: &mut [T],
+    cols: usize,
+    work_per_row: usize,
+    init: impl Fn() -> S + Sync + Send,
+    f: impl Fn(&mut S, usize, &mut [T]) + Sync + Send,
+) {
+    use rayon::prelude::*;
+    if cols == 0 {
+        return;
+    }
+    out.par_chunks_mut(cols)
+        .enumerate()
+        .with_min_len(ROW_GRAIN.div_ceil(work_per_row.max(1)))
+        .for_each_init(init, |s, (r, row)| f(s, r, row));
+}
+
+/// `n` zeros (`X::default()`), written in parallel: a large buffer's pages are first touched by every
+/// thread rather than by the caller alone (`vec![X::default(); n]` fills element by element on
+/// one thread where `X` is not a primitive).
+pub(crate) fn zeroed<X: crate::Element>(n: usize) -> Vec<X> {
+    use rayon::prelude::*;
+    let mut v = Vec::with_capacity(n);
+    v.par_extend(rayon::iter::repeat_n(X::default(), n).with_min_len(ROW_GRAIN));
+    v
+}
+
 /// The logistic function `1 / (1 + exp(-x))`.
 #[inline]
 pub(crate) fn sigmoid(x: f32) -> f32 {

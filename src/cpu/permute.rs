@@ -189,12 +189,16 @@ pub fn gather<X: Element>(
 ) -> Result<()> {
     x.expect_shape("hidden states", perm.num_tokens(), x.cols())?;
     out.expect_shape("gathered activations", perm.num_rows(), x.cols())?;
-    for r in 0..perm.num_rows() {
-        let dst = out.row_mut(r);
-        match perm.source(r) {
+    let h = x.cols();
+    super::par_rows(
+        out.data_mut(),
+        h,
+        h,
+        || (),
+        |_, r, dst| match perm.source(r) {
             Some((token, _)) => dst.copy_from_slice(x.row(token)),
             None => dst.fill(X::default()),
-        }
-    }
+        },
+    );
     Ok(())
 }

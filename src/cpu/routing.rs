@@ -106,16 +106,21 @@ pub fn router_logits<X: Element, W: Element>(
     out.expect_shape("router logits", x.rows(), w_router.rows())?;
     let w: Vec<f32> = w_router.data().iter().map(|v| v.to_f32()).collect();
     let w = MatRef::new("router weight", &w, w_router.rows(), w_router.cols())?;
-    let mut xrow = vec![0f32; x.cols()];
-    for t in 0..x.rows() {
-        for (dst, v) in xrow.iter_mut().zip(x.row(t)) {
-            *dst = v.to_f32();
-        }
-        let orow = out.row_mut(t);
-        for (e, o) in orow.iter_mut().enumerate() {
-            *o = super::dot_f32(&xrow, w.row(e));
-        }
-    }
+    let (h, e) = (x.cols(), w.rows());
+    super::par_rows(
+        out.data_mut(),
+        e,
+        e * h,
+        || vec![0f32; h],
+        |xrow, t, orow| {
+            for (dst, v) in xrow.iter_mut().zip(x.row(t)) {
+                *dst = v.to_f32();
+            }
+            for (e, o) in orow.iter_mut().enumerate() {
+                *o = super::dot_f32(xrow, w.row(e));
+            }
+        },
+    );
     Ok(())
 }
 

@@ -31,6 +31,7 @@ mod amx;
 mod avx512;
 mod isa;
 mod portable;
+mod silu;
 
 use half::{bf16, f16};
 use rayon::prelude::*;
@@ -38,7 +39,6 @@ use std::any::TypeId;
 
 pub use isa::Isa;
 
-use super::activation::activate_row;
 use super::gemm::{validate_offsets, ExpertRows};
 use crate::config::Activation;
 use crate::dtype::Element;
@@ -346,7 +346,7 @@ pub fn grouped_gemm_activation<X: Element, Y: Element>(
     }
     out.expect_shape("activated output", x.rows(), i)?;
     grouped_gemm_rows(isa, x, offsets, &w, out, |acc, row| {
-        activate_row(act, acc, row)
+        silu::activate_row(isa, act, acc, row)
     })
 }
 
