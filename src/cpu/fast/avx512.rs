@@ -244,10 +244,10 @@ fn lanes<W: portable::Widen>(widen: W, row: usize, c: usize, len: usize) -> [f32
 /// An e4m3 code `s.eeee.mmm` placed in an f16 as `s.0eeee.mmm0000000` has 2^-8 of the code's value
 /// (both formats' subnormals included: the exponent biases are 15 and 7), so `vcvtph2ps` widens it
 /// exactly; the code sign-extended to 16 bits and shifted left by 7 has those bits under the mask
-/// `0xbf80`. `s.1111.111` (NaN in e4m3, 1.875 this way) is replaced by NaN. The result is multiplied
-/// by `256 * scale`, both factors exact powers-of-two scalings of the reference's, so the product is
-/// the reference's table value times the scale, bit for bit; spans where `256 * scale` is not finite
-/// are decoded lane by lane.
+/// `0xbf80`. The result is multiplied by `256 * scale`, both factors exact powers-of-two scalings of
+/// the reference's, so the product is the reference's table value times the scale, bit for bit.
+/// Spans where `256 * scale` is not finite, or with a code `s.1111.111` (NaN in e4m3, 1.875 this
+/// way), are decoded lane by lane.
 #[derive(Clone, Copy)]
 struct Fp8<'a> {
     src: portable::Fp8<'a>,
@@ -262,10 +262,25 @@ impl Load for Fp8<'_> {
     }
 
     #[inline(always)]
-    unsafe fn scale(self, row: usize, c: usize, _end: usize) -> Option<__m512> {
+    unsafe fn scale(self, row: usize, c: usize, end: usize) -> Option<__m512> {
         // SAFETY: the caller's (`c < k`).
         let s256 = 256.0 * unsafe { self.scales.at(row, c) }?;
-        if s256.is_finite() {
+        // SAFETY: as for `Plain<f32>` (columns `c .. end` lie in the row); the caller has AVX-512
+        // F and BW.
+        let nan = unsafe {
+            let codes = self.src.codes.as_ptr().add(row * self.src.k);
+            let mut nan: __mmask64 = 0;
+            for b in (c..end).step_by(64) {
+                let len = end - b;
+                let mask = if len >= 64 { !0 } else { (1u64 << len) - 1 };
+                let v = _mm512_maskz_loadu_epi8(mask, codes.add(b).cast());
+                // `s.1111.111` is NaN: the codes whose low 7 bits are all set.
+                let v = _mm512_or_si512(v, _mm512_set1_epi8(0x80u8 as i8));
+                nan |= _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(-1));
+            }
+            nan
+        };
+        if s256.is_finite() && nan == 0 {
             // SAFETY: the caller has AVX-512 F.
             Some(unsafe { _mm512_set1_ps(s256) })
         } else {
@@ -283,10 +298,7 @@ impl Load for Fp8<'_> {
                 _mm256_slli_epi16::<7>(_mm256_cvtepi8_epi16(codes)),
                 _mm256_set1_epi16(0xbf80u16 as i16),
             );
-            let exp_mant = _mm256_set1_epi16(0x3f80);
-            let nan = _mm256_cmpeq_epi16_mask(_mm256_and_si256(half, exp_mant), exp_mant);
-            let w = _mm512_mask_mov_ps(_mm512_cvtph_ps(half), nan, _mm512_set1_ps(f32::NAN));
-            _mm512_mul_ps(w, s256)
+            _mm512_mul_ps(_mm512_cvtph_ps(half), s256)
         }
     }
 
