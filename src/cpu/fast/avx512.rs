@@ -12,13 +12,17 @@ use std::arch::x86_64::*;
 use super::{portable, tile_dispatch, Task, WeightSource, LANES};
 use crate::quant::{fp4_e2m1_to_f32, CodeFormat};
 
-/// Weight rows loaded [`LANES`] columns at a time and widened to `f32`, in spans of columns that
-/// share one scale per row.
+/// Weight rows loaded a step of one or two chunks of [`LANES`] columns at a time and widened to
+/// `f32`, in spans of columns that share one scale per row.
 trait Load: Copy {
+    /// Columns one [`Load::load`] reads: [`LANES`] or `2 * LANES`.
+    const STEP: usize;
+
     /// A row's scale over one span, ready for [`Load::load`] (`()` for unscaled rows).
     type Scale: Copy;
 
-    /// Columns per span: a multiple of [`LANES`], or at least `K` (one span a row).
+    /// Columns per span: a multiple of [`LANES`] (a span ending in a part of a step, such as
+    /// MXFP4's groups of 16, loads it masked), or at least `K` (one span a row).
     fn span(self) -> usize;
 
     /// The scale of global weight row `row` over the span of columns `c .. end`, or `None` where the
@@ -30,17 +34,25 @@ trait Load: Copy {
     /// The CPU must support AVX-512 F, BW and VL; `c < end <= K`, `c` a multiple of the span.
     unsafe fn scale(self, row: usize, c: usize, end: usize) -> Option<Self::Scale>;
 
-    /// Columns `c .. c + 16` of global weight row `row` in a span of scale `scale`, lanes outside
-    /// `mask` zero (and not read). Always inlined into the tiles, whose AVX-512 features its
-    /// intrinsics then compile with (a `#[target_feature]` function of its size would not be
-    /// inlined at every optimisation level).
+    /// Columns `c .. c + STEP` of global weight row `row` in a span of scale `scale`, 16 a vector
+    /// (the second unused for a step of 16), the lanes of vector `h` outside `masks[h]` zero (and
+    /// not read). Always inlined into the tiles, whose AVX-512 features its intrinsics then compile
+    /// with (a `#[target_feature]` function of its size would not be inlined at every optimisation
+    /// level).
     ///
     /// # Safety
     ///
     /// The CPU must support AVX-512 F, BW and VL; the unmasked columns must lie in the row.
-    unsafe fn load(self, scale: Self::Scale, row: usize, c: usize, mask: __mmask16) -> __m512;
+    unsafe fn load(
+        self,
+        scale: Self::Scale,
+        row: usize,
+        c: usize,
+        masks: [__mmask16; 2],
+    ) -> [__m512; 2];
 
-    /// [`Load::load`] in a span without a scale: the reference's decoding, lane by lane.
+    /// Columns `c .. c + 16` of global weight row `row` in a span without a scale, lanes outside
+    /// `mask` zero: the reference's decoding, lane by lane.
     ///
     /// # Safety
     ///
@@ -66,6 +78,7 @@ trait Unscaled: Copy {
 }
 
 impl<T: Unscaled> Load for T {
+    const STEP: usize = LANES;
     type Scale = ();
 
     fn span(self) -> usize {
@@ -78,9 +91,9 @@ impl<T: Unscaled> Load for T {
     }
 
     #[inline(always)]
-    unsafe fn load(self, _scale: (), row: usize, c: usize, mask: __mmask16) -> __m512 {
+    unsafe fn load(self, _scale: (), row: usize, c: usize, masks: [__mmask16; 2]) -> [__m512; 2] {
         // SAFETY: the caller's.
-        unsafe { Unscaled::load(self, row, c, mask) }
+        unsafe { [Unscaled::load(self, row, c, masks[0]), _mm512_setzero_ps()] }
     }
 
     #[inline(always)]
@@ -255,6 +268,7 @@ struct Fp8<'a> {
 }
 
 impl Load for Fp8<'_> {
+    const STEP: usize = LANES;
     type Scale = __m512;
 
     fn span(self) -> usize {
@@ -289,16 +303,19 @@ impl Load for Fp8<'_> {
     }
 
     #[inline(always)]
-    unsafe fn load(self, s256: __m512, row: usize, c: usize, mask: __mmask16) -> __m512 {
+    unsafe fn load(self, s256: __m512, row: usize, c: usize, masks: [__mmask16; 2]) -> [__m512; 2] {
         let codes = self.src.codes.as_ptr();
         // SAFETY: as for `Plain<f32>`; the caller has AVX-512 F, BW and VL.
         unsafe {
-            let codes = _mm_maskz_loadu_epi8(mask, codes.add(row * self.src.k + c).cast());
+            let codes = _mm_maskz_loadu_epi8(masks[0], codes.add(row * self.src.k + c).cast());
             let half = _mm256_and_si256(
                 _mm256_slli_epi16::<7>(_mm256_cvtepi8_epi16(codes)),
                 _mm256_set1_epi16(0xbf80u16 as i16),
             );
-            _mm512_mul_ps(_mm512_cvtph_ps(half), s256)
+            [
+                _mm512_mul_ps(_mm512_cvtph_ps(half), s256),
+                _mm512_setzero_ps(),
+            ]
         }
     }
 
@@ -319,11 +336,13 @@ impl Load for Fp8<'_> {
 /// MXFP4 e2m1 rows (two codes a byte, low nibble first, `bytes` a row) with a scale per row and
 /// group of columns.
 ///
-/// The 8 bytes of a chunk's 16 codes are each doubled (`vpunpcklbw` with itself) and widened to 32
-/// bits, lane `l` holding byte `l / 2`; odd lanes are shifted right by 4, and the low 4 bits of each
-/// lane index the 16 e2m1 values in a register (`vpermps`, which reads only those bits). The value
-/// times the scale is the reference's product, bit for bit. Lanes past `K` are zeroed (the high
-/// nibble of a row's half-used last byte is not a value).
+/// A step of 32 columns is one 16-byte load: the bytes interleaved with themselves shifted right by
+/// 4 (`vpunpck{l,h}bw` with the `vpsrlw` of the bytes: columns 0-15, then 16-31) and widened to 32
+/// bits put each column's code in the low 4 bits of its lane, which index the 16 e2m1 values times
+/// the span's scale in a register (`vpermps`, which reads only those bits). Each value is the
+/// reference's product of the code's value and the scale, bit for bit. Lanes past `K` are zeroed
+/// (the high nibble of a row's half-used last byte is not a value). A group of an odd number of
+/// 16-column chunks ends in half a step (masked); groups that split chunks are decoded lane by lane.
 #[derive(Clone, Copy)]
 struct Mxfp4<'a> {
     src: portable::Mxfp4<'a>,
@@ -331,6 +350,8 @@ struct Mxfp4<'a> {
 }
 
 impl Load for Mxfp4<'_> {
+    const STEP: usize = 2 * LANES;
+    /// The 16 e2m1 values times the span's scale.
     type Scale = __m512;
 
     fn span(self) -> usize {
@@ -340,27 +361,38 @@ impl Load for Mxfp4<'_> {
     #[inline(always)]
     unsafe fn scale(self, row: usize, c: usize, _end: usize) -> Option<__m512> {
         // SAFETY: the caller's (`c < k`); the caller has AVX-512 F.
-        unsafe { Some(_mm512_set1_ps(self.scales.at(row, c)?)) }
+        unsafe {
+            let s = _mm512_set1_ps(self.scales.at(row, c)?);
+            Some(_mm512_mul_ps(_mm512_loadu_ps(E2M1.as_ptr()), s))
+        }
     }
 
     #[inline(always)]
-    unsafe fn load(self, scale: __m512, row: usize, c: usize, mask: __mmask16) -> __m512 {
-        // The bytes of the unmasked lanes (the low `len` of the chunk): byte `b` holds lanes `2b`
-        // and `2b + 1`.
-        let byte_mask: __mmask16 = (1 << mask.count_ones().div_ceil(2)) - 1;
+    unsafe fn load(
+        self,
+        table: __m512,
+        row: usize,
+        c: usize,
+        masks: [__mmask16; 2],
+    ) -> [__m512; 2] {
+        // The bytes of the unmasked lanes (the low `len` of the step): byte `b` holds columns
+        // `c + 2b` and `c + 2b + 1`.
+        let len = masks[0].count_ones() + masks[1].count_ones();
+        let byte_mask = ((1u32 << len.div_ceil(2)) - 1) as __mmask16;
         let codes = self.src.codes.as_ptr();
-        // SAFETY: as for `Plain<f32>` (`c` is even: the chunk's bytes start at `c / 2`, and the
+        // SAFETY: as for `Plain<f32>` (`c` is even: the step's bytes start at `c / 2`, and the
         // masked bytes are those of its columns).
         unsafe {
             let packed =
                 _mm_maskz_loadu_epi8(byte_mask, codes.add(row * self.src.bytes + c / 2).cast());
-            let lanes = _mm512_cvtepu8_epi32(_mm_unpacklo_epi8(packed, packed));
-            let codes = _mm512_srlv_epi32(
-                lanes,
-                _mm512_set_epi32(4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0),
-            );
-            let table = _mm512_loadu_ps(E2M1.as_ptr());
-            _mm512_mul_ps(_mm512_maskz_permutexvar_ps(mask, codes, table), scale)
+            // Byte `b` of `high` has byte `b`'s high nibble in its low 4 bits.
+            let high = _mm_srli_epi16::<4>(packed);
+            let first = _mm512_cvtepu8_epi32(_mm_unpacklo_epi8(packed, high));
+            let second = _mm512_cvtepu8_epi32(_mm_unpackhi_epi8(packed, high));
+            [
+                _mm512_maskz_permutexvar_ps(masks[0], first, table),
+                _mm512_maskz_permutexvar_ps(masks[1], second, table),
+            ]
         }
     }
 
@@ -406,9 +438,33 @@ fn lane_mask(len: usize) -> __mmask16 {
     }
 }
 
-/// `acc[i][j] += x row i * weight row row0 + j` over columns `c .. c + 16` (lanes outside `mask`
-/// zero), the weights loaded with the rows' `scales`, or lane by lane without; then, for `ahead`, a
-/// prefetch of the next `NR` weight rows' line.
+/// `acc[i][j] += x row i * wv[j]` over columns `c .. c + 16`, lanes outside `mask` zero.
+///
+/// # Safety
+///
+/// The CPU must support AVX-512 F; the unmasked columns must lie in the `MR` activation rows of `xs`.
+#[inline(always)]
+unsafe fn fma_chunk<const MR: usize, const NR: usize>(
+    xs: &[f32],
+    k: usize,
+    c: usize,
+    mask: __mmask16,
+    wv: &[__m512; NR],
+    acc: &mut [[__m512; NR]; MR],
+) {
+    for (i, ai) in acc.iter_mut().enumerate() {
+        // SAFETY: the caller's.
+        let xv = unsafe { _mm512_maskz_loadu_ps(mask, xs.as_ptr().add(i * k + c)) };
+        for (a, &wj) in ai.iter_mut().zip(wv) {
+            *a = _mm512_fmadd_ps(xv, wj, *a);
+        }
+    }
+}
+
+/// The tile's products over one load step at column `c` (chunk `h` of its `STEP / 16` masked by
+/// `masks[h]`, and skipped when that is empty), the weights loaded with the rows' `scales` (or
+/// lane by lane, one chunk a step, without); then, for `ahead`, a prefetch of the next `NR`
+/// weight rows' line.
 ///
 /// # Safety
 ///
@@ -416,14 +472,14 @@ fn lane_mask(len: usize) -> __mmask16 {
 /// rows of `xs` and in the weight rows, in a span of `scales`.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn chunk<W: Load, const MR: usize, const NR: usize>(
+unsafe fn step<W: Load, const MR: usize, const NR: usize>(
     xs: &[f32],
     k: usize,
     w: W,
     scales: Option<&[W::Scale; NR]>,
     row0: usize,
     c: usize,
-    mask: __mmask16,
+    masks: [__mmask16; 2],
     ahead: bool,
     acc: &mut [[__m512; NR]; MR],
 ) {
@@ -431,32 +487,33 @@ unsafe fn chunk<W: Load, const MR: usize, const NR: usize>(
     unsafe {
         // (Loops, not `array::from_fn`: a closure would not inherit the caller's target features,
         // and its loads would not be inlined.)
-        let mut wv = [_mm512_setzero_ps(); NR];
-        for (j, wj) in wv.iter_mut().enumerate() {
-            *wj = match scales {
-                Some(s) => w.load(s[j], row0 + j, c, mask),
-                None => w.load_lanes(row0 + j, c, mask),
-            };
+        let mut wv = [[_mm512_setzero_ps(); NR]; 2];
+        for j in 0..NR {
+            match scales {
+                Some(s) => [wv[0][j], wv[1][j]] = w.load(s[j], row0 + j, c, masks),
+                None => wv[0][j] = w.load_lanes(row0 + j, c, masks[0]),
+            }
         }
         if ahead {
             for j in 0..NR {
                 w.prefetch(row0 + NR + j, c);
             }
         }
-        for (i, ai) in acc.iter_mut().enumerate() {
-            let xv = _mm512_maskz_loadu_ps(mask, xs.as_ptr().add(i * k + c));
-            for (a, &wj) in ai.iter_mut().zip(&wv) {
-                *a = _mm512_fmadd_ps(xv, wj, *a);
+        let chunks = if scales.is_some() { W::STEP / LANES } else { 1 };
+        for (h, wh) in wv.iter().enumerate().take(chunks) {
+            if masks[h] == 0 {
+                break;
             }
+            fma_chunk(xs, k, c + h * LANES, masks[h], wh, acc);
         }
     }
 }
 
 /// `out(i, j, dot(x row i, weight row row0 + j))` for an `MR x NR` tile.
 ///
-/// Span by span, the rows' scales are set up once; then each chunk of 16 columns is loaded (masked
-/// only at `K`) and added into the lanes: the same products in the same order whether the span is
-/// read by vectors or lane by lane.
+/// Span by span, the rows' scales are set up once; then each step of the span is loaded (masked
+/// only at `K`) and its chunks of 16 columns added into the lanes: the same products in the same
+/// order whether the span is read by vectors or lane by lane.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
 fn tile<W: Load, const MR: usize, const NR: usize>(
@@ -478,24 +535,25 @@ fn tile<W: Load, const MR: usize, const NR: usize>(
             // SAFETY: AVX-512 is enabled here; `c < end <= k`, `c` a multiple of the span.
             *s = unsafe { w.scale(row0 + j, c, end) };
         }
-        // SAFETY (every chunk): AVX-512 is enabled here; columns `c .. min(c + 16, end)` lie in
-        // the span and in every row (the weight rows `row0 .. row0 + NR` exist, checked by the
-        // caller; the activation rows by the assert above).
+        // SAFETY (every step): AVX-512 is enabled here; the unmasked columns lie in the span and
+        // in every row (the weight rows `row0 .. row0 + NR` exist, checked by the caller; the
+        // activation rows by the assert above).
         if scales.iter().all(Option::is_some) {
             let scales = Some(&scales.map(Option::unwrap));
-            while end - c >= LANES {
-                unsafe { chunk(xs, k, w, scales, row0, c, 0xffff, ahead, &mut acc) };
-                c += LANES;
+            while end - c >= W::STEP {
+                unsafe { step(xs, k, w, scales, row0, c, [0xffff; 2], ahead, &mut acc) };
+                c += W::STEP;
             }
             if c < end {
-                let mask = lane_mask(end - c);
-                unsafe { chunk(xs, k, w, scales, row0, c, mask, ahead, &mut acc) };
+                let len = end - c;
+                let masks = [lane_mask(len), lane_mask(len.saturating_sub(LANES))];
+                unsafe { step(xs, k, w, scales, row0, c, masks, ahead, &mut acc) };
                 c = end;
             }
         } else {
             while c < end {
-                let mask = lane_mask(end - c);
-                unsafe { chunk(xs, k, w, None, row0, c, mask, ahead, &mut acc) };
+                let masks = [lane_mask(end - c), 0];
+                unsafe { step(xs, k, w, None, row0, c, masks, ahead, &mut acc) };
                 c += LANES;
             }
         }
