@@ -150,6 +150,18 @@ fn random_fp8(rng: &mut StdRng, [e, n, k]: [usize; 3], group: usize) -> (QuantEx
     let scales: Vec<f32> = (0..e * n * groups)
         .map(|_| rng.random_range(0.001f32..0.01))
         .collect();
+    fp8_experts([e, n, k], group, codes, scales)
+}
+
+/// FP8 experts `[e, n, k]` of these codes and scales (groups of `group` columns), and their values
+/// in f64.
+fn fp8_experts(
+    [e, n, k]: [usize; 3],
+    group: usize,
+    codes: Vec<u8>,
+    scales: Vec<f32>,
+) -> (QuantExperts, Vec<f64>) {
+    let groups = k.div_ceil(group);
     let w64 = (0..e * n * k)
         .map(|idx| {
             let (row, c) = (idx / k, idx % k);
@@ -355,11 +367,7 @@ fn fp8_extreme_scales(
             _ => {}
         }
     }
-    let w64 = (0..e * n * k)
-        .map(|idx| e4m3(codes[idx]) * scales[idx / k * groups + idx % k / group] as f64)
-        .collect();
-    let q = QuantExperts::new(CodeFormat::Fp8E4M3, [e, n, k], group, codes, scales).unwrap();
-    (q, w64)
+    fp8_experts([e, n, k], group, codes, scales)
 }
 
 #[test]

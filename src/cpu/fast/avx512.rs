@@ -5,6 +5,7 @@
 //! The lanes and chunks are those of the portable build (lane `l` takes columns `c + l`, a short last
 //! chunk is masked to zeros); each lane's additions are fused with its products, and the 16 lanes are
 //! added by `_mm512_reduce_add_ps`. Every output's order depends on neither the tile nor the thread.
+//! Quantized rows are read in spans of one scale per row, set up once per span (see [`Load`]).
 
 use half::bf16;
 use std::arch::x86_64::*;
@@ -26,8 +27,8 @@ trait Load: Copy {
     fn span(self) -> usize;
 
     /// The scale of global weight row `row` over the span of columns `c .. end`, or `None` where the
-    /// span's columns are read by [`Load::load_lanes`] instead (a scale the vector loads cannot
-    /// apply exactly).
+    /// span's columns are read by [`Load::load_lanes`] instead (a group that splits chunks, a scale
+    /// the vector loads cannot apply exactly, an FP8 NaN code).
     ///
     /// # Safety
     ///
@@ -66,7 +67,7 @@ trait Load: Copy {
 
 /// Weight rows without scales: one span a row.
 trait Unscaled: Copy {
-    /// [`Load::load`].
+    /// [`Load::load`] of one chunk.
     ///
     /// # Safety
     ///
@@ -242,14 +243,31 @@ impl GroupScales {
     }
 }
 
-/// The 16 lanes of `widen`'s columns `c .. c + len` of global row `row`, the others zero: out of
-/// line, so that the vector path stays small enough to be inlined into the tiles.
-#[cold]
-#[inline(never)]
-fn lanes<W: portable::Widen>(widen: W, row: usize, c: usize, len: usize) -> [f32; LANES] {
-    let mut lanes = [0f32; LANES];
-    widen.widen(row, c, len, &mut lanes);
-    lanes
+/// Columns `c .. c + 16` of global row `row` decoded by the portable build's `widen` (the
+/// reference's values), lanes outside `mask` (the low lanes) zero: [`Load::load_lanes`] of the
+/// quantized rows.
+///
+/// # Safety
+///
+/// The CPU must support AVX-512 F.
+#[inline(always)]
+unsafe fn load_lanes<W: portable::Widen>(
+    widen: W,
+    row: usize,
+    c: usize,
+    mask: __mmask16,
+) -> __m512 {
+    /// Out of line, so that the vector path stays small enough to be inlined into the tiles.
+    #[cold]
+    #[inline(never)]
+    fn lanes<W: portable::Widen>(widen: W, row: usize, c: usize, len: usize) -> [f32; LANES] {
+        let mut lanes = [0f32; LANES];
+        widen.widen(row, c, len, &mut lanes);
+        lanes
+    }
+    let lanes = lanes(widen, row, c, mask.count_ones() as usize);
+    // SAFETY: the caller has AVX-512 F.
+    unsafe { _mm512_loadu_ps(lanes.as_ptr()) }
 }
 
 /// FP8 e4m3 rows with a scale per row and group of columns.
@@ -321,9 +339,8 @@ impl Load for Fp8<'_> {
 
     #[inline(always)]
     unsafe fn load_lanes(self, row: usize, c: usize, mask: __mmask16) -> __m512 {
-        let lanes = lanes(self.src, row, c, mask.count_ones() as usize);
-        // SAFETY: the caller has AVX-512 F.
-        unsafe { _mm512_loadu_ps(lanes.as_ptr()) }
+        // SAFETY: the caller's.
+        unsafe { load_lanes(self.src, row, c, mask) }
     }
 
     #[inline]
@@ -398,9 +415,8 @@ impl Load for Mxfp4<'_> {
 
     #[inline(always)]
     unsafe fn load_lanes(self, row: usize, c: usize, mask: __mmask16) -> __m512 {
-        let lanes = lanes(self.src, row, c, mask.count_ones() as usize);
-        // SAFETY: the caller has AVX-512 F.
-        unsafe { _mm512_loadu_ps(lanes.as_ptr()) }
+        // SAFETY: the caller's.
+        unsafe { load_lanes(self.src, row, c, mask) }
     }
 
     #[inline]
