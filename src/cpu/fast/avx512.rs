@@ -551,24 +551,26 @@ fn tile<W: Load, const MR: usize, const NR: usize>(
             // SAFETY: AVX-512 is enabled here; `c < end <= k`, `c` a multiple of the span.
             *s = unsafe { w.scale(row0 + j, c, end) };
         }
-        // SAFETY (every step): AVX-512 is enabled here; the unmasked columns lie in the span and
-        // in every row (the weight rows `row0 .. row0 + NR` exist, checked by the caller; the
-        // activation rows by the assert above).
         if scales.iter().all(Option::is_some) {
             let scales = Some(&scales.map(Option::unwrap));
             while end - c >= W::STEP {
+                // SAFETY: AVX-512 is enabled here; the step's columns lie in the span and in every
+                // row (the weight rows `row0 .. row0 + NR` exist, checked by the caller; the
+                // activation rows by the assert above).
                 unsafe { step(xs, k, w, scales, row0, c, [0xffff; 2], ahead, &mut acc) };
                 c += W::STEP;
             }
             if c < end {
                 let len = end - c;
                 let masks = [lane_mask(len), lane_mask(len.saturating_sub(LANES))];
+                // SAFETY: as above, for the unmasked columns `c .. end`.
                 unsafe { step(xs, k, w, scales, row0, c, masks, ahead, &mut acc) };
                 c = end;
             }
         } else {
             while c < end {
                 let masks = [lane_mask(end - c), 0];
+                // SAFETY: as above, for the unmasked columns `c .. min(c + 16, end)`.
                 unsafe { step(xs, k, w, None, row0, c, masks, ahead, &mut acc) };
                 c += LANES;
             }
