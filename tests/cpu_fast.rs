@@ -150,6 +150,18 @@ fn random_fp8(rng: &mut StdRng, [e, n, k]: [usize; 3], group: usize) -> (QuantEx
     let scales: Vec<f32> = (0..e * n * groups)
         .map(|_| rng.random_range(0.001f32..0.01))
         .collect();
+    fp8_experts([e, n, k], group, codes, scales)
+}
+
+/// FP8 experts `[e, n, k]` of these codes and scales (groups of `group` columns), and their values
+/// in f64.
+fn fp8_experts(
+    [e, n, k]: [usize; 3],
+    group: usize,
+    codes: Vec<u8>,
+    scales: Vec<f32>,
+) -> (QuantExperts, Vec<f64>) {
+    let groups = k.div_ceil(group);
     let w64 = (0..e * n * k)
         .map(|idx| {
             let (row, c) = (idx / k, idx % k);
@@ -275,51 +287,116 @@ fn fast_gemm_matches_oracle_mxfp4() {
     }
 }
 
+/// One-hot activations (row `r` of each expert is unit vector `r`) make every output a weight value
+/// alone: `out[r][j] = w[e][j][r]` exactly, whatever the order of the sum. The fast kernels'
+/// dequantised weights must be the reference's (`QuantExperts::row_into`) exactly, and the oracle's
+/// values `w64` rounded to `f32` (exact products: a code has at most 4 significant bits).
+fn assert_reference_weights(isa: Isa, q: &QuantExperts, w64: &[f64], what: &str) {
+    let [e, n, k] = q.shape();
+    let offsets: Vec<usize> = (0..=e).map(|ex| ex * k).collect();
+    let mut x = vec![0f32; e * k * k];
+    for r in 0..e * k {
+        x[r * k + r % k] = 1.0;
+    }
+    let mut out = vec![f32::NAN; e * k * n];
+    fast::grouped_gemm(
+        isa,
+        MatRef::new("x", &x, e * k, k).unwrap(),
+        &offsets,
+        q,
+        &mut MatMut::new("out", &mut out, e * k, n).unwrap(),
+    )
+    .unwrap();
+    let mut row = vec![0f32; k];
+    for ex in 0..e {
+        for j in 0..n {
+            q.row_into(ex, j, &mut row);
+            for (c, &want) in row.iter().enumerate() {
+                let got = out[(ex * k + c) * n + j];
+                let oracle = w64[(ex * n + j) * k + c] as f32;
+                assert!(
+                    got == want && got == oracle,
+                    "{isa:?} {:?} K={k} group={} {what}: weight [{ex}, {j}, {c}] is {got:e}, the \
+                     reference has {want:e}, the oracle {oracle:e}",
+                    q.format(),
+                    q.group()
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn fast_quantized_weights_are_the_reference_values() {
-    // One-hot activations (row `r` of each expert is unit vector `r`) make every output a weight
-    // value alone: `out[r][j] = w[e][j][r]` exactly, whatever the order of the sum. The fast
-    // kernels' dequantised weights must be the reference's (`QuantExperts::row_into`) exactly.
     let mut rng = common::rng("fast_quantized_weights_are_the_reference_values");
     for isa in isas() {
         for (case, k) in [1usize, 15, 31, 33, 64, 77, 100].into_iter().enumerate() {
             let (e, n) = (2, rng.random_range(1..20));
             let group = [32usize, 16, 5, k, 128][case % 5];
-            let quants = [
-                random_mxfp4(&mut rng, [e, n, k], group, case % 2 == 0).0,
-                random_fp8(&mut rng, [e, n, k], group).0,
-            ];
-            let offsets: Vec<usize> = (0..=e).map(|ex| ex * k).collect();
-            let mut x = vec![0f32; e * k * k];
-            for r in 0..e * k {
-                x[r * k + r % k] = 1.0;
-            }
-            for q in &quants {
-                let mut out = vec![f32::NAN; e * k * n];
-                fast::grouped_gemm(
-                    isa,
-                    MatRef::new("x", &x, e * k, k).unwrap(),
-                    &offsets,
-                    q,
-                    &mut MatMut::new("out", &mut out, e * k, n).unwrap(),
-                )
-                .unwrap();
-                let mut row = vec![0f32; k];
-                for ex in 0..e {
-                    for j in 0..n {
-                        q.row_into(ex, j, &mut row);
-                        for (c, &want) in row.iter().enumerate() {
-                            let got = out[(ex * k + c) * n + j];
-                            assert!(
-                                got == want,
-                                "{isa:?} {:?} K={k} group={group}: weight [{ex}, {j}, {c}] is \
-                                 {got:e}, the reference has {want:e}",
-                                q.format()
-                            );
-                        }
-                    }
+            let (q, w64) = random_mxfp4(&mut rng, [e, n, k], group, case % 2 == 0);
+            assert_reference_weights(isa, &q, &w64, "");
+            let (q, w64) = random_fp8(&mut rng, [e, n, k], group);
+            assert_reference_weights(isa, &q, &w64, "");
+        }
+    }
+}
+
+/// FP8 experts as [`random_fp8`] makes them, with the scales of some groups replaced by `2^125`
+/// (`256 * scale` overflows: those spans cannot be scaled in one multiply; their codes are kept
+/// below 8 in magnitude so that every value stays finite) and of others by random subnormals (the
+/// products round into the subnormal range).
+fn fp8_extreme_scales(
+    rng: &mut StdRng,
+    [e, n, k]: [usize; 3],
+    group: usize,
+) -> (QuantExperts, Vec<f64>) {
+    let (q, _) = random_fp8(rng, [e, n, k], group);
+    let (mut codes, mut scales) = (q.codes().to_vec(), q.scales().to_vec());
+    let groups = k.div_ceil(group);
+    for (g, s) in scales.iter_mut().enumerate() {
+        match rng.random_range(0..4) {
+            0 => {
+                *s = 2f32.powi(125);
+                let (row, first) = (g / groups, g % groups * group);
+                for c in first..(first + group).min(k) {
+                    let code = &mut codes[row * k + c];
+                    *code = (*code & 0x80) | ((*code & 0x7f) % 0x50);
                 }
             }
+            1 => *s = f32::from_bits(rng.random_range(1..0x0080_0000)),
+            _ => {}
+        }
+    }
+    fp8_experts([e, n, k], group, codes, scales)
+}
+
+#[test]
+fn fast_quantized_spans_keep_the_reference_values() {
+    // The kernels walk each row in spans of one scale (a group, or runs of a row-wide scale) and
+    // the loads in steps of 16 or 32 columns: K ending mid-group and mid-step, row-wide scales
+    // over several spans, groups of multiples of 16 that are no power of two or split a 32-column
+    // step, scales whose `256 * s` overflows (those spans are decoded lane by lane) and subnormal
+    // scales. Every weight must still be the reference's and the oracle's.
+    let mut rng = common::rng("fast_quantized_spans_keep_the_reference_values");
+    for isa in isas() {
+        for (k, group) in [
+            (300usize, 128usize),
+            (300, 300),
+            (600, 1000),
+            (200, 48),
+            (77, 32),
+            (48, 32),
+            (40, 16),
+            (96, 48),
+            (150, 64),
+        ] {
+            let (e, n) = (2, rng.random_range(1..14));
+            let (q, w64) = random_mxfp4(&mut rng, [e, n, k], group, n % 2 == 0);
+            assert_reference_weights(isa, &q, &w64, "");
+            let (q, w64) = random_fp8(&mut rng, [e, n, k], group);
+            assert_reference_weights(isa, &q, &w64, "");
+            let (q, w64) = fp8_extreme_scales(&mut rng, [e, n, k], group);
+            assert_reference_weights(isa, &q, &w64, "(extreme scales)");
         }
     }
 }
@@ -346,6 +423,73 @@ fn fast_fp8_nan_code_gives_nan() {
             .unwrap();
             assert!(out[0].is_nan(), "{isa:?}: code {code:#x} gave {}", out[0]);
             assert_eq!(out[1], k as f32, "{isa:?}: the other row");
+        }
+    }
+}
+
+#[test]
+fn fast_fp8_nan_spans_keep_the_other_bits() {
+    // A NaN code makes its weight row's outputs NaN, and nothing else: the other rows, those that
+    // share its register tile included, keep their bits exactly (the spans with a NaN may take
+    // another path than the others: the products and their order must not change). NaN codes in
+    // the first, a middle and the last (partial) span, in the first and the last of 64 bytes.
+    let mut rng = common::rng("fast_fp8_nan_spans_keep_the_other_bits");
+    for isa in isas() {
+        for (k, group, col) in [
+            (300usize, 128usize, 0usize),
+            (300, 128, 191),
+            (300, 128, 299),
+            (600, 600, 320),
+            (70, 16, 63),
+        ] {
+            let (e, n) = (2, 9);
+            let (q, w64) = random_fp8(&mut rng, [e, n, k], group);
+            for rows in [1usize, 6] {
+                let offsets = [0, rows, 2 * rows];
+                let x: Vec<f32> = common::values(&mut rng, 2 * rows * k, 1.0);
+                let run = |q: &QuantExperts| {
+                    let mut out = vec![f32::NAN; 2 * rows * n];
+                    fast::grouped_gemm(
+                        isa,
+                        MatRef::new("x", &x, 2 * rows, k).unwrap(),
+                        &offsets,
+                        q,
+                        &mut MatMut::new("out", &mut out, 2 * rows, n).unwrap(),
+                    )
+                    .unwrap();
+                    out
+                };
+                let clean = run(&q);
+                let want = oracle_gemm(&common::el64(&x), &w64, &offsets, n, k);
+                let what = format!("{isa:?} K={k} group={group} NaN at column {col}");
+                common::assert_close(&what, &common::f64s(&clean), &want, 1e-5);
+                // Row 2 of expert 1 (the third row of its first register tile) gets the NaN.
+                let (nan_row, mut codes) = (n + 2, q.codes().to_vec());
+                codes[nan_row * k + col] = if col % 2 == 0 { 0x7f } else { 0xff };
+                let q_nan = QuantExperts::new(
+                    CodeFormat::Fp8E4M3,
+                    [e, n, k],
+                    group,
+                    codes,
+                    q.scales().to_vec(),
+                )
+                .unwrap();
+                let got = run(&q_nan);
+                for r in 0..2 * rows {
+                    for j in 0..n {
+                        let (g, c) = (got[r * n + j], clean[r * n + j]);
+                        if r >= rows && j == 2 {
+                            assert!(g.is_nan(), "{what}: output [{r}, {j}] is {g}, not NaN");
+                        } else {
+                            assert!(
+                                g.to_bits() == c.to_bits(),
+                                "{what}: output [{r}, {j}] is {g:e} with a NaN elsewhere, {c:e} \
+                                 without"
+                            );
+                        }
+                    }
+                }
+            }
         }
     }
 }

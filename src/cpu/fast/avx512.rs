@@ -5,27 +5,108 @@
 //! The lanes and chunks are those of the portable build (lane `l` takes columns `c + l`, a short last
 //! chunk is masked to zeros); each lane's additions are fused with its products, and the 16 lanes are
 //! added by `_mm512_reduce_add_ps`. Every output's order depends on neither the tile nor the thread.
+//! Quantized rows are read in spans of one scale per row, set up once per span (see [`Load`]).
 
 use half::bf16;
 use std::arch::x86_64::*;
 
-use super::{tile_dispatch, Task, WeightSource, LANES};
+use super::{portable, tile_dispatch, Task, WeightSource, LANES};
 use crate::quant::{fp4_e2m1_to_f32, CodeFormat};
 
-/// Weight rows loaded [`LANES`] at a time and widened to `f32`.
+/// Weight rows loaded a step of one or two chunks of [`LANES`] columns at a time and widened to
+/// `f32`, in spans of columns that share one scale per row.
 trait Load: Copy {
-    /// Columns `c .. c + 16` of global weight row `row`, lanes outside `mask` zero (and not read).
-    /// Always inlined into the tiles, whose AVX-512 features its intrinsics then compile with (a
-    /// `#[target_feature]` function of its size would not be inlined at every optimisation level).
+    /// Columns one [`Load::load`] reads: [`LANES`] or `2 * LANES`.
+    const STEP: usize;
+
+    /// A row's scale over one span, ready for [`Load::load`] (`()` for unscaled rows).
+    type Scale: Copy;
+
+    /// Columns per span: a multiple of [`LANES`] (a span ending in a part of a step, such as
+    /// MXFP4's groups of 16, loads it masked), or at least `K` (one span a row).
+    fn span(self) -> usize;
+
+    /// The scale of global weight row `row` over the span of columns `c .. end`, or `None` where the
+    /// span's columns are read by [`Load::load_lanes`] instead (a group that splits chunks, a scale
+    /// the vector loads cannot apply exactly, an FP8 NaN code).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX-512 F, BW and VL; `c < end <= K`, `c` a multiple of the span.
+    unsafe fn scale(self, row: usize, c: usize, end: usize) -> Option<Self::Scale>;
+
+    /// Columns `c .. c + STEP` of global weight row `row` in a span of scale `scale`, 16 a vector
+    /// (the second unused for a step of 16), the lanes of vector `h` outside `masks[h]` zero (and
+    /// not read). Always inlined into the tiles, whose AVX-512 features its intrinsics then compile
+    /// with (a `#[target_feature]` function of its size would not be inlined at every optimisation
+    /// level).
     ///
     /// # Safety
     ///
     /// The CPU must support AVX-512 F, BW and VL; the unmasked columns must lie in the row.
-    unsafe fn load(self, row: usize, c: usize, mask: __mmask16) -> __m512;
+    unsafe fn load(
+        self,
+        scale: Self::Scale,
+        row: usize,
+        c: usize,
+        masks: [__mmask16; 2],
+    ) -> [__m512; 2];
+
+    /// Columns `c .. c + 16` of global weight row `row` in a span without a scale, lanes outside
+    /// `mask` zero: the reference's decoding, lane by lane.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Load::load`].
+    unsafe fn load_lanes(self, row: usize, c: usize, mask: __mmask16) -> __m512;
 
     /// Ask for the cache line of column `c` of global weight row `row` (which may lie past the
     /// weights: a prefetch never faults).
     fn prefetch(self, row: usize, c: usize);
+}
+
+/// Weight rows without scales: one span a row.
+trait Unscaled: Copy {
+    /// [`Load::load`] of one chunk.
+    ///
+    /// # Safety
+    ///
+    /// As for [`Load::load`].
+    unsafe fn load(self, row: usize, c: usize, mask: __mmask16) -> __m512;
+
+    /// [`Load::prefetch`].
+    fn prefetch(self, row: usize, c: usize);
+}
+
+impl<T: Unscaled> Load for T {
+    const STEP: usize = LANES;
+    type Scale = ();
+
+    fn span(self) -> usize {
+        usize::MAX
+    }
+
+    #[inline(always)]
+    unsafe fn scale(self, _row: usize, _c: usize, _end: usize) -> Option<()> {
+        Some(())
+    }
+
+    #[inline(always)]
+    unsafe fn load(self, _scale: (), row: usize, c: usize, masks: [__mmask16; 2]) -> [__m512; 2] {
+        // SAFETY: the caller's.
+        unsafe { [Unscaled::load(self, row, c, masks[0]), _mm512_setzero_ps()] }
+    }
+
+    #[inline(always)]
+    unsafe fn load_lanes(self, row: usize, c: usize, mask: __mmask16) -> __m512 {
+        // SAFETY: the caller's.
+        unsafe { Unscaled::load(self, row, c, mask) }
+    }
+
+    #[inline]
+    fn prefetch(self, row: usize, c: usize) {
+        Unscaled::prefetch(self, row, c)
+    }
 }
 
 /// Prefetch the cache line at `p` into L1 (`p` may point anywhere).
@@ -43,7 +124,7 @@ struct Plain<T> {
     k: usize,
 }
 
-impl Load for Plain<f32> {
+impl Unscaled for Plain<f32> {
     #[inline(always)]
     unsafe fn load(self, row: usize, c: usize, mask: __mmask16) -> __m512 {
         // SAFETY: the caller keeps the unmasked lanes inside the row; masked lanes are not read.
@@ -62,7 +143,7 @@ impl Load for Plain<f32> {
 #[derive(Clone, Copy)]
 struct Bf16(Plain<u16>);
 
-impl Load for Bf16 {
+impl Unscaled for Bf16 {
     #[inline(always)]
     unsafe fn load(self, row: usize, c: usize, mask: __mmask16) -> __m512 {
         let Plain { ptr, k } = self.0;
@@ -85,7 +166,7 @@ impl Load for Bf16 {
 #[derive(Clone, Copy)]
 struct F16(Plain<u16>);
 
-impl Load for F16 {
+impl Unscaled for F16 {
     #[inline(always)]
     unsafe fn load(self, row: usize, c: usize, mask: __mmask16) -> __m512 {
         let Plain { ptr, k } = self.0;
@@ -100,24 +181,26 @@ impl Load for F16 {
     }
 }
 
+/// Columns of a span of a row-wide scale (any multiple of [`LANES`] would do).
+const ROW_SPAN: usize = 256;
+
 /// The scales of quantized rows: one per row and group of `group` columns, `groups` a row.
 #[derive(Clone, Copy)]
 struct GroupScales {
     ptr: *const f32,
-    k: usize,
     groups: usize,
     group: usize,
     /// The group of column `c` is `c >> shift` (a power-of-two group, or one group per row).
     shift: Option<u32>,
-    /// Every chunk of 16 columns lies in one scale group.
-    uniform: bool,
+    /// Columns per span: the group where it holds whole chunks, [`ROW_SPAN`] for a row-wide scale,
+    /// `None` for groups that split chunks (their rows are one span, read lane by lane).
+    span: Option<usize>,
 }
 
 impl GroupScales {
     fn new(scales: &[f32], k: usize, group: usize) -> GroupScales {
         GroupScales {
             ptr: scales.as_ptr(),
-            k,
             groups: k.div_ceil(group),
             group,
             shift: if group >= k {
@@ -127,47 +210,64 @@ impl GroupScales {
             } else {
                 None
             },
-            uniform: group.is_multiple_of(LANES) || group >= k,
+            span: if group >= k {
+                Some(ROW_SPAN)
+            } else if group.is_multiple_of(LANES) {
+                Some(group)
+            } else {
+                None
+            },
         }
     }
 
-    /// The one scale of columns `c .. c + 16` of global row `row` where they share one
-    /// ([`GroupScales::uniform`]).
+    /// Columns per span ([`Load::span`]).
+    fn span(self) -> usize {
+        self.span.unwrap_or(usize::MAX)
+    }
+
+    /// The scale of column `c` of global row `row` where spans have one (`None` for groups that
+    /// split chunks).
     ///
     /// # Safety
     ///
     /// The scales must hold the row's, and `c < k`.
     #[inline(always)]
-    unsafe fn chunk_scale(self, row: usize, c: usize) -> f32 {
-        // SAFETY: `group_of(c) < groups` for every column `c < k` (the caller's).
-        unsafe { *self.ptr.add(row * self.groups + self.group_of(c)) }
-    }
-
-    /// The scales of columns `c .. c + 16` of global row `row` (the last column's past `k`), for
-    /// groups that do not hold whole chunks: out of line, so that the common path is small enough
-    /// to be inlined into the tiles.
-    #[cold]
-    #[inline(never)]
-    fn lane_scales(self, row: usize, c: usize) -> [f32; LANES] {
-        let groups = self.groups;
-        std::array::from_fn(|l| {
-            // SAFETY: `group_of(c') < groups` for every column `c' < k` of the row.
-            unsafe {
-                *self
-                    .ptr
-                    .add(row * groups + self.group_of((c + l).min(self.k - 1)))
-            }
-        })
-    }
-
-    /// The scale group of column `c < k`.
-    #[inline(always)]
-    fn group_of(self, c: usize) -> usize {
-        match self.shift {
+    unsafe fn at(self, row: usize, c: usize) -> Option<f32> {
+        self.span?;
+        let group = match self.shift {
             Some(s) => c >> s,
             None => c / self.group,
-        }
+        };
+        // SAFETY: `group < groups` for every column `c < k` (the caller's).
+        Some(unsafe { *self.ptr.add(row * self.groups + group) })
     }
+}
+
+/// Columns `c .. c + 16` of global row `row` decoded by the portable build's `widen` (the
+/// reference's values), lanes outside `mask` (the low lanes) zero: [`Load::load_lanes`] of the
+/// quantized rows.
+///
+/// # Safety
+///
+/// The CPU must support AVX-512 F.
+#[inline(always)]
+unsafe fn load_lanes<W: portable::Widen>(
+    widen: W,
+    row: usize,
+    c: usize,
+    mask: __mmask16,
+) -> __m512 {
+    /// Out of line, so that the vector path stays small enough to be inlined into the tiles.
+    #[cold]
+    #[inline(never)]
+    fn lanes<W: portable::Widen>(widen: W, row: usize, c: usize, len: usize) -> [f32; LANES] {
+        let mut lanes = [0f32; LANES];
+        widen.widen(row, c, len, &mut lanes);
+        lanes
+    }
+    let lanes = lanes(widen, row, c, mask.count_ones() as usize);
+    // SAFETY: the caller has AVX-512 F.
+    unsafe { _mm512_loadu_ps(lanes.as_ptr()) }
 }
 
 /// FP8 e4m3 rows with a scale per row and group of columns.
@@ -175,98 +275,161 @@ impl GroupScales {
 /// An e4m3 code `s.eeee.mmm` placed in an f16 as `s.0eeee.mmm0000000` has 2^-8 of the code's value
 /// (both formats' subnormals included: the exponent biases are 15 and 7), so `vcvtph2ps` widens it
 /// exactly; the code sign-extended to 16 bits and shifted left by 7 has those bits under the mask
-/// `0xbf80`. `s.1111.111` (NaN in e4m3, 1.875 this way) is replaced by NaN. The result is multiplied
-/// by `256 * scale` (both factors exact powers-of-two scalings of the reference's, so the product is
-/// the reference's table value times the scale, bit for bit), or by 256 and then the scale where
-/// `256 * scale` would overflow.
+/// `0xbf80`. The result is multiplied by `256 * scale`, both factors exact powers-of-two scalings of
+/// the reference's, so the product is the reference's table value times the scale, bit for bit.
+/// Spans where `256 * scale` is not finite, or with a code `s.1111.111` (NaN in e4m3, 1.875 this
+/// way), are decoded lane by lane.
 #[derive(Clone, Copy)]
-struct Fp8 {
-    codes: *const u8,
-    k: usize,
+struct Fp8<'a> {
+    src: portable::Fp8<'a>,
     scales: GroupScales,
 }
 
-impl Load for Fp8 {
+impl Load for Fp8<'_> {
+    const STEP: usize = LANES;
+    type Scale = __m512;
+
+    fn span(self) -> usize {
+        self.scales.span()
+    }
+
     #[inline(always)]
-    unsafe fn load(self, row: usize, c: usize, mask: __mmask16) -> __m512 {
-        // SAFETY: as for `Plain<f32>`; the scales read are those of the row's groups (`c < k`).
+    unsafe fn scale(self, row: usize, c: usize, end: usize) -> Option<__m512> {
+        // SAFETY: the caller's (`c < k`).
+        let s256 = 256.0 * unsafe { self.scales.at(row, c) }?;
+        // SAFETY: as for `Plain<f32>` (columns `c .. end` lie in the row); the caller has AVX-512
+        // F and BW.
+        let nan = unsafe {
+            let codes = self.src.codes.as_ptr().add(row * self.src.k);
+            let mut nan: __mmask64 = 0;
+            for b in (c..end).step_by(64) {
+                let len = end - b;
+                let mask = if len >= 64 { !0 } else { (1u64 << len) - 1 };
+                let v = _mm512_maskz_loadu_epi8(mask, codes.add(b).cast());
+                // `s.1111.111` is NaN: the codes whose low 7 bits are all set.
+                let v = _mm512_or_si512(v, _mm512_set1_epi8(0x80u8 as i8));
+                nan |= _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(-1));
+            }
+            nan
+        };
+        if s256.is_finite() && nan == 0 {
+            // SAFETY: the caller has AVX-512 F.
+            Some(unsafe { _mm512_set1_ps(s256) })
+        } else {
+            None
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn load(self, s256: __m512, row: usize, c: usize, masks: [__mmask16; 2]) -> [__m512; 2] {
+        let codes = self.src.codes.as_ptr();
+        // SAFETY: as for `Plain<f32>`; the caller has AVX-512 F, BW and VL.
         unsafe {
-            let codes = _mm_maskz_loadu_epi8(mask, self.codes.add(row * self.k + c).cast());
+            let codes = _mm_maskz_loadu_epi8(masks[0], codes.add(row * self.src.k + c).cast());
             let half = _mm256_and_si256(
                 _mm256_slli_epi16::<7>(_mm256_cvtepi8_epi16(codes)),
                 _mm256_set1_epi16(0xbf80u16 as i16),
             );
-            let exp_mant = _mm256_set1_epi16(0x3f80);
-            let nan = _mm256_cmpeq_epi16_mask(_mm256_and_si256(half, exp_mant), exp_mant);
-            let w = _mm512_mask_mov_ps(_mm512_cvtph_ps(half), nan, _mm512_set1_ps(f32::NAN));
-            if self.scales.uniform {
-                let s = self.scales.chunk_scale(row, c);
-                let s256 = 256.0 * s;
-                if s256.is_finite() {
-                    return _mm512_mul_ps(w, _mm512_set1_ps(s256));
-                }
-                return _mm512_mul_ps(_mm512_mul_ps(w, _mm512_set1_ps(256.0)), _mm512_set1_ps(s));
-            }
-            let lanes = self.scales.lane_scales(row, c);
-            _mm512_mul_ps(
-                _mm512_mul_ps(w, _mm512_set1_ps(256.0)),
-                _mm512_loadu_ps(lanes.as_ptr()),
-            )
+            [
+                _mm512_mul_ps(_mm512_cvtph_ps(half), s256),
+                _mm512_setzero_ps(),
+            ]
         }
+    }
+
+    #[inline(always)]
+    unsafe fn load_lanes(self, row: usize, c: usize, mask: __mmask16) -> __m512 {
+        // SAFETY: the caller's.
+        unsafe { load_lanes(self.src, row, c, mask) }
     }
 
     #[inline]
     fn prefetch(self, row: usize, c: usize) {
         // SAFETY: as for `Plain<f32>`.
-        unsafe { prefetch(self.codes.wrapping_add(row * self.k + c)) }
+        unsafe { prefetch(self.src.codes.as_ptr().wrapping_add(row * self.src.k + c)) }
     }
 }
 
 /// MXFP4 e2m1 rows (two codes a byte, low nibble first, `bytes` a row) with a scale per row and
 /// group of columns.
 ///
-/// The 8 bytes of a chunk's 16 codes are each doubled (`vpunpcklbw` with itself) and widened to 32
-/// bits, lane `l` holding byte `l / 2`; odd lanes are shifted right by 4, and the low 4 bits of each
-/// lane index the 16 e2m1 values in a register (`vpermps`, which reads only those bits). The value
-/// times the scale is the reference's product, bit for bit. Lanes past `K` are zeroed (the high
-/// nibble of a row's half-used last byte is not a value).
+/// A step of 32 columns is one 16-byte load: the bytes interleaved with themselves shifted right by
+/// 4 (`vpunpck{l,h}bw` with the `vpsrlw` of the bytes: columns 0-15, then 16-31) and widened to 32
+/// bits put each column's code in the low 4 bits of its lane, which index the 16 e2m1 values times
+/// the span's scale in a register (`vpermps`, which reads only those bits). Each value is the
+/// reference's product of the code's value and the scale, bit for bit. Lanes past `K` are zeroed
+/// (the high nibble of a row's half-used last byte is not a value). A group of an odd number of
+/// 16-column chunks ends in half a step (masked); groups that split chunks are decoded lane by lane.
 #[derive(Clone, Copy)]
-struct Mxfp4 {
-    codes: *const u8,
-    bytes: usize,
+struct Mxfp4<'a> {
+    src: portable::Mxfp4<'a>,
     scales: GroupScales,
 }
 
-impl Load for Mxfp4 {
+impl Load for Mxfp4<'_> {
+    const STEP: usize = 2 * LANES;
+    /// The 16 e2m1 values times the span's scale.
+    type Scale = __m512;
+
+    fn span(self) -> usize {
+        self.scales.span()
+    }
+
     #[inline(always)]
-    unsafe fn load(self, row: usize, c: usize, mask: __mmask16) -> __m512 {
-        // The bytes of the unmasked lanes (the low `len` of the chunk): byte `b` holds lanes `2b`
-        // and `2b + 1`.
-        let byte_mask: __mmask16 = (1 << mask.count_ones().div_ceil(2)) - 1;
-        // SAFETY: as for `Plain<f32>` (`c` is even: the chunk's bytes start at `c / 2`, and the
-        // masked bytes are those of its columns); the scales as for `Fp8`.
+    unsafe fn scale(self, row: usize, c: usize, _end: usize) -> Option<__m512> {
+        // SAFETY: the caller's (`c < k`); the caller has AVX-512 F.
+        unsafe {
+            let s = _mm512_set1_ps(self.scales.at(row, c)?);
+            Some(_mm512_mul_ps(_mm512_loadu_ps(E2M1.as_ptr()), s))
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn load(
+        self,
+        table: __m512,
+        row: usize,
+        c: usize,
+        masks: [__mmask16; 2],
+    ) -> [__m512; 2] {
+        // The bytes of the unmasked lanes (the low `len` of the step): byte `b` holds columns
+        // `c + 2b` and `c + 2b + 1`.
+        let len = masks[0].count_ones() + masks[1].count_ones();
+        let byte_mask = ((1u32 << len.div_ceil(2)) - 1) as __mmask16;
+        let codes = self.src.codes.as_ptr();
+        // SAFETY: as for `Plain<f32>` (`c` is even: the step's bytes start at `c / 2`, and the
+        // masked bytes are those of its columns).
         unsafe {
             let packed =
-                _mm_maskz_loadu_epi8(byte_mask, self.codes.add(row * self.bytes + c / 2).cast());
-            let lanes = _mm512_cvtepu8_epi32(_mm_unpacklo_epi8(packed, packed));
-            let codes = _mm512_srlv_epi32(
-                lanes,
-                _mm512_set_epi32(4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0),
-            );
-            let table = _mm512_loadu_ps(E2M1.as_ptr());
-            let w = _mm512_maskz_permutexvar_ps(mask, codes, table);
-            if self.scales.uniform {
-                return _mm512_mul_ps(w, _mm512_set1_ps(self.scales.chunk_scale(row, c)));
-            }
-            let lanes = self.scales.lane_scales(row, c);
-            _mm512_mul_ps(w, _mm512_loadu_ps(lanes.as_ptr()))
+                _mm_maskz_loadu_epi8(byte_mask, codes.add(row * self.src.bytes + c / 2).cast());
+            // Byte `b` of `high` has byte `b`'s high nibble in its low 4 bits.
+            let high = _mm_srli_epi16::<4>(packed);
+            let first = _mm512_cvtepu8_epi32(_mm_unpacklo_epi8(packed, high));
+            let second = _mm512_cvtepu8_epi32(_mm_unpackhi_epi8(packed, high));
+            [
+                _mm512_maskz_permutexvar_ps(masks[0], first, table),
+                _mm512_maskz_permutexvar_ps(masks[1], second, table),
+            ]
         }
+    }
+
+    #[inline(always)]
+    unsafe fn load_lanes(self, row: usize, c: usize, mask: __mmask16) -> __m512 {
+        // SAFETY: the caller's.
+        unsafe { load_lanes(self.src, row, c, mask) }
     }
 
     #[inline]
     fn prefetch(self, row: usize, c: usize) {
         // SAFETY: as for `Plain<f32>`.
-        unsafe { prefetch(self.codes.wrapping_add(row * self.bytes + c / 2)) }
+        unsafe {
+            prefetch(
+                self.src
+                    .codes
+                    .as_ptr()
+                    .wrapping_add(row * self.src.bytes + c / 2),
+            )
+        }
     }
 }
 
@@ -281,7 +444,92 @@ static E2M1: [f32; 16] = {
     t
 };
 
+/// The lanes of the first `len` columns of a chunk (all for `len >= 16`).
+#[inline(always)]
+fn lane_mask(len: usize) -> __mmask16 {
+    if len >= LANES {
+        0xffff
+    } else {
+        (1u16 << len) - 1
+    }
+}
+
+/// `acc[i][j] += x row i * wv[j]` over columns `c .. c + 16`, lanes outside `mask` zero.
+///
+/// # Safety
+///
+/// The CPU must support AVX-512 F; the unmasked columns must lie in the `MR` activation rows of `xs`.
+#[inline(always)]
+unsafe fn fma_chunk<const MR: usize, const NR: usize>(
+    xs: &[f32],
+    k: usize,
+    c: usize,
+    mask: __mmask16,
+    wv: &[__m512; NR],
+    acc: &mut [[__m512; NR]; MR],
+) {
+    for (i, ai) in acc.iter_mut().enumerate() {
+        // SAFETY: the caller's.
+        let xv = unsafe { _mm512_maskz_loadu_ps(mask, xs.as_ptr().add(i * k + c)) };
+        for (a, &wj) in ai.iter_mut().zip(wv) {
+            *a = _mm512_fmadd_ps(xv, wj, *a);
+        }
+    }
+}
+
+/// The tile's products over one load step at column `c` (chunk `h` of its `STEP / 16` masked by
+/// `masks[h]`, and skipped when that is empty), the weights loaded with the rows' `scales` (or
+/// lane by lane, one chunk a step, without); then, for `ahead`, a prefetch of the next `NR`
+/// weight rows' line.
+///
+/// # Safety
+///
+/// The CPU must support AVX-512 F, BW and VL; the unmasked columns must lie in the `MR` activation
+/// rows of `xs` and in the weight rows, in a span of `scales`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn step<W: Load, const MR: usize, const NR: usize>(
+    xs: &[f32],
+    k: usize,
+    w: W,
+    scales: Option<&[W::Scale; NR]>,
+    row0: usize,
+    c: usize,
+    masks: [__mmask16; 2],
+    ahead: bool,
+    acc: &mut [[__m512; NR]; MR],
+) {
+    // SAFETY: the caller's.
+    unsafe {
+        // (Loops, not `array::from_fn`: a closure would not inherit the caller's target features,
+        // and its loads would not be inlined.)
+        let mut wv = [[_mm512_setzero_ps(); NR]; 2];
+        for j in 0..NR {
+            match scales {
+                Some(s) => [wv[0][j], wv[1][j]] = w.load(s[j], row0 + j, c, masks),
+                None => wv[0][j] = w.load_lanes(row0 + j, c, masks[0]),
+            }
+        }
+        if ahead {
+            for j in 0..NR {
+                w.prefetch(row0 + NR + j, c);
+            }
+        }
+        let chunks = if scales.is_some() { W::STEP / LANES } else { 1 };
+        for (h, wh) in wv.iter().enumerate().take(chunks) {
+            if masks[h] == 0 {
+                break;
+            }
+            fma_chunk(xs, k, c + h * LANES, masks[h], wh, acc);
+        }
+    }
+}
+
 /// `out(i, j, dot(x row i, weight row row0 + j))` for an `MR x NR` tile.
+///
+/// Span by span, the rows' scales are set up once; then each step of the span is loaded (masked
+/// only at `K`) and its chunks of 16 columns added into the lanes: the same products in the same
+/// order whether the span is read by vectors or lane by lane.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
 fn tile<W: Load, const MR: usize, const NR: usize>(
@@ -294,36 +542,39 @@ fn tile<W: Load, const MR: usize, const NR: usize>(
 ) {
     assert!(xs.len() >= (MR - 1) * k + k, "activation rows of the tile");
     let mut acc = [[_mm512_setzero_ps(); NR]; MR];
+    let span = w.span();
     let mut c = 0;
     while c < k {
-        let mask: __mmask16 = if k - c >= LANES {
-            0xffff
+        let end = if k - c > span { c + span } else { k };
+        let mut scales = [None; NR];
+        for (j, s) in scales.iter_mut().enumerate() {
+            // SAFETY: AVX-512 is enabled here; `c < end <= k`, `c` a multiple of the span.
+            *s = unsafe { w.scale(row0 + j, c, end) };
+        }
+        if scales.iter().all(Option::is_some) {
+            let scales = Some(&scales.map(Option::unwrap));
+            while end - c >= W::STEP {
+                // SAFETY: AVX-512 is enabled here; the step's columns lie in the span and in every
+                // row (the weight rows `row0 .. row0 + NR` exist, checked by the caller; the
+                // activation rows by the assert above).
+                unsafe { step(xs, k, w, scales, row0, c, [0xffff; 2], ahead, &mut acc) };
+                c += W::STEP;
+            }
+            if c < end {
+                let len = end - c;
+                let masks = [lane_mask(len), lane_mask(len.saturating_sub(LANES))];
+                // SAFETY: as above, for the unmasked columns `c .. end`.
+                unsafe { step(xs, k, w, scales, row0, c, masks, ahead, &mut acc) };
+                c = end;
+            }
         } else {
-            (1u16 << (k - c)) - 1
-        };
-        // SAFETY: AVX-512 is enabled here; lanes `c .. min(c + 16, k)` lie in every row (the
-        // weight rows `row0 .. row0 + NR` exist, checked by the caller; the activation rows by the
-        // assert above).
-        unsafe {
-            // (A loop, not `array::from_fn`: a closure would not inherit this function's target
-            // features, and its loads would not be inlined.)
-            let mut wv = [_mm512_setzero_ps(); NR];
-            for (j, wj) in wv.iter_mut().enumerate() {
-                *wj = w.load(row0 + j, c, mask);
-            }
-            if ahead {
-                for j in 0..NR {
-                    w.prefetch(row0 + NR + j, c);
-                }
-            }
-            for (i, ai) in acc.iter_mut().enumerate() {
-                let xv = _mm512_maskz_loadu_ps(mask, xs.as_ptr().add(i * k + c));
-                for (a, &wj) in ai.iter_mut().zip(&wv) {
-                    *a = _mm512_fmadd_ps(xv, wj, *a);
-                }
+            while c < end {
+                let masks = [lane_mask(end - c), 0];
+                // SAFETY: as above, for the unmasked columns `c .. min(c + 16, end)`.
+                unsafe { step(xs, k, w, None, row0, c, masks, ahead, &mut acc) };
+                c += LANES;
             }
         }
-        c += LANES;
     }
     for (i, ai) in acc.iter().enumerate() {
         for (j, &aij) in ai.iter().enumerate() {
@@ -376,8 +627,12 @@ pub(super) unsafe fn task(task: &Task<'_, f32>, src: &WeightSource<'_>) {
         } => run(
             task,
             Fp8 {
-                codes: codes.as_ptr(),
-                k,
+                src: portable::Fp8 {
+                    codes,
+                    scales,
+                    k,
+                    group,
+                },
                 scales: GroupScales::new(scales, k, group),
             },
         ),
@@ -388,8 +643,13 @@ pub(super) unsafe fn task(task: &Task<'_, f32>, src: &WeightSource<'_>) {
         } => run(
             task,
             Mxfp4 {
-                codes: codes.as_ptr(),
-                bytes: CodeFormat::Mxfp4E2M1.row_bytes(k),
+                src: portable::Mxfp4 {
+                    codes,
+                    scales,
+                    k,
+                    bytes: CodeFormat::Mxfp4E2M1.row_bytes(k),
+                    group,
+                },
                 scales: GroupScales::new(scales, k, group),
             },
         ),

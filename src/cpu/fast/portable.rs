@@ -11,8 +11,9 @@ use half::{bf16, f16};
 use super::{tile_dispatch, Task, WeightSource, LANES};
 use crate::quant::{fp4_e2m1_to_f32, fp8_e4m3_to_f32, CodeFormat};
 
-/// Weight rows widened to `f32` a chunk of [`LANES`] at a time.
-trait Widen: Copy {
+/// Weight rows widened to `f32` a chunk of [`LANES`] at a time (also the AVX-512 build's decoding
+/// of the quantized spans its vector loop does not take).
+pub(super) trait Widen: Copy {
     /// Columns `c .. c + len` (`len <= LANES`) of global weight row `row` into `dst[..len]`.
     fn widen(self, row: usize, c: usize, len: usize, dst: &mut [f32; LANES]);
 }
@@ -44,11 +45,11 @@ plain_widen!(f16, f16::to_f32);
 
 /// FP8 e4m3 rows with a scale per row and group of `group` columns.
 #[derive(Clone, Copy)]
-struct Fp8<'a> {
-    codes: &'a [u8],
-    scales: &'a [f32],
-    k: usize,
-    group: usize,
+pub(super) struct Fp8<'a> {
+    pub(super) codes: &'a [u8],
+    pub(super) scales: &'a [f32],
+    pub(super) k: usize,
+    pub(super) group: usize,
 }
 
 impl Widen for Fp8<'_> {
@@ -66,12 +67,12 @@ impl Widen for Fp8<'_> {
 /// MXFP4 e2m1 rows (two codes a byte, low nibble first, `bytes` a row) with a scale per row and
 /// group of `group` columns.
 #[derive(Clone, Copy)]
-struct Mxfp4<'a> {
-    codes: &'a [u8],
-    scales: &'a [f32],
-    k: usize,
-    bytes: usize,
-    group: usize,
+pub(super) struct Mxfp4<'a> {
+    pub(super) codes: &'a [u8],
+    pub(super) scales: &'a [f32],
+    pub(super) k: usize,
+    pub(super) bytes: usize,
+    pub(super) group: usize,
 }
 
 impl Widen for Mxfp4<'_> {
