@@ -62,6 +62,35 @@ fn oracle_gemm(x64: &[f64], w64: &[f64], offsets: &[usize], n: usize, k: usize) 
     want
 }
 
+/// Assert `got` is the grouped GEMM of `x64` and `w64` within `tol`, relative to the L2 norm of
+/// the GEMM of their magnitudes: an `f32` dot's rounding error is bounded by the sum of its terms'
+/// magnitudes, not by its value, which can cancel (a single output near zero would otherwise fail
+/// a relative test that its magnitude-scaled error passes).
+fn check_gemm(
+    what: &str,
+    got: &[f64],
+    x64: &[f64],
+    w64: &[f64],
+    offsets: &[usize],
+    [n, k]: [usize; 2],
+    tol: f64,
+) {
+    let want = oracle_gemm(x64, w64, offsets, n, k);
+    let abs = |v: &[f64]| v.iter().map(|a| a.abs()).collect::<Vec<_>>();
+    let scale = oracle_gemm(&abs(x64), &abs(w64), offsets, n, k);
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, g) in got.iter().enumerate() {
+        assert!(g.is_finite(), "{what}: element {i} is {g}");
+    }
+    let err: f64 = got.iter().zip(&want).map(|(g, w)| (g - w) * (g - w)).sum();
+    let norm: f64 = scale.iter().map(|s| s * s).sum();
+    let rel = (err / norm.max(f64::MIN_POSITIVE)).sqrt();
+    assert!(
+        rel <= tol,
+        "{what}: L2 error {rel:e} of the magnitudes' L2 > {tol:e}"
+    );
+}
+
 /// Shapes with K below, at and around multiples of the 16-lane chunk, and N around the 4-row tile.
 fn random_shape(rng: &mut StdRng, case: usize) -> (usize, usize, usize) {
     let e = [1usize, 2, 5, 9][case % 4];
@@ -88,15 +117,17 @@ fn check_plain<X: Element, W: Element>(test: &str, tol: f64) {
                 &mut MatMut::new("out", &mut out, rows, n).unwrap(),
             )
             .unwrap();
-            let want = oracle_gemm(&common::el64(&x), &common::el64(&w), &offsets, n, k);
-            common::assert_close(
+            check_gemm(
                 &format!(
                     "{isa:?} case {case} E={e} N={n} K={k} rows={rows} {} x {}",
                     X::DTYPE,
                     W::DTYPE
                 ),
                 &common::f64s(&out),
-                &want,
+                &common::el64(&x),
+                &common::el64(&w),
+                &offsets,
+                [n, k],
                 tol,
             );
         }
@@ -194,11 +225,13 @@ fn fast_gemm_matches_oracle_fp8() {
                 &mut MatMut::new("out", &mut out, rows, n).unwrap(),
             )
             .unwrap();
-            let want = oracle_gemm(&common::el64(&x), &w64, &offsets, n, k);
-            common::assert_close(
+            check_gemm(
                 &format!("{isa:?} FP8 case {case} E={e} N={n} K={k} group={group}"),
                 &common::f64s(&out),
-                &want,
+                &common::el64(&x),
+                &w64,
+                &offsets,
+                [n, k],
                 1e-5,
             );
         }
@@ -276,11 +309,13 @@ fn fast_gemm_matches_oracle_mxfp4() {
                 &mut MatMut::new("out", &mut out, rows, n).unwrap(),
             )
             .unwrap();
-            let want = oracle_gemm(&common::el64(&x), &w64, &offsets, n, k);
-            common::assert_close(
+            check_gemm(
                 &format!("{isa:?} MXFP4 case {case} E={e} N={n} K={k} group={group}"),
                 &common::f64s(&out),
-                &want,
+                &common::el64(&x),
+                &w64,
+                &offsets,
+                [n, k],
                 1e-5,
             );
         }
@@ -460,9 +495,17 @@ fn fast_fp8_nan_spans_keep_the_other_bits() {
                     out
                 };
                 let clean = run(&q);
-                let want = oracle_gemm(&common::el64(&x), &w64, &offsets, n, k);
                 let what = format!("{isa:?} K={k} group={group} NaN at column {col}");
-                common::assert_close(&what, &common::f64s(&clean), &want, 1e-5);
+                let x64 = common::el64(&x);
+                check_gemm(
+                    &what,
+                    &common::f64s(&clean),
+                    &x64,
+                    &w64,
+                    &offsets,
+                    [n, k],
+                    1e-5,
+                );
                 // Row 2 of expert 1 (the third row of its first register tile) gets the NaN.
                 let (nan_row, mut codes) = (n + 2, q.codes().to_vec());
                 codes[nan_row * k + col] = if col % 2 == 0 { 0x7f } else { 0xff };
@@ -730,11 +773,13 @@ fn fast_tile_shapes_match_oracle() {
                 &mut MatMut::new("out", &mut out, rows, n).unwrap(),
             )
             .unwrap();
-            let want = oracle_gemm(&common::el64(&x), &common::el64(&w), &offsets, n, k);
-            common::assert_close(
+            check_gemm(
                 &format!("{isa:?} tile case {case} E={e} N={n} K={k} offsets={offsets:?}"),
                 &common::f64s(&out),
-                &want,
+                &common::el64(&x),
+                &common::el64(&w),
+                &offsets,
+                [n, k],
                 1e-5,
             );
         }
