@@ -1,6 +1,6 @@
 //! `moe bench` end to end on the CPU: one small preset at one token count, without the PyTorch peers;
 //! checks the report files and that every stage was timed, the quantized weights' records (their
-//! format and the bytes they store), the GPU's refusal of MXFP4 (on the emulated GPU when there is
+//! format and the bytes they store), the MXFP4 stages on the GPU (on the emulated GPU when there is
 //! no real one), and the one-line errors of bad arguments.
 
 mod common;
@@ -168,6 +168,9 @@ fn bench_on_the_gpu_runs_mxfp4() {
         "1",
         "--min-seconds",
         "0",
+        // One timed run per stage: on the emulated GPU each run of the layer takes seconds.
+        "--min-samples",
+        "1",
         "--no-peers",
         "--out",
         out.to_str().unwrap(),
@@ -216,6 +219,14 @@ fn bench_argument_errors_are_one_line() {
             "cpu",
             "--min-seconds",
             "-1",
+            "--no-peers",
+        ][..],
+        &[
+            "bench",
+            "--device",
+            "cpu",
+            "--min-samples",
+            "0",
             "--no-peers",
         ][..],
     ] {

@@ -6,7 +6,9 @@
 use anyhow::{bail, Context, Result};
 use cudarc::cublas::sys::cublasOperation_t;
 use cudarc::cublas::{CudaBlas, Gemm, GemmConfig};
-use cudarc::driver::sys::{CUevent_flags, CUgraphInstantiate_flags, CUstreamCaptureMode};
+use cudarc::driver::sys::{
+    CUdevice_attribute, CUevent_flags, CUgraphInstantiate_flags, CUstreamCaptureMode,
+};
 use cudarc::driver::{CudaEvent, CudaSlice, CudaView, CudaViewMut};
 use half::bf16;
 use moe_kernels::cpu::layer::CpuMoeLayer;
@@ -21,11 +23,15 @@ use super::super::common::{rel_l2, FastRng};
 use super::measure::{Budget, Stage, Stats};
 use super::report::Ceilings;
 
-/// Bytes written before each timed run to evict the previous run's data from L2 (the H100/H200 L2 is
-/// 50-60 MB; four times that leaves nothing useful behind).
-const FLUSH_BYTES: usize = 256 << 20;
-/// Bytes copied by the bandwidth ceiling.
-const COPY_BYTES: usize = 1 << 30;
+/// The L2 flush before each timed run writes this many times the device's L2 size: after it, nothing
+/// the previous run left in L2 is still there.
+const FLUSH_L2_MULTIPLE: usize = 4;
+/// The bandwidth ceiling copies this many times the L2 size (read and written once each), so that at
+/// most one L2 of dirty lines (a few percent of the traffic) can still be unwritten when it is timed.
+const COPY_L2_MULTIPLE: usize = 16;
+/// The L2 size assumed when the device does not report one (the H100/H200 L2 is 50 MiB, most GPUs'
+/// are smaller).
+const FALLBACK_L2_BYTES: usize = 64 << 20;
 /// Side of the square GEMM that measures the cuBLAS ceiling.
 const CEILING_GEMM: usize = 8192;
 /// Token counts up to which the layer is also timed as a CUDA-graph replay.
@@ -43,7 +49,8 @@ pub struct Gpu {
     blas: Option<CudaBlas>,
 }
 
-/// CUDA events around each timed run, and the buffer that flushes L2 between runs.
+/// CUDA events around each timed run, and the buffer that flushes L2 between runs
+/// ([`FLUSH_L2_MULTIPLE`] times the L2 size).
 struct Timer {
     start: CudaEvent,
     end: CudaEvent,
@@ -81,7 +88,9 @@ impl Gpu {
         unsafe { ctx.disable_event_tracking() };
         let start = ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
         let end = ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
-        let flush = dev.stream().alloc_zeros::<u8>(FLUSH_BYTES)?;
+        let flush = dev
+            .stream()
+            .alloc_zeros::<u8>(FLUSH_L2_MULTIPLE * l2_bytes(&dev)?)?;
         let (blas, note) = if moe_kernels::gpu::cuda_library_present("cublas") {
             (Some(CudaBlas::new(dev.stream().clone())?), None)
         } else {
@@ -111,17 +120,19 @@ impl Gpu {
         ))
     }
 
-    /// The ceilings: device-to-device copy bandwidth, and cuBLAS bf16 on an 8192^3 GEMM.
+    /// The ceilings: device-to-device copy bandwidth ([`COPY_L2_MULTIPLE`] times the L2 size), and
+    /// cuBLAS bf16 on an 8192^3 GEMM.
     pub fn ceilings(&mut self, budget: Budget) -> Result<Ceilings> {
         let stream = self.dev.stream().clone();
-        let src = stream.alloc_zeros::<u8>(COPY_BYTES)?;
-        let mut dst = stream.alloc_zeros::<u8>(COPY_BYTES)?;
+        let copy_bytes = COPY_L2_MULTIPLE * l2_bytes(&self.dev)?;
+        let src = stream.alloc_zeros::<u8>(copy_bytes)?;
+        let mut dst = stream.alloc_zeros::<u8>(copy_bytes)?;
         let copy = self.timer.time(&self.dev, budget, |d| {
             d.stream().memcpy_dtod(&src, &mut dst)?;
             Ok(())
         })?;
         drop((src, dst));
-        let copy_gbps = 2.0 * COPY_BYTES as f64 / (copy.median_us * 1e-6) / 1e9;
+        let copy_gbps = 2.0 * copy_bytes as f64 / (copy.median_us * 1e-6) / 1e9;
         let gemm_tflops = if let Some(blas) = &self.blas {
             let n = CEILING_GEMM;
             let mut rng = FastRng::new(7);
@@ -147,11 +158,24 @@ impl Gpu {
             copy_gbps,
             gemm_tflops,
             method: format!(
-                "GPU: median of CUDA-event-timed 1 GiB device-to-device copies; cuBLAS bf16 \
-                 {CEILING_GEMM}^3 GEMM (f32 accumulation)"
+                "GPU: median of CUDA-event-timed {} MiB device-to-device copies ({COPY_L2_MULTIPLE} \
+                 x L2); cuBLAS bf16 {CEILING_GEMM}^3 GEMM (f32 accumulation)",
+                copy_bytes >> 20
             ),
         })
     }
+}
+
+/// The device's L2 size in bytes (`CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE`), or [`FALLBACK_L2_BYTES`]
+/// when it reports none.
+fn l2_bytes(dev: &Device) -> Result<usize> {
+    let reported = dev
+        .context()
+        .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE)?;
+    Ok(usize::try_from(reported)
+        .ok()
+        .filter(|&b| b > 0)
+        .unwrap_or(FALLBACK_L2_BYTES))
 }
 
 impl Timer {

@@ -55,9 +55,14 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     device: DeviceArg,
     /// Minimum measuring time per configuration, in seconds (default: 0.3 on the CPU, 0.05 on a GPU;
-    /// at least 3 runs on the CPU and 10 on a GPU are always timed).
+    /// at least --min-samples runs are always timed).
     #[arg(long)]
     min_seconds: Option<f64>,
+    /// Minimum timed runs per configuration, after one untimed warm-up run (default: 3 on the CPU, 10
+    /// on a GPU; also passed to the PyTorch peers when given). 1 with `--min-seconds 0` is a smoke
+    /// run: every configuration checked and run twice, its timing a single sample.
+    #[arg(long)]
+    min_samples: Option<usize>,
     /// Skip the PyTorch peers.
     #[arg(long)]
     no_peers: bool,
@@ -119,7 +124,7 @@ pub fn main(args: Args) -> Result<()> {
             Side::Cpu,
             CPU_TOKENS,
             Budget {
-                min_samples: 3,
+                min_samples: args.min_samples.unwrap_or(3),
                 min_seconds: args.min_seconds.unwrap_or(0.3),
                 max_samples: 1000,
             },
@@ -131,7 +136,7 @@ pub fn main(args: Args) -> Result<()> {
                 Side::Gpu(Box::new(g)),
                 GPU_TOKENS,
                 Budget {
-                    min_samples: 10,
+                    min_samples: args.min_samples.unwrap_or(10),
                     min_seconds: args.min_seconds.unwrap_or(0.05),
                     max_samples: 1000,
                 },
@@ -148,6 +153,9 @@ pub fn main(args: Args) -> Result<()> {
     }
     if !(budget.min_seconds >= 0.0 && budget.min_seconds.is_finite()) {
         bail!("--min-seconds must be a finite, non-negative number");
+    }
+    if budget.min_samples == 0 {
+        bail!("--min-samples must be at least 1");
     }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
@@ -242,6 +250,7 @@ pub fn main(args: Args) -> Result<()> {
                 &tokens,
                 side.torch_device(),
                 budget.min_seconds,
+                args.min_samples,
                 &file,
             )? {
                 Ok(run) => {

@@ -86,14 +86,16 @@ impl TorchPeer {
         TorchPeer { python, script }
     }
 
-    /// Time the peers for `cfg` at `tokens` on `device` (`cpu` or `cuda`), writing the script's JSON to
-    /// `out`. `Ok(None)` with a reason when PyTorch is not installed.
+    /// Time the peers for `cfg` at `tokens` on `device` (`cpu` or `cuda`), for at least `min_seconds`
+    /// and `min_samples` runs (the script's default when `None`), writing the script's JSON to `out`.
+    /// `Ok(None)` with a reason when PyTorch is not installed.
     pub fn run(
         &self,
         cfg: &MoeConfig,
         tokens: &[usize],
         device: &str,
         min_seconds: f64,
+        min_samples: Option<usize>,
         out: &Path,
     ) -> Result<Result<TorchRun, String>> {
         let r = &cfg.routing;
@@ -126,6 +128,9 @@ impl TorchPeer {
             .args(["--min-seconds", &min_seconds.to_string()])
             .arg("--out")
             .arg(out);
+        if let Some(n) = min_samples {
+            cmd.args(["--min-samples", &n.to_string()]);
+        }
         if r.renormalize {
             cmd.arg("--renorm");
         }
