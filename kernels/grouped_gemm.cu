@@ -8,10 +8,10 @@
 // - Grid: persistent, each block walking its output tiles of the tile space of gemm_schedule.cuh
 //   (gemm_grid.cuh).
 // - Block tile: BM rows x BN weight rows, K walked in steps of BK through a STAGES-deep cp.async
-//   pipeline into shared memory (A tile BM x BK and B tile BN x BK per stage, K contiguous, rows
-//   XOR-swizzled by 16-byte chunk so ldmatrix and cp.async are bank-conflict free). Thread i copies
-//   the 16-byte chunks i, i + THREADS, ... of each tile; rows past the segment end or past N, and
-//   chunks past K, are zero-filled (cp.async source size 0) so they add nothing.
+//   pipeline (gemm_pipeline.cuh) into shared memory (A tile BM x BK and B tile BN x BK per stage, K
+//   contiguous, rows XOR-swizzled by 16-byte chunk so ldmatrix and cp.async are bank-conflict free).
+//   Thread i copies the 16-byte chunks i, i + THREADS, ... of each tile; rows past the segment end or
+//   past N, and chunks past K, are zero-filled (cp.async source size 0) so they add nothing.
 // - Warps: WARPS_M x WARPS_N; warp (wm, wn) owns the WM x WN sub-tile at (wm WM, wn WN) and computes it
 //   as MT x NT mma.sync m16n8k16 tiles, loading its A and B fragments with ldmatrix.x4 per 16-deep K
 //   step. Accumulators stay in registers for the whole K loop (no split-K: results are deterministic,
@@ -25,9 +25,9 @@
 // Quantized weights (W = uint8_t for FP8, MoeMxfp4E2M1 for MXFP4): the B chunks are loaded
 // synchronously (8 codes: one 8-byte FP8 or 4-byte MXFP4 load on the aligned path), dequantised with
 // their scales and stored to the stage with one 16-byte shared store; the A tile keeps its cp.async
-// copies. The pipeline's barriers order these stores exactly as they
-// order the copies: the stage refilled at iteration kt was last read at iteration kt-1, which every
-// warp has finished by the barrier that precedes the refill.
+// copies. The pipeline's barriers order these stores exactly as they order the copies: the stage
+// refilled at iteration kt was last read at iteration kt-1, which every warp has finished by the
+// barrier that precedes the refill.
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -39,6 +39,7 @@
 #include "gemm_grid.cuh"
 #include "gemm_layout.cuh"
 #include "gemm_mma.cuh"
+#include "gemm_pipeline.cuh"
 #include "gemm_schedule.cuh"
 #include "gemm_weights.cuh"
 #include "moe_abi.h"
@@ -317,60 +318,8 @@ struct TileLoader {
     }
 };
 
-// One BK-deep step of the warp's MT x NT mma tiles from pipeline stage `stage` (shared address):
-// per 16-deep K step, one ldmatrix.x4 per m16 fragment of A and per pair of n8 fragments of B, each
-// lane addressing the row and K chunk gemm_layout.cuh assigns it, then the MT x NT mma.sync.
-// Fragments 16 rows apart share the swizzle key (it repeats every 8 rows), so each lane computes one
-// swizzled address per K step and operand and reaches the other fragments by constant offsets.
-template <typename T, typename Cfg>
-__device__ __forceinline__ void warp_mma(float (&acc)[Cfg::MT][Cfg::NT][4], uint32_t stage,
-                                         int warp_m, int warp_n, int lane) {
-    constexpr int CPR = Cfg::CHUNKS_PER_ROW;
-    constexpr int FRAGMENT_BYTES = 16 * Cfg::ROW_BYTES;  // 16 tile rows
-    const uint32_t b_stage = stage + Cfg::A_BYTES;
-    const int a_row = warp_m * Cfg::WM + moe_gemm_a_frag_row(lane);
-    const int b_row = warp_n * Cfg::WN + moe_gemm_b_frag_row(lane);
-#pragma unroll
-    for (int kk = 0; kk < Cfg::BK / 16; ++kk) {
-        const uint32_t a_address =
-            stage + moe_gemm_smem_offset(a_row, moe_gemm_a_frag_chunk(lane, kk), CPR);
-        const uint32_t b_address =
-            b_stage + moe_gemm_smem_offset(b_row, moe_gemm_b_frag_chunk(lane, kk), CPR);
-        uint32_t a[Cfg::MT][4];
-        uint32_t b[Cfg::NT][2];
-#pragma unroll
-        for (int mt = 0; mt < Cfg::MT; ++mt) {
-            ldmatrix_x4(a[mt], a_address + mt * FRAGMENT_BYTES);
-        }
-#pragma unroll
-        for (int np = 0; np < Cfg::NT / 2; ++np) {
-            uint32_t r[4];
-            ldmatrix_x4(r, b_address + np * FRAGMENT_BYTES);
-#pragma unroll
-            for (int j = 0; j < 4; ++j) {
-                int pair = 0;
-                int reg = 0;
-                moe_gemm_b_frag_of(j, &pair, &reg);
-                b[2 * np + pair][reg] = r[j];
-            }
-        }
-#pragma unroll
-        for (int mt = 0; mt < Cfg::MT; ++mt) {
-#pragma unroll
-            for (int nt = 0; nt < Cfg::NT; ++nt) {
-                mma_16816<T>(acc[mt][nt], a[mt], b[nt]);
-            }
-        }
-    }
-}
-
-// One output tile: the pipelined K loop, then the epilogue.
-//
-// Pipeline: stage s holds K tile kt with s = kt mod STAGES. The prologue issues tiles 0 .. STAGES-2,
-// one commit group each (empty groups past the last tile keep the count uniform). Iteration kt waits
-// until tile kt's group has landed (at most STAGES-2 newer groups pending), then a barrier makes every
-// thread's copies visible to all warps and guarantees all warps finished computing tile kt-1, whose
-// stage is the one refilled next, with tile kt + STAGES-1, before computing tile kt.
+// One output tile: the pipelined K loop (gemm_pipeline.cuh) over this tile's loader, each stage
+// multiplied by the warps' m16n8k16 mma.sync tiles, then the epilogue.
 template <typename T, typename W, typename Out, typename Cfg, bool kAligned>
 __device__ __forceinline__ void compute_tile(const MoeGemmParams& p, const MoeGemmTile& tile,
                                              uint32_t pipeline) {
@@ -382,42 +331,10 @@ __device__ __forceinline__ void compute_tile(const MoeGemmParams& p, const MoeGe
     const TileLoader<T, W, Cfg, kAligned> loader(p, tile);
 
     float acc[Cfg::MT][Cfg::NT][4];
-#pragma unroll
-    for (int mt = 0; mt < Cfg::MT; ++mt) {
-#pragma unroll
-        for (int nt = 0; nt < Cfg::NT; ++nt) {
-#pragma unroll
-            for (int i = 0; i < 4; ++i) {
-                acc[mt][nt][i] = 0.0f;
-            }
-        }
-    }
-
-    // The previous tile's warps may still be reading the stages this prologue overwrites.
-    __syncthreads();
-#pragma unroll
-    for (int s = 0; s < Cfg::STAGES - 1; ++s) {
-        if (s < k_tiles) {
-            loader.load(s, pipeline + s * Cfg::STAGE_BYTES);
-        }
-        cp_async_commit();
-    }
-    int read_stage = 0;
-    int write_stage = Cfg::STAGES - 1;
-#pragma unroll 1
-    for (int kt = 0; kt < k_tiles; ++kt) {
-        cp_async_wait<Cfg::STAGES - 2>();
-        __syncthreads();
-        if (kt + Cfg::STAGES - 1 < k_tiles) {
-            loader.load(kt + Cfg::STAGES - 1, pipeline + write_stage * Cfg::STAGE_BYTES);
-        }
-        cp_async_commit();
-        warp_mma<T, Cfg>(acc, pipeline + read_stage * Cfg::STAGE_BYTES, warp_m, warp_n, lane);
-        read_stage = read_stage + 1 == Cfg::STAGES ? 0 : read_stage + 1;
-        write_stage = write_stage + 1 == Cfg::STAGES ? 0 : write_stage + 1;
-    }
-    // Only empty groups can remain; drain them so no copy is in flight past this tile.
-    cp_async_wait<0>();
+    run_pipeline<Cfg>(loader, k_tiles, pipeline, acc, [&](auto& a, uint32_t stage) {
+        warp_stage_mma<Cfg>(a, stage, warp_m, warp_n, lane,
+                            [](auto& d, const auto& x, const auto& w) { mma_16816<T>(d, x, w); });
+    });
 
     store_accumulators<Out, Cfg::WM, Cfg::WN, Cfg::BN>(p, tile, acc, warp_m, warp_n, lane);
 }

@@ -11,11 +11,12 @@
 // GEMM, parallel decomposition. The grid, tile space and epilogue are the grouped GEMM's
 // (gemm_grid.cuh, gemm_schedule.cuh, gemm_epilogue.cuh); what differs is the main loop:
 // - Block tile: BM rows x BN weight rows; K walked in steps of BK = 128 codes, exactly one scale
-//   block, through a STAGES-deep cp.async pipeline. A stage holds the A codes (BM x 128 bytes), the B
-//   codes (BN x 128 bytes), both in the grouped GEMM's swizzled 16-byte-chunk layout (a chunk is 16
-//   codes here), and the block's scales: the BM activation scales of the tile's rows and the BN weight
-//   scales of its weight rows (0 for rows that do not exist), loaded synchronously by threads
-//   0..BM+BN-1 and ordered by the pipeline's barriers like the copies.
+//   block, through the grouped GEMM's STAGES-deep cp.async pipeline (gemm_pipeline.cuh). A stage
+//   holds the A codes (BM x 128 bytes), the B codes (BN x 128 bytes), both in the grouped GEMM's
+//   swizzled 16-byte-chunk layout (a chunk is 16 codes here), and the block's scales: the BM
+//   activation scales of the tile's rows and the BN weight scales of its weight rows (0 for rows that
+//   do not exist), loaded synchronously by threads 0..BM+BN-1 and ordered by the pipeline's barriers
+//   like the copies.
 // - Warps: WARPS_M x WARPS_N, warp (wm, wn) owning the WM x WN sub-tile, as MT x NT mma.sync
 //   m16n8k32 e4m3 tiles. The k32 fragments of 8-bit codes are, byte for byte, the k16 fragments of
 //   16-bit values (PTX ISA: register r of A holds row g + 8 (r % 2), bytes 4t + 16 (r / 2) + 0..3;
@@ -37,6 +38,7 @@
 #include "gemm_grid.cuh"
 #include "gemm_layout.cuh"
 #include "gemm_mma.cuh"
+#include "gemm_pipeline.cuh"
 #include "gemm_schedule.cuh"
 #include "moe_abi.h"
 
@@ -278,59 +280,15 @@ struct Fp8TileLoader {
 };
 
 // One 128-deep K block of the warp's MT x NT tiles from stage `stage`: the tensor-core sums into
-// zeroed block accumulators (4 k32 steps, fragments loaded as in the grouped GEMM's warp_mma), then
-// the promotion acc += blk * (a_scale[row] * w_scale[col]).
+// zeroed block accumulators (warp_stage_mma: 4 k32 steps of m16n8k32 e4m3 mma.sync), then the
+// promotion acc += blk * (a_scale[row] * w_scale[col]).
 template <typename Cfg>
 __device__ __forceinline__ void warp_block(float (&acc)[Cfg::MT][Cfg::NT][4], uint32_t stage,
                                            int warp_m, int warp_n, int lane) {
-    constexpr int CPR = Cfg::CHUNKS_PER_ROW;
-    constexpr int FRAGMENT_BYTES = 16 * Cfg::ROW_BYTES;
-    const uint32_t b_stage = stage + Cfg::A_BYTES;
-    const int a_row = warp_m * Cfg::WM + moe_gemm_a_frag_row(lane);
-    const int b_row = warp_n * Cfg::WN + moe_gemm_b_frag_row(lane);
     float blk[Cfg::MT][Cfg::NT][4];
-#pragma unroll
-    for (int mt = 0; mt < Cfg::MT; ++mt) {
-#pragma unroll
-        for (int nt = 0; nt < Cfg::NT; ++nt) {
-#pragma unroll
-            for (int i = 0; i < 4; ++i) {
-                blk[mt][nt][i] = 0.0f;
-            }
-        }
-    }
-#pragma unroll
-    for (int kk = 0; kk < Cfg::BK / 32; ++kk) {
-        const uint32_t a_address =
-            stage + moe_gemm_smem_offset(a_row, moe_gemm_a_frag_chunk(lane, kk), CPR);
-        const uint32_t b_address =
-            b_stage + moe_gemm_smem_offset(b_row, moe_gemm_b_frag_chunk(lane, kk), CPR);
-        uint32_t a[Cfg::MT][4];
-        uint32_t b[Cfg::NT][2];
-#pragma unroll
-        for (int mt = 0; mt < Cfg::MT; ++mt) {
-            ldmatrix_x4(a[mt], a_address + mt * FRAGMENT_BYTES);
-        }
-#pragma unroll
-        for (int np = 0; np < Cfg::NT / 2; ++np) {
-            uint32_t r[4];
-            ldmatrix_x4(r, b_address + np * FRAGMENT_BYTES);
-#pragma unroll
-            for (int j = 0; j < 4; ++j) {
-                int pair = 0;
-                int reg = 0;
-                moe_gemm_b_frag_of(j, &pair, &reg);
-                b[2 * np + pair][reg] = r[j];
-            }
-        }
-#pragma unroll
-        for (int mt = 0; mt < Cfg::MT; ++mt) {
-#pragma unroll
-            for (int nt = 0; nt < Cfg::NT; ++nt) {
-                mma_16832_e4m3(blk[mt][nt], a[mt], b[nt]);
-            }
-        }
-    }
+    zero_accumulators(blk);
+    warp_stage_mma<Cfg>(blk, stage, warp_m, warp_n, lane,
+                        [](auto& d, const auto& x, const auto& w) { mma_16832_e4m3(d, x, w); });
     const uint32_t a_scales = stage + Cfg::SCALE_OFFSET;
     const uint32_t w_scales = a_scales + 4 * Cfg::BM;
 #pragma unroll
@@ -353,8 +311,8 @@ __device__ __forceinline__ void warp_block(float (&acc)[Cfg::MT][Cfg::NT][4], ui
     }
 }
 
-// One output tile: the grouped GEMM's pipelined K loop (see compute_tile in grouped_gemm.cu for the
-// stage and barrier protocol), one scale block per K tile, then its epilogue.
+// One output tile: the pipelined K loop (gemm_pipeline.cuh) over this tile's loader, one scale
+// block per K tile, then the grouped GEMM's epilogue.
 template <typename Out, typename Cfg, bool kAligned>
 __device__ __forceinline__ void compute_tile(const MoeW8a8GemmParams& q, const MoeGemmTile& tile,
                                              uint32_t pipeline) {
@@ -366,41 +324,9 @@ __device__ __forceinline__ void compute_tile(const MoeW8a8GemmParams& q, const M
     const Fp8TileLoader<Cfg, kAligned> loader(q, tile);
 
     float acc[Cfg::MT][Cfg::NT][4];
-#pragma unroll
-    for (int mt = 0; mt < Cfg::MT; ++mt) {
-#pragma unroll
-        for (int nt = 0; nt < Cfg::NT; ++nt) {
-#pragma unroll
-            for (int i = 0; i < 4; ++i) {
-                acc[mt][nt][i] = 0.0f;
-            }
-        }
-    }
-
-    // The previous tile's warps may still be reading the stages this prologue overwrites.
-    __syncthreads();
-#pragma unroll
-    for (int s = 0; s < Cfg::STAGES - 1; ++s) {
-        if (s < k_tiles) {
-            loader.load(s, pipeline + s * Cfg::STAGE_BYTES);
-        }
-        cp_async_commit();
-    }
-    int read_stage = 0;
-    int write_stage = Cfg::STAGES - 1;
-#pragma unroll 1
-    for (int kt = 0; kt < k_tiles; ++kt) {
-        cp_async_wait<Cfg::STAGES - 2>();
-        __syncthreads();
-        if (kt + Cfg::STAGES - 1 < k_tiles) {
-            loader.load(kt + Cfg::STAGES - 1, pipeline + write_stage * Cfg::STAGE_BYTES);
-        }
-        cp_async_commit();
-        warp_block<Cfg>(acc, pipeline + read_stage * Cfg::STAGE_BYTES, warp_m, warp_n, lane);
-        read_stage = read_stage + 1 == Cfg::STAGES ? 0 : read_stage + 1;
-        write_stage = write_stage + 1 == Cfg::STAGES ? 0 : write_stage + 1;
-    }
-    cp_async_wait<0>();
+    run_pipeline<Cfg>(loader, k_tiles, pipeline, acc, [&](auto& a, uint32_t stage) {
+        warp_block<Cfg>(a, stage, warp_m, warp_n, lane);
+    });
 
     store_accumulators<Out, Cfg::WM, Cfg::WN, Cfg::BN>(q.gemm, tile, acc, warp_m, warp_n, lane);
 }
