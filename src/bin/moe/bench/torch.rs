@@ -88,7 +88,7 @@ impl TorchPeer {
 
     /// Time the peers for `cfg` at `tokens` on `device` (`cpu` or `cuda`), for at least `min_seconds`
     /// and `min_samples` runs (the script's default when `None`), writing the script's JSON to `out`.
-    /// `Ok(None)` with a reason when PyTorch is not installed.
+    /// `Ok(Err(reason))` when PyTorch is not installed.
     pub fn run(
         &self,
         cfg: &MoeConfig,
