@@ -341,7 +341,7 @@ fn related_model_types_parse_and_run_against_the_oracle() {
                 }
             };
             hf_util::write_hidden_states(&input, &x, t);
-            let got = hf_util::moe_run_f32(dir.path(), l, &input, &output);
+            let got = hf_util::moe_run_cpu(dir.path(), l, "f32", &input, &output);
             common::assert_close(&format!("{name} layer {l}"), &got, &oracle, 1e-4);
         }
     }
@@ -374,21 +374,7 @@ fn gpt_oss_runs_on_the_gpu_against_the_oracle() {
             }
         };
         hf_util::write_hidden_states(&input, &x, t);
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_moe"));
-        cmd.args(["run", "--device", "cuda", "--dtype", "bf16", "--model"])
-            .arg(dir.path())
-            .args(["--layer", &l.to_string(), "--input"])
-            .arg(&input)
-            .arg("--output")
-            .arg(&output);
-        let out = common::backend::on_gpu(cmd)
-            .expect("the GPU the tests found")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "moe run --device cuda: {stderr}");
-        assert!(stderr.contains("on the GPU"), "{stderr}");
-        let got = hf_util::read_hidden_states(&output);
+        let got = hf_util::moe_run_gpu_bf16(dir.path(), l, &input, &output);
         common::assert_close(
             &format!("gpt_oss layer {l} on the GPU (bf16)"),
             &got,

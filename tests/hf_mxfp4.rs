@@ -262,27 +262,11 @@ fn moe_run_on_an_mxfp4_checkpoint_matches_the_oracle() {
     );
 
     hf_util::write_hidden_states(&input, &x, t);
-    let got = hf_util::moe_run_f32(dir.path(), 0, &input, &output);
+    let got = hf_util::moe_run_cpu(dir.path(), 0, "f32", &input, &output);
     common::assert_close("moe run, MXFP4 gpt-oss, f32", &got, &want, 1e-4);
 
     // bf16 activations (the router and biases as stored).
-    let out = Command::new(env!("CARGO_BIN_EXE_moe"))
-        .args([
-            "run", "--device", "cpu", "--dtype", "bf16", "--layer", "0", "--model",
-        ])
-        .arg(dir.path())
-        .arg("--input")
-        .arg(&input)
-        .arg("--output")
-        .arg(&output)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let got = hf_util::read_hidden_states(&output);
+    let got = hf_util::moe_run_cpu(dir.path(), 0, "bf16", &input, &output);
     common::assert_close("moe run, MXFP4 gpt-oss, bf16", &got, &want, 3e-2);
 }
 
@@ -420,23 +404,7 @@ fn moe_run_on_the_gpu_keeps_mxfp4_and_matches_the_oracle() {
         }
     };
     hf_util::write_hidden_states(&input, &x, t);
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_moe"));
-    cmd.args([
-        "run", "--device", "cuda", "--dtype", "bf16", "--layer", "0", "--model",
-    ])
-    .arg(dir.path())
-    .arg("--input")
-    .arg(&input)
-    .arg("--output")
-    .arg(&output);
-    let out = common::backend::on_gpu(cmd)
-        .expect("the GPU the tests found")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "moe run --device cuda: {stderr}");
-    assert!(stderr.contains("on the GPU"), "{stderr}");
-    let got = hf_util::read_hidden_states(&output);
+    let got = hf_util::moe_run_gpu_bf16(dir.path(), 0, &input, &output);
     common::assert_close(
         "moe run --device cuda, MXFP4 gpt-oss, bf16",
         &got,

@@ -212,7 +212,13 @@ fn moe_run_on_an_fp8_checkpoint() {
     let input = work.path().join("in.safetensors");
     hf_util::write_hidden_states(&input, &x, t);
     let l = m.moe_layer_no();
-    let got = hf_util::moe_run_f32(dir.path(), l, &input, &work.path().join("out.safetensors"));
+    let got = hf_util::moe_run_cpu(
+        dir.path(),
+        l,
+        "f32",
+        &input,
+        &work.path().join("out.safetensors"),
+    );
     let want = hf_util::oracle_output(
         &m.moe,
         &oracle_weights(&m, l, Some([16, 16])),
@@ -246,24 +252,10 @@ fn moe_run_on_an_fp8_checkpoint() {
     // On the GPU (the emulated one when there is no real one) the experts stay FP8 and run on the
     // FP8 GEMM, in bf16: the same oracle, at bf16's tolerance, on the input as rounded to bf16.
     let output = work.path().join("out-cuda.safetensors");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_moe"));
-    cmd.args(["run", "--device", "cuda", "--dtype", "bf16", "--model"])
-        .arg(dir.path())
-        .args(["--layer", &l.to_string(), "--input"])
-        .arg(&input)
-        .arg("--output")
-        .arg(&output);
     if common::gpu("hf_quant", "moe_run_on_an_fp8_checkpoint (cuda)").is_none() {
         return;
     }
-    let out = common::backend::on_gpu(cmd)
-        .expect("the GPU the tests found")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "moe run --device cuda: {stderr}");
-    assert!(stderr.contains("on the GPU"), "{stderr}");
-    let got = hf_util::read_hidden_states(&output);
+    let got = hf_util::moe_run_gpu_bf16(dir.path(), l, &input, &output);
     let x_bf16 = hf_util::round_to(DType::BF16, &x);
     let want = hf_util::oracle_output(
         &m.moe,

@@ -918,16 +918,30 @@ pub fn oracle_output(cfg: &MoeConfig, w: &MoeWeights<f32>, x: &[f64]) -> Option<
     Some(out)
 }
 
-/// Run `moe run --device cpu --dtype f32` on layer `layer` of the model in `dir` with `input`,
-/// writing `output`; panics with its stderr when it fails. Returns the output's `hidden_states`.
-pub fn moe_run_f32(dir: &Path, layer: usize, input: &Path, output: &Path) -> Vec<f64> {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_moe"))
-        .args(["run", "--device", "cpu", "--model"])
+/// `moe run --device <device> --dtype <dtype>` on layer `layer` of the model in `dir`, reading
+/// `input` and writing `output`.
+fn moe_run_command(
+    device: &str,
+    dtype: &str,
+    dir: &Path,
+    layer: usize,
+    input: &Path,
+    output: &Path,
+) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_moe"));
+    cmd.args(["run", "--device", device, "--dtype", dtype, "--model"])
         .arg(dir)
-        .args(["--layer", &layer.to_string(), "--dtype", "f32", "--input"])
+        .args(["--layer", &layer.to_string(), "--input"])
         .arg(input)
         .arg("--output")
-        .arg(output)
+        .arg(output);
+    cmd
+}
+
+/// Run `moe run --device cpu --dtype <dtype>` on layer `layer` of the model in `dir` with `input`,
+/// writing `output`; panics with its stderr when it fails. Returns the output's `hidden_states`.
+pub fn moe_run_cpu(dir: &Path, layer: usize, dtype: &str, input: &Path, output: &Path) -> Vec<f64> {
+    let out = moe_run_command("cpu", dtype, dir, layer, input, output)
         .output()
         .unwrap();
     assert!(
@@ -935,6 +949,22 @@ pub fn moe_run_f32(dir: &Path, layer: usize, input: &Path, output: &Path) -> Vec
         "moe run: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    read_hidden_states(output)
+}
+
+/// Run `moe run --device cuda --dtype bf16` on layer `layer` of the model in `dir` with `input`,
+/// writing `output`, on the GPU the tests found (the emulated one when there is no real one; the
+/// caller has checked that there is one); panics with its stderr when it fails or does not say it
+/// ran on the GPU. Returns the output's `hidden_states`.
+pub fn moe_run_gpu_bf16(dir: &Path, layer: usize, input: &Path, output: &Path) -> Vec<f64> {
+    let cmd = moe_run_command("cuda", "bf16", dir, layer, input, output);
+    let out = crate::common::backend::on_gpu(cmd)
+        .expect("the GPU the tests found")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "moe run --device cuda: {stderr}");
+    assert!(stderr.contains("on the GPU"), "{stderr}");
     read_hidden_states(output)
 }
 

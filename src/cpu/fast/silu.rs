@@ -86,7 +86,7 @@ fn silu<Y: Element>(gate: &[f32], mul: Option<&[f32]>, out: &mut [Y]) {
 
 /// `e^x` within 2 ulp, branch-free (see the module docs).
 #[inline(always)]
-pub(crate) fn exp(x: f32) -> f32 {
+fn exp(x: f32) -> f32 {
     // Above HI e^x is within 0.5% of overflowing f32 (`+inf` from there on, which keeps
     // `2^n` in range); below LO it is below the smallest normal.
     const HI: f32 = 88.3;
