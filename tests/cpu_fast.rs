@@ -746,8 +746,8 @@ fn layer_backends_agree_and_default_is_fast() {
 #[test]
 fn fast_tile_shapes_match_oracle() {
     // The shapes the AMX tiles take (bf16 activations and weights, N a multiple of 16, K of 32,
-    // blocks of at least 8 rows), with row counts around the 16-row tiles and the 64-row blocks,
-    // next to blocks too small for them.
+    // blocks of at least 8 rows), with row counts around the 16-row tiles, the 64-row blocks of the
+    // register tiles and the 256-row blocks of the AMX tiles, next to blocks too small for them.
     let mut rng = common::rng("fast_tile_shapes_match_oracle");
     for isa in isas() {
         for case in 0..12 {
@@ -758,7 +758,9 @@ fn fast_tile_shapes_match_oracle() {
             );
             let mut offsets = vec![0usize];
             for _ in 0..e {
-                let c = [1usize, 7, 8, 15, 16, 17, 63, 64, 65, 130][rng.random_range(0..10)];
+                let c = [
+                    1usize, 7, 8, 15, 16, 17, 63, 64, 65, 130, 255, 256, 257, 300,
+                ][rng.random_range(0..14)];
                 offsets.push(offsets[offsets.len() - 1] + c);
             }
             let rows = offsets[e];
