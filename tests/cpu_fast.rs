@@ -789,6 +789,39 @@ fn fast_tile_shapes_match_oracle() {
 }
 
 #[test]
+fn fast_tile_k_chunks_match_oracle() {
+    // K long enough that the AMX task cuts it into chunks (about 1 MB of a strip pair's weights
+    // and its block's activations each: ~1800 columns for a 256-row block), and not a multiple of
+    // them; the accumulators carry across chunks and start again at every strip pair. Blocks of
+    // 256 + 44 rows and of 40 rows; five strips of weight rows, in pools of 1 thread (tasks of
+    // several strips: pairs and a single one) and of 4 (tasks of one or two strips).
+    let mut rng = common::rng("fast_tile_k_chunks_match_oracle");
+    let (e, n, k) = (2usize, 80usize, 3232usize);
+    let offsets = [0usize, 300, 340];
+    let rows = offsets[e];
+    let x: Vec<bf16> = common::values(&mut rng, rows * k, 1.0);
+    let w: Vec<bf16> = common::values(&mut rng, e * n * k, 0.3);
+    let wr = ExpertsRef::new("w", &w, e, n, k).unwrap();
+    for isa in isas() {
+        for threads in [1, 4] {
+            let out: Vec<f32> = fast_in_pool(threads, isa, &x, &offsets, wr)
+                .into_iter()
+                .map(f32::from_bits)
+                .collect();
+            check_gemm(
+                &format!("{isa:?} K chunks, {threads} threads, N={n} K={k} offsets={offsets:?}"),
+                &common::f64s(&out),
+                &common::el64(&x),
+                &common::el64(&w),
+                &offsets,
+                [n, k],
+                1e-5,
+            );
+        }
+    }
+}
+
+#[test]
 fn fast_empty_k_gives_zeros() {
     // K = 0: every output is an empty sum, 0, on every build, including the shapes that would go
     // to the AMX tiles (bf16, N a multiple of 16, blocks of 16+ rows) were K not empty.
