@@ -792,11 +792,11 @@ fn fast_tile_shapes_match_oracle() {
 fn fast_tile_k_chunks_match_oracle() {
     // K long enough that the AMX task cuts it into chunks (about 1 MB of a strip pair's weights
     // and its block's activations each: ~1800 columns for a 256-row block), and not a multiple of
-    // them; the accumulators carry across chunks and start again at every strip pair. Blocks of
-    // 256 + 44 rows and of 40 rows; five strips of weight rows, in pools of 1 thread (tasks of
-    // several strips: pairs and a single one) and of 4 (tasks of one or two strips).
+    // them; the accumulators carry across chunks and start again at every panel of strip pairs
+    // (16 strips for a 256-row block). Blocks of 256 + 44 rows and of 40 rows; 17 strips of weight
+    // rows, in pools of 1 thread (tasks of two panels, pairs and a single strip) and of 4.
     let mut rng = common::rng("fast_tile_k_chunks_match_oracle");
-    let (e, n, k) = (2usize, 80usize, 3232usize);
+    let (e, n, k) = (2usize, 272usize, 3232usize);
     let offsets = [0usize, 300, 340];
     let rows = offsets[e];
     let x: Vec<bf16> = common::values(&mut rng, rows * k, 1.0);

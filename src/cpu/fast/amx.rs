@@ -114,13 +114,20 @@ impl TileConfig {
 /// chunk's activation groups take their turns.
 const CHUNK_BYTES: usize = 1 << 20;
 
+/// Bytes of accumulators a panel of strip pairs keeps between K chunks (in L2 beside a chunk).
+const PANEL_BYTES: usize = 256 << 10;
+
 /// One task: `task.xs` is the row block's packed activations ([`pack`]), `w` the bf16 weights
 /// `[E, N, K]`; `task.nb` is a multiple of 16 and `K` of 32. The outputs are computed in blocks of
 /// up to 2 x 2 tiles (two strips of 16 weight rows against two groups of 16 activation rows), so
-/// that each tile loaded serves two tile products. For each strip pair, K is cut into chunks whose
-/// weights and activations fit [`CHUNK_BYTES`]: the strip pair's weights stream from memory once,
-/// and each group pair rereads them (and its activations) from L2. The accumulators of every group
-/// are kept between chunks, so each is still the sum of its `K / 32` tile products in K order.
+/// that each tile loaded serves two tile products.
+///
+/// K is cut into chunks whose weights (of a strip pair) and activations (of the whole block) fit
+/// [`CHUNK_BYTES`], and the strip pairs into panels whose accumulators fit [`PANEL_BYTES`]. Panel
+/// by panel, chunk by chunk, each strip pair of the panel runs its group pairs: its weights stream
+/// from memory once and each group pair rereads them from L2, and the chunk's activations stay in
+/// L2 for the whole panel. The accumulators are kept between chunks, so each is still the sum of its
+/// `K / 32` tile products in K order.
 ///
 /// # Safety
 ///
@@ -134,32 +141,48 @@ pub(super) unsafe fn task(task: &Task<'_, u32>, w: &[bf16]) {
     let cfg = TileConfig::new();
     let group_words = (k / 2) * TILE;
     let (strips, groups) = (task.nb / TILE, task.xs.len() / group_words);
+    let group_pairs = groups.div_ceil(2);
     // Columns per chunk: 2 bytes each for the strip pair's 32 rows and the groups' rows.
     let chunk = (CHUNK_BYTES / (2 * TILE * (2 + groups)) / 32 * 32).clamp(32, k);
-    // The accumulators of one strip pair: `acc[g / 2][2s + g % 2]` is strip `s` against group `g`.
-    let mut acc = vec![[[[0f32; TILE]; TILE]; 4]; groups.div_ceil(2)];
+    // Strips per panel (an even number): 4 accumulator tiles of 1 KB per strip pair and group pair;
+    // one strip pair where K is one chunk (nothing to keep between chunks).
+    let panel = if chunk < k {
+        2 * (PANEL_BYTES / (4096 * group_pairs)).max(1)
+    } else {
+        2
+    };
+    // The accumulators of a panel: `acc[(s - p0) / 2 * group_pairs + g / 2][2 (s % 2) + g % 2]` is
+    // strip `s` against group `g`.
+    let mut acc = vec![[[[0f32; TILE]; TILE]; 4]; panel / 2 * group_pairs];
     // SAFETY: AMX is available and permitted (caller); the configuration is valid for palette 1.
     unsafe { asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly)) };
-    for s0 in (0..strips).step_by(2) {
-        let two_strips = s0 + 1 < strips;
+    for p0 in (0..strips).step_by(panel) {
+        let p1 = (p0 + panel).min(strips);
         acc.iter_mut().for_each(|c| *c = [[[0f32; TILE]; TILE]; 4]);
         for k0 in (0..k).step_by(chunk) {
             let steps = chunk.min(k - k0) / 32;
-            let a = w[(task.row0 + s0 * TILE) * k + k0..].as_ptr();
-            for g0 in (0..groups).step_by(2) {
-                let two_groups = g0 + 1 < groups;
-                let b = task.xs[g0 * group_words + (k0 / 2) * TILE..].as_ptr();
-                // SAFETY: the weight rows of strips `s0` (and `s0 + 1` when `two_strips`) and the
-                // packed groups `g0` (and `g0 + 1` when `two_groups`) exist (caller; the loops'
-                // bounds), and columns `k0 .. k0 + 32 * steps` are inside their K.
-                unsafe { block(two_strips, two_groups, a, b, k, steps, &mut acc[g0 / 2]) };
+            for s0 in (p0..p1).step_by(2) {
+                let two_strips = s0 + 1 < p1;
+                let a = w[(task.row0 + s0 * TILE) * k + k0..].as_ptr();
+                let acc = &mut acc[(s0 - p0) / 2 * group_pairs..];
+                for g0 in (0..groups).step_by(2) {
+                    let two_groups = g0 + 1 < groups;
+                    let b = task.xs[g0 * group_words + (k0 / 2) * TILE..].as_ptr();
+                    // SAFETY: the weight rows of strips `s0` (and `s0 + 1` when `two_strips`) and
+                    // the packed groups `g0` (and `g0 + 1` when `two_groups`) exist (caller; the
+                    // loops' bounds), and columns `k0 .. k0 + 32 * steps` are inside their K.
+                    unsafe { block(two_strips, two_groups, a, b, k, steps, &mut acc[g0 / 2]) };
+                }
             }
         }
-        for (gp, c) in acc.iter().enumerate() {
-            let g0 = 2 * gp;
-            for s in 0..1 + two_strips as usize {
-                for g in 0..(groups - g0).min(2) {
-                    write_tile(task, g0 + g, (s0 + s) * TILE, &c[2 * s + g]);
+        for s0 in (p0..p1).step_by(2) {
+            let acc = &acc[(s0 - p0) / 2 * group_pairs..][..group_pairs];
+            for (gp, c) in acc.iter().enumerate() {
+                let g0 = 2 * gp;
+                for s in 0..(p1 - s0).min(2) {
+                    for g in 0..(groups - g0).min(2) {
+                        write_tile(task, g0 + g, (s0 + s) * TILE, &c[2 * s + g]);
+                    }
                 }
             }
         }
