@@ -746,8 +746,8 @@ fn layer_backends_agree_and_default_is_fast() {
 #[test]
 fn fast_tile_shapes_match_oracle() {
     // The shapes the AMX tiles take (bf16 activations and weights, N a multiple of 16, K of 32,
-    // blocks of at least 8 rows), with row counts around the 16-row tiles and the 64-row blocks,
-    // next to blocks too small for them.
+    // blocks of at least 8 rows), with row counts around the 16-row tiles, the 64-row blocks of the
+    // register tiles and the 256-row blocks of the AMX tiles, next to blocks too small for them.
     let mut rng = common::rng("fast_tile_shapes_match_oracle");
     for isa in isas() {
         for case in 0..12 {
@@ -758,7 +758,9 @@ fn fast_tile_shapes_match_oracle() {
             );
             let mut offsets = vec![0usize];
             for _ in 0..e {
-                let c = [1usize, 7, 8, 15, 16, 17, 63, 64, 65, 130][rng.random_range(0..10)];
+                let c = [
+                    1usize, 7, 8, 15, 16, 17, 63, 64, 65, 130, 255, 256, 257, 300,
+                ][rng.random_range(0..14)];
                 offsets.push(offsets[offsets.len() - 1] + c);
             }
             let rows = offsets[e];
@@ -775,6 +777,39 @@ fn fast_tile_shapes_match_oracle() {
             .unwrap();
             check_gemm(
                 &format!("{isa:?} tile case {case} E={e} N={n} K={k} offsets={offsets:?}"),
+                &common::f64s(&out),
+                &common::el64(&x),
+                &common::el64(&w),
+                &offsets,
+                [n, k],
+                1e-5,
+            );
+        }
+    }
+}
+
+#[test]
+fn fast_tile_k_chunks_match_oracle() {
+    // K long enough that the AMX task cuts it into chunks (about 1 MB of a strip pair's weights
+    // and its block's activations each: ~1800 columns for a 256-row block), and not a multiple of
+    // them; the accumulators carry across chunks and start again at every panel of strip pairs
+    // (16 strips for a 256-row block). Blocks of 256 + 44 rows and of 40 rows; 17 strips of weight
+    // rows, in pools of 1 thread (tasks of two panels, pairs and a single strip) and of 4.
+    let mut rng = common::rng("fast_tile_k_chunks_match_oracle");
+    let (e, n, k) = (2usize, 272usize, 3232usize);
+    let offsets = [0usize, 300, 340];
+    let rows = offsets[e];
+    let x: Vec<bf16> = common::values(&mut rng, rows * k, 1.0);
+    let w: Vec<bf16> = common::values(&mut rng, e * n * k, 0.3);
+    let wr = ExpertsRef::new("w", &w, e, n, k).unwrap();
+    for isa in isas() {
+        for threads in [1, 4] {
+            let out: Vec<f32> = fast_in_pool(threads, isa, &x, &offsets, wr)
+                .into_iter()
+                .map(f32::from_bits)
+                .collect();
+            check_gemm(
+                &format!("{isa:?} K chunks, {threads} threads, N={n} K={k} offsets={offsets:?}"),
                 &common::f64s(&out),
                 &common::el64(&x),
                 &common::el64(&w),

@@ -20,11 +20,20 @@ pub trait ExpertStorage: Clone + fmt::Debug + PartialEq + Send + Sync {
     /// These matrices as `[E, N, K]` for the GEMMs, or a [`MoeError::ShapeMismatch`] naming `what`
     /// when they do not have that shape.
     fn rows(&self, what: &str, shape: [usize; 3]) -> Result<impl ExpertRows + '_>;
+
+    /// Ask the system to back these matrices with huge pages, which the GEMMs stream faster (the
+    /// layer's constructors call it once; it changes where the values live, never the values). The
+    /// default does nothing.
+    fn advise_huge_pages(&self) {}
 }
 
 impl<W: Element> ExpertStorage for Vec<W> {
     fn rows(&self, what: &str, [e, n, k]: [usize; 3]) -> Result<impl ExpertRows + '_> {
         ExpertsRef::new(what, self, e, n, k)
+    }
+
+    fn advise_huge_pages(&self) {
+        super::huge_pages::advise(self);
     }
 }
 
@@ -38,6 +47,11 @@ impl ExpertStorage for QuantExperts {
             ));
         }
         Ok(self)
+    }
+
+    fn advise_huge_pages(&self) {
+        super::huge_pages::advise(self.codes());
+        super::huge_pages::advise(self.scales());
     }
 }
 
@@ -117,6 +131,7 @@ impl<W: Element, S: ExpertStorage> CpuMoeLayer<W, S> {
     /// Validate `config` and every weight's shape against it.
     pub fn new(config: MoeConfig, weights: MoeWeights<W, S>) -> Result<Self> {
         check_weights(&config, &weights)?;
+        advise_huge_pages(&weights);
         Ok(CpuMoeLayer {
             config,
             weights,
@@ -139,6 +154,7 @@ impl<W: Element, S: ExpertStorage> CpuMoeLayer<W, S> {
         expert_map: ExpertMap,
     ) -> Result<Self> {
         check_rank_weights(&config, &weights, Some(&expert_map))?;
+        advise_huge_pages(&weights);
         Ok(CpuMoeLayer {
             config,
             weights,
@@ -427,6 +443,14 @@ fn scale_rows<X: Element>(
 
 /// Validate `config` and every weight's shape against it: the checks of [`CpuMoeLayer::new`], also
 /// used by the GPU weights' upload.
+/// [`ExpertStorage::advise_huge_pages`] on every expert matrix of `weights`, routed and shared.
+fn advise_huge_pages<W, S: ExpertStorage>(weights: &MoeWeights<W, S>) {
+    let shared = weights.shared.iter().flat_map(|s| [&s.gate_up, &s.down]);
+    for storage in [&weights.gate_up, &weights.down].into_iter().chain(shared) {
+        storage.advise_huge_pages();
+    }
+}
+
 pub(crate) fn check_weights<W, S: ExpertStorage>(
     config: &MoeConfig,
     weights: &MoeWeights<W, S>,

@@ -11,9 +11,13 @@ pub mod combine;
 pub mod fast;
 pub mod fp8_act;
 pub mod gemm;
+mod huge_pages;
 pub mod layer;
+mod line_aligned;
 pub mod permute;
 pub mod routing;
+
+pub use line_aligned::LineAligned;
 
 /// Operations of work (multiply-adds, values moved) below which a parallel row loop keeps its rows
 /// on one thread.

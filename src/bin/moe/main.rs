@@ -23,6 +23,11 @@ mod tensors;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+/// Large buffers (the weights above all) on cache-line boundaries, as the CPU backend's AMX GEMMs
+/// read them fastest.
+#[global_allocator]
+static ALLOC: moe_kernels::cpu::LineAligned = moe_kernels::cpu::LineAligned;
+
 /// Run Mixture-of-Experts layers of Hugging Face checkpoints on the GPU (CUDA) or the CPU reference
 /// path.
 #[derive(Parser, Debug)]

@@ -109,10 +109,25 @@ impl TileConfig {
     }
 }
 
+/// Bytes of a strip pair's weights and of its row block's packed activations that one K chunk of a
+/// task reads: half the 2 MB L2 of the cores with AMX, so that both stay in the core's L2 while the
+/// chunk's activation groups take their turns.
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// Bytes of accumulators a panel of strip pairs keeps between K chunks (in L2 beside a chunk).
+const PANEL_BYTES: usize = 256 << 10;
+
 /// One task: `task.xs` is the row block's packed activations ([`pack`]), `w` the bf16 weights
 /// `[E, N, K]`; `task.nb` is a multiple of 16 and `K` of 32. The outputs are computed in blocks of
 /// up to 2 x 2 tiles (two strips of 16 weight rows against two groups of 16 activation rows), so
 /// that each tile loaded serves two tile products.
+///
+/// K is cut into chunks whose weights (of a strip pair) and activations (of the whole block) fit
+/// [`CHUNK_BYTES`], and the strip pairs into panels whose accumulators fit [`PANEL_BYTES`]. Panel
+/// by panel, chunk by chunk, each strip pair of the panel runs its group pairs: its weights stream
+/// from memory once and each group pair rereads them from L2, and the chunk's activations stay in
+/// L2 for the whole panel. The accumulators are kept between chunks, so each is still the sum of its
+/// `K / 32` tile products in K order.
 ///
 /// # Safety
 ///
@@ -126,21 +141,48 @@ pub(super) unsafe fn task(task: &Task<'_, u32>, w: &[bf16]) {
     let cfg = TileConfig::new();
     let group_words = (k / 2) * TILE;
     let (strips, groups) = (task.nb / TILE, task.xs.len() / group_words);
+    let group_pairs = groups.div_ceil(2);
+    // Columns per chunk: 2 bytes each for the strip pair's 32 rows and the groups' rows.
+    let chunk = (CHUNK_BYTES / (2 * TILE * (2 + groups)) / 32 * 32).clamp(32, k);
+    // Strips per panel (an even number): 4 accumulator tiles of 1 KB per strip pair and group pair;
+    // one strip pair where K is one chunk (nothing to keep between chunks).
+    let panel = if chunk < k {
+        2 * (PANEL_BYTES / (4096 * group_pairs)).max(1)
+    } else {
+        2
+    };
+    // The accumulators of a panel: `acc[(s - p0) / 2 * group_pairs + g / 2][2 (s % 2) + g % 2]` is
+    // strip `s` against group `g`.
+    let mut acc = vec![[[[0f32; TILE]; TILE]; 4]; panel / 2 * group_pairs];
     // SAFETY: AMX is available and permitted (caller); the configuration is valid for palette 1.
     unsafe { asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly)) };
-    for s0 in (0..strips).step_by(2) {
-        let two_strips = s0 + 1 < strips;
-        let a = w[(task.row0 + s0 * TILE) * k..].as_ptr();
-        for g0 in (0..groups).step_by(2) {
-            let two_groups = g0 + 1 < groups;
-            let b = task.xs[g0 * group_words..].as_ptr();
-            let mut c = [[[0f32; TILE]; TILE]; 4];
-            // SAFETY: the weight rows of strips `s0` (and `s0 + 1` when `two_strips`) and the
-            // packed groups `g0` (and `g0 + 1` when `two_groups`) exist (caller; the loops' bounds).
-            unsafe { block(two_strips, two_groups, a, b, k, &mut c) };
-            for s in 0..1 + two_strips as usize {
-                for g in 0..1 + two_groups as usize {
-                    write_tile(task, g0 + g, (s0 + s) * TILE, &c[2 * s + g]);
+    for p0 in (0..strips).step_by(panel) {
+        let p1 = (p0 + panel).min(strips);
+        acc.iter_mut().for_each(|c| *c = [[[0f32; TILE]; TILE]; 4]);
+        for k0 in (0..k).step_by(chunk) {
+            let steps = chunk.min(k - k0) / 32;
+            for s0 in (p0..p1).step_by(2) {
+                let two_strips = s0 + 1 < p1;
+                let a = w[(task.row0 + s0 * TILE) * k + k0..].as_ptr();
+                let acc = &mut acc[(s0 - p0) / 2 * group_pairs..];
+                for g0 in (0..groups).step_by(2) {
+                    let two_groups = g0 + 1 < groups;
+                    let b = task.xs[g0 * group_words + (k0 / 2) * TILE..].as_ptr();
+                    // SAFETY: the weight rows of strips `s0` (and `s0 + 1` when `two_strips`) and
+                    // the packed groups `g0` (and `g0 + 1` when `two_groups`) exist (caller; the
+                    // loops' bounds), and columns `k0 .. k0 + 32 * steps` are inside their K.
+                    unsafe { block(two_strips, two_groups, a, b, k, steps, &mut acc[g0 / 2]) };
+                }
+            }
+        }
+        for s0 in (p0..p1).step_by(2) {
+            let acc = &acc[(s0 - p0) / 2 * group_pairs..][..group_pairs];
+            for (gp, c) in acc.iter().enumerate() {
+                let g0 = 2 * gp;
+                for s in 0..(p1 - s0).min(2) {
+                    for g in 0..(groups - g0).min(2) {
+                        write_tile(task, g0 + g, (s0 + s) * TILE, &c[2 * s + g]);
+                    }
                 }
             }
         }
@@ -149,10 +191,11 @@ pub(super) unsafe fn task(task: &Task<'_, u32>, w: &[bf16]) {
     unsafe { asm!("tilerelease", options(nostack, nomem)) };
 }
 
-/// The accumulators of one block: `c[2s + g]` is weight strip `s` (16 rows from `a`, stride `K`
-/// bf16) against packed activation group `g` (from `b`, `K / 2 x 16` words each), for `s < 2` when
-/// `two_strips` (else `s = 0`) and `g < 2` when `two_groups` (else `g = 0`). Each accumulator is
-/// the sum of its `K / 32` tile products in K order, whatever the block's shape.
+/// One block's `steps` tile products added to its accumulators: `c[2s + g]` is weight strip `s`
+/// (16 rows from `a`, stride `K` bf16) against packed activation group `g` (from `b`, groups
+/// `K / 2 x 16` words apart), for `s < 2` when `two_strips` (else `s = 0`) and `g < 2` when
+/// `two_groups` (else `g = 0`). The accumulators are loaded from `c`, `steps` products of 32
+/// columns each are added in K order, and they are stored back, whatever the block's shape.
 ///
 /// Tiles: accumulators 0 (s0 g0), 1 (s0 g1), 2 (s1 g0), 3 (s1 g1); weights 4 (s0) and 5 (s1);
 /// activations 6 (g0) and 7 (g1).
@@ -160,7 +203,8 @@ pub(super) unsafe fn task(task: &Task<'_, u32>, w: &[bf16]) {
 /// # Safety
 ///
 /// The tile configuration of [`task`] must be loaded; `a` must point to the strips' `16 x K` (or
-/// `32 x K`) weights, `b` to the groups' packed words.
+/// `32 x K`) weights with `32 * steps` columns from `a` inside each row, `b` to the groups' packed
+/// words with `16 * steps` pairs from `b` inside each group.
 #[inline(always)]
 unsafe fn block(
     two_strips: bool,
@@ -168,22 +212,23 @@ unsafe fn block(
     a: *const bf16,
     b: *const u32,
     k: usize,
+    steps: usize,
     c: &mut [[[f32; TILE]; TILE]; 4],
 ) {
     let a1 = a.wrapping_add(TILE * k);
     let b1 = b.wrapping_add((k / 2) * TILE);
     let c = c.as_mut_ptr();
     // SAFETY (every arm): the weight tiles read 16 rows (stride 2K bytes) of 64 bytes at each of
-    // the K / 32 steps, inside the strips (caller); the activation tiles read 16 rows of 64 bytes
-    // at each step, inside the groups' K / 2 x 16 words; the stores write 1 KB per accumulator
-    // into `c` (4 KB).
+    // the `steps` steps, inside the strips (caller); the activation tiles read 16 rows of 64 bytes
+    // at each step, inside the groups (caller); the accumulators load and store 1 KB each in `c`
+    // (4 KB).
     unsafe {
         match (two_strips, two_groups) {
             (true, true) => asm!(
-                "tilezero tmm0",
-                "tilezero tmm1",
-                "tilezero tmm2",
-                "tilezero tmm3",
+                "tileloadd tmm0, [{c} + {sb}*1]",
+                "tileloadd tmm1, [{c} + {sb}*1 + 1024]",
+                "tileloadd tmm2, [{c} + {sb}*1 + 2048]",
+                "tileloadd tmm3, [{c} + {sb}*1 + 3072]",
                 "2:",
                 "tileloadd tmm4, [{a0} + {sa}*1]",
                 "tileloadd tmm6, [{b0} + {sb}*1]",
@@ -207,15 +252,15 @@ unsafe fn block(
                 a1 = inout(reg) a1 => _,
                 b0 = inout(reg) b => _,
                 b1 = inout(reg) b1 => _,
-                steps = inout(reg) k / 32 => _,
+                steps = inout(reg) steps => _,
                 sa = in(reg) 2 * k,
                 sb = in(reg) 64usize,
                 c = in(reg) c,
                 options(nostack),
             ),
             (true, false) => asm!(
-                "tilezero tmm0",
-                "tilezero tmm2",
+                "tileloadd tmm0, [{c} + {sb}*1]",
+                "tileloadd tmm2, [{c} + {sb}*1 + 2048]",
                 "2:",
                 "tileloadd tmm4, [{a0} + {sa}*1]",
                 "tileloadd tmm6, [{b0} + {sb}*1]",
@@ -232,15 +277,15 @@ unsafe fn block(
                 a0 = inout(reg) a => _,
                 a1 = inout(reg) a1 => _,
                 b0 = inout(reg) b => _,
-                steps = inout(reg) k / 32 => _,
+                steps = inout(reg) steps => _,
                 sa = in(reg) 2 * k,
                 sb = in(reg) 64usize,
                 c = in(reg) c,
                 options(nostack),
             ),
             (false, true) => asm!(
-                "tilezero tmm0",
-                "tilezero tmm1",
+                "tileloadd tmm0, [{c} + {sb}*1]",
+                "tileloadd tmm1, [{c} + {sb}*1 + 1024]",
                 "2:",
                 "tileloadd tmm4, [{a0} + {sa}*1]",
                 "tileloadd tmm6, [{b0} + {sb}*1]",
@@ -257,14 +302,14 @@ unsafe fn block(
                 a0 = inout(reg) a => _,
                 b0 = inout(reg) b => _,
                 b1 = inout(reg) b1 => _,
-                steps = inout(reg) k / 32 => _,
+                steps = inout(reg) steps => _,
                 sa = in(reg) 2 * k,
                 sb = in(reg) 64usize,
                 c = in(reg) c,
                 options(nostack),
             ),
             (false, false) => asm!(
-                "tilezero tmm0",
+                "tileloadd tmm0, [{c} + {sb}*1]",
                 "2:",
                 "tileloadd tmm4, [{a0} + {sa}*1]",
                 "tileloadd tmm6, [{b0} + {sb}*1]",
@@ -276,7 +321,7 @@ unsafe fn block(
                 "tilestored [{c} + {sb}*1], tmm0",
                 a0 = inout(reg) a => _,
                 b0 = inout(reg) b => _,
-                steps = inout(reg) k / 32 => _,
+                steps = inout(reg) steps => _,
                 sa = in(reg) 2 * k,
                 sb = in(reg) 64usize,
                 c = in(reg) c,

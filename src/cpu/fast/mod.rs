@@ -18,7 +18,8 @@
 //!
 //! # Work decomposition
 //!
-//! Each expert's rows are cut into blocks of at most `M_BLOCK` rows; consecutive blocks (of one or
+//! Each expert's rows are cut into blocks of at most `M_BLOCK` rows (`BATCH_ROWS` for AMX tiles: a
+//! block reads its expert's weights once, whatever its rows); consecutive blocks (of one or
 //! several experts) are batched up to `BATCH_ROWS` rows, whose `f32` accumulators `[rows, N]` are
 //! computed by parallel tasks, one per (row block, strip of weight rows), then handed to the epilogue
 //! (activation, rounding), in parallel over rows. Threads split rows and weight rows, never a dot
@@ -384,13 +385,6 @@ fn grouped_gemm_rows<X: Element, Y: Element>(
         }
         return Ok(());
     }
-    // Row blocks (expert, first row, end) in row order, batched up to BATCH_ROWS rows.
-    let mut blocks = Vec::new();
-    for e in 0..experts {
-        for r0 in (offsets[e]..offsets[e + 1]).step_by(M_BLOCK) {
-            blocks.push((e, r0, (r0 + M_BLOCK).min(offsets[e + 1])));
-        }
-    }
     // bf16 activations with bf16 weights go to `vdpbf16ps` (or AMX) as they are; anything else is
     // widened.
     let bf16_pairs = match (isa, src, WeightSource::plain(x.data())) {
@@ -400,6 +394,21 @@ fn grouped_gemm_rows<X: Element, Y: Element>(
         _ => None,
     };
     let amx_shape = isa == Isa::Amx && n % 16 == 0 && k % 32 == 0 && k > 0;
+    // Row blocks (expert, first row, end) in row order, batched up to BATCH_ROWS rows. Each block
+    // streams its expert's weights from memory once: AMX blocks are as large as a batch, so that an
+    // expert's rows share one stream; the register tiles reread each block's activations (in f32)
+    // from cache for every NR weight rows, and keep them within M_BLOCK rows.
+    let m_block = if amx_shape && bf16_pairs.is_some() {
+        BATCH_ROWS
+    } else {
+        M_BLOCK
+    };
+    let mut blocks = Vec::new();
+    for e in 0..experts {
+        for r0 in (offsets[e]..offsets[e + 1]).step_by(m_block) {
+            blocks.push((e, r0, (r0 + m_block).min(offsets[e + 1])));
+        }
+    }
     // Buffers reused by every batch, grown and never refilled: each batch writes all it reads
     // (every accumulator of its rows, every packed word of its blocks).
     let mut xs = Vec::new();
@@ -490,13 +499,21 @@ fn grouped_gemm_rows<X: Element, Y: Element>(
     Ok(())
 }
 
-/// The first `len` elements of `buf`, grown with zeros when shorter (and never shrunk, nor refilled:
-/// the caller overwrites what it reads).
+/// Bytes of a cache line, the alignment of the scratch buffers: an AMX tile row of 64 bytes that
+/// straddles two lines makes its tile load slower (perf/NOTES.md, "Aligned activation tiles").
+const LINE: usize = 64;
+
+/// `len` elements of `buf` from its first cache-line boundary, `buf` grown with zeros when too short
+/// (and never shrunk, nor refilled: the caller overwrites what it reads).
 fn grown<T: Copy + Default>(buf: &mut Vec<T>, len: usize) -> &mut [T] {
-    if buf.len() < len {
-        buf.resize(len, T::default());
+    let size = std::mem::size_of::<T>();
+    debug_assert!(LINE.is_multiple_of(size));
+    if buf.len() < len + LINE / size {
+        buf.resize(len + LINE / size, T::default());
     }
-    &mut buf[..len]
+    // Elements from the start to the boundary (the allocation is aligned to `size`).
+    let off = (LINE - buf.as_ptr() as usize % LINE) % LINE / size;
+    &mut buf[off..off + len]
 }
 
 /// A row block: (expert, first row, end row).
