@@ -3,7 +3,7 @@
 //! The expert GEMMs stream gigabytes of weights that are read again at every forward. Behind 4 KB
 //! pages a core walks the page tables every 4 KB of that stream (and, in a virtual machine, walks two
 //! sets of them), which caps the rate at which one core reads memory well below what it reaches behind
-//! 2 MB pages (perf/NOTES.md, "Huge pages under the weights"). Linux gives huge pages to anonymous
+//! 2 MB pages (perf/NOTES.md, "Step 8"). Linux gives huge pages to anonymous
 //! memory that asks for them (`madvise(MADV_HUGEPAGE)`) when transparent huge pages are in
 //! `madvise` mode, its usual default, and `MADV_COLLAPSE` (Linux 6.1) moves memory already written
 //! onto huge pages at once, its contents unchanged.

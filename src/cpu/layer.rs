@@ -441,8 +441,6 @@ fn scale_rows<X: Element>(
     }
 }
 
-/// Validate `config` and every weight's shape against it: the checks of [`CpuMoeLayer::new`], also
-/// used by the GPU weights' upload.
 /// [`ExpertStorage::advise_huge_pages`] on every expert matrix of `weights`, routed and shared.
 fn advise_huge_pages<W, S: ExpertStorage>(weights: &MoeWeights<W, S>) {
     let shared = weights.shared.iter().flat_map(|s| [&s.gate_up, &s.down]);
@@ -451,6 +449,8 @@ fn advise_huge_pages<W, S: ExpertStorage>(weights: &MoeWeights<W, S>) {
     }
 }
 
+/// Validate `config` and every weight's shape against it: the checks of [`CpuMoeLayer::new`], also
+/// used by the GPU weights' upload.
 pub(crate) fn check_weights<W, S: ExpertStorage>(
     config: &MoeConfig,
     weights: &MoeWeights<W, S>,

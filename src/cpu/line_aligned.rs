@@ -2,8 +2,8 @@
 //!
 //! The AMX GEMM loads its weights as rows of 64 bytes. glibc's `malloc` returns large blocks 16 bytes
 //! past a page boundary, so every such row of a `Vec<bf16>` of weights straddles two cache lines,
-//! and the prefill GEMMs run ~15-20% slower than on aligned weights (perf/NOTES.md, "Aligned
-//! weights"). PyTorch aligns every CPU tensor to 64 bytes. A program that runs the CPU backend can
+//! and the prefill GEMMs run ~15-20% slower than on aligned weights (perf/NOTES.md, "Step
+//! 9"). PyTorch aligns every CPU tensor to 64 bytes. A program that runs the CPU backend can
 //! do the same for its large buffers with
 //!
 //! ```
@@ -30,7 +30,7 @@ impl LineAligned {
         if layout.size() < Self::LARGE {
             return layout;
         }
-        layout.align_to(64).unwrap_or(layout)
+        layout.align_to(super::CACHE_LINE).unwrap_or(layout)
     }
 }
 

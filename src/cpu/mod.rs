@@ -19,6 +19,10 @@ pub mod routing;
 
 pub use line_aligned::LineAligned;
 
+/// Bytes of a cache line on the CPUs the fast backend targets (x86-64): the alignment its scratch
+/// buffers and [`LineAligned`]'s large blocks start on.
+pub(crate) const CACHE_LINE: usize = 64;
+
 /// Operations of work (multiply-adds, values moved) below which a parallel row loop keeps its rows
 /// on one thread.
 const ROW_GRAIN: usize = 1 << 16;

@@ -41,6 +41,7 @@ use std::any::TypeId;
 pub use isa::Isa;
 
 use super::gemm::{validate_offsets, ExpertRows};
+use super::CACHE_LINE;
 use crate::config::Activation;
 use crate::dtype::Element;
 use crate::error::{MoeError, Result};
@@ -499,20 +500,17 @@ fn grouped_gemm_rows<X: Element, Y: Element>(
     Ok(())
 }
 
-/// Bytes of a cache line, the alignment of the scratch buffers: an AMX tile row of 64 bytes that
-/// straddles two lines makes its tile load slower (perf/NOTES.md, "Aligned activation tiles").
-const LINE: usize = 64;
-
-/// `len` elements of `buf` from its first cache-line boundary, `buf` grown with zeros when too short
-/// (and never shrunk, nor refilled: the caller overwrites what it reads).
+/// `len` elements of `buf` from its first cache-line boundary (an AMX tile row of 64 bytes that
+/// straddles two lines makes its tile load slower: perf/NOTES.md, "Step 8"), `buf` grown with
+/// zeros when too short (and never shrunk, nor refilled: the caller overwrites what it reads).
 fn grown<T: Copy + Default>(buf: &mut Vec<T>, len: usize) -> &mut [T] {
     let size = std::mem::size_of::<T>();
-    debug_assert!(LINE.is_multiple_of(size));
-    if buf.len() < len + LINE / size {
-        buf.resize(len + LINE / size, T::default());
+    debug_assert!(CACHE_LINE.is_multiple_of(size));
+    if buf.len() < len + CACHE_LINE / size {
+        buf.resize(len + CACHE_LINE / size, T::default());
     }
     // Elements from the start to the boundary (the allocation is aligned to `size`).
-    let off = (LINE - buf.as_ptr() as usize % LINE) % LINE / size;
+    let off = (CACHE_LINE - buf.as_ptr() as usize % CACHE_LINE) % CACHE_LINE / size;
     &mut buf[off..off + len]
 }
 
