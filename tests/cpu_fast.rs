@@ -91,6 +91,20 @@ fn check_gemm(
     );
 }
 
+/// [`check_gemm`] of the fast GEMM's `out` on plain element activations `x` and weights `w`.
+fn check_plain_gemm<X: Element, W: Element>(
+    what: &str,
+    out: &[f32],
+    x: &[X],
+    w: &[W],
+    offsets: &[usize],
+    nk: [usize; 2],
+    tol: f64,
+) {
+    let (x64, w64) = (common::el64(x), common::el64(w));
+    check_gemm(what, &common::f64s(out), &x64, &w64, offsets, nk, tol);
+}
+
 /// Shapes with K below, at and around multiples of the 16-lane chunk, and N around the 4-row tile.
 fn random_shape(rng: &mut StdRng, case: usize) -> (usize, usize, usize) {
     let e = [1usize, 2, 5, 9][case % 4];
@@ -117,15 +131,15 @@ fn check_plain<X: Element, W: Element>(test: &str, tol: f64) {
                 &mut MatMut::new("out", &mut out, rows, n).unwrap(),
             )
             .unwrap();
-            check_gemm(
+            check_plain_gemm(
                 &format!(
                     "{isa:?} case {case} E={e} N={n} K={k} rows={rows} {} x {}",
                     X::DTYPE,
                     W::DTYPE
                 ),
-                &common::f64s(&out),
-                &common::el64(&x),
-                &common::el64(&w),
+                &out,
+                &x,
+                &w,
                 &offsets,
                 [n, k],
                 tol,
@@ -775,11 +789,11 @@ fn fast_tile_shapes_match_oracle() {
                 &mut MatMut::new("out", &mut out, rows, n).unwrap(),
             )
             .unwrap();
-            check_gemm(
+            check_plain_gemm(
                 &format!("{isa:?} tile case {case} E={e} N={n} K={k} offsets={offsets:?}"),
-                &common::f64s(&out),
-                &common::el64(&x),
-                &common::el64(&w),
+                &out,
+                &x,
+                &w,
                 &offsets,
                 [n, k],
                 1e-5,
@@ -808,11 +822,11 @@ fn fast_tile_k_chunks_match_oracle() {
                 .into_iter()
                 .map(f32::from_bits)
                 .collect();
-            check_gemm(
+            check_plain_gemm(
                 &format!("{isa:?} K chunks, {threads} threads, N={n} K={k} offsets={offsets:?}"),
-                &common::f64s(&out),
-                &common::el64(&x),
-                &common::el64(&w),
+                &out,
+                &x,
+                &w,
                 &offsets,
                 [n, k],
                 1e-5,
