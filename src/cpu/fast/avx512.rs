@@ -26,14 +26,14 @@ trait Load: Copy {
     /// MXFP4's groups of 16, loads it masked), or at least `K` (one span a row).
     fn span(self) -> usize;
 
-    /// The scale of global weight row `row` over the span of columns `c .. end`, or `None` where the
+    /// The scale of global weight row `row` over the span of columns from `c`, or `None` where the
     /// span's columns are read by [`Load::load_lanes`] instead (a group that splits chunks, a scale
-    /// the vector loads cannot apply exactly, an FP8 NaN code).
+    /// the vector loads cannot apply exactly).
     ///
     /// # Safety
     ///
-    /// The CPU must support AVX-512 F, BW and VL; `c < end <= K`, `c` a multiple of the span.
-    unsafe fn scale(self, row: usize, c: usize, end: usize) -> Option<Self::Scale>;
+    /// The CPU must support AVX-512 F, BW and VL; `c < K`, `c` a multiple of the span.
+    unsafe fn scale(self, row: usize, c: usize) -> Option<Self::Scale>;
 
     /// Columns `c .. c + STEP` of global weight row `row` in a span of scale `scale`, 16 a vector
     /// (the second unused for a step of 16), the lanes of vector `h` outside `masks[h]` zero (and
@@ -87,7 +87,7 @@ impl<T: Unscaled> Load for T {
     }
 
     #[inline(always)]
-    unsafe fn scale(self, _row: usize, _c: usize, _end: usize) -> Option<()> {
+    unsafe fn scale(self, _row: usize, _c: usize) -> Option<()> {
         Some(())
     }
 
@@ -270,15 +270,17 @@ unsafe fn load_lanes<W: portable::Widen>(
     unsafe { _mm512_loadu_ps(lanes.as_ptr()) }
 }
 
-/// FP8 e4m3 rows with a scale per row and group of columns.
+/// FP8 e4m3 rows with a scale per row and group of columns, 32 columns a step.
 ///
 /// An e4m3 code `s.eeee.mmm` placed in an f16 as `s.0eeee.mmm0000000` has 2^-8 of the code's value
 /// (both formats' subnormals included: the exponent biases are 15 and 7), so `vcvtph2ps` widens it
-/// exactly; the code sign-extended to 16 bits and shifted left by 7 has those bits under the mask
-/// `0xbf80`. The result is multiplied by `256 * scale`, both factors exact powers-of-two scalings of
+/// exactly; the code sign-extended to 16 bits and shifted left by 7 (`x`) has those bits where the
+/// mask `0xbf80` is set. Bit 14 is then set for the NaN codes `s.1111.111` alone (1.875 without it,
+/// an f16 NaN with it): `x + 0x80` carries into bit 14 exactly when the 7 bits above the shift are
+/// all set, so bit 14 of `x ^ (x + 0x80)` is the NaN flag (one `vpternlogd`, no test of the
+/// codes). The result is multiplied by `256 * scale`, both factors exact powers-of-two scalings of
 /// the reference's, so the product is the reference's table value times the scale, bit for bit.
-/// Spans where `256 * scale` is not finite, or with a code `s.1111.111` (NaN in e4m3, 1.875 this
-/// way), are decoded lane by lane.
+/// Spans where `256 * scale` is not finite are decoded lane by lane.
 #[derive(Clone, Copy)]
 struct Fp8<'a> {
     src: portable::Fp8<'a>,
@@ -286,7 +288,7 @@ struct Fp8<'a> {
 }
 
 impl Load for Fp8<'_> {
-    const STEP: usize = LANES;
+    const STEP: usize = 2 * LANES;
     type Scale = __m512;
 
     fn span(self) -> usize {
@@ -294,30 +296,11 @@ impl Load for Fp8<'_> {
     }
 
     #[inline(always)]
-    unsafe fn scale(self, row: usize, c: usize, end: usize) -> Option<__m512> {
+    unsafe fn scale(self, row: usize, c: usize) -> Option<__m512> {
         // SAFETY: the caller's (`c < k`).
         let s256 = 256.0 * unsafe { self.scales.at(row, c) }?;
-        // SAFETY: as for `Plain<f32>` (columns `c .. end` lie in the row); the caller has AVX-512
-        // F and BW.
-        let nan = unsafe {
-            let codes = self.src.codes.as_ptr().add(row * self.src.k);
-            let mut nan: __mmask64 = 0;
-            for b in (c..end).step_by(64) {
-                let len = end - b;
-                let mask = if len >= 64 { !0 } else { (1u64 << len) - 1 };
-                let v = _mm512_maskz_loadu_epi8(mask, codes.add(b).cast());
-                // `s.1111.111` is NaN: the codes whose low 7 bits are all set.
-                let v = _mm512_or_si512(v, _mm512_set1_epi8(0x80u8 as i8));
-                nan |= _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(-1));
-            }
-            nan
-        };
-        if s256.is_finite() && nan == 0 {
-            // SAFETY: the caller has AVX-512 F.
-            Some(unsafe { _mm512_set1_ps(s256) })
-        } else {
-            None
-        }
+        // SAFETY: the caller has AVX-512 F.
+        s256.is_finite().then(|| unsafe { _mm512_set1_ps(s256) })
     }
 
     #[inline(always)]
@@ -325,14 +308,17 @@ impl Load for Fp8<'_> {
         let codes = self.src.codes.as_ptr();
         // SAFETY: as for `Plain<f32>`; the caller has AVX-512 F, BW and VL.
         unsafe {
-            let codes = _mm_maskz_loadu_epi8(masks[0], codes.add(row * self.src.k + c).cast());
-            let half = _mm256_and_si256(
-                _mm256_slli_epi16::<7>(_mm256_cvtepi8_epi16(codes)),
-                _mm256_set1_epi16(0xbf80u16 as i16),
-            );
+            let lanes = masks[0] as u32 | (masks[1] as u32) << 16;
+            let codes = _mm256_maskz_loadu_epi8(lanes, codes.add(row * self.src.k + c).cast());
+            let x = _mm512_slli_epi16::<7>(_mm512_cvtepi8_epi16(codes));
+            let y = _mm512_add_epi16(x, _mm512_set1_epi16(0x80));
+            // Bitwise `mask ? x : x ^ y` (truth table 0xb4 of `x, y, mask`): `x` under `0xbf80`,
+            // the NaN flag in bit 14 (bits 0-6 are zero in both).
+            let mask = _mm512_set1_epi16(0xbf80u16 as i16);
+            let half = _mm512_ternarylogic_epi32::<0xb4>(x, y, mask);
             [
-                _mm512_mul_ps(_mm512_cvtph_ps(half), s256),
-                _mm512_setzero_ps(),
+                _mm512_mul_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(half)), s256),
+                _mm512_mul_ps(_mm512_cvtph_ps(_mm512_extracti64x4_epi64::<1>(half)), s256),
             ]
         }
     }
@@ -376,7 +362,7 @@ impl Load for Mxfp4<'_> {
     }
 
     #[inline(always)]
-    unsafe fn scale(self, row: usize, c: usize, _end: usize) -> Option<__m512> {
+    unsafe fn scale(self, row: usize, c: usize) -> Option<__m512> {
         // SAFETY: the caller's (`c < k`); the caller has AVX-512 F.
         unsafe {
             let s = _mm512_set1_ps(self.scales.at(row, c)?);
@@ -549,7 +535,7 @@ fn tile<W: Load, const MR: usize, const NR: usize>(
         let mut scales = [None; NR];
         for (j, s) in scales.iter_mut().enumerate() {
             // SAFETY: AVX-512 is enabled here; `c < end <= k`, `c` a multiple of the span.
-            *s = unsafe { w.scale(row0 + j, c, end) };
+            *s = unsafe { w.scale(row0 + j, c) };
         }
         if scales.iter().all(Option::is_some) {
             let scales = Some(&scales.map(Option::unwrap));
