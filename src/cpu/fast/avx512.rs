@@ -3,9 +3,11 @@
 //! with the activations by fused multiply-adds, 16 lanes a chunk.
 //!
 //! The lanes and chunks are those of the portable build (lane `l` takes columns `c + l`, a short last
-//! chunk is masked to zeros); each lane's additions are fused with its products, and the 16 lanes are
-//! added by `_mm512_reduce_add_ps`. Every output's order depends on neither the tile nor the thread.
-//! Quantized rows are read in spans of one scale per row, set up once per span (see [`Load`]).
+//! chunk is masked to zeros), but for MXFP4 rows read by vectors, whose lane `l` takes the columns
+//! `c + 2l` and `c + 2l + 1` of each 32 (see [`Mxfp4`]); each lane's additions are fused with its
+//! products, and the 16 lanes are added by `_mm512_reduce_add_ps`. Every output's order depends on
+//! neither the tile nor the thread. Quantized rows are read in spans of one scale per row, set up
+//! once per span (see [`Load`]).
 
 use half::bf16;
 use std::arch::x86_64::*;
@@ -26,18 +28,28 @@ trait Load: Copy {
     /// MXFP4's groups of 16, loads it masked), or at least `K` (one span a row).
     fn span(self) -> usize;
 
-    /// The scale of global weight row `row` over the span of columns from `c`, or `None` where the
-    /// span's columns are read by [`Load::load_lanes`] instead (a group that splits chunks, a scale
-    /// the vector loads cannot apply exactly).
+    /// Whether the span of columns from `c` of global weight row `row` is read by [`Load::load`]
+    /// (else by [`Load::load_lanes`]: a group that splits chunks, a scale the vector loads cannot
+    /// apply exactly). `c < K`, a multiple of the span; the row must exist (else this may panic).
+    fn vector_span(self, row: usize, c: usize) -> bool;
+
+    /// Whether every span of global weight rows `row0 .. row0 + rows` is read by [`Load::load`]:
+    /// checked once per tile, so that the spans need not be. The rows must exist (else this may
+    /// panic).
+    fn vector_rows(self, row0: usize, rows: usize) -> bool;
+
+    /// The scale of global weight row `row` over the span of columns from `c`, for
+    /// [`Load::load`].
     ///
     /// # Safety
     ///
-    /// The CPU must support AVX-512 F, BW and VL; `c < K`, `c` a multiple of the span.
-    unsafe fn scale(self, row: usize, c: usize) -> Option<Self::Scale>;
+    /// The CPU must support AVX-512 F, BW and VL; the span must be read by vectors
+    /// ([`Load::vector_span`]); `c < K`, a multiple of the span, and the row must exist.
+    unsafe fn scale(self, row: usize, c: usize) -> Self::Scale;
 
     /// Columns `c .. c + STEP` of global weight row `row` in a span of scale `scale`, 16 a vector
-    /// (the second unused for a step of 16), the lanes of vector `h` outside `masks[h]` zero (and
-    /// not read). Always inlined into the tiles, whose AVX-512 features its intrinsics then compile
+    /// (the second unused for a step of 16) in the lanes of [`Load::activations`], the lanes of
+    /// the columns outside `masks` zero (and not read). Always inlined into the tiles, whose AVX-512 features its intrinsics then compile
     /// with (a `#[target_feature]` function of its size would not be inlined at every optimisation
     /// level).
     ///
@@ -52,6 +64,29 @@ trait Load: Copy {
         masks: [__mmask16; 2],
     ) -> [__m512; 2];
 
+    /// Columns `c .. c + STEP` of the activation row at `x` in the lanes of [`Load::load`]'s
+    /// vectors, the lanes of the columns outside `masks` zero: the chunks of 16 columns as they
+    /// are, vector `h` masked by `masks[h]` (the second zero for a step of 16).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX-512 F; the unmasked columns must lie in the row.
+    #[inline(always)]
+    unsafe fn activations(x: *const f32, c: usize, masks: [__mmask16; 2]) -> [__m512; 2] {
+        // SAFETY: the caller's (a lane outside its mask is not read; the second chunk is read
+        // only for a step of 32).
+        unsafe {
+            [
+                _mm512_maskz_loadu_ps(masks[0], x.add(c)),
+                if Self::STEP > LANES {
+                    _mm512_maskz_loadu_ps(masks[1], x.wrapping_add(c + LANES))
+                } else {
+                    _mm512_setzero_ps()
+                },
+            ]
+        }
+    }
+
     /// Columns `c .. c + 16` of global weight row `row` in a span without a scale, lanes outside
     /// `mask` zero: the reference's decoding, lane by lane.
     ///
@@ -63,6 +98,10 @@ trait Load: Copy {
     /// Ask for the cache line of column `c` of global weight row `row` (which may lie past the
     /// weights: a prefetch never faults).
     fn prefetch(self, row: usize, c: usize);
+
+    /// Ask for the cache line of the scale of column `c` of global weight row `row` (which may lie
+    /// past the weights), for rows with scales.
+    fn prefetch_scale(self, _row: usize, _c: usize) {}
 }
 
 /// Weight rows without scales: one span a row.
@@ -86,10 +125,16 @@ impl<T: Unscaled> Load for T {
         usize::MAX
     }
 
-    #[inline(always)]
-    unsafe fn scale(self, _row: usize, _c: usize) -> Option<()> {
-        Some(())
+    fn vector_span(self, _row: usize, _c: usize) -> bool {
+        true
     }
+
+    fn vector_rows(self, _row0: usize, _rows: usize) -> bool {
+        true
+    }
+
+    #[inline(always)]
+    unsafe fn scale(self, _row: usize, _c: usize) {}
 
     #[inline(always)]
     unsafe fn load(self, _scale: (), row: usize, c: usize, masks: [__mmask16; 2]) -> [__m512; 2] {
@@ -225,21 +270,32 @@ impl GroupScales {
         self.span.unwrap_or(usize::MAX)
     }
 
-    /// The scale of column `c` of global row `row` where spans have one (`None` for groups that
-    /// split chunks).
+    /// Whether the spans have one scale each (not for groups that split chunks).
+    fn vector(self) -> bool {
+        self.span.is_some()
+    }
+
+    /// The scale of column `c` of global row `row`.
     ///
     /// # Safety
     ///
     /// The scales must hold the row's, and `c < k`.
     #[inline(always)]
-    unsafe fn at(self, row: usize, c: usize) -> Option<f32> {
-        self.span?;
+    unsafe fn at(self, row: usize, c: usize) -> f32 {
         let group = match self.shift {
             Some(s) => c >> s,
             None => c / self.group,
         };
         // SAFETY: `group < groups` for every column `c < k` (the caller's).
-        Some(unsafe { *self.ptr.add(row * self.groups + group) })
+        unsafe { *self.ptr.add(row * self.groups + group) }
+    }
+
+    /// [`Load::prefetch_scale`].
+    #[inline]
+    fn prefetch(self, row: usize, c: usize) {
+        // SAFETY: `prefetch` needs AVX-512 F, which every caller has (they are `target_feature`
+        // functions of this module).
+        unsafe { prefetch(self.ptr.wrapping_add(row * self.groups + c / self.group)) }
     }
 }
 
@@ -295,12 +351,24 @@ impl Load for Fp8<'_> {
         self.scales.span()
     }
 
+    fn vector_span(self, row: usize, c: usize) -> bool {
+        let groups = self.scales.groups;
+        self.scales.vector()
+            && (256.0 * self.src.scales[row * groups + c / self.src.group]).is_finite()
+    }
+
+    fn vector_rows(self, row0: usize, rows: usize) -> bool {
+        let groups = self.scales.groups;
+        self.scales.vector()
+            && self.src.scales[row0 * groups..(row0 + rows) * groups]
+                .iter()
+                .all(|&s| (256.0 * s).is_finite())
+    }
+
     #[inline(always)]
-    unsafe fn scale(self, row: usize, c: usize) -> Option<__m512> {
-        // SAFETY: the caller's (`c < k`).
-        let s256 = 256.0 * unsafe { self.scales.at(row, c) }?;
-        // SAFETY: the caller has AVX-512 F.
-        s256.is_finite().then(|| unsafe { _mm512_set1_ps(s256) })
+    unsafe fn scale(self, row: usize, c: usize) -> __m512 {
+        // SAFETY: the caller's (`c < k`, the row exists); the caller has AVX-512 F.
+        unsafe { _mm512_set1_ps(256.0 * self.scales.at(row, c)) }
     }
 
     #[inline(always)]
@@ -334,18 +402,26 @@ impl Load for Fp8<'_> {
         // SAFETY: as for `Plain<f32>`.
         unsafe { prefetch(self.src.codes.as_ptr().wrapping_add(row * self.src.k + c)) }
     }
+
+    #[inline]
+    fn prefetch_scale(self, row: usize, c: usize) {
+        self.scales.prefetch(row, c)
+    }
 }
 
 /// MXFP4 e2m1 rows (two codes a byte, low nibble first, `bytes` a row) with a scale per row and
 /// group of columns.
 ///
-/// A step of 32 columns is one 16-byte load: the bytes interleaved with themselves shifted right by
-/// 4 (`vpunpck{l,h}bw` with the `vpsrlw` of the bytes: columns 0-15, then 16-31) and widened to 32
-/// bits put each column's code in the low 4 bits of its lane, which index the 16 e2m1 values times
-/// the span's scale in a register (`vpermps`, which reads only those bits). Each value is the
-/// reference's product of the code's value and the scale, bit for bit. Lanes past `K` are zeroed
-/// (the high nibble of a row's half-used last byte is not a value). A group of an odd number of
-/// 16-column chunks ends in half a step (masked); groups that split chunks are decoded lane by lane.
+/// A step of 32 columns is one 16-byte load widened to 32 bits (`vpmovzxbd`): lane `l` holds byte
+/// `l`, whose low nibble is the code of column `c + 2l` and high nibble that of `c + 2l + 1`. The
+/// low 4 bits of a lane index the 16 e2m1 values times the span's scale in a register (`vpermps`,
+/// which reads only those bits): once as they are for the even columns, once shifted right by 4 for
+/// the odd ones. So a step's two vectors are its even and its odd columns, and
+/// [`Load::activations`] deals the activations the same way (two `vpermt2ps`, shared by the tile's
+/// weight rows). Each value is the reference's product of the code's value and the scale, bit for
+/// bit. Lanes past `K` are zeroed (the high nibble of a row's half-used last byte is not a value).
+/// A group of an odd number of 16-column chunks ends in half a step (masked); groups that split
+/// chunks are decoded lane by lane (the whole row: the spans of a row are all one or the other).
 #[derive(Clone, Copy)]
 struct Mxfp4<'a> {
     src: portable::Mxfp4<'a>,
@@ -361,12 +437,20 @@ impl Load for Mxfp4<'_> {
         self.scales.span()
     }
 
+    fn vector_span(self, _row: usize, _c: usize) -> bool {
+        self.scales.vector()
+    }
+
+    fn vector_rows(self, _row0: usize, _rows: usize) -> bool {
+        self.scales.vector()
+    }
+
     #[inline(always)]
-    unsafe fn scale(self, row: usize, c: usize) -> Option<__m512> {
-        // SAFETY: the caller's (`c < k`); the caller has AVX-512 F.
+    unsafe fn scale(self, row: usize, c: usize) -> __m512 {
+        // SAFETY: the caller's (`c < k`, the row exists); the caller has AVX-512 F.
         unsafe {
-            let s = _mm512_set1_ps(self.scales.at(row, c)?);
-            Some(_mm512_mul_ps(_mm512_loadu_ps(E2M1.as_ptr()), s))
+            let s = _mm512_set1_ps(self.scales.at(row, c));
+            _mm512_mul_ps(_mm512_loadu_ps(E2M1.as_ptr()), s)
         }
     }
 
@@ -378,23 +462,38 @@ impl Load for Mxfp4<'_> {
         c: usize,
         masks: [__mmask16; 2],
     ) -> [__m512; 2] {
-        // The bytes of the unmasked lanes (the low `len` of the step): byte `b` holds columns
-        // `c + 2b` and `c + 2b + 1`.
+        // The bytes of the unmasked columns (the low `len` of the step): byte `b` holds columns
+        // `c + 2b` and `c + 2b + 1`; the odd column of the last byte is past `K` for odd `len`.
         let len = masks[0].count_ones() + masks[1].count_ones();
         let byte_mask = ((1u32 << len.div_ceil(2)) - 1) as __mmask16;
+        let odd_mask = ((1u32 << (len / 2)) - 1) as __mmask16;
+        // (The activations past `K` are zero too: the masks matter only for a scale that is not
+        // finite, whose products with zero would be NaN.)
         let codes = self.src.codes.as_ptr();
         // SAFETY: as for `Plain<f32>` (`c` is even: the step's bytes start at `c / 2`, and the
         // masked bytes are those of its columns).
         unsafe {
             let packed =
                 _mm_maskz_loadu_epi8(byte_mask, codes.add(row * self.src.bytes + c / 2).cast());
-            // Byte `b` of `high` has byte `b`'s high nibble in its low 4 bits.
-            let high = _mm_srli_epi16::<4>(packed);
-            let first = _mm512_cvtepu8_epi32(_mm_unpacklo_epi8(packed, high));
-            let second = _mm512_cvtepu8_epi32(_mm_unpackhi_epi8(packed, high));
+            let bytes = _mm512_cvtepu8_epi32(packed);
             [
-                _mm512_maskz_permutexvar_ps(masks[0], first, table),
-                _mm512_maskz_permutexvar_ps(masks[1], second, table),
+                _mm512_maskz_permutexvar_ps(byte_mask, bytes, table),
+                _mm512_maskz_permutexvar_ps(odd_mask, _mm512_srli_epi32::<4>(bytes), table),
+            ]
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn activations(x: *const f32, c: usize, masks: [__mmask16; 2]) -> [__m512; 2] {
+        // SAFETY: the caller's (a lane outside its mask is not read); the caller has AVX-512 F.
+        unsafe {
+            let first = _mm512_maskz_loadu_ps(masks[0], x.add(c));
+            let second = _mm512_maskz_loadu_ps(masks[1], x.wrapping_add(c + LANES));
+            let even = _mm512_loadu_si512(EVEN_ODD[0].as_ptr().cast());
+            let odd = _mm512_loadu_si512(EVEN_ODD[1].as_ptr().cast());
+            [
+                _mm512_permutex2var_ps(first, even, second),
+                _mm512_permutex2var_ps(first, odd, second),
             ]
         }
     }
@@ -417,7 +516,24 @@ impl Load for Mxfp4<'_> {
             )
         }
     }
+
+    #[inline]
+    fn prefetch_scale(self, row: usize, c: usize) {
+        self.scales.prefetch(row, c)
+    }
 }
+
+/// The lanes of `vpermt2ps` that deal 32 columns (two vectors) into the even ones, then the odd.
+static EVEN_ODD: [[u32; LANES]; 2] = {
+    let mut t = [[0u32; LANES]; 2];
+    let mut l = 0;
+    while l < LANES {
+        t[0][l] = 2 * l as u32;
+        t[1][l] = 2 * l as u32 + 1;
+        l += 1;
+    }
+    t
+};
 
 /// The 16 e2m1 values, by code.
 static E2M1: [f32; 16] = {
@@ -440,32 +556,9 @@ fn lane_mask(len: usize) -> __mmask16 {
     }
 }
 
-/// `acc[i][j] += x row i * wv[j]` over columns `c .. c + 16`, lanes outside `mask` zero.
-///
-/// # Safety
-///
-/// The CPU must support AVX-512 F; the unmasked columns must lie in the `MR` activation rows of `xs`.
-#[inline(always)]
-unsafe fn fma_chunk<const MR: usize, const NR: usize>(
-    xs: &[f32],
-    k: usize,
-    c: usize,
-    mask: __mmask16,
-    wv: &[__m512; NR],
-    acc: &mut [[__m512; NR]; MR],
-) {
-    for (i, ai) in acc.iter_mut().enumerate() {
-        // SAFETY: the caller's.
-        let xv = unsafe { _mm512_maskz_loadu_ps(mask, xs.as_ptr().add(i * k + c)) };
-        for (a, &wj) in ai.iter_mut().zip(wv) {
-            *a = _mm512_fmadd_ps(xv, wj, *a);
-        }
-    }
-}
-
 /// The tile's products over one load step at column `c` (chunk `h` of its `STEP / 16` masked by
-/// `masks[h]`, and skipped when that is empty), the weights loaded with the rows' `scales` (or
-/// lane by lane, one chunk a step, without); then, for `ahead`, a prefetch of the next `NR`
+/// `masks[h]`), the weights loaded with the rows' `scales` and the activations in their lanes
+/// (or both chunk by chunk, one a step, without); then, for `ahead`, a prefetch of the next `NR`
 /// weight rows' line.
 ///
 /// # Safety
@@ -502,11 +595,20 @@ unsafe fn step<W: Load, const MR: usize, const NR: usize>(
             }
         }
         let chunks = if scales.is_some() { W::STEP / LANES } else { 1 };
-        for (h, wh) in wv.iter().enumerate().take(chunks) {
-            if masks[h] == 0 {
-                break;
+        for (i, ai) in acc.iter_mut().enumerate() {
+            let x = xs.as_ptr().add(i * k);
+            let xv = match scales {
+                Some(_) => W::activations(x, c, masks),
+                None => [
+                    _mm512_maskz_loadu_ps(masks[0], x.add(c)),
+                    _mm512_setzero_ps(),
+                ],
+            };
+            for (&xh, wh) in xv.iter().zip(&wv).take(chunks) {
+                for (a, &wj) in ai.iter_mut().zip(wh) {
+                    *a = _mm512_fmadd_ps(xh, wj, *a);
+                }
             }
-            fma_chunk(xs, k, c + h * LANES, masks[h], wh, acc);
         }
     }
 }
@@ -514,8 +616,9 @@ unsafe fn step<W: Load, const MR: usize, const NR: usize>(
 /// `out(i, j, dot(x row i, weight row row0 + j))` for an `MR x NR` tile.
 ///
 /// Span by span, the rows' scales are set up once; then each step of the span is loaded (masked
-/// only at `K`) and its chunks of 16 columns added into the lanes: the same products in the same
-/// order whether the span is read by vectors or lane by lane.
+/// only at `K`) and its chunks of 16 columns added into the lanes. Where one row mixes spans read
+/// by vectors and lane by lane (FP8 scales too large for the vector loads), both add the same
+/// products in the same order.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
 fn tile<W: Load, const MR: usize, const NR: usize>(
@@ -529,16 +632,24 @@ fn tile<W: Load, const MR: usize, const NR: usize>(
     assert!(xs.len() >= (MR - 1) * k + k, "activation rows of the tile");
     let mut acc = [[_mm512_setzero_ps(); NR]; MR];
     let span = w.span();
+    // The weight rows `row0 .. row0 + NR` exist (checked by the caller).
+    let all_vector = w.vector_rows(row0, NR);
     let mut c = 0;
     while c < k {
         let end = if k - c > span { c + span } else { k };
-        let mut scales = [None; NR];
-        for (j, s) in scales.iter_mut().enumerate() {
-            // SAFETY: AVX-512 is enabled here; `c < end <= k`, `c` a multiple of the span.
-            *s = unsafe { w.scale(row0 + j, c) };
-        }
-        if scales.iter().all(Option::is_some) {
-            let scales = Some(&scales.map(Option::unwrap));
+        if all_vector || (0..NR).all(|j| w.vector_span(row0 + j, c)) {
+            // SAFETY (both): AVX-512 is enabled here; the span is read by vectors; `c < end <= k`,
+            // `c` a multiple of the span; the rows exist.
+            let mut scales = [unsafe { w.scale(row0, c) }; NR];
+            for (j, s) in scales.iter_mut().enumerate().skip(1) {
+                *s = unsafe { w.scale(row0 + j, c) };
+            }
+            if ahead {
+                for j in 0..NR {
+                    w.prefetch_scale(row0 + NR + j, c);
+                }
+            }
+            let scales = Some(&scales);
             while end - c >= W::STEP {
                 // SAFETY: AVX-512 is enabled here; the step's columns lie in the span and in every
                 // row (the weight rows `row0 .. row0 + NR` exist, checked by the caller; the
