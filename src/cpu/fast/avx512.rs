@@ -282,12 +282,17 @@ impl GroupScales {
     /// The scales must hold the row's, and `c < k`.
     #[inline(always)]
     unsafe fn at(self, row: usize, c: usize) -> f32 {
-        let group = match self.shift {
+        // SAFETY: `group < groups` for every column `c < k` (the caller's).
+        unsafe { *self.ptr.add(row * self.groups + self.group_of(c)) }
+    }
+
+    /// The group of column `c` (by a shift where the group is a power of two).
+    #[inline(always)]
+    fn group_of(self, c: usize) -> usize {
+        match self.shift {
             Some(s) => c >> s,
             None => c / self.group,
-        };
-        // SAFETY: `group < groups` for every column `c < k` (the caller's).
-        unsafe { *self.ptr.add(row * self.groups + group) }
+        }
     }
 
     /// [`Load::prefetch_scale`].
@@ -295,7 +300,7 @@ impl GroupScales {
     fn prefetch(self, row: usize, c: usize) {
         // SAFETY: `prefetch` needs AVX-512 F, which every caller has (they are `target_feature`
         // functions of this module).
-        unsafe { prefetch(self.ptr.wrapping_add(row * self.groups + c / self.group)) }
+        unsafe { prefetch(self.ptr.wrapping_add(row * self.groups + self.group_of(c))) }
     }
 }
 
@@ -354,7 +359,7 @@ impl Load for Fp8<'_> {
     fn vector_span(self, row: usize, c: usize) -> bool {
         let groups = self.scales.groups;
         self.scales.vector()
-            && (256.0 * self.src.scales[row * groups + c / self.src.group]).is_finite()
+            && (256.0 * self.src.scales[row * groups + self.scales.group_of(c)]).is_finite()
     }
 
     fn vector_rows(self, row0: usize, rows: usize) -> bool {
