@@ -676,6 +676,47 @@ fn fast_bits_do_not_depend_on_thread_count() {
     }
 }
 
+#[test]
+fn fast_quantized_bits_do_not_depend_on_rows_per_expert() {
+    // With more activation rows than a register tile holds, a task decodes each strip of quantized
+    // weight rows once and reads the decoded values back for its other tiles. Each row's outputs
+    // must keep the bits they have when the row is alone (every tile then decodes), whatever the
+    // spans: groups of 128, 32, 48 and one per row, groups of 16 (half steps), groups of 5 (lane by
+    // lane), FP8 rows mixing both (extreme scales), K ending mid-step.
+    let mut rng = common::rng("fast_quantized_bits_do_not_depend_on_rows_per_expert");
+    for isa in isas() {
+        for (k, group) in [
+            (300usize, 128usize),
+            (200, 32),
+            (96, 48),
+            (150, 150),
+            (300, 16),
+            (77, 5),
+        ] {
+            let (n, rows) = (13, 11);
+            let x: Vec<f32> = common::values(&mut rng, rows * k, 1.0);
+            let (fp8, _) = random_fp8(&mut rng, [1, n, k], group);
+            let (fp8_extreme, _) = fp8_extreme_scales(&mut rng, [1, n, k], group);
+            let (mxfp4, _) = random_mxfp4(&mut rng, [1, n, k], group, true);
+            for (what, q) in [
+                ("FP8", &fp8),
+                ("FP8 (extreme scales)", &fp8_extreme),
+                ("MXFP4", &mxfp4),
+            ] {
+                let all = fast_in_pool(1, isa, &x, &[0, rows], q);
+                for r in 0..rows {
+                    let alone = fast_in_pool(1, isa, &x[r * k..(r + 1) * k], &[0, 1], q);
+                    assert!(
+                        alone == all[r * n..(r + 1) * n],
+                        "{isa:?} {what} K={k} group={group}: row {r} alone and among {rows} rows \
+                         differ"
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// The fast build `isa` and the reference on the same problem.
 fn fast_and_reference<R: ExpertRows + Copy>(
     isa: Isa,

@@ -9,10 +9,12 @@
 //! neither the tile nor the thread. Quantized rows are read in spans of one scale per row, set up
 //! once per span (see [`Load`]).
 
+mod strip;
+
 use half::bf16;
 use std::arch::x86_64::*;
 
-use super::{portable, tile_dispatch, Task, WeightSource, LANES};
+use super::{portable, tile_dispatch, Task, WeightSource, LANES, MR};
 use crate::quant::{fp4_e2m1_to_f32, CodeFormat};
 
 /// Weight rows loaded a step of one or two chunks of [`LANES`] columns at a time and widened to
@@ -20,6 +22,10 @@ use crate::quant::{fp4_e2m1_to_f32, CodeFormat};
 trait Load: Copy {
     /// Columns one [`Load::load`] reads: [`LANES`] or `2 * LANES`.
     const STEP: usize;
+
+    /// Whether decoding costs enough that a task with more than [`MR`] activation rows decodes
+    /// each strip of weight rows once ([`strip`]).
+    const DECODE_ONCE: bool = false;
 
     /// A row's scale over one span, ready for [`Load::load`] (`()` for unscaled rows).
     type Scale: Copy;
@@ -350,6 +356,7 @@ struct Fp8<'a> {
 
 impl Load for Fp8<'_> {
     const STEP: usize = 2 * LANES;
+    const DECODE_ONCE: bool = true;
     type Scale = __m512;
 
     fn span(self) -> usize {
@@ -435,6 +442,7 @@ struct Mxfp4<'a> {
 
 impl Load for Mxfp4<'_> {
     const STEP: usize = 2 * LANES;
+    const DECODE_ONCE: bool = true;
     /// The 16 e2m1 values times the span's scale.
     type Scale = __m512;
 
@@ -689,7 +697,11 @@ fn tile<W: Load, const MR: usize, const NR: usize>(
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
 fn run<W: Load>(task: &Task<'_, f32>, w: W) {
-    tile_dispatch!(task, w, tile);
+    if W::DECODE_ONCE && task.m > MR {
+        strip::run(task, w)
+    } else {
+        tile_dispatch!(task, w, tile);
+    }
 }
 
 /// One task in the AVX-512 build.

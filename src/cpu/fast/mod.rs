@@ -266,7 +266,7 @@ impl<A> Task<'_, A> {
 /// (in the first tile of each strip of `NR` weight rows), and output writer.
 macro_rules! tile_dispatch {
     ($task:expr, $w:expr, $tile:ident) => {{
-        use super::{MR, NR};
+        use $crate::cpu::fast::{MR, NR};
         let task = $task;
         let w = $w;
         for j0 in (0..task.nb).step_by(NR) {
