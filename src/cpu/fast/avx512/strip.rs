@@ -23,48 +23,49 @@ fn slot(c: usize, step: usize) -> usize {
     c / LANES * step
 }
 
-/// `W`'s rows, each vector loaded also stored in the strip: at `(row - row0) * stride`, in the slot
-/// of its column.
+/// Weight rows `W` and the strip of the decoded vectors of rows `row0 ..`: `stride` floats a row,
+/// a slot of `STEP` for each chunk of columns.
 #[derive(Clone, Copy)]
-struct Recording<W> {
+struct Strip<W> {
     w: W,
     strip: *mut f32,
     row0: usize,
     stride: usize,
 }
 
-impl<W> Recording<W> {
-    /// Where the vectors loaded at column `c` of global row `row` go in the strip.
+impl<W: Load> Strip<W> {
+    /// Where the vectors loaded at column `c` of global row `row` lie in the strip.
     #[inline(always)]
-    fn at(self, row: usize, c: usize) -> *mut f32
-    where
-        W: Load,
-    {
+    fn at(self, row: usize, c: usize) -> *mut f32 {
         self.strip
             .wrapping_add((row - self.row0) * self.stride + slot(c, W::STEP))
     }
 }
+
+/// `W`'s rows, each vector loaded also stored in the strip.
+#[derive(Clone, Copy)]
+struct Recording<W>(Strip<W>);
 
 impl<W: Load> Load for Recording<W> {
     const STEP: usize = W::STEP;
     type Scale = W::Scale;
 
     fn span(self) -> usize {
-        self.w.span()
+        self.0.w.span()
     }
 
     fn vector_span(self, row: usize, c: usize) -> bool {
-        self.w.vector_span(row, c)
+        self.0.w.vector_span(row, c)
     }
 
     fn vector_rows(self, row0: usize, rows: usize) -> bool {
-        self.w.vector_rows(row0, rows)
+        self.0.w.vector_rows(row0, rows)
     }
 
     #[inline(always)]
     unsafe fn scale(self, row: usize, c: usize) -> W::Scale {
         // SAFETY: the caller's.
-        unsafe { self.w.scale(row, c) }
+        unsafe { self.0.w.scale(row, c) }
     }
 
     #[inline(always)]
@@ -78,8 +79,8 @@ impl<W: Load> Load for Recording<W> {
         // SAFETY: the caller's; the strip holds `stride` floats for each of the tile's rows, a
         // slot of `STEP` for each chunk (see `stride`).
         unsafe {
-            let v = self.w.load(scale, row, c, masks);
-            let p = self.at(row, c);
+            let v = self.0.w.load(scale, row, c, masks);
+            let p = self.0.at(row, c);
             _mm512_storeu_ps(p, v[0]);
             if W::STEP > LANES {
                 _mm512_storeu_ps(p.add(LANES), v[1]);
@@ -98,58 +99,41 @@ impl<W: Load> Load for Recording<W> {
     unsafe fn load_lanes(self, row: usize, c: usize, mask: __mmask16) -> __m512 {
         // SAFETY: as for `load`.
         unsafe {
-            let v = self.w.load_lanes(row, c, mask);
-            _mm512_storeu_ps(self.at(row, c), v);
+            let v = self.0.w.load_lanes(row, c, mask);
+            _mm512_storeu_ps(self.0.at(row, c), v);
             v
         }
     }
 
     #[inline]
     fn prefetch(self, row: usize, c: usize) {
-        self.w.prefetch(row, c)
+        self.0.w.prefetch(row, c)
     }
 
     #[inline]
     fn prefetch_scale(self, row: usize, c: usize) {
-        self.w.prefetch_scale(row, c)
+        self.0.w.prefetch_scale(row, c)
     }
 }
 
 /// The vectors a [`Recording`] of `W` stored, read back in the same walk.
 #[derive(Clone, Copy)]
-struct Recorded<W> {
-    w: W,
-    strip: *const f32,
-    row0: usize,
-    stride: usize,
-}
-
-impl<W> Recorded<W> {
-    /// Where the vectors loaded at column `c` of global row `row` lie in the strip.
-    #[inline(always)]
-    fn at(self, row: usize, c: usize) -> *const f32
-    where
-        W: Load,
-    {
-        self.strip
-            .wrapping_add((row - self.row0) * self.stride + slot(c, W::STEP))
-    }
-}
+struct Recorded<W>(Strip<W>);
 
 impl<W: Load> Load for Recorded<W> {
     const STEP: usize = W::STEP;
     type Scale = ();
 
     fn span(self) -> usize {
-        self.w.span()
+        self.0.w.span()
     }
 
     fn vector_span(self, row: usize, c: usize) -> bool {
-        self.w.vector_span(row, c)
+        self.0.w.vector_span(row, c)
     }
 
     fn vector_rows(self, row0: usize, rows: usize) -> bool {
-        self.w.vector_rows(row0, rows)
+        self.0.w.vector_rows(row0, rows)
     }
 
     #[inline(always)]
@@ -160,7 +144,7 @@ impl<W: Load> Load for Recorded<W> {
         // SAFETY: the `Recording` stored these vectors (their lanes outside the masks zero, in the
         // lanes `W::load` put them), in bounds as there.
         unsafe {
-            let p = self.at(row, c);
+            let p = self.0.at(row, c);
             [
                 _mm512_loadu_ps(p),
                 if W::STEP > LANES {
@@ -181,7 +165,7 @@ impl<W: Load> Load for Recorded<W> {
     #[inline(always)]
     unsafe fn load_lanes(self, row: usize, c: usize, mask: __mmask16) -> __m512 {
         // SAFETY: as for `load`.
-        unsafe { _mm512_maskz_loadu_ps(mask, self.at(row, c)) }
+        unsafe { _mm512_maskz_loadu_ps(mask, self.0.at(row, c)) }
     }
 
     /// The strip is in cache: nothing to ask for.
@@ -213,19 +197,13 @@ pub(super) fn run<W: Load>(task: &Task<'_, f32>, w: W) {
             out: OutPtr(first.out.0.wrapping_add(MR * task.ostride)),
             ..first
         };
-        let recording = Recording {
+        let decoded = Strip {
             w,
             strip: strip.as_mut_ptr(),
             row0,
             stride,
         };
-        tile_dispatch!(&first, recording, tile);
-        let recorded = Recorded {
-            w,
-            strip: strip.as_ptr(),
-            row0,
-            stride,
-        };
-        tile_dispatch!(&rest, recorded, tile);
+        tile_dispatch!(&first, Recording(decoded), tile);
+        tile_dispatch!(&rest, Recorded(decoded), tile);
     }
 }
