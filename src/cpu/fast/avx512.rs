@@ -2,12 +2,13 @@
 //! in registers (bf16 by a shift, f16 by `vcvtph2ps`, FP8 e4m3 through f16, see [`Fp8`]), dotted
 //! with the activations by fused multiply-adds, 16 lanes a chunk.
 //!
-//! The lanes and chunks are those of the portable build (lane `l` takes columns `c + l`, a short last
-//! chunk is masked to zeros), but for MXFP4 rows read by vectors, whose lane `l` takes the columns
-//! `c + 2l` and `c + 2l + 1` of each 32 (see [`Mxfp4`]); each lane's additions are fused with its
-//! products, and the 16 lanes are added by `_mm512_reduce_add_ps`. Every output's order depends on
-//! neither the tile nor the thread. Quantized rows are read in spans of one scale per row, set up
-//! once per span (see [`Load`]).
+//! The lanes and chunks are those of the portable build (lane `l` takes columns `c + l`, a short
+//! last chunk is masked to zeros), but for MXFP4 rows read by vectors, whose lane `l` takes the
+//! columns `c + 2l` and `c + 2l + 1` of each 32 (see [`Mxfp4`]); each lane's additions are fused
+//! with its products, and the 16 lanes are added by `_mm512_reduce_add_ps`. Every output's order
+//! depends on neither the tile nor the thread, nor on how many activation rows share the weights
+//! (see [`strip`]). Quantized rows are read in spans of one scale per row, set up once per span
+//! (see [`Load`]).
 
 mod strip;
 
@@ -55,9 +56,9 @@ trait Load: Copy {
 
     /// Columns `c .. c + STEP` of global weight row `row` in a span of scale `scale`, 16 a vector
     /// (the second unused for a step of 16) in the lanes of [`Load::activations`], the lanes of
-    /// the columns outside `masks` zero (and not read). Always inlined into the tiles, whose AVX-512 features its intrinsics then compile
-    /// with (a `#[target_feature]` function of its size would not be inlined at every optimisation
-    /// level).
+    /// the columns outside `masks` zero (and not read). Always inlined into the tiles, whose
+    /// AVX-512 features its intrinsics then compile with (a `#[target_feature]` function of its
+    /// size would not be inlined at every optimisation level).
     ///
     /// # Safety
     ///
@@ -354,6 +355,13 @@ struct Fp8<'a> {
     scales: GroupScales,
 }
 
+impl Fp8<'_> {
+    /// Whether the vector loads apply scale `s` exactly: `256 * s` is finite.
+    fn vector_scale(s: f32) -> bool {
+        (256.0 * s).is_finite()
+    }
+}
+
 impl Load for Fp8<'_> {
     const STEP: usize = 2 * LANES;
     const DECODE_ONCE: bool = true;
@@ -366,7 +374,7 @@ impl Load for Fp8<'_> {
     fn vector_span(self, row: usize, c: usize) -> bool {
         let groups = self.scales.groups;
         self.scales.vector()
-            && (256.0 * self.src.scales[row * groups + self.scales.group_of(c)]).is_finite()
+            && Self::vector_scale(self.src.scales[row * groups + self.scales.group_of(c)])
     }
 
     fn vector_rows(self, row0: usize, rows: usize) -> bool {
@@ -374,7 +382,7 @@ impl Load for Fp8<'_> {
         self.scales.vector()
             && self.src.scales[row0 * groups..(row0 + rows) * groups]
                 .iter()
-                .all(|&s| (256.0 * s).is_finite())
+                .all(|&s| Self::vector_scale(s))
     }
 
     #[inline(always)]
