@@ -290,16 +290,18 @@ impl GroupScales {
     #[inline(always)]
     unsafe fn at(self, row: usize, c: usize) -> f32 {
         // SAFETY: `group < groups` for every column `c < k` (the caller's).
-        unsafe { *self.ptr.add(row * self.groups + self.group_of(c)) }
+        unsafe { *self.ptr.add(self.index(row, c)) }
     }
 
-    /// The group of column `c` (by a shift where the group is a power of two).
+    /// The index in the scales of the scale of column `c` of global row `row` (its group by a
+    /// shift where the group is a power of two).
     #[inline(always)]
-    fn group_of(self, c: usize) -> usize {
-        match self.shift {
+    fn index(self, row: usize, c: usize) -> usize {
+        let group = match self.shift {
             Some(s) => c >> s,
             None => c / self.group,
-        }
+        };
+        row * self.groups + group
     }
 
     /// [`Load::prefetch_scale`].
@@ -307,7 +309,7 @@ impl GroupScales {
     fn prefetch(self, row: usize, c: usize) {
         // SAFETY: `prefetch` needs AVX-512 F, which every caller has (they are `target_feature`
         // functions of this module).
-        unsafe { prefetch(self.ptr.wrapping_add(row * self.groups + self.group_of(c))) }
+        unsafe { prefetch(self.ptr.wrapping_add(self.index(row, c))) }
     }
 }
 
@@ -372,9 +374,7 @@ impl Load for Fp8<'_> {
     }
 
     fn vector_span(self, row: usize, c: usize) -> bool {
-        let groups = self.scales.groups;
-        self.scales.vector()
-            && Self::vector_scale(self.src.scales[row * groups + self.scales.group_of(c)])
+        self.scales.vector() && Self::vector_scale(self.src.scales[self.scales.index(row, c)])
     }
 
     fn vector_rows(self, row0: usize, rows: usize) -> bool {
