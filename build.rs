@@ -15,6 +15,11 @@
 //! ptxas's resource usage (`-Xptxas -v`) is parsed for every function and architecture and written to
 //! `$OUT_DIR/ptxas-report.txt`; any stack frame or register spill fails the build unless the function
 //! is listed, with a reason, in `kernels/ptxas-allow.txt`.
+//!
+//! Each fatbin is rebuilt only when its inputs change (source, headers, flags, nvcc), as recorded
+//! beside it in `$OUT_DIR`. Every profile and feature set has its own `$OUT_DIR`, so setting
+//! `MOE_KERNELS_NVCC_CACHE` to a folder shares the fatbins between them (and between target
+//! folders): entries there are named by the hash of their inputs and never overwritten.
 
 use std::collections::hash_map::DefaultHasher;
 use std::env;
@@ -75,6 +80,7 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed={KERNEL_DIR}");
     println!("cargo:rerun-if-env-changed=MOE_KERNELS_REQUIRE_NVCC");
+    println!("cargo:rerun-if-env-changed=MOE_KERNELS_NVCC_CACHE");
 
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("OUT_DIR"));
@@ -94,7 +100,10 @@ fn main() {
         return;
     };
 
-    let fatbins = compile_all(&nvcc, &inputs, &out_dir.join("kernels"));
+    let cache = env::var_os("MOE_KERNELS_NVCC_CACHE")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
+    let fatbins = compile_all(&nvcc, &inputs, &out_dir.join("kernels"), cache.as_deref());
     let reports: Vec<FunctionReport> = fatbins
         .iter()
         .flat_map(|f| parse_ptxas(&f.ptxas_log))
@@ -241,15 +250,22 @@ struct Fatbin {
 }
 
 /// Compile every source in parallel, one nvcc process (and thread) per file.
-fn compile_all(nvcc: &Path, inputs: &KernelInputs, dir: &Path) -> Vec<Fatbin> {
-    fs::create_dir_all(dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+fn compile_all(
+    nvcc: &Path,
+    inputs: &KernelInputs,
+    dir: &Path,
+    cache: Option<&Path>,
+) -> Vec<Fatbin> {
+    for d in std::iter::once(dir).chain(cache) {
+        fs::create_dir_all(d).unwrap_or_else(|e| panic!("cannot create {}: {e}", d.display()));
+    }
     let headers_hash = hash_files(&inputs.headers);
     let nvcc_id = nvcc_identity(nvcc);
     thread::scope(|scope| {
         let handles: Vec<_> = inputs
             .sources
             .iter()
-            .map(|src| scope.spawn(|| compile_one(nvcc, &nvcc_id, headers_hash, src, dir)))
+            .map(|src| scope.spawn(|| compile_one(nvcc, &nvcc_id, headers_hash, src, dir, cache)))
             .collect();
         handles
             .into_iter()
@@ -260,13 +276,14 @@ fn compile_all(nvcc: &Path, inputs: &KernelInputs, dir: &Path) -> Vec<Fatbin> {
 }
 
 /// Compile `src` to `<dir>/<stem>.fatbin`, unless the fatbin beside it was built from identical
-/// inputs (same source, headers, flags and nvcc), as recorded in `<stem>.key`.
+/// inputs (same source, headers, flags and nvcc), as recorded in `<stem>.key`, or `cache` holds one.
 fn compile_one(
     nvcc: &Path,
     nvcc_id: &str,
     headers_hash: u64,
     src: &Path,
     dir: &Path,
+    cache: Option<&Path>,
 ) -> Result<Fatbin, String> {
     let name = src
         .file_stem()
@@ -297,6 +314,30 @@ fn compile_one(
         }
     }
 
+    let write = |path: &Path, text: &str| {
+        fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+    };
+    let cached = cache.map(|c| {
+        (
+            c.join(format!("{name}-{key}.fatbin")),
+            c.join(format!("{name}-{key}.ptxas.log")),
+        )
+    });
+    // A cache entry is whole once its fatbin is there: the log is renamed into place first.
+    if let Some((cached_fatbin, cached_log)) = &cached {
+        if let (Ok(ptxas_log), true) = (fs::read_to_string(cached_log), cached_fatbin.is_file()) {
+            fs::copy(cached_fatbin, &fatbin)
+                .map_err(|e| format!("cannot copy {}: {e}", cached_fatbin.display()))?;
+            write(&log_path, &ptxas_log)?;
+            write(&key_path, &key)?;
+            return Ok(Fatbin {
+                name,
+                path: fatbin,
+                ptxas_log,
+            });
+        }
+    }
+
     let output = Command::new(nvcc)
         .args(NVCC_FLAGS)
         .args(family_archs(&name))
@@ -315,11 +356,20 @@ fn compile_one(
             stderr
         ));
     }
-    let write = |path: &Path, text: &str| {
-        fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
-    };
     write(&log_path, &stderr)?;
     write(&key_path, &key)?;
+    if let Some((cached_fatbin, cached_log)) = &cached {
+        // Through temporary names and renames, so that a build reading the cache at the same time
+        // sees a whole entry or none.
+        let publish = |from: &Path, to: &Path| {
+            let tmp = to.with_extension(format!("tmp{}", std::process::id()));
+            fs::copy(from, &tmp)
+                .and_then(|_| fs::rename(&tmp, to))
+                .map_err(|e| format!("cannot write {}: {e}", to.display()))
+        };
+        publish(&log_path, cached_log)?;
+        publish(&fatbin, cached_fatbin)?;
+    }
     Ok(Fatbin {
         name,
         path: fatbin,
