@@ -95,6 +95,13 @@ pub fn fp8_e4m3_to_f32(code: u8) -> f32 {
     FP8_E4M3[code as usize]
 }
 
+/// Whether any of `codes` is an FP8 e4m3 NaN (`S.1111.111`: `0x7f` or `0xff`).
+pub fn fp8_e4m3_has_nan(codes: &[u8]) -> bool {
+    // `(c & 0x7f) + 1` has bit 7 set for the NaNs alone. An OR of every code, without a branch,
+    // so that the loop is vectorised: it runs once over a checkpoint's codes.
+    codes.iter().fold(0u8, |bits, &c| bits | ((c & 0x7f) + 1)) & 0x80 != 0
+}
+
 /// The largest finite FP8 e4m3 value (code `0x7e`).
 pub const FP8_E4M3_MAX: f32 = 448.0;
 
@@ -164,6 +171,9 @@ pub struct QuantExperts {
     group: usize,
     codes: Vec<u8>,
     scales: Vec<f32>,
+    /// Whether a code is an FP8 NaN, found once in [`QuantExperts::new`] (always `false` for
+    /// MXFP4, which has none).
+    nan_codes: bool,
 }
 
 impl QuantExperts {
@@ -192,6 +202,7 @@ impl QuantExperts {
             &[experts, n, k.div_ceil(group)],
         )?;
         check_scales("quantization scales", &scales)?;
+        let nan_codes = format == CodeFormat::Fp8E4M3 && fp8_e4m3_has_nan(&codes);
         Ok(QuantExperts {
             format,
             experts,
@@ -200,6 +211,7 @@ impl QuantExperts {
             group,
             codes,
             scales,
+            nan_codes,
         })
     }
 
@@ -226,6 +238,12 @@ impl QuantExperts {
     /// The scales `[E, N, ceil(K / group)]`.
     pub fn scales(&self) -> &[f32] {
         &self.scales
+    }
+
+    /// Whether any code is a NaN (FP8's `0x7f` and `0xff`; MXFP4 has none), as found when the
+    /// experts were built.
+    pub fn has_nan_codes(&self) -> bool {
+        self.nan_codes
     }
 
     /// Row `j` of matrix `e`, dequantized into `out` (`K` values).
@@ -372,6 +390,23 @@ mod tests {
         assert_eq!(fp8_e4m3_to_f32(0x38), 1.0);
         assert_eq!(fp8_e4m3_to_f32(0x01), 2f32.powi(-9));
         assert!(fp8_e4m3_to_f32(0x7f).is_nan() && fp8_e4m3_to_f32(0xff).is_nan());
+    }
+
+    #[test]
+    fn e4m3_nan_codes_are_found_anywhere() {
+        // Against the decoder: each code alone, then each code at every position of 200 others
+        // (every lane of the vectorised loop and of its tail).
+        let filler: Vec<u8> = (0..200u32).map(|i| (i * 37 % 255) as u8 & 0xfe).collect();
+        assert!(!fp8_e4m3_has_nan(&filler) && !fp8_e4m3_has_nan(&[]));
+        for code in 0..=255u8 {
+            let nan = fp8_e4m3_to_f32(code).is_nan();
+            assert_eq!(fp8_e4m3_has_nan(&[code]), nan, "code {code:#04x}");
+            for pos in 0..filler.len() {
+                let mut codes = filler.clone();
+                codes[pos] = code;
+                assert_eq!(fp8_e4m3_has_nan(&codes), nan, "code {code:#04x} at {pos}");
+            }
+        }
     }
 
     #[test]

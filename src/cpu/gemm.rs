@@ -30,7 +30,7 @@
 use rayon::prelude::*;
 
 use super::activation::activate_row;
-use super::fast::WeightSource;
+use super::fast::{Fp8Codes, WeightSource};
 use crate::config::Activation;
 use crate::dtype::Element;
 use crate::error::{MoeError, Result};
@@ -94,7 +94,7 @@ impl ExpertRows for QuantExperts {
     fn source(&self) -> Option<WeightSource<'_>> {
         match self.format() {
             CodeFormat::Fp8E4M3 => Some(WeightSource::Fp8E4M3 {
-                codes: self.codes(),
+                codes: Fp8Codes::of(self),
                 scales: self.scales(),
                 group: self.group(),
             }),

@@ -345,26 +345,34 @@ unsafe fn load_lanes<W: portable::Widen>(
 /// An e4m3 code `s.eeee.mmm` placed in an f16 as `s.0eeee.mmm0000000` has 2^-8 of the code's value
 /// (both formats' subnormals included: the exponent biases are 15 and 7), so `vcvtph2ps` widens it
 /// exactly; the code sign-extended to 16 bits and shifted left by 7 (`x`) has those bits where the
-/// mask `0xbf80` is set. Bit 14 is then set for the NaN codes `s.1111.111` alone (1.875 without it,
-/// an f16 NaN with it): `x + 0x80` carries into bit 14 exactly when the 7 bits above the shift are
-/// all set, so bit 14 of `x ^ (x + 0x80)` is the NaN flag (one `vpternlogd`, no test of the
-/// codes). The result is multiplied by `256 * scale`, both factors exact powers-of-two scalings of
-/// the reference's, so the product is the reference's table value times the scale, bit for bit.
-/// Spans where `256 * scale` is not finite are decoded lane by lane.
+/// mask `0xbf80` is set. Codes known to hold no NaN (`NAN` false, [`Fp8Codes`](super::Fp8Codes))
+/// are decoded by that mask alone. Otherwise bit 14 is set for the NaN codes `s.1111.111` (1.875
+/// without it, an f16 NaN with it): `x + 0x80` carries into bit 14 exactly when the 7 bits above
+/// the shift are all set, so bit 14 of `x ^ (x + 0x80)` is the NaN flag (one `vpternlogd` with
+/// the mask, no test of the codes). The result is multiplied by `256 * scale`, both factors exact
+/// powers-of-two scalings of the reference's, so the product is the reference's table value times
+/// the scale, bit for bit. Spans where `256 * scale` is not finite are decoded lane by lane.
 #[derive(Clone, Copy)]
-struct Fp8<'a> {
+struct Fp8<'a, const NAN: bool> {
     src: portable::Fp8<'a>,
     scales: GroupScales,
 }
 
-impl Fp8<'_> {
+impl<'a, const NAN: bool> Fp8<'a, NAN> {
+    fn new(src: portable::Fp8<'a>) -> Self {
+        Fp8 {
+            src,
+            scales: GroupScales::new(src.scales, src.k, src.group),
+        }
+    }
+
     /// Whether the vector loads apply scale `s` exactly: `256 * s` is finite.
     fn vector_scale(s: f32) -> bool {
         (256.0 * s).is_finite()
     }
 }
 
-impl Load for Fp8<'_> {
+impl<const NAN: bool> Load for Fp8<'_, NAN> {
     const STEP: usize = 2 * LANES;
     const DECODE_ONCE: bool = true;
     type Scale = __m512;
@@ -399,11 +407,15 @@ impl Load for Fp8<'_> {
             let lanes = masks[0] as u32 | (masks[1] as u32) << 16;
             let codes = _mm256_maskz_loadu_epi8(lanes, codes.add(row * self.src.k + c).cast());
             let x = _mm512_slli_epi16::<7>(_mm512_cvtepi8_epi16(codes));
-            let y = _mm512_add_epi16(x, _mm512_set1_epi16(0x80));
-            // Bitwise `mask ? x : x ^ y` (truth table 0xb4 of `x, y, mask`): `x` under `0xbf80`,
-            // the NaN flag in bit 14 (bits 0-6 are zero in both).
             let mask = _mm512_set1_epi16(0xbf80u16 as i16);
-            let half = _mm512_ternarylogic_epi32::<0xb4>(x, y, mask);
+            let half = if NAN {
+                let y = _mm512_add_epi16(x, _mm512_set1_epi16(0x80));
+                // Bitwise `mask ? x : x ^ y` (truth table 0xb4 of `x, y, mask`): `x` under
+                // `0xbf80`, the NaN flag in bit 14 (bits 0-6 are zero in both).
+                _mm512_ternarylogic_epi32::<0xb4>(x, y, mask)
+            } else {
+                _mm512_and_si512(x, mask)
+            };
             [
                 _mm512_mul_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(half)), s256),
                 _mm512_mul_ps(_mm512_cvtph_ps(_mm512_extracti64x4_epi64::<1>(half)), s256),
@@ -746,18 +758,19 @@ pub(super) unsafe fn task(task: &Task<'_, f32>, src: &WeightSource<'_>) {
             codes,
             scales,
             group,
-        } => run(
-            task,
-            Fp8 {
-                src: portable::Fp8 {
-                    codes,
-                    scales,
-                    k,
-                    group,
-                },
-                scales: GroupScales::new(scales, k, group),
-            },
-        ),
+        } => {
+            let src = portable::Fp8 {
+                codes: codes.codes(),
+                scales,
+                k,
+                group,
+            };
+            if codes.has_nan() {
+                run(task, Fp8::<true>::new(src))
+            } else {
+                run(task, Fp8::<false>::new(src))
+            }
+        }
         WeightSource::Mxfp4E2M1 {
             codes,
             scales,

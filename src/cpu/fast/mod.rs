@@ -45,7 +45,7 @@ use super::CACHE_LINE;
 use crate::config::Activation;
 use crate::dtype::Element;
 use crate::error::{MoeError, Result};
-use crate::quant::CodeFormat;
+use crate::quant::{fp8_e4m3_has_nan, CodeFormat, QuantExperts};
 use crate::view::{MatMut, MatRef};
 
 /// Which implementation runs a CPU layer's expert GEMMs.
@@ -123,7 +123,7 @@ pub enum WeightSource<'a> {
     /// (`[E, N, ceil(K / group)]`), as [`QuantExperts`](crate::quant::QuantExperts) holds them.
     Fp8E4M3 {
         /// The codes `[E, N, K]`.
-        codes: &'a [u8],
+        codes: Fp8Codes<'a>,
         /// The scales `[E, N, ceil(K / group)]`.
         scales: &'a [f32],
         /// Columns per scale.
@@ -141,6 +141,43 @@ pub enum WeightSource<'a> {
         /// Columns per scale.
         group: usize,
     },
+}
+
+/// FP8 e4m3 codes, with whether any of them is a NaN (`0x7f`, `0xff`), found once when they were
+/// wrapped: the AVX-512 kernels decode codes without NaNs by one instruction fewer.
+#[derive(Clone, Copy, Debug)]
+pub struct Fp8Codes<'a> {
+    codes: &'a [u8],
+    nan: bool,
+}
+
+impl<'a> Fp8Codes<'a> {
+    /// The codes, looked through once for NaNs (wrap them once where they are stored, as
+    /// [`QuantExperts`](crate::quant::QuantExperts) does).
+    pub fn new(codes: &'a [u8]) -> Self {
+        Fp8Codes {
+            codes,
+            nan: fp8_e4m3_has_nan(codes),
+        }
+    }
+
+    /// The codes of `q`, which looked through them when it was built.
+    pub(crate) fn of(q: &'a QuantExperts) -> Self {
+        Fp8Codes {
+            codes: q.codes(),
+            nan: q.has_nan_codes(),
+        }
+    }
+
+    /// The codes.
+    pub fn codes(self) -> &'a [u8] {
+        self.codes
+    }
+
+    /// Whether any code is a NaN.
+    pub fn has_nan(self) -> bool {
+        self.nan
+    }
 }
 
 impl<'a> WeightSource<'a> {
@@ -195,7 +232,7 @@ impl<'a> WeightSource<'a> {
                 codes,
                 scales,
                 group,
-            } => quantized(CodeFormat::Fp8E4M3, codes, scales, group)?,
+            } => quantized(CodeFormat::Fp8E4M3, codes.codes(), scales, group)?,
             WeightSource::Mxfp4E2M1 {
                 codes,
                 scales,

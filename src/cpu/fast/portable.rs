@@ -149,7 +149,7 @@ fn task_body(task: &Task<'_, f32>, src: &WeightSource<'_>) {
         } => run(
             task,
             Fp8 {
-                codes,
+                codes: codes.codes(),
                 scales,
                 k,
                 group,
