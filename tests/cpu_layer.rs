@@ -106,14 +106,11 @@ fn check_layer<X: Element, W: Element>(rng: &mut StdRng, cfg: &MoeConfig, t: usi
             .iter()
             .map(|&v| v as usize)
             .collect();
-        for (g, w) in ids.iter().zip(&o.ids) {
-            let (cg, cw) = (o.choice[*g], o.choice[*w]);
-            assert!(
-                g == w || (cg - cw).abs() <= 1e-5 * cw.abs().max(1e-3),
-                "token {tok}: routed to {ids:?}, oracle {:?}",
-                o.ids
-            );
-        }
+        assert!(
+            o.ids_agree(&ids),
+            "token {tok}: routed to {ids:?}, oracle {:?}",
+            o.ids
+        );
         let wts = oracle::weights_for(&route, &o.scores, &ids);
         let y = oracle::layer_token(cfg, &weights, xt, &ids, &wts, true);
         want[tok * h..(tok + 1) * h].copy_from_slice(&y);

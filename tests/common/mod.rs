@@ -305,9 +305,22 @@ pub mod oracle {
         pub weights: Vec<f64>,
         pub scores: Vec<f64>,
         pub choice: Vec<f64>,
-        /// Some decision of this row (a sparse mixer mask) sits so close to its threshold that
-        /// `f32` rounding may take the other side.
+        /// Some decision of this row (a sparse mixer mask, the last group kept) sits so close to
+        /// its threshold that `f32` rounding may take the other side.
         pub fragile: bool,
+    }
+
+    impl RowRoute {
+        /// Whether `got` are these ids up to the decisions `f32` rounding may take the other way:
+        /// a slot whose two experts' choice scores are within 1e-5 relative, or any slot of a
+        /// fragile row.
+        pub fn ids_agree(&self, got: &[usize]) -> bool {
+            self.fragile
+                || got.iter().zip(&self.ids).all(|(&g, &w)| {
+                    let (cg, cw) = (self.choice[g], self.choice[w]);
+                    g == w || (cg - cw).abs() <= 1e-5 * cw.abs().max(1e-3)
+                })
+        }
     }
 
     pub fn scores(r: &Route, logits: &[f64]) -> Vec<f64> {
@@ -351,8 +364,9 @@ pub mod oracle {
         let choice: Vec<f64> = (0..r.e)
             .map(|i| scores[i] + r.bias.as_ref().map_or(0.0, |b| b[i]))
             .collect();
-        let eligible: Vec<usize> = match r.groups {
-            None => (0..r.e).collect(),
+        // The groups kept, and whether the last kept and the first dropped nearly tie.
+        let (eligible, group_tie): (Vec<usize>, bool) = match r.groups {
+            None => ((0..r.e).collect(), false),
             Some((ng, kg, sum2)) => {
                 let gs = r.e / ng;
                 let gscore: Vec<f64> = (0..ng)
@@ -367,15 +381,20 @@ pub mod oracle {
                     })
                     .collect();
                 let all: Vec<usize> = (0..ng).collect();
-                let keep = &ranked(&gscore, &all)[..kg];
-                (0..r.e).filter(|i| keep.contains(&(i / gs))).collect()
+                let order = ranked(&gscore, &all);
+                let keep = &order[..kg];
+                let tie = kg < ng && {
+                    let (last, next) = (gscore[order[kg - 1]], gscore[order[kg]]);
+                    (last - next).abs() <= 1e-5 * last.abs().max(1e-3)
+                };
+                ((0..r.e).filter(|i| keep.contains(&(i / gs))).collect(), tie)
             }
         };
         let ids: Vec<usize> = ranked(&choice, &eligible)[..r.k].to_vec();
         let weights = weights_for(r, &scores, &ids);
-        let fragile = r
-            .sparse_mixer
-            .is_some_and(|eps| sparse_mixer_weights(logits, eps, &ids).1);
+        let fragile = group_tie
+            || r.sparse_mixer
+                .is_some_and(|eps| sparse_mixer_weights(logits, eps, &ids).1);
         RowRoute {
             ids,
             weights,
