@@ -424,8 +424,8 @@ fn fast_quantized_spans_keep_the_reference_values() {
     // The kernels walk each row in spans of one scale (a group, or runs of a row-wide scale) and
     // the loads in steps of 16 or 32 columns: K ending mid-group and mid-step, row-wide scales
     // over several spans, groups of multiples of 16 that are no power of two or split a 32-column
-    // step, scales whose `256 * s` overflows (those spans are decoded lane by lane) and subnormal
-    // scales. Every weight must still be the reference's and the oracle's.
+    // step, FP8 scales whose `256 * s` overflows (those spans' sums are scaled in two steps) and
+    // subnormal scales. Every weight must still be the reference's and the oracle's.
     let mut rng = common::rng("fast_quantized_spans_keep_the_reference_values");
     for isa in isas() {
         for (k, group) in [
@@ -682,7 +682,8 @@ fn fast_quantized_bits_do_not_depend_on_rows_per_expert() {
     // weight rows once and reads the decoded values back for its other tiles. Each row's outputs
     // must keep the bits they have when the row is alone (every tile then decodes), whatever the
     // spans: groups of 128, 32, 48 and one per row, groups of 16 (half steps), groups of 5 (lane by
-    // lane), FP8 rows mixing both (extreme scales), K ending mid-step.
+    // lane), FP8 rows whose spans' sums are scaled in one step and in two (extreme scales), K
+    // ending mid-step.
     let mut rng = common::rng("fast_quantized_bits_do_not_depend_on_rows_per_expert");
     for isa in isas() {
         for (k, group) in [

@@ -5,7 +5,8 @@
 //! The lanes and chunks are those of the portable build (lane `l` takes columns `c + l`, a short
 //! last chunk is masked to zeros), but for MXFP4 rows read by vectors, whose lane `l` takes the
 //! columns `c + 2l` and `c + 2l + 1` of each 32 (see [`Mxfp4`]); each lane's additions are fused
-//! with its products, and the 16 lanes are added by `_mm512_reduce_add_ps`. Every output's order
+//! with its products (FP8's summed apart per span, then scaled: see [`Fp8`]), and the 16 lanes are
+//! added by `_mm512_reduce_add_ps`. Every output's order
 //! depends on neither the tile nor the thread, nor on how many activation rows share the weights
 //! (see [`strip`]). Quantized rows are read in spans of one scale per row, set up once per span
 //! (see [`Load`]).
@@ -35,23 +36,32 @@ trait Load: Copy {
     /// MXFP4's groups of 16, loads it masked), or at least `K` (one span a row).
     fn span(self) -> usize;
 
-    /// Whether the span of columns from `c` of global weight row `row` is read by [`Load::load`]
-    /// (else by [`Load::load_lanes`]: a group that splits chunks, a scale the vector loads cannot
-    /// apply exactly). `c < K`, a multiple of the span; the row must exist (else this may panic).
-    fn vector_span(self, row: usize, c: usize) -> bool;
+    /// Whether the rows are read by [`Load::load`], else by [`Load::load_lanes`] (scale groups
+    /// that split chunks: each row is one span).
+    fn vector(self) -> bool;
 
-    /// Whether every span of global weight rows `row0 .. row0 + rows` is read by [`Load::load`]:
-    /// checked once per tile, so that the spans need not be. The rows must exist (else this may
-    /// panic).
-    fn vector_rows(self, row0: usize, rows: usize) -> bool;
+    /// Whether [`Load::load`] leaves the scale out: a span's products are then summed apart and
+    /// added to the dot products by [`Load::span_factor`].
+    const SUMS_SPANS: bool = false;
+
+    /// How the sums of the span of columns from `c` of global weight row `row` join the dot
+    /// products, for [`Load::SUMS_SPANS`].
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX-512 F; `c < K`, a multiple of the span, and the row must exist.
+    #[inline(always)]
+    unsafe fn span_factor(self, _row: usize, _c: usize) -> SpanFactor {
+        SpanFactor::Unit
+    }
 
     /// The scale of global weight row `row` over the span of columns from `c`, for
     /// [`Load::load`].
     ///
     /// # Safety
     ///
-    /// The CPU must support AVX-512 F, BW and VL; the span must be read by vectors
-    /// ([`Load::vector_span`]); `c < K`, a multiple of the span, and the row must exist.
+    /// The CPU must support AVX-512 F, BW and VL; the rows must be read by vectors
+    /// ([`Load::vector`]); `c < K`, a multiple of the span, and the row must exist.
     unsafe fn scale(self, row: usize, c: usize) -> Self::Scale;
 
     /// Columns `c .. c + STEP` of global weight row `row` in a span of scale `scale`, 16 a vector
@@ -132,11 +142,7 @@ impl<T: Unscaled> Load for T {
         usize::MAX
     }
 
-    fn vector_span(self, _row: usize, _c: usize) -> bool {
-        true
-    }
-
-    fn vector_rows(self, _row0: usize, _rows: usize) -> bool {
+    fn vector(self) -> bool {
         true
     }
 
@@ -349,9 +355,14 @@ unsafe fn load_lanes<W: portable::Widen>(
 /// are decoded by that mask alone. Otherwise bit 14 is set for the NaN codes `s.1111.111` (1.875
 /// without it, an f16 NaN with it): `x + 0x80` carries into bit 14 exactly when the 7 bits above
 /// the shift are all set, so bit 14 of `x ^ (x + 0x80)` is the NaN flag (one `vpternlogd` with
-/// the mask, no test of the codes). The result is multiplied by `256 * scale`, both factors exact
-/// powers-of-two scalings of the reference's, so the product is the reference's table value times
-/// the scale, bit for bit. Spans where `256 * scale` is not finite are decoded lane by lane.
+/// the mask, no test of the codes).
+///
+/// The loads leave the scale out ([`Load::SUMS_SPANS`]): a span's products are summed apart, then
+/// added times `256 * scale` by one fused multiply-add, which saves a multiplication per weight. Where
+/// `256 * scale` is not finite, the sums are multiplied by 256 first (exact) and then by the scale:
+/// the same rounded product. A weight times a one-hot activation is thus the reference's table value
+/// times the scale, bit for bit. Groups that split chunks are read lane by lane, scaled as the
+/// reference does, each row one span.
 #[derive(Clone, Copy)]
 struct Fp8<'a, const NAN: bool> {
     src: portable::Fp8<'a>,
@@ -365,42 +376,44 @@ impl<'a, const NAN: bool> Fp8<'a, NAN> {
             scales: GroupScales::new(src.scales, src.k, src.group),
         }
     }
-
-    /// Whether the vector loads apply scale `s` exactly: `256 * s` is finite.
-    fn vector_scale(s: f32) -> bool {
-        (256.0 * s).is_finite()
-    }
 }
 
 impl<const NAN: bool> Load for Fp8<'_, NAN> {
     const STEP: usize = 2 * LANES;
     const DECODE_ONCE: bool = true;
-    type Scale = __m512;
+    const SUMS_SPANS: bool = true;
+    type Scale = ();
 
     fn span(self) -> usize {
         self.scales.span()
     }
 
-    fn vector_span(self, row: usize, c: usize) -> bool {
-        self.scales.vector() && Self::vector_scale(self.src.scales[self.scales.index(row, c)])
-    }
-
-    fn vector_rows(self, row0: usize, rows: usize) -> bool {
-        let groups = self.scales.groups;
+    fn vector(self) -> bool {
         self.scales.vector()
-            && self.src.scales[row0 * groups..(row0 + rows) * groups]
-                .iter()
-                .all(|&s| Self::vector_scale(s))
     }
 
     #[inline(always)]
-    unsafe fn scale(self, row: usize, c: usize) -> __m512 {
+    unsafe fn span_factor(self, row: usize, c: usize) -> SpanFactor {
+        if !self.scales.vector() {
+            // Each row is one span, read lane by lane: its products are scaled already.
+            return SpanFactor::Unit;
+        }
         // SAFETY: the caller's (`c < k`, the row exists); the caller has AVX-512 F.
-        unsafe { _mm512_set1_ps(256.0 * self.scales.at(row, c)) }
+        unsafe {
+            let s = self.scales.at(row, c);
+            if (256.0 * s).is_finite() {
+                SpanFactor::One(_mm512_set1_ps(256.0 * s))
+            } else {
+                SpanFactor::Two(_mm512_set1_ps(256.0), _mm512_set1_ps(s))
+            }
+        }
     }
 
     #[inline(always)]
-    unsafe fn load(self, s256: __m512, row: usize, c: usize, masks: [__mmask16; 2]) -> [__m512; 2] {
+    unsafe fn scale(self, _row: usize, _c: usize) {}
+
+    #[inline(always)]
+    unsafe fn load(self, _scale: (), row: usize, c: usize, masks: [__mmask16; 2]) -> [__m512; 2] {
         let codes = self.src.codes.as_ptr();
         // SAFETY: as for `Plain<f32>`; the caller has AVX-512 F, BW and VL.
         unsafe {
@@ -417,8 +430,8 @@ impl<const NAN: bool> Load for Fp8<'_, NAN> {
                 _mm512_and_si512(x, mask)
             };
             [
-                _mm512_mul_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(half)), s256),
-                _mm512_mul_ps(_mm512_cvtph_ps(_mm512_extracti64x4_epi64::<1>(half)), s256),
+                _mm512_cvtph_ps(_mm512_castsi512_si256(half)),
+                _mm512_cvtph_ps(_mm512_extracti64x4_epi64::<1>(half)),
             ]
         }
     }
@@ -470,11 +483,7 @@ impl Load for Mxfp4<'_> {
         self.scales.span()
     }
 
-    fn vector_span(self, _row: usize, _c: usize) -> bool {
-        self.scales.vector()
-    }
-
-    fn vector_rows(self, _row0: usize, _rows: usize) -> bool {
+    fn vector(self) -> bool {
         self.scales.vector()
     }
 
@@ -589,6 +598,37 @@ fn lane_mask(len: usize) -> __mmask16 {
     }
 }
 
+/// How a span's sums of products join a tile's dot products ([`Load::span_factor`]).
+#[derive(Clone, Copy)]
+enum SpanFactor {
+    /// Added as they are.
+    Unit,
+    /// Times one factor (a fused multiply-add: one rounding).
+    One(__m512),
+    /// Times the first factor, exactly (a power of two), then times the second: one rounding too,
+    /// of the same product as `One` of the two factors' product, which is not finite.
+    Two(__m512, __m512),
+}
+
+impl SpanFactor {
+    /// `acc + sums * factor`.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX-512 F.
+    #[inline(always)]
+    unsafe fn add(self, sums: __m512, acc: __m512) -> __m512 {
+        // SAFETY: the caller's.
+        unsafe {
+            match self {
+                SpanFactor::Unit => _mm512_add_ps(acc, sums),
+                SpanFactor::One(f) => _mm512_fmadd_ps(sums, f, acc),
+                SpanFactor::Two(exact, f) => _mm512_fmadd_ps(_mm512_mul_ps(sums, exact), f, acc),
+            }
+        }
+    }
+}
+
 /// The tile's products over one load step at column `c` (chunk `h` of its `STEP / 16` masked by
 /// `masks[h]`), the weights loaded with the rows' `scales` and the activations in their lanes
 /// (or both chunk by chunk, one a step, without); then, for `ahead`, a prefetch of the next `NR`
@@ -649,9 +689,8 @@ unsafe fn step<W: Load, const MR: usize, const NR: usize>(
 /// `out(i, j, dot(x row i, weight row row0 + j))` for an `MR x NR` tile.
 ///
 /// Span by span, the rows' scales are set up once; then each step of the span is loaded (masked
-/// only at `K`) and its chunks of 16 columns added into the lanes. Where one row mixes spans read
-/// by vectors and lane by lane (FP8 scales too large for the vector loads), both add the same
-/// products in the same order.
+/// only at `K`) and its chunks of 16 columns added into the lanes: of the dot products, or of the
+/// span's sums, which then join them by [`Load::span_factor`] ([`Load::SUMS_SPANS`]).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,fma")]
 fn tile<W: Load, const MR: usize, const NR: usize>(
@@ -664,13 +703,14 @@ fn tile<W: Load, const MR: usize, const NR: usize>(
 ) {
     assert!(xs.len() >= (MR - 1) * k + k, "activation rows of the tile");
     let mut acc = [[_mm512_setzero_ps(); NR]; MR];
+    let mut sums = [[_mm512_setzero_ps(); NR]; MR];
     let span = w.span();
-    // The weight rows `row0 .. row0 + NR` exist (checked by the caller).
-    let all_vector = w.vector_rows(row0, NR);
+    let vector = w.vector();
     let mut c = 0;
     while c < k {
-        let end = if k - c > span { c + span } else { k };
-        if all_vector || (0..NR).all(|j| w.vector_span(row0 + j, c)) {
+        let (c0, end) = (c, if k - c > span { c + span } else { k });
+        let dst = if W::SUMS_SPANS { &mut sums } else { &mut acc };
+        if vector {
             // SAFETY (both): AVX-512 is enabled here; the span is read by vectors; `c < end <= k`,
             // `c` a multiple of the span; the rows exist.
             let mut scales = [unsafe { w.scale(row0, c) }; NR];
@@ -687,22 +727,34 @@ fn tile<W: Load, const MR: usize, const NR: usize>(
                 // SAFETY: AVX-512 is enabled here; the step's columns lie in the span and in every
                 // row (the weight rows `row0 .. row0 + NR` exist, checked by the caller; the
                 // activation rows by the assert above).
-                unsafe { step(xs, k, w, scales, row0, c, [0xffff; 2], ahead, &mut acc) };
+                unsafe { step(xs, k, w, scales, row0, c, [0xffff; 2], ahead, dst) };
                 c += W::STEP;
             }
             if c < end {
                 let len = end - c;
                 let masks = [lane_mask(len), lane_mask(len.saturating_sub(LANES))];
                 // SAFETY: as above, for the unmasked columns `c .. end`.
-                unsafe { step(xs, k, w, scales, row0, c, masks, ahead, &mut acc) };
+                unsafe { step(xs, k, w, scales, row0, c, masks, ahead, dst) };
                 c = end;
             }
         } else {
             while c < end {
                 let masks = [lane_mask(end - c), 0];
                 // SAFETY: as above, for the unmasked columns `c .. min(c + 16, end)`.
-                unsafe { step(xs, k, w, None, row0, c, masks, ahead, &mut acc) };
+                unsafe { step(xs, k, w, None, row0, c, masks, ahead, dst) };
                 c += LANES;
+            }
+        }
+        if W::SUMS_SPANS {
+            for j in 0..NR {
+                // SAFETY: AVX-512 is enabled here; `c0 < k`, a multiple of the span; the rows
+                // exist.
+                let factor = unsafe { w.span_factor(row0 + j, c0) };
+                for (ai, si) in acc.iter_mut().zip(&mut sums) {
+                    // SAFETY: AVX-512 is enabled here.
+                    ai[j] = unsafe { factor.add(si[j], ai[j]) };
+                    si[j] = _mm512_setzero_ps();
+                }
             }
         }
     }

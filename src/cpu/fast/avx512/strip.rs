@@ -8,7 +8,7 @@
 use std::arch::x86_64::*;
 
 use super::super::{tile_dispatch, OutPtr, Task, LANES, MR, NR};
-use super::{tile, Load};
+use super::{tile, Load, SpanFactor};
 
 /// Floats a strip keeps per weight row of `K` columns loaded `step` at a time: a slot of `step`
 /// floats for each chunk of [`LANES`] columns, since a step starts at any chunk (a span may end
@@ -54,12 +54,16 @@ impl<W: Load> Load for Recording<W> {
         self.0.w.span()
     }
 
-    fn vector_span(self, row: usize, c: usize) -> bool {
-        self.0.w.vector_span(row, c)
+    fn vector(self) -> bool {
+        self.0.w.vector()
     }
 
-    fn vector_rows(self, row0: usize, rows: usize) -> bool {
-        self.0.w.vector_rows(row0, rows)
+    const SUMS_SPANS: bool = W::SUMS_SPANS;
+
+    #[inline(always)]
+    unsafe fn span_factor(self, row: usize, c: usize) -> SpanFactor {
+        // SAFETY: the caller's.
+        unsafe { self.0.w.span_factor(row, c) }
     }
 
     #[inline(always)]
@@ -128,12 +132,16 @@ impl<W: Load> Load for Recorded<W> {
         self.0.w.span()
     }
 
-    fn vector_span(self, row: usize, c: usize) -> bool {
-        self.0.w.vector_span(row, c)
+    fn vector(self) -> bool {
+        self.0.w.vector()
     }
 
-    fn vector_rows(self, row0: usize, rows: usize) -> bool {
-        self.0.w.vector_rows(row0, rows)
+    const SUMS_SPANS: bool = W::SUMS_SPANS;
+
+    #[inline(always)]
+    unsafe fn span_factor(self, row: usize, c: usize) -> SpanFactor {
+        // SAFETY: the caller's.
+        unsafe { self.0.w.span_factor(row, c) }
     }
 
     #[inline(always)]
