@@ -1,3 +1,5 @@
+// Session 8: the FP8 loops with and without the NaN fold, with the scale per element or factored out
+// of each span's sum (perf/NOTES.md steps 16-17); session 7's MXFP4, FP8 and bf16 loops otherwise.
 // In-L1 throughput of the fast backend's decode steps (one row of activations, 4 weight rows):
 // the same instruction mix as cpu::fast::avx512's tile<_, 1, 4>, over 4 rows of 4 KB of codes
 // that stay in L1, so memory plays no part. Prints GB/s of weight bytes for one core.
@@ -31,7 +33,7 @@ __attribute__((noinline)) float mxfp4(int passes) {
     }
   return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])));
 }
-__attribute__((noinline)) float fp8(int passes) {
+__attribute__((noinline)) float fp8(int passes, int fold) {
   __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
   for (int p = 0; p < passes; p++)
     for (int b = 0; b < ROWB; b += 32) {   /* one step: 32 columns; a scale per 128 */
@@ -39,26 +41,10 @@ __attribute__((noinline)) float fp8(int passes) {
       for (int j = 0; j < 4; j++) {
         __m512 s = _mm512_set1_ps(scales[j][b / 128]);
         __m512i h = _mm512_slli_epi16(_mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(codes[j] + b))), 7);
+        if (fold) {
         __m512i y = _mm512_add_epi16(h, _mm512_set1_epi16(0x80));
         h = _mm512_ternarylogic_epi32(h, y, _mm512_set1_epi16((short)0xbf80), 0xb4);
-        __m512 w0 = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(h)), s);
-        __m512 w1 = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_extracti64x4_epi64(h, 1)), s);
-        acc[j] = _mm512_fmadd_ps(x0, w0, acc[j]);
-        acc[j] = _mm512_fmadd_ps(x1, w1, acc[j]);
-      }
-    }
-  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])));
-}
-
-__attribute__((noinline)) float fp8n(int passes) {
-  __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-  for (int p = 0; p < passes; p++)
-    for (int b = 0; b < ROWB; b += 32) {   /* one step: 32 columns; a scale per 128 */
-      __m512 x0 = _mm512_loadu_ps(x + b), x1 = _mm512_loadu_ps(x + b + 16);
-      for (int j = 0; j < 4; j++) {
-        __m512 s = _mm512_set1_ps(scales[j][b / 128]);
-        __m512i h = _mm512_slli_epi16(_mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)(codes[j] + b))), 7);
-        h = _mm512_and_si512(h, _mm512_set1_epi16((short)0xbf80));
+        } else h = _mm512_and_si512(h, _mm512_set1_epi16((short)0xbf80));
         __m512 w0 = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_castsi512_si256(h)), s);
         __m512 w1 = _mm512_mul_ps(_mm512_cvtph_ps(_mm512_extracti64x4_epi64(h, 1)), s);
         acc[j] = _mm512_fmadd_ps(x0, w0, acc[j]);
@@ -108,9 +94,9 @@ int main(void) {
   for (int r = 0; r < 3; r++) {
     double t = now(); sink += mxfp4(passes); t = now() - t;
     printf("MXFP4 (16 B codes + 4 B scale a row-step): %.1f GB/s\n", 4.0 * ROWB * 1.25 * passes / t / 1e9);
-    t = now(); sink += fp8(passes); t = now() - t;
+    t = now(); sink += fp8(passes, 1); t = now() - t;
     printf("FP8 (32 B codes a row-step, a scale per 128): %.1f GB/s\n", 4.0 * ROWB * (1 + 4.0 / 128) * passes / t / 1e9);
-    t = now(); sink += fp8n(passes); t = now() - t;
+    t = now(); sink += fp8(passes, 0); t = now() - t;
     printf("FP8 scaled per element, no fold: %.1f GB/s\n", 4.0 * ROWB * (1 + 4.0 / 128) * passes / t / 1e9);
     t = now(); sink += fp8f(passes, 1); t = now() - t;
     printf("FP8 factored, NaN fold: %.1f GB/s\n", 4.0 * ROWB * (1 + 4.0 / 128) * passes / t / 1e9);

@@ -42,29 +42,36 @@ impl<W: Load> Strip<W> {
     }
 }
 
+/// The items of [`Load`] by which a [`Recording`] or [`Recorded`] of `W` walks `W`'s spans and
+/// steps: `W`'s own, so that both walk them as `W` does.
+macro_rules! walk_of_w {
+    () => {
+        const STEP: usize = W::STEP;
+        const SUMS_SPANS: bool = W::SUMS_SPANS;
+
+        fn span(self) -> usize {
+            self.0.w.span()
+        }
+
+        fn vector(self) -> bool {
+            self.0.w.vector()
+        }
+
+        #[inline(always)]
+        unsafe fn span_factor(self, row: usize, c: usize) -> SpanFactor {
+            // SAFETY: the caller's.
+            unsafe { self.0.w.span_factor(row, c) }
+        }
+    };
+}
+
 /// `W`'s rows, each vector loaded also stored in the strip.
 #[derive(Clone, Copy)]
 struct Recording<W>(Strip<W>);
 
 impl<W: Load> Load for Recording<W> {
-    const STEP: usize = W::STEP;
+    walk_of_w!();
     type Scale = W::Scale;
-
-    fn span(self) -> usize {
-        self.0.w.span()
-    }
-
-    fn vector(self) -> bool {
-        self.0.w.vector()
-    }
-
-    const SUMS_SPANS: bool = W::SUMS_SPANS;
-
-    #[inline(always)]
-    unsafe fn span_factor(self, row: usize, c: usize) -> SpanFactor {
-        // SAFETY: the caller's.
-        unsafe { self.0.w.span_factor(row, c) }
-    }
 
     #[inline(always)]
     unsafe fn scale(self, row: usize, c: usize) -> W::Scale {
@@ -125,24 +132,8 @@ impl<W: Load> Load for Recording<W> {
 struct Recorded<W>(Strip<W>);
 
 impl<W: Load> Load for Recorded<W> {
-    const STEP: usize = W::STEP;
+    walk_of_w!();
     type Scale = ();
-
-    fn span(self) -> usize {
-        self.0.w.span()
-    }
-
-    fn vector(self) -> bool {
-        self.0.w.vector()
-    }
-
-    const SUMS_SPANS: bool = W::SUMS_SPANS;
-
-    #[inline(always)]
-    unsafe fn span_factor(self, row: usize, c: usize) -> SpanFactor {
-        // SAFETY: the caller's.
-        unsafe { self.0.w.span_factor(row, c) }
-    }
 
     #[inline(always)]
     unsafe fn scale(self, _row: usize, _c: usize) {}
