@@ -120,7 +120,7 @@ pub enum WeightSource<'a> {
     /// f16 values.
     F16(&'a [f16]),
     /// FP8 e4m3 codes with one `f32` scale per row and group of `group` columns
-    /// (`[E, N, ceil(K / group)]`), as [`QuantExperts`](crate::quant::QuantExperts) holds them.
+    /// (`[E, N, ceil(K / group)]`), as [`QuantExperts`] holds them.
     Fp8E4M3 {
         /// The codes `[E, N, K]`.
         codes: Fp8Codes<'a>,
@@ -131,7 +131,7 @@ pub enum WeightSource<'a> {
     },
     /// MXFP4's FP4 e2m1 codes, two per byte (low nibble first, each row
     /// [`CodeFormat::row_bytes`](crate::quant::CodeFormat::row_bytes) bytes), with one `f32` scale
-    /// per row and group of `group` columns, as [`QuantExperts`](crate::quant::QuantExperts) holds
+    /// per row and group of `group` columns, as [`QuantExperts`] holds
     /// them.
     Mxfp4E2M1 {
         /// The codes `[E, N, ceil(K / 2)]`.
@@ -153,7 +153,7 @@ pub struct Fp8Codes<'a> {
 
 impl<'a> Fp8Codes<'a> {
     /// The codes, looked through once for NaNs (wrap them once where they are stored, as
-    /// [`QuantExperts`](crate::quant::QuantExperts) does).
+    /// [`QuantExperts`] does).
     pub fn new(codes: &'a [u8]) -> Self {
         Fp8Codes {
             codes,
