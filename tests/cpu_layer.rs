@@ -116,42 +116,37 @@ fn check_layer<X: Element, W: Element>(rng: &mut StdRng, cfg: &MoeConfig, t: usi
             o.ids
         );
         let wts = oracle::weights_for(&route, &o.scores, &ids);
-        let y = oracle::layer_token(cfg, &weights, xt, &ids, &wts, true);
-        want[tok * h..(tok + 1) * h].copy_from_slice(&y);
-        for (&id, &w) in ids.iter().zip(&wts) {
-            let term = oracle::layer_token(cfg, &weights, xt, &[id], &[w], false);
-            terms += term.iter().map(|v| v * v).sum::<f64>();
-        }
-        let shared = oracle::layer_token(cfg, &weights, xt, &[], &[], true);
-        terms += shared.iter().map(|v| v * v).sum::<f64>();
-    }
-    let check = |what: String, got: &[f64]| {
-        assert!(got.iter().all(|g| g.is_finite()), "{what}: not finite");
-        let err = got
+        // The token's output is the sum of its terms: each routed expert's alone, then the shared
+        // experts' (`layer_token` of no routed expert).
+        let y = &mut want[tok * h..(tok + 1) * h];
+        let routed = ids
             .iter()
-            .zip(&want)
-            .map(|(g, w)| (g - w) * (g - w))
-            .sum::<f64>();
-        let size = want.iter().map(|w| w * w).sum::<f64>().max(terms);
-        let rel = (err / size.max(f64::MIN_POSITIVE)).sqrt();
-        assert!(
-            rel <= tol,
-            "{what}: L2 error {rel:e} of the sum or its terms > {tol:e}"
-        );
-    };
-    check(
-        format!(
-            "layer T={t} H={h} I={i} E={e} k={k} {:?} {}",
+            .zip(&wts)
+            .map(|(&id, &w)| oracle::layer_token(cfg, &weights, xt, &[id], &[w], false));
+        for term in routed.chain([oracle::layer_token(cfg, &weights, xt, &[], &[], true)]) {
+            terms += term.iter().map(|v| v * v).sum::<f64>();
+            y.iter_mut().zip(&term).for_each(|(a, v)| *a += v);
+        }
+    }
+    common::assert_close_of(
+        &format!(
+            "layer T={t} H={h} I={i} E={e} k={k} {:?} {} (against the sum, or its terms' size)",
             cfg.activation,
             X::DTYPE
         ),
         &common::el64(&out.hidden),
+        &want,
+        terms,
+        tol,
     );
     if let Some(r) = reference {
         assert_eq!(r.routing, out.routing);
-        check(
-            format!("reference backend, layer T={t} {}", X::DTYPE),
+        common::assert_close_of(
+            &format!("reference backend, layer T={t} {}", X::DTYPE),
             &common::el64(&r.hidden),
+            &want,
+            terms,
+            tol,
         );
     }
 }

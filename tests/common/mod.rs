@@ -195,9 +195,15 @@ pub fn choice_scores(
 
 /// Relative L2 error `|got - want| / |want|` (absolute when `want` is zero).
 pub fn rel_l2(got: &[f64], want: &[f64]) -> f64 {
+    rel_l2_of(got, want, 0.0)
+}
+
+/// [`rel_l2`] against the larger of `want`'s squared norm and `den_min` (the squared size of the
+/// terms `want` sums, where they may cancel).
+pub fn rel_l2_of(got: &[f64], want: &[f64], den_min: f64) -> f64 {
     assert_eq!(got.len(), want.len(), "rel_l2 of different lengths");
     let num: f64 = got.iter().zip(want).map(|(g, w)| (g - w) * (g - w)).sum();
-    let den: f64 = want.iter().map(|w| w * w).sum();
+    let den: f64 = want.iter().map(|w| w * w).sum::<f64>().max(den_min);
     if den == 0.0 {
         num.sqrt()
     } else {
@@ -217,11 +223,17 @@ pub fn el64<T: moe_kernels::Element>(v: &[T]) -> Vec<f64> {
 
 /// Assert every element is finite and the relative L2 error is within `tol`.
 pub fn assert_close(what: &str, got: &[f64], want: &[f64], tol: f64) {
+    assert_close_of(what, got, want, 0.0, tol)
+}
+
+/// [`assert_close`] with the error relative to [`rel_l2_of`]'s size: `want`'s, or `den_min`
+/// (squared) where that is larger.
+pub fn assert_close_of(what: &str, got: &[f64], want: &[f64], den_min: f64, tol: f64) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     for (i, g) in got.iter().enumerate() {
         assert!(g.is_finite(), "{what}: element {i} is {g}");
     }
-    let e = rel_l2(got, want);
+    let e = rel_l2_of(got, want, den_min);
     assert!(e <= tol, "{what}: relative L2 error {e:e} > {tol:e}");
 }
 
